@@ -1,0 +1,1 @@
+"""The LangGraph campaign graph, planners (offline search, LLM) and prompts."""

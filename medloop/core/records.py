@@ -1,0 +1,317 @@
+"""Frozen, versioned records that cross package boundaries and are stored as JSON.
+
+Conventions: times are UTC ISO-8601 strings; metric values are floats with the
+direction stated next to them; `schema_version` changes with the shape of a record.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from medloop.core.ids import canonical_json, sha256_hex
+from medloop.core.specs import CampaignSpec, Direction, Scalar, TaskKind, TrialConfig
+
+
+def utcnow() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: int = 1
+
+
+# ---------------------------------------------------------------- trials (job contract)
+
+
+class DatasetManifest(Record):
+    """What a job may know about its dataset. Paths are relative to the spec file's folder.
+
+    Layout inside the sandbox (`/in`): `train/imagesTr`, `train/labelsTr` (train cases),
+    `eval/imagesTs` (evaluation cases, images only) and `test/imagesTs` (test images).
+    """
+
+    name: str
+    checksum: str = Field(description="sha256 over dataset.json and every file's name+size+hash")
+    channel_names: dict[str, str]
+    labels: dict[str, int]
+    file_ending: str = ".nii.gz"
+    train_cases: list[str]
+    eval_cases: list[str]
+    test_cases: list[str] = Field(default_factory=list)
+    sites: dict[str, str] = Field(default_factory=dict, description="case id -> site")
+    split: dict[str, Any] = Field(default_factory=dict, description="How eval was split off")
+
+
+class TrialSpec(Record):
+    """The job's input (`/in/spec.json`). Its hash identifies a trial across campaigns."""
+
+    task: TaskKind = "segmentation"
+    dataset: DatasetManifest
+    config: TrialConfig
+    seed: int
+    max_seconds: float | None = Field(default=None, description="Hint only; the host enforces")
+
+    def spec_hash(self) -> str:
+        content = {
+            "task": self.task,
+            "dataset": self.dataset.model_dump(mode="json"),
+            "config": self.config.model_dump(mode="json"),
+            "seed": self.seed,
+        }
+        return sha256_hex(canonical_json(content))
+
+
+class ReportedMetrics(Record):
+    """Metrics a job claims for cases whose labels it had (its internal validation)."""
+
+    split: str = "internal_val"
+    metric: str = "dice"
+    per_case: dict[str, dict[str, float]] = Field(description="case -> class name -> value")
+
+
+class JobOutcome(Record):
+    """`/out/result.json`, written by the job. Untrusted: validated and recomputed on the host."""
+
+    status: Literal["completed", "failed"]
+    error: str | None = None
+    predictions: dict[str, str] = Field(
+        default_factory=dict, description="split -> folder under /out with one label map per case"
+    )
+    reported: list[ReportedMetrics] = Field(default_factory=list)
+    history: list[dict[str, float]] = Field(default_factory=list, description="Per-epoch records")
+    efficiency: dict[str, Any] = Field(default_factory=dict)
+    versions: dict[str, str] = Field(default_factory=dict)
+    checkpoint: str | None = None
+
+
+# ---------------------------------------------------------------- sandbox jobs
+
+
+JobStatus = Literal["succeeded", "failed", "oom", "timed_out", "cancelled", "quota_exceeded"]
+
+
+class JobLimits(Record):
+    timeout_s: float = Field(default=1800.0, gt=0)
+    memory_mb: int = Field(default=4096, ge=64)
+    cpus: float = Field(default=1.0, gt=0)
+    pids: int = Field(default=512, ge=16)
+    output_mb: int = Field(default=512, ge=1)
+    gpu_ids: list[int] = Field(default_factory=list)
+
+
+class JobSpec(Record):
+    """A unit of sandboxed work. `key` is deterministic: campaign, spec hash, attempt."""
+
+    key: str
+    command: list[str]
+    inputs: dict[str, Path] = Field(description="name -> host path, mounted read-only at <in>/name")
+    env: dict[str, str] = Field(default_factory=dict)
+    limits: JobLimits = JobLimits()
+    image: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class Provenance(Record):
+    code_version: str
+    code_commit: str | None = None
+    spec_hash: str | None = None
+    dataset_checksum: str | None = None
+    seed: int | None = None
+    runtime: str
+    image: str | None = Field(default=None, description="Image digest, or interpreter + lock hash")
+    host: str
+    gpu_ids: list[int] = Field(default_factory=list)
+    started_at: str
+    ended_at: str
+    exit_code: int | None = None
+
+
+class JobResult(Record):
+    """What happened to a job. A failed job is data; only infrastructure faults raise."""
+
+    key: str
+    status: JobStatus
+    exit_code: int | None
+    wall_s: float
+    out_dir: Path
+    log_tail: str = ""
+    reason: str | None = None
+    provenance: Provenance
+
+
+# ---------------------------------------------------------------- trial results (host side)
+
+TrialStatus = Literal[
+    "pending",
+    "running",
+    "succeeded",
+    "failed",
+    "oom",
+    "timed_out",
+    "cancelled",
+    "quota_exceeded",
+    "tampered",
+]
+Arm = Literal["control", "treatment", "baseline", "reproduction", "final"]
+
+
+class CaseEvaluation(Record):
+    case: str
+    site: str | None = None
+    metrics: dict[str, dict[str, float | None]] = Field(description="metric -> class -> value")
+
+
+class SplitEvaluation(Record):
+    """Metrics recomputed on the host from the job's predictions against held-out labels."""
+
+    split: str
+    cases: list[CaseEvaluation]
+    summary: dict[str, float | None] = Field(description="metric -> mean over cases of fg mean")
+    implementation: str = Field(description="Metric code and version used")
+    empty_rule: str = "both_empty_one"
+
+
+class TrialResult(Record):
+    trial_id: str
+    spec_hash: str
+    status: TrialStatus
+    objective: float | None = None
+    evaluations: dict[str, SplitEvaluation] = Field(default_factory=dict)
+    tamper_gap: float | None = Field(default=None, description="Max |reported - recomputed|")
+    history: list[dict[str, float]] = Field(default_factory=list)
+    efficiency: dict[str, Any] = Field(default_factory=dict)
+    job: JobResult | None = None
+    error: str | None = None
+
+
+class Trial(Record):
+    id: str
+    campaign_id: str
+    hypothesis_id: str | None
+    arm: Arm
+    spec: TrialSpec
+    spec_hash: str
+    status: TrialStatus = "pending"
+    result: TrialResult | None = None
+    created_at: str = Field(default_factory=utcnow)
+
+
+# ---------------------------------------------------------------- campaigns and hypotheses
+
+CampaignStatus = Literal["created", "running", "paused", "stopping", "stopped", "completed", "failed"]
+
+
+class FactorChange(Record):
+    factor: str
+    from_value: Scalar | None
+    to_value: Scalar
+
+
+class Hypothesis(Record):
+    id: str
+    campaign_id: str
+    cycle: int
+    statement: str
+    changes: list[FactorChange] = Field(min_length=1)
+    expected_effect: float | None = None
+    rationale: str = ""
+    evidence_ids: list[str] = Field(default_factory=list, description="Claims the plan relied on")
+    source: Literal["offline", "llm", "user"] = "offline"
+    verdict: Literal["pending", "supported", "refuted", "inconclusive", "failed"] = "pending"
+
+
+class Campaign(Record):
+    id: str
+    name: str
+    spec: CampaignSpec
+    status: CampaignStatus = "created"
+    owner: str = "local"
+    created_at: str = Field(default_factory=utcnow)
+    updated_at: str = Field(default_factory=utcnow)
+    baseline: dict[str, Scalar] = Field(default_factory=dict)
+    incumbent: dict[str, Scalar] = Field(default_factory=dict)
+    incumbent_objective: float | None = None
+    baseline_objective: float | None = None
+    summary: dict[str, Any] = Field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- claims and evidence
+
+Tier = Literal[
+    "proposed",
+    "supported",
+    "refuted",
+    "inconclusive",
+    "reproduced",
+    "validated",
+    "rejected",
+    "superseded",
+    "quarantined",
+    "external",
+]
+
+
+class Effect(Record):
+    metric: str
+    direction: Direction = Field(description="Which way is better for the metric")
+    estimate: float = Field(description="Mean paired difference, treatment - control")
+    ci_low: float
+    ci_high: float
+    ci_level: float = 0.95
+    p_value: float
+    p_adjusted: float
+    test: str
+    n_cases: int
+    n_seeds: int
+    min_effect: float
+    alpha: float
+
+
+class ClaimContext(Record):
+    task: TaskKind
+    dataset: str
+    dataset_checksum: str
+    fingerprint: dict[str, float] = Field(default_factory=dict)
+    sites: list[str] = Field(default_factory=list)
+    base_config: dict[str, Scalar] = Field(default_factory=dict)
+
+
+class Claim(Record):
+    id: str
+    campaign_id: str | None
+    hypothesis_id: str | None
+    statement: str
+    changes: list[FactorChange]
+    context: ClaimContext
+    outcome: str = Field(description="Metric the claim is about")
+    effect: Effect | None = None
+    tier: Tier = "proposed"
+    created_at: str = Field(default_factory=utcnow)
+    updated_at: str = Field(default_factory=utcnow)
+    author: str = "agent"
+
+
+class Evidence(Record):
+    claim_id: str
+    kind: Literal["trial", "statistic", "claim", "source"]
+    ref_id: str
+    role: str = Field(description="treatment | control | reproduction | test | derived_from ...")
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class AuditEntry(Record):
+    seq: int
+    ts: str
+    actor: str
+    action: str
+    object_type: str
+    object_id: str
+    detail: dict[str, Any] = Field(default_factory=dict)
+    prev_hash: str
+    hash: str

@@ -1,0 +1,78 @@
+"""Process settings (environment variables with the prefix `MEDLOOP_`).
+
+Campaign-level choices live in the campaign spec; these are per-installation choices:
+where the workspace is and which backends `bootstrap.py` builds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Environment that keeps third-party libraries offline and quiet. Applied by the CLI,
+# the demo and the tests before those libraries are imported.
+OFFLINE_ENV = {
+    "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+    "LITELLM_OFFLINE_MODE": "true",
+    "ANONYMIZED_TELEMETRY": "False",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+class Settings(BaseSettings):
+    """Installation settings. Every field can be set as `MEDLOOP_<FIELD>`."""
+
+    model_config = SettingsConfigDict(env_prefix="MEDLOOP_", extra="ignore")
+
+    workspace: Path = Field(default=Path(".medloop"), description="Folder for the store and indexes")
+    db_url: str | None = Field(default=None, description="sqlite:///path; default in the workspace")
+    embedder: str = Field(default="minilm", description="minilm | hash | litellm:<model>")
+    vector_index: str = Field(default="chroma", description="chroma | memory | http(s)://chroma")
+    runtime: str = Field(default="local", description="Sandbox runtime: local | docker")
+    docker_image: str = Field(default="medloop-runtime:latest")
+    llm_model: str | None = Field(default=None, description="litellm model name for the LLM planner")
+    llm_api_base: str | None = None
+    llm_api_key: str | None = None
+    require: str = Field(default="", description="Comma list of backends tests must not skip")
+    user: str = Field(default="local", description="Name recorded as the actor of CLI actions")
+
+    @property
+    def workspace_dir(self) -> Path:
+        return self.workspace.expanduser().resolve()
+
+    @property
+    def db_path(self) -> Path:
+        if self.db_url:
+            if not self.db_url.startswith("sqlite:///"):
+                from medloop.core.errors import SpecError
+
+                raise SpecError(
+                    f"MEDLOOP_DB_URL={self.db_url!r} is not supported",
+                    hint="use sqlite:///path/to/medloop.db",
+                )
+            return Path(self.db_url.removeprefix("sqlite:///")).expanduser().resolve()
+        return self.workspace_dir / "medloop.db"
+
+    @property
+    def chroma_dir(self) -> Path:
+        return self.workspace_dir / "chroma"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.workspace_dir / "jobs"
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.workspace_dir / "staging"
+
+    @property
+    def checkpoints_path(self) -> Path:
+        return self.workspace_dir / "checkpoints.sqlite"
+
+    @property
+    def required(self) -> set[str]:
+        return {part.strip() for part in self.require.split(",") if part.strip()}

@@ -1,0 +1,282 @@
+"""Campaign specs, search spaces and trial configs: what a researcher writes in YAML.
+
+All models forbid unknown keys, so a typo is an error that names the key, not a silently
+ignored setting. `load_campaign_spec` turns any problem into one `SpecError` line.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from medloop.core.errors import SpecError
+
+Scalar = str | int | float | bool
+TaskKind = Literal["segmentation", "vqa"]
+Direction = Literal["maximize", "minimize"]
+
+
+class Spec(BaseModel):
+    """Base of user-written specs: frozen, unknown keys rejected."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# ---------------------------------------------------------------- search space
+
+
+class Categorical(Spec):
+    type: Literal["categorical"] = "categorical"
+    choices: list[Scalar] = Field(min_length=1)
+    when: dict[str, list[Scalar]] | None = Field(
+        default=None, description="Active only when every named factor takes one of these values"
+    )
+
+
+class IntRange(Spec):
+    type: Literal["int"]
+    low: int
+    high: int
+    log: bool = False
+    when: dict[str, list[Scalar]] | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> IntRange:
+        if self.low >= self.high or (self.log and self.low <= 0):
+            raise ValueError("needs low < high (and low > 0 when log is true)")
+        return self
+
+
+class FloatRange(Spec):
+    type: Literal["float"]
+    low: float
+    high: float
+    log: bool = False
+    when: dict[str, list[Scalar]] | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> FloatRange:
+        if self.low >= self.high or (self.log and self.low <= 0):
+            raise ValueError("needs low < high (and low > 0 when log is true)")
+        return self
+
+
+def _shorthand_factor(value: Any) -> Any:
+    # `loss: [dice, dicece]` in YAML is a categorical factor.
+    if isinstance(value, list):
+        return {"type": "categorical", "choices": value}
+    return value
+
+
+Factor = Annotated[
+    Annotated[Categorical | IntRange | FloatRange, Field(discriminator="type")],
+    BeforeValidator(_shorthand_factor),
+]
+
+
+# ---------------------------------------------------------------- trial configs
+
+
+class SegConfig(Spec):
+    """Everything a segmentation trial's trainer is configured by. Factors name these fields."""
+
+    task: Literal["segmentation"] = "segmentation"
+    model: Literal["unet", "segresnet", "dynunet", "swinunetr"] = "unet"
+    spatial_dims: Literal[2, 3] = 2
+    base_features: int = Field(default=16, ge=4, le=320, description="Channels of the first level")
+    depth: int = Field(default=4, ge=2, le=7, description="Resolution levels")
+    loss: Literal["dice", "dicece", "dicefocal"] = "dicece"
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = Field(default=1e-3, gt=0, le=10)
+    weight_decay: float = Field(default=1e-5, ge=0)
+    iterations: int = Field(default=200, ge=1, le=1_000_000, description="Optimizer steps")
+    batch_size: int = Field(default=8, ge=1, le=1024)
+    augmentation: Literal["none", "light", "nnunet"] = "none"
+    internal_val_fraction: float = Field(
+        default=0.2, ge=0.0, lt=1.0, description="Training cases the job holds out for itself"
+    )
+    num_threads: int = Field(default=1, ge=1, le=256, description="CPU threads for torch")
+
+
+TrialConfig = SegConfig
+
+
+# ---------------------------------------------------------------- campaign spec
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+def parse_duration(value: Any) -> Any:
+    """Accept seconds as a number or strings such as '90s', '10m', '4h'."""
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if not match:
+            raise ValueError(f"{value!r} is not a duration such as 90, '90s', '10m' or '4h'")
+        return float(match.group(1)) * _UNIT_S[match.group(2)]
+    return value
+
+
+Seconds = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+
+
+class DatasetRef(Spec):
+    path: Path = Field(description="nnU-Net v2 raw dataset folder (with dataset.json)")
+    eval_fraction: float = Field(default=0.3, gt=0, lt=1, description="Cases held out for search")
+    split_seed: int = 12345
+
+
+class Objective(Spec):
+    metric: str = "dice"
+    direction: Direction = "maximize"
+    split: Literal["val"] = "val"
+    aggregation: Literal["mean", "median"] = "mean"
+
+
+class ValidationPolicy(Spec):
+    seeds_per_arm: int = Field(default=3, ge=1, le=50)
+    alpha: float = Field(default=0.05, gt=0, lt=1)
+    min_effect: float = Field(default=0.0, ge=0, description="Pre-registered minimum effect")
+    test: Literal["wilcoxon", "permutation"] = "wilcoxon"
+    correction: Literal["holm", "none"] = "holm"
+    bootstrap_resamples: int = Field(default=10_000, ge=100)
+    reproduction_seeds: int = Field(default=3, ge=0, le=50)
+    human_review: bool = False
+
+
+class Budget(Spec):
+    max_trials: int | None = Field(default=None, ge=1)
+    max_wall: Seconds | None = None
+    max_gpu_hours: float | None = Field(default=None, gt=0)
+    max_llm_usd: float | None = Field(default=None, ge=0)
+    max_cycles: int = Field(default=5, ge=1)
+    patience: int = Field(default=2, ge=1, description="Stop after this many cycles without gain")
+
+
+class ExecutorSpec(Spec):
+    kind: Literal["local", "ray", "table"] = "local"
+    slots: int = Field(default=1, ge=1, le=1024)
+    address: str | None = None
+    table: Path | None = None
+
+
+class SandboxSpec(Spec):
+    runtime: Literal["local", "docker"] = "local"
+    image: str | None = None
+    timeout: Seconds = 1800.0
+    memory_mb: int = Field(default=4096, ge=64)
+    cpus: float = Field(default=1.0, gt=0)
+    gpus: int = Field(default=0, ge=0)
+    output_limit_mb: int = Field(default=512, ge=1)
+
+
+class PlannerSpec(Spec):
+    kind: Literal["offline", "llm"] = "offline"
+    model: str | None = None
+    hypotheses_per_cycle: int = Field(default=2, ge=1, le=20)
+
+
+class CampaignSpec(Spec):
+    """A goal-driven campaign, as written in YAML."""
+
+    name: str = Field(min_length=1, max_length=120)
+    goal: str = Field(min_length=1)
+    task: TaskKind = "segmentation"
+    dataset: DatasetRef
+    objective: Objective = Objective()
+    baseline: dict[str, Scalar] = Field(default_factory=dict)
+    search_space: dict[str, Factor] = Field(min_length=1)
+    validation: ValidationPolicy = ValidationPolicy()
+    budget: Budget = Budget()
+    executor: ExecutorSpec = ExecutorSpec()
+    sandbox: SandboxSpec = SandboxSpec()
+    planner: PlannerSpec = PlannerSpec()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _dataset_shorthand(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("dataset"), str):
+            data = {**data, "dataset": {"path": data["dataset"]}}
+        return data
+
+    @model_validator(mode="after")
+    def _factors_are_config_fields(self) -> CampaignSpec:
+        fields = set(SegConfig.model_fields) - {"task"}
+        for name in [*self.baseline, *self.search_space]:
+            if name not in fields:
+                raise ValueError(f"{name!r} is not a trial config field; allowed: {sorted(fields)}")
+        base = self.baseline_config()
+        for name, factor in self.search_space.items():
+            values: list[Scalar] = (
+                list(factor.choices) if isinstance(factor, Categorical) else [factor.low, factor.high]
+            )
+            for value in values:
+                try:
+                    SegConfig.model_validate({**base.model_dump(), name: value})
+                except ValidationError as exc:
+                    msg = exc.errors()[0]["msg"]
+                    raise ValueError(f"search_space.{name}: value {value!r}: {msg}") from None
+            for other in factor.when or {}:
+                if other not in self.search_space:
+                    raise ValueError(f"search_space.{name}.when names unknown factor {other!r}")
+        return self
+
+    def baseline_config(self) -> SegConfig:
+        return SegConfig.model_validate(self.baseline)
+
+
+# ---------------------------------------------------------------- loading
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    """One line: `source: key.path: message` for the first error (the rest are counted)."""
+    errors = exc.errors()
+    first = errors[0]
+    loc = ".".join(str(part) for part in first["loc"] if not str(part).startswith("function-"))
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key (check the spelling; see examples/ for the allowed keys)"
+    elif first["type"] == "missing":
+        msg = "required key is missing"
+    more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+    where = f"{loc}: " if loc else ""
+    return f"{source}: {where}{msg}{more}"
+
+
+def load_campaign_spec(path: Path, *, check_dataset: bool = True) -> CampaignSpec:
+    """Read and validate a campaign YAML file. Raises SpecError with one clear line."""
+    import yaml
+
+    if not path.is_file():
+        raise SpecError(f"{path}: campaign file not found", hint="pass the path to a YAML file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise SpecError(f"{path}:{where}: not valid YAML") from None
+    except UnicodeDecodeError:
+        raise SpecError(f"{path}: not a text file") from None
+    return parse_campaign_spec(data, source=str(path), check_dataset=check_dataset)
+
+
+def parse_campaign_spec(data: Any, *, source: str, check_dataset: bool = True) -> CampaignSpec:
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: expected a mapping of keys at the top level")
+    try:
+        spec = CampaignSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(format_validation_error(exc, source)) from None
+    if check_dataset:
+        ds = spec.dataset.path
+        if not (ds / "dataset.json").is_file():
+            what = "does not exist" if not ds.exists() else "has no dataset.json"
+            raise SpecError(
+                f"{source}: dataset.path: {ds} {what}",
+                hint="create one with `medloop dataset synth DIR` or point at an nnU-Net raw dataset",
+            )
+    return spec

@@ -1,0 +1,95 @@
+"""Knowledge boundaries: embedders, the two indexes, and the `KnowledgeBase` facade that
+agents, tools and the web use. SQL (the `Store`) is the truth; indexes can be rebuilt."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict, Field
+
+from medloop.core.records import Claim, Evidence, Tier
+
+Vector = NDArray[np.float32]
+
+# Tiers whose claims may steer planning as evidence; the rest are labelled suggestions.
+EVIDENCE_TIERS: tuple[Tier, ...] = ("reproduced", "validated")
+SUGGESTION_TIERS: tuple[Tier, ...] = ("supported", "inconclusive", "refuted", "external", "proposed")
+
+
+class Embedder(Protocol):
+    name: str
+    dim: int
+
+    def embed(self, texts: Sequence[str]) -> Vector:
+        """(N, dim) float32, L2-normalised."""
+        ...
+
+
+class VectorIndex(Protocol):
+    def upsert(self, ids: Sequence[str], vectors: Vector, metadatas: Sequence[dict[str, Any]]) -> None: ...
+
+    def query(
+        self, vector: Vector, *, k: int, where: dict[str, Any] | None = None
+    ) -> list[tuple[str, float]]:
+        """Top-k (id, cosine similarity), best first."""
+        ...
+
+    def delete(self, ids: Sequence[str]) -> None: ...
+
+    def ids(self) -> set[str]: ...
+
+
+class GraphIndex(Protocol):
+    def upsert_node(self, node_id: str, kind: str, **attrs: Any) -> None: ...
+
+    def upsert_edge(self, src: str, dst: str, kind: str, **attrs: Any) -> None: ...
+
+    def neighbors(
+        self, node_id: str, *, kinds: Sequence[str] | None = None, direction: str = "both"
+    ) -> list[tuple[str, str]]:
+        """(neighbor id, edge kind) pairs."""
+        ...
+
+    def descendants(self, node_id: str, *, kinds: Sequence[str] | None = None) -> set[str]: ...
+
+    def save(self) -> None: ...
+
+
+class RetrievalQuery(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    text: str
+    task: str | None = None
+    outcome: str | None = None
+    factors: list[str] = Field(default_factory=list)
+    fingerprint: dict[str, float] = Field(default_factory=dict)
+    k: int = 20
+    purpose: Literal["planning", "browse"] = "planning"
+
+
+class RetrievedClaim(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    claim: Claim
+    score: float
+    role: Literal["evidence", "suggestion"]
+    reasons: list[str] = Field(description="Why this claim was returned, for humans and prompts")
+
+
+class KnowledgeBase(Protocol):
+    def add_claim(self, claim: Claim, evidence: list[Evidence], *, actor: str) -> Claim:
+        """Write SQL first (idempotent on claim id), then the indexes."""
+        ...
+
+    def retrieve(self, query: RetrievalQuery) -> list[RetrievedClaim]: ...
+
+    def transition(self, claim_id: str, tier: Tier, *, actor: str, role: str, reason: str) -> Claim:
+        """Change a claim's tier under the lifecycle rules; audited. Raises TrustError."""
+        ...
+
+    def reconcile(self) -> dict[str, int]:
+        """Bring the indexes in line with SQL (after a crash); returns counts fixed."""
+        ...

@@ -1,0 +1,1 @@
+"""LLM clients behind one protocol: litellm for any provider, scripted for tests."""

@@ -1,0 +1,84 @@
+"""The sandbox boundary: `SandboxRuntime` runs one job; `Executor` schedules many.
+
+A job that fails, runs out of memory, times out or breaks its output quota returns a
+`JobResult` with that status. Only infrastructure faults raise (`SandboxUnavailable`,
+`ImageNotFound`). Timeouts and limits are enforced by the host, never by the job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+from medloop.core.records import JobResult, JobSpec
+
+# Where a job sees its inputs and writes its outputs. The local runtime substitutes
+# real folders for these prefixes in the command and environment.
+IN_DIR = "/in"
+OUT_DIR = "/out"
+
+
+class JobHandle(BaseModel):
+    """A submitted job. `ref` is the runtime's own id (pid, container id, Ray task id)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    key: str
+    runtime: str
+    ref: str
+    out_dir: Path
+    started_at: str
+    started_monotonic: float
+
+
+class JobEvent(BaseModel):
+    """Streamed to callers while jobs run: a log line from stdout, or a state change."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    key: str
+    kind: Literal["queued", "started", "log", "finished"]
+    line: str | None = None
+    result: JobResult | None = None
+
+
+LogSink = Callable[[str], None]
+EventSink = Callable[[JobEvent], None]
+
+
+class SandboxRuntime(Protocol):
+    name: str
+
+    def submit(self, job: JobSpec) -> JobHandle:
+        """Start the job and return at once. Raises SandboxUnavailable if it cannot start."""
+        ...
+
+    def wait(self, handle: JobHandle, *, on_log: LogSink | None = None) -> JobResult:
+        """Block until the job ends or hits its limit; stream stdout lines to `on_log`."""
+        ...
+
+    def cancel(self, handle: JobHandle) -> None:
+        """Stop the job and everything it started. Idempotent."""
+        ...
+
+    def logs(self, handle: JobHandle, *, tail: int = 200) -> str: ...
+
+    def reconcile(self, keys: Sequence[str]) -> dict[str, JobHandle | JobResult]:
+        """After an orchestrator crash: re-attach to running jobs with these keys
+        (handles) or collect finished ones (results). Orphans are removed."""
+        ...
+
+
+class Executor(Protocol):
+    """Runs many jobs within slots and budgets, on one runtime or a cluster."""
+
+    def run(self, jobs: Sequence[JobSpec], *, on_event: EventSink | None = None) -> list[JobResult]:
+        """Run all jobs (concurrently within slots); results in the order of `jobs`."""
+        ...
+
+    def cancel(self, key: str) -> None: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,1 @@
+"""FastAPI app: REST API, auth, audit and the review dashboard."""

@@ -1,0 +1,45 @@
+"""Shared fixtures. Tests run offline, each in its own workspace under tmp_path.
+
+`require(backend, available, why)` skips a test whose backend is missing, unless CI
+listed that backend in MEDLOOP_REQUIRE, in which case the skip becomes a failure.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from medloop.core.settings import OFFLINE_ENV, Settings
+
+for _key, _value in OFFLINE_ENV.items():
+    os.environ.setdefault(_key, _value)
+
+REQUIRED = {p.strip() for p in os.environ.get("MEDLOOP_REQUIRE", "").split(",") if p.strip()}
+
+
+def require(backend: str, available: bool, why: str = "") -> None:
+    """Skip (locally) or fail (when CI requires `backend`) if it is not available."""
+    if available:
+        return
+    message = f"{backend} not available: {why}" if why else f"{backend} not available"
+    if backend in REQUIRED:
+        pytest.fail(f"MEDLOOP_REQUIRE lists {backend!r} but {message}", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A fresh workspace; MEDLOOP_WORKSPACE points at it for code that reads settings."""
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    monkeypatch.setenv("MEDLOOP_WORKSPACE", str(ws))
+    monkeypatch.setenv("MEDLOOP_EMBEDDER", os.environ.get("MEDLOOP_TEST_EMBEDDER", "hash"))
+    yield ws
+
+
+@pytest.fixture
+def settings(workspace: Path) -> Settings:
+    return Settings()
