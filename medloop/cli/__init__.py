@@ -1,0 +1,64 @@
+"""The `medloop` command line: thin typer commands that parse, call and translate errors.
+
+Each command group lives in its own module and registers here. Heavy libraries (torch,
+monai, chromadb, litellm, langgraph) are imported inside commands, never at start-up.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from medloop.cli import campaign, claims, dataset, knowledge, sandbox
+from medloop.cli.common import console, err_console
+from medloop.core.errors import MedloopError
+from medloop.core.settings import OFFLINE_ENV
+
+app = typer.Typer(
+    help="medloop: closed-loop autonomous research for medical-imaging AI.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(campaign.app, name="campaign")
+app.add_typer(claims.app, name="claims")
+app.add_typer(dataset.app, name="dataset")
+app.add_typer(knowledge.app, name="knowledge")
+app.add_typer(sandbox.app, name="sandbox")
+
+
+@app.command()
+def version() -> None:
+    """Print the medloop version."""
+    from medloop import __version__
+
+    console.print(__version__)
+
+
+def main() -> None:
+    """Entry point: offline defaults, then run; MedloopErrors become one line + exit code."""
+    for key, value in OFFLINE_ENV.items():
+        os.environ.setdefault(key, value)
+    try:
+        app(standalone_mode=False)
+    except MedloopError as exc:
+        err_console.print(f"error: {exc.message}", markup=False, highlight=False)
+        if exc.hint:
+            err_console.print(f"hint: {exc.hint}", markup=False, highlight=False)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err_console.print("interrupted", markup=False)
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(1)
+    except Exception as exc:  # click usage errors arrive here in standalone_mode=False
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
