@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from medloop.knowledge.base import KnowledgeBase
     from medloop.llm.base import LLMClient
     from medloop.sandbox.base import Executor
-    from medloop.tools.trials import TrialService
+    from medloop.tools.base import TrialService
 
 
 def store(settings: Settings) -> SQLiteStore:
