@@ -53,7 +53,9 @@ class CampaignNodes:
         def node(state: CampaignState) -> dict[str, Any]:
             start = time.monotonic()
             update = fn(state)
-            update["active_s"] = float(state.get("active_s", 0.0)) + time.monotonic() - start
+            elapsed = time.monotonic() - start
+            update["active_s"] = float(state.get("active_s", 0.0)) + elapsed
+            self.emit("node", name=name, cycle=state.get("cycle"), phase=state.get("phase"), seconds=elapsed)
             return update
 
         node.__name__ = name
@@ -137,7 +139,12 @@ class CampaignNodes:
             tested_configs=[t.spec.config.model_dump(mode="json") for t in trials],
             n=n,
         )
-        drafts = self.s.make_planner(spec).propose(context)
+        planner = self.s.make_planner(spec)
+        planner.load_state(campaign.summary.get("planner", {}))
+        drafts = planner.propose(context)
+        self.s.store.update_campaign(
+            cid, summary={**campaign.summary, "planner": {"name": planner.name, **planner.state()}}
+        )
         hypotheses = []
         for draft in drafts[:n]:
             problem = validate_changes(spec, campaign.incumbent, draft.changes)
@@ -577,7 +584,7 @@ class CampaignNodes:
             comp = compare_arms(test_arms["baseline"], test_arms["incumbent"], campaign.spec.validation)
             if comp is not None:
                 summary["test"]["effect"] = comp.model_dump(exclude={"cases"})
-        self.s.store.update_campaign(campaign.id, status="completed", summary=summary)
+        self.s.store.update_campaign(campaign.id, status="completed", summary={**campaign.summary, **summary})
         self.s.store.append_audit(self.s.actor, "campaign.complete", "campaign", campaign.id, summary)
         self.emit("final", summary=summary)
         return {}
