@@ -20,7 +20,7 @@ class FakeOpenAI:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
+            def log_message(self, format: str, *args: Any) -> None:
                 return None
 
             def do_POST(self) -> None:
