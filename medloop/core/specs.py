@@ -99,6 +99,39 @@ class SegConfig(Spec):
         default=0.2, ge=0.0, lt=1.0, description="Training cases the job holds out for itself"
     )
     num_threads: int = Field(default=1, ge=1, le=256, description="CPU threads for torch")
+    res_units: int = Field(default=0, ge=0, le=4, description="UNet residual units per level")
+    patch_size: str = Field(
+        default="auto",
+        pattern=r"^(auto|\d+x\d+(x\d+)?)$",
+        description="Training patch in voxels, e.g. '64x64' or '96x96x64'; auto: whole 2D slice, "
+        "or the nnU-Net-style plan for 3D",
+    )
+    epoch_iterations: int = Field(
+        default=50, ge=1, description="Iterations per epoch: validation, checkpoint, early stopping"
+    )
+    early_stopping: int = Field(
+        default=0, ge=0, description="Stop after this many epochs without a better internal val Dice; 0 = off"
+    )
+    schedule: Literal["auto", "poly", "cosine", "constant"] = Field(
+        default="auto", description="LR schedule; auto = poly for sgd (nnU-Net), constant for adamw"
+    )
+    momentum: float = Field(default=0.99, ge=0, lt=1, description="SGD Nesterov momentum (nnU-Net: 0.99)")
+    amp: bool = Field(default=True, description="Mixed precision (CUDA only; ignored on CPU)")
+    tta: bool = Field(default=False, description="Mirroring test-time augmentation at inference")
+    sw_overlap: float = Field(default=0.5, ge=0, lt=1, description="Sliding-window overlap")
+    target_spacing: str = Field(
+        default="none",
+        pattern=r"^(none|auto|\d+(\.\d+)?x\d+(\.\d+)?(x\d+(\.\d+)?)?)$",
+        description="Resample to this spacing (mm) before training: none, auto (nnU-Net rule) or '1.0x1.0x2.5'",
+    )
+    init: str = Field(
+        default="scratch",
+        pattern=r"^(scratch|trial:[A-Za-z0-9_.-]+|file:.+)$",
+        description="Weights to start from: scratch, trial:<trial id> or file:<checkpoint path>",
+    )
+    init_mode: Literal["finetune", "freeze_encoder", "adapter"] = Field(
+        default="finetune", description="How an initialised model is trained"
+    )
 
 
 TrialConfig = SegConfig
