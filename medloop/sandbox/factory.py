@@ -1,0 +1,88 @@
+"""Builds sandbox runtimes and executors from settings and a campaign's specs.
+
+`bootstrap.py` calls these; nothing else imports a concrete backend.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import subprocess
+
+from medloop.core.errors import SandboxUnavailable, SpecError
+from medloop.core.settings import Settings
+from medloop.core.specs import Budget, ExecutorSpec, SandboxSpec
+from medloop.sandbox.base import Executor, SandboxRuntime
+
+
+def make_runtime(settings: Settings, sandbox: SandboxSpec) -> SandboxRuntime:
+    """The runtime named by `sandbox.runtime` (local process or Docker)."""
+    if sandbox.runtime == "local":
+        from medloop.sandbox.local import LocalRuntime
+
+        return LocalRuntime(settings.jobs_dir)
+    if sandbox.runtime == "docker":
+        raise SandboxUnavailable(
+            "the Docker runtime is not part of this build yet", hint="use runtime: local"
+        )
+    raise SpecError(f"sandbox.runtime: unknown runtime {sandbox.runtime!r}", hint="use local or docker")
+
+
+def make_executor(
+    settings: Settings,
+    sandbox: SandboxSpec,
+    executor: ExecutorSpec,
+    budget: Budget | None = None,
+) -> Executor:
+    """The executor named by `executor.kind`, running jobs in the `sandbox` runtime."""
+    gpu_ids = gpu_pool(settings)
+    if executor.kind == "local":
+        from medloop.sandbox.scheduler import Scheduler
+
+        return Scheduler(
+            make_runtime(settings, sandbox),
+            slots=executor.slots,
+            gpu_ids=gpu_ids,
+            gpus_per_job=sandbox.gpus,
+            jobs_per_gpu=settings.jobs_per_gpu,
+            budget=budget,
+        )
+    if executor.kind == "ray":
+        raise SandboxUnavailable("the Ray executor is not part of this build yet", hint="use kind: local")
+    raise SpecError(
+        f"executor.kind: {executor.kind!r} is not a sandbox executor",
+        hint="use local or ray",
+    )
+
+
+def gpu_pool(settings: Settings) -> list[int]:
+    """GPU ids jobs may use: MEDLOOP_GPU_IDS, else every GPU nvidia-smi lists, else none."""
+    if settings.gpu_ids.strip():
+        try:
+            return [int(part) for part in settings.gpu_ids.split(",") if part.strip()]
+        except ValueError:
+            raise SpecError(
+                f"MEDLOOP_GPU_IDS={settings.gpu_ids!r} is not a comma list of integers",
+                hint="e.g. MEDLOOP_GPU_IDS=0,1",
+            ) from None
+    return list(_detected_gpus())
+
+
+@functools.cache
+def _detected_gpus() -> tuple[int, ...]:
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return ()
+    try:
+        out = subprocess.run(
+            [exe, "--query-gpu=index", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ()
+    if out.returncode != 0:
+        return ()
+    return tuple(int(line) for line in out.stdout.split() if line.strip().isdigit())
