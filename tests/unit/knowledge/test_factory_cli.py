@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import add_campaign, add_trial, make_claim, trial_evidence
 
 from medloop.core.records import JobResult, Provenance, TrialResult
 from medloop.core.settings import Settings
@@ -17,6 +16,7 @@ from medloop.core.store import open_store
 from medloop.knowledge.base import RetrievalQuery
 from medloop.knowledge.factory import make_knowledge_base
 from medloop.knowledge.vector import ChromaVectorIndex, EmbedderMismatch, MemoryVectorIndex
+from tests.unit.knowledge.builders import add_campaign, add_trial, make_claim, trial_evidence
 
 
 def test_real_minilm_and_chroma_end_to_end(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from conftest import add_campaign, add_trial, make_claim, trial_evidence
 
 from medloop.core.errors import TrustError
 from medloop.core.records import Evidence
 from medloop.core.store import SQLiteStore
 from medloop.knowledge.service import KnowledgeService
+from tests.unit.knowledge.builders import add_campaign, add_trial, make_claim, trial_evidence
 
 
 @pytest.fixture

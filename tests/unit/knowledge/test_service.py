@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import FP, KBFactory, add_campaign, add_trial, make_claim, trial_evidence
 
 from medloop.core.errors import TrustError
 from medloop.core.store import SQLiteStore
 from medloop.knowledge.base import RetrievalQuery
 from medloop.knowledge.service import KnowledgeService
+from tests.unit.knowledge.builders import FP, add_campaign, add_trial, make_claim, trial_evidence
 
 
 def test_add_claim_is_sql_first_and_idempotent(kb: KnowledgeService, store: SQLiteStore) -> None:
@@ -94,7 +95,7 @@ def test_contradictions_are_linked_and_expand_retrieval(kb: KnowledgeService, st
 
 
 def test_crash_between_commit_and_index_is_repaired(
-    make_kb: KBFactory, store: SQLiteStore, tmp_path: Path
+    make_kb: Callable[..., KnowledgeService], store: SQLiteStore, tmp_path: Path
 ) -> None:
     kb = make_kb()
     kb.add_claim(make_claim("clm_1"), [], actor="agent")
@@ -108,13 +109,15 @@ def test_crash_between_commit_and_index_is_repaired(
     assert restarted.graph.nodes("claim") == {"clm_1", "clm_2"}
 
 
-def test_other_process_claims_appear_at_next_query(make_kb: KBFactory) -> None:
+def test_other_process_claims_appear_at_next_query(make_kb: Callable[..., KnowledgeService]) -> None:
     reader, writer = make_kb(), make_kb()
     writer.add_claim(make_claim("clm_new"), [], actor="agent")
     assert "clm_new" in {r.claim.id for r in reader.retrieve(RetrievalQuery(text="loss dicece", k=5))}
 
 
-def test_claims_written_straight_to_sql_are_backfilled(make_kb: KBFactory, store: SQLiteStore) -> None:
+def test_claims_written_straight_to_sql_are_backfilled(
+    make_kb: Callable[..., KnowledgeService], store: SQLiteStore
+) -> None:
     store.put_claim(make_claim("clm_raw"), [])
     kb = make_kb()
     assert "clm_raw" in kb.vectors.ids()
