@@ -29,6 +29,7 @@ from medloop.core.records import (
 )
 from medloop.core.specs import CampaignSpec
 from medloop.core.store.base import Page
+from medloop.core.store.knowledge_tables import KnowledgeTablesMixin
 from medloop.core.store.migrations import MIGRATIONS
 
 GENESIS_HASH = "0" * 64
@@ -46,7 +47,7 @@ def open_store(path: Path) -> SQLiteStore:
     return SQLiteStore(path)
 
 
-class SQLiteStore:
+class SQLiteStore(KnowledgeTablesMixin):
     def __init__(self, path: Path | str, *, busy_timeout_ms: int = 10_000) -> None:
         self.path = Path(path)
         if str(path) != ":memory:":
