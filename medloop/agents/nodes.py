@@ -23,7 +23,7 @@ from medloop.agents.state import CampaignState
 from medloop.core.errors import NotFoundError
 from medloop.core.ids import content_id
 from medloop.core.records import Campaign, Hypothesis, Trial
-from medloop.core.specs import Objective, SegConfig
+from medloop.core.specs import SegConfig
 from medloop.knowledge.base import RetrievalQuery, RetrievedClaim
 from medloop.sandbox.base import JobEvent
 from medloop.tools.analysis import analyze_hypotheses, arm_data, compare_arms, reproduction_agrees
@@ -560,23 +560,9 @@ class CampaignNodes:
                 if self.trials(campaign).evaluate_test(trial) is not None:
                     trials.append(self.s.store.get_trial(tid))
             arms[name] = trials
-        test_objective = Objective(
-            metric=campaign.spec.objective.metric, direction=campaign.spec.objective.direction
-        )
-        test_arms = {}
-        for name, trials in arms.items():
-            relabelled = [
-                t.model_copy(
-                    update={
-                        "result": t.result.model_copy(
-                            update={"evaluations": {"eval": t.result.evaluations["test"]}}
-                        )
-                    }
-                )
-                for t in trials
-                if t.result
-            ]
-            test_arms[name] = arm_data(relabelled, test_objective)
+        test_arms = {
+            name: arm_data(trials, campaign.spec.objective, split="test") for name, trials in arms.items()
+        }
         summary["test"] = {
             name: {"objective": a.objective, "trials": a.usable} for name, a in test_arms.items()
         }
