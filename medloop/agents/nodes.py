@@ -23,7 +23,7 @@ from medloop.agents.state import CampaignState
 from medloop.core.errors import NotFoundError
 from medloop.core.ids import content_id
 from medloop.core.records import Campaign, Hypothesis, Trial
-from medloop.core.specs import SegConfig
+from medloop.core.specs import make_config
 from medloop.knowledge.base import RetrievalQuery, RetrievedClaim
 from medloop.sandbox.base import JobEvent
 from medloop.tools.analysis import analyze_hypotheses, arm_data, compare_arms, reproduction_agrees
@@ -190,10 +190,11 @@ class CampaignNodes:
         else:
             seeds = list(range(policy.seeds_per_arm))
         for hyp in self.hypotheses(ids):
-            control_cfg = SegConfig.model_validate(
-                campaign.incumbent if not reproducing else self._config_of(hyp.control_trials[0])
+            task = campaign.spec.task
+            control_cfg = make_config(
+                task, campaign.incumbent if not reproducing else self._config_of(hyp.control_trials[0])
             )
-            treat_cfg = SegConfig.model_validate(apply_changes(control_cfg.model_dump(), hyp.changes))
+            treat_cfg = make_config(task, apply_changes(control_cfg.model_dump(), hyp.changes))
             control: list[str] = []
             treatment: list[str] = []
             for seed in seeds:
@@ -440,7 +441,9 @@ class CampaignNodes:
             return False
         sign = 1.0 if campaign.spec.objective.direction == "maximize" else -1.0
         best = max(candidates, key=lambda h: sign * float(h.analysis.get("estimate", 0.0)))
-        new_config = SegConfig.model_validate(apply_changes(campaign.incumbent, best.changes)).model_dump()
+        new_config = make_config(
+            campaign.spec.task, apply_changes(campaign.incumbent, best.changes)
+        ).model_dump()
         treat = [self.s.store.get_trial(t) for t in best.treatment_trials + best.reproduction_treatment]
         value = arm_data(treat, campaign.spec.objective).objective
         self.s.store.update_campaign(campaign.id, incumbent=new_config, incumbent_objective=value)
@@ -551,7 +554,7 @@ class CampaignNodes:
         for name, config in (("baseline", campaign.baseline), ("incumbent", campaign.incumbent)):
             trials = []
             for seed in seeds:
-                spec = self.trials(campaign).spec_for(SegConfig.model_validate(config), seed)
+                spec = self.trials(campaign).spec_for(make_config(campaign.spec.task, dict(config)), seed)
                 tid = trial_id_for(campaign.id, spec)
                 try:
                     trial = self.s.store.get_trial(tid)

@@ -134,7 +134,23 @@ class SegConfig(Spec):
     )
 
 
+# The trial config of every task kind. A new task adds its config model here and to the
+# TrialConfig union (discriminated on `task`); agents use `config_model(task)`.
 TrialConfig = SegConfig
+CONFIG_MODELS: dict[str, type[Spec]] = {"segmentation": SegConfig}
+
+
+def config_model(task: str) -> type[Spec]:
+    try:
+        return CONFIG_MODELS[task]
+    except KeyError:
+        raise SpecError(f"task {task!r} has no trial config; known: {sorted(CONFIG_MODELS)}") from None
+
+
+def make_config(task: str, values: dict[str, Any]) -> TrialConfig:
+    """Validate a full trial config dict for `task` (raises pydantic ValidationError)."""
+    config = config_model(task).model_validate({**values, "task": task})
+    return config  # type: ignore[return-value]
 
 
 # ---------------------------------------------------------------- campaign spec
@@ -238,7 +254,8 @@ class CampaignSpec(Spec):
 
     @model_validator(mode="after")
     def _factors_are_config_fields(self) -> CampaignSpec:
-        fields = set(SegConfig.model_fields) - {"task"}
+        model = config_model(self.task)
+        fields = set(model.model_fields) - {"task"}
         for name in [*self.baseline, *self.search_space]:
             if name not in fields:
                 raise ValueError(f"{name!r} is not a trial config field; allowed: {sorted(fields)}")
@@ -249,7 +266,7 @@ class CampaignSpec(Spec):
             )
             for value in values:
                 try:
-                    SegConfig.model_validate({**base.model_dump(), name: value})
+                    model.model_validate({**base.model_dump(), name: value})
                 except ValidationError as exc:
                     msg = exc.errors()[0]["msg"]
                     raise ValueError(f"search_space.{name}: value {value!r}: {msg}") from None
@@ -258,8 +275,8 @@ class CampaignSpec(Spec):
                     raise ValueError(f"search_space.{name}.when names unknown factor {other!r}")
         return self
 
-    def baseline_config(self) -> SegConfig:
-        return SegConfig.model_validate(self.baseline)
+    def baseline_config(self) -> TrialConfig:
+        return make_config(self.task, dict(self.baseline))
 
 
 # ---------------------------------------------------------------- loading
