@@ -4,14 +4,18 @@ dataset, tiny real-trial configs, and tool contexts built through bootstrap."""
 from __future__ import annotations
 
 import dataclasses
+import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from medloop import bootstrap
+from medloop.core.records import Trial
 from medloop.core.settings import Settings
 from medloop.core.specs import CampaignSpec
 from medloop.core.store import SQLiteStore
-from medloop.tools.base import TrialService
+from medloop.sandbox.base import EventSink
+from medloop.tools.base import TrialCallback, TrialRequest, TrialService
 from medloop.tools.context import Caller, ToolContext, ToolLimits
 from medloop.tools.replay import ReplayTrials, save_table, synthetic_table
 
@@ -43,6 +47,35 @@ def replay_context(settings: Settings, table: Path, caller: Caller, **limits: An
         return ReplayTrials(store, spec, table=table)
 
     return dataclasses.replace(ctx, make_trials=make, limits=ToolLimits(**limits))
+
+
+class GatedTrials:
+    """A TrialService whose `run` waits for `gate` before delegating: lets a test look at
+    the state while trials are queued or running."""
+
+    def __init__(self, inner: TrialService, gate: threading.Event) -> None:
+        self.inner = inner
+        self.gate = gate
+        self.dataset = inner.dataset
+        self.spec_for = inner.spec_for
+        self.evaluate_test = inner.evaluate_test
+        self.close = inner.close
+
+    def run(
+        self,
+        campaign_id: str,
+        requests: Sequence[TrialRequest],
+        *,
+        on_event: EventSink | None = None,
+        on_trial: TrialCallback | None = None,
+    ) -> list[Trial]:
+        assert self.gate.wait(30), "test never opened the gate"
+        return self.inner.run(campaign_id, requests, on_event=on_event, on_trial=on_trial)
+
+
+def gated(ctx: ToolContext, gate: threading.Event) -> ToolContext:
+    inner = ctx.make_trials
+    return dataclasses.replace(ctx, make_trials=lambda spec: GatedTrials(inner(spec), gate))  # type: ignore[arg-type]
 
 
 def store_of(ctx: ToolContext) -> SQLiteStore:

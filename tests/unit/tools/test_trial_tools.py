@@ -3,6 +3,7 @@ worker pool, handles, reuse, budgets and statistics are real; only training is r
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from medloop.core.errors import BudgetExhausted, ConflictError, NotFoundError, P
 from medloop.core.settings import Settings
 from medloop.tools.context import Caller, ToolContext
 from medloop.tools.registry import Registry, ToolInputError
-from tests.unit.tools.helpers import PLANTED, replay_context, store_of
+from tests.unit.tools.helpers import PLANTED, gated, replay_context, store_of
 
 
 def submit(registry: Registry, ctx: ToolContext, table: Path, loss: str, seeds: list[int]) -> list[str]:
@@ -85,12 +86,19 @@ def test_trial_budget_is_per_caller_and_refuses_the_whole_call(
 def test_gpu_hours_are_reserved_from_the_timeout(
     registry: Registry, tool_settings: Settings, table: Path
 ) -> None:
-    ctx = replay_context(tool_settings, table, Caller("gpu-user"), max_gpu_hours=1.0)
+    gate = threading.Event()
+    ctx = gated(replay_context(tool_settings, table, Caller("gpu-user"), max_gpu_hours=1.0), gate)
     args = {"dataset_path": str(table.parent), "config": {"loss": "dice"}, "gpus": 1, "timeout_s": 1800}
     with pytest.raises(BudgetExhausted, match="GPU-hours"):
         registry.call("run_trial", ctx, {**args, "seeds": [0, 1, 2]})  # 3 x 0.5 h > 1 h
     out = registry.call("run_trial", ctx, {**args, "seeds": [0, 1]})
     assert out.budget.gpu_hours_used == pytest.approx(1.0)  # type: ignore[attr-defined]
+    handles = [t.handle for t in out.trials]  # type: ignore[attr-defined]
+    states = registry.call("trial_status", ctx, {"handles": handles}).trials  # type: ignore[attr-defined]
+    assert {s.status for s in states} <= {"queued", "running"} and not any(s.done for s in states)
+    with pytest.raises(BudgetExhausted):
+        registry.call("run_trial", ctx, {**args, "seeds": [5]})
+    gate.set()
     registry.call("trial_status", ctx, {"handles": [t.handle for t in out.trials], "wait_s": 30})  # type: ignore[attr-defined]
     # replayed trials ran no job on a GPU: the reservation is settled to zero
     assert store_of(ctx).tool_usage("gpu-user").get("gpu_hours") == 0.0
