@@ -19,9 +19,16 @@ from medloop.tools.context import ToolContext
 from medloop.tools.registry import Registry, ToolSpec, error_payload
 from medloop.tools.schemas import description, input_schema
 
+# Argument names StructuredTool keeps for itself (it injects the RunnableConfig and
+# callbacks under them), so a tool input field with one of these names would vanish.
+RESERVED = frozenset({"config", "callbacks", "run_manager"})
+
 
 def langchain_tool(registry: Registry, spec: ToolSpec[Any, Any], ctx: ToolContext) -> StructuredTool:
     """One tool acting as `ctx.caller`; returns the output model as compact JSON text."""
+    clash = RESERVED & set(spec.input_model.model_fields)
+    if clash:
+        raise ValueError(f"tool {spec.name}: input field(s) {sorted(clash)} are reserved by LangChain tools")
 
     def run(**arguments: Any) -> str:
         try:

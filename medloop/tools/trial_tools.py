@@ -47,7 +47,7 @@ def trial_jobs(ctx: ToolContext) -> TrialJobs:
 
 class RunTrialInput(ToolModel):
     dataset_path: str = Field(min_length=1, description="Absolute path of an nnU-Net v2 raw dataset folder")
-    config: TrialConfig = Field(
+    trial_config: TrialConfig = Field(
         default_factory=TrialConfig,
         description="Trial configuration; leave out fields to keep their defaults (a small 2D UNet)",
     )
@@ -94,11 +94,11 @@ class RunTrialOutput(Budgeted):
 def workbench(ctx: ToolContext, dataset: Path, args: RunTrialInput) -> tuple[str, CampaignSpec]:
     """The caller's workbench campaign for this dataset and split (created on first use),
     and the spec this call's trials run under (its sandbox limits)."""
-    task = args.config.task
+    task = args.trial_config.task
     cid = content_id(
         "cmp", "tools-workbench", ctx.caller.name, str(dataset), task, args.eval_fraction, args.split_seed
     )
-    baseline = args.config.model_dump(mode="json", exclude={"task"})
+    baseline = args.trial_config.model_dump(mode="json", exclude={"task"})
     first = next(iter(baseline))
     spec = CampaignSpec.model_validate(
         {
@@ -146,7 +146,7 @@ def workbench(ctx: ToolContext, dataset: Path, args: RunTrialInput) -> tuple[str
     long_running=True,
     example={
         "dataset_path": EXAMPLE_DATASET,
-        "config": {"model": "unet", "loss": "dicece", "lr": 0.001, "iterations": 200},
+        "trial_config": {"model": "unet", "loss": "dicece", "lr": 0.001, "iterations": 200},
         "seeds": [0, 1, 2],
     },
 )
@@ -176,7 +176,7 @@ def run_trial(ctx: ToolContext, args: RunTrialInput) -> RunTrialOutput:
     cid, spec = workbench(ctx, dataset, args)
     service = ctx.make_trials(spec)
     try:
-        specs = [service.spec_for(args.config, seed, max_seconds=args.timeout_s) for seed in args.seeds]
+        specs = [service.spec_for(args.trial_config, seed, max_seconds=args.timeout_s) for seed in args.seeds]
     except BaseException:
         service.close()
         raise
@@ -231,7 +231,7 @@ def run_trial(ctx: ToolContext, args: RunTrialInput) -> RunTrialOutput:
         cid,
         {
             "trials": [t.handle for t in out],
-            "config": args.config.model_dump(mode="json"),
+            "config": args.trial_config.model_dump(mode="json"),
             "seeds": args.seeds,
         },
     )

@@ -17,7 +17,7 @@ from tests.unit.tools.helpers import PLANTED, gated, replay_context, store_of
 
 def submit(registry: Registry, ctx: ToolContext, table: Path, loss: str, seeds: list[int]) -> list[str]:
     out = registry.call(
-        "run_trial", ctx, {"dataset_path": str(table.parent), "config": {"loss": loss}, "seeds": seeds}
+        "run_trial", ctx, {"dataset_path": str(table.parent), "trial_config": {"loss": loss}, "seeds": seeds}
     )
     return [t.handle for t in out.trials]  # type: ignore[attr-defined]
 
@@ -57,7 +57,9 @@ def test_resubmission_returns_the_same_handles_and_charges_once(
     first = submit(registry, ctx, table, "dice", [0, 1])
     registry.call("trial_status", ctx, {"handles": first, "wait_s": 30})
     again = registry.call(
-        "run_trial", ctx, {"dataset_path": str(table.parent), "config": {"loss": "dice"}, "seeds": [0, 1]}
+        "run_trial",
+        ctx,
+        {"dataset_path": str(table.parent), "trial_config": {"loss": "dice"}, "seeds": [0, 1]},
     )
     assert [t.handle for t in again.trials] == first  # type: ignore[attr-defined]
     assert all(t.reused and t.status == "succeeded" for t in again.trials)  # type: ignore[attr-defined]
@@ -88,7 +90,7 @@ def test_gpu_hours_are_reserved_from_the_timeout(
 ) -> None:
     gate = threading.Event()
     ctx = gated(replay_context(tool_settings, table, Caller("gpu-user"), max_gpu_hours=1.0), gate)
-    args = {"dataset_path": str(table.parent), "config": {"loss": "dice"}, "gpus": 1, "timeout_s": 1800}
+    args = {"dataset_path": str(table.parent), "trial_config": {"loss": "dice"}, "gpus": 1, "timeout_s": 1800}
     with pytest.raises(BudgetExhausted, match="GPU-hours"):
         registry.call("run_trial", ctx, {**args, "seeds": [0, 1, 2]})  # 3 x 0.5 h > 1 h
     out = registry.call("run_trial", ctx, {**args, "seeds": [0, 1]})
@@ -124,14 +126,14 @@ def test_errors_name_the_field_and_what_is_allowed(registry: Registry, ctx: Tool
             ctx,
             {
                 "dataset_path": str(table.parent),
-                "config": {"loss": "focal", "lr": 0},
+                "trial_config": {"loss": "focal", "lr": 0},
                 "seeds": [0, 0],
                 "sede": 1,
             },
         )
     fields = {p.field: p.problem for p in err.value.problems}
-    assert "'dice', 'dicece' or 'dicefocal'" in fields["config.loss"]
-    assert "greater than 0" in fields["config.lr"]
+    assert "'dice', 'dicece' or 'dicefocal'" in fields["trial_config.loss"]
+    assert "greater than 0" in fields["trial_config.lr"]
     assert "distinct" in fields["seeds"]
     assert fields["sede"].startswith("unknown field; allowed fields: ") and "seeds" in fields["sede"]
     with pytest.raises(ToolInputError, match="dataset_path: required but missing"):
