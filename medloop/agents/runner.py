@@ -94,6 +94,19 @@ class CampaignRunner:
                 result = graph.invoke(None, config, durability="sync")
             return self._settle(campaign_id, result)
 
+    def review(self, campaign_id: str, decisions: dict[str, dict[str, str]]) -> Campaign:
+        """Answer a review interrupt: {claim_id: {"action", "reviewer", "reason"}}."""
+        pending = self.pending_interrupt(campaign_id)
+        if not pending or pending.get("kind") != "review":
+            raise ConflictError(f"campaign {campaign_id} is not waiting for a review")
+        unknown = sorted(set(decisions) - set(pending.get("claims", [])))
+        if unknown:
+            raise ConflictError(
+                f"claims {unknown} are not awaiting review in {campaign_id}",
+                hint=f"pending: {', '.join(pending.get('claims', []))}",
+            )
+        return self.resume(campaign_id, decisions)
+
     def pause(self, campaign_id: str, *, actor: str) -> Campaign:
         self.s.store.append_audit(actor, "campaign.pause", "campaign", campaign_id, {})
         return self.s.store.update_campaign(campaign_id, status="paused")
