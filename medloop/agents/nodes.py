@@ -18,7 +18,7 @@ from langgraph.types import interrupt
 from medloop.agents.base import HistoryRow, PlanningContext
 from medloop.agents.claims import build_claim, claim_id_for, reproduction_evidence
 from medloop.agents.services import CampaignServices, EventCallback
-from medloop.agents.space import apply_changes, validate_changes
+from medloop.agents.space import apply_changes, config_key, validate_changes
 from medloop.agents.state import CampaignState
 from medloop.core.errors import NotFoundError, TrustError
 from medloop.core.ids import content_id
@@ -137,6 +137,7 @@ class CampaignNodes:
             history=self.history(cid),
             retrieved=retrieved,
             tested_configs=[t.spec.config.model_dump(mode="json") for t in trials],
+            measured=self.measured(trials),
             n=n,
         )
         planner = self.s.make_planner(spec)
@@ -616,6 +617,17 @@ class CampaignNodes:
                 )
             )
         return rows
+
+    @staticmethod
+    def measured(trials: list[Trial]) -> list[tuple[dict[str, Any], float | None]]:
+        """Mean eval objective per distinct config over this campaign's explore runs."""
+        by_config: dict[str, tuple[dict[str, Any], list[float]]] = {}
+        for t in trials:
+            if t.arm == "reproduction" or t.result is None or t.result.objective is None:
+                continue
+            cfg = t.spec.config.model_dump(mode="json")
+            by_config.setdefault(config_key(cfg), (cfg, []))[1].append(t.result.objective)
+        return [(cfg, sum(v) / len(v)) for cfg, v in by_config.values()]
 
     def affordable_hypotheses(self, campaign: Campaign) -> int:
         """How many hypotheses the trial budget still pays for (treatment arm + reproduction)."""
