@@ -74,7 +74,7 @@ def test_manifest_records_the_saved_splits(tmp_path: Path, phantom: Path) -> Non
     edited = build_manifest(phantom, split_seed=7, method="kfold", k=3, fold=0)
     assert edited.eval_cases == sorted(custom[0]["val"]) and edited.split["n_folds"] == 1
     (phantom / "medloop_splits_kfold4_s7.json").write_text(json.dumps([{"train": ["nope"], "val": ["x"]}]))
-    with pytest.raises(DatasetError, match="medloop_splits_kfold4_s7.json: fold 0 names unknown cases"):
+    with pytest.raises(DatasetError, match=r"medloop_splits_kfold4_s7\.json: fold 0 names unknown cases"):
         build_manifest(phantom, split_seed=7, method="kfold", k=4)
     with pytest.raises(DatasetError, match="fold 9 does not exist"):
         build_manifest(phantom, method="kfold", fold=9)
@@ -102,7 +102,12 @@ def _tiny_3d(root: Path, n: int, shape: tuple[int, int, int], spacing: tuple[flo
         label[2:6, 2:6, 1:3] = 1
         save_nifti(image, root / "imagesTr" / f"c{i}_0000.nii.gz", spacing=spacing)
         save_nifti(label, root / "labelsTr" / f"c{i}.nii.gz", spacing=spacing)
-    meta = {"channel_names": {"0": "MRI"}, "labels": {"background": 0, "x": 1}, "numTraining": n, "file_ending": ".nii.gz"}
+    meta = {
+        "channel_names": {"0": "MRI"},
+        "labels": {"background": 0, "x": 1},
+        "numTraining": n,
+        "file_ending": ".nii.gz",
+    }
     (root / "dataset.json").write_text(json.dumps(meta))
     return root
 
