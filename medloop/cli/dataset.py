@@ -87,7 +87,14 @@ def check(
             f"{len(report.errors)} error(s), {len(report.warnings)} warning(s)"
         )
     if failed:
-        raise typer.Exit(1)
+        from medloop.core.errors import MedloopError
+
+        # MedloopError (exit 1) rather than typer.Exit: the entry point runs typer with
+        # standalone_mode=False, where an Exit's code is returned, not used.
+        raise MedloopError(
+            f"{path}: {len(report.errors)} error(s), {len(report.warnings)} warning(s)",
+            hint="fix the files listed above" + (" (--strict counts warnings)" if strict else ""),
+        )
 
 
 @app.command()

@@ -137,7 +137,8 @@ def save_nifti(
             affine[axis, axis] = size
     dest.parent.mkdir(parents=True, exist_ok=True)
     img = nib.Nifti1Image(np.ascontiguousarray(array), affine)
-    img.header.set_zooms(tuple(spacing[: array.ndim]))
+    zooms = [*spacing[:3], *([1.0] * max(0, array.ndim - len(spacing[:3])))]  # 4th axis: channels
+    img.header.set_zooms(tuple(zooms[: array.ndim]))
     img.header.set_xyzt_units("mm")
     suffix = ".nii.gz" if dest.name.endswith(".nii.gz") else ".nii"
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-", suffix=suffix)

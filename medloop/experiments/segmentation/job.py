@@ -121,7 +121,7 @@ def run_segmentation(spec: TrialSpec, in_dir: Path, out_dir: Path, emit: Emit) -
     import torch
 
     from medloop.experiments.segmentation.data import make_loader
-    from medloop.experiments.segmentation.networks import build_network, patch_divisor
+    from medloop.experiments.segmentation.networks import build_network, min_patch, patch_divisor
     from medloop.experiments.segmentation.training import peak_memory_mb, train
     from medloop.experiments.segmentation.transfer import initialise
 
@@ -150,6 +150,7 @@ def run_segmentation(spec: TrialSpec, in_dir: Path, out_dir: Path, emit: Emit) -
     wanted = parse_patch(config.patch_size) or auto_patch(config, fit_grid)
     if len(wanted) != config.spatial_dims:
         raise ValueError(f"patch_size {config.patch_size!r} does not have {config.spatial_dims} axes")
+    wanted = [max(w, min_patch(config)) for w in wanted]
     patch = fit_patch(wanted, patch_divisor(config, wanted, spacing))
     items = training_items(config, fit_grid)
     loader = make_loader(config, items, patch, spec.seed, device)
@@ -197,9 +198,9 @@ def run_segmentation(spec: TrialSpec, in_dir: Path, out_dir: Path, emit: Emit) -
     best = ckpt_dir / "best.safetensors"
     chosen = best if best.is_file() else ckpt_dir / "last.safetensors"
     if chosen == best:
-        from safetensors.torch import load_file
+        from safetensors.torch import load_model
 
-        model.load_state_dict(load_file(str(best), device=str(device)))
+        load_model(model, str(best), device=str(device))
 
     # ---- predict every split on the original grid; the host scores them against labels
     # the job never saw
