@@ -22,9 +22,9 @@ def make_runtime(settings: Settings, sandbox: SandboxSpec) -> SandboxRuntime:
 
         return LocalRuntime(settings.jobs_dir)
     if sandbox.runtime == "docker":
-        raise SandboxUnavailable(
-            "the Docker runtime is not part of this build yet", hint="use runtime: local"
-        )
+        from medloop.sandbox.docker import DockerRuntime
+
+        return DockerRuntime(settings.jobs_dir, image=sandbox.image or settings.docker_image)
     raise SpecError(f"sandbox.runtime: unknown runtime {sandbox.runtime!r}", hint="use local or docker")
 
 
