@@ -224,6 +224,13 @@ class Hypothesis(Record):
     evidence_ids: list[str] = Field(default_factory=list, description="Claims the plan relied on")
     source: Literal["offline", "llm", "user"] = "offline"
     verdict: Literal["pending", "supported", "refuted", "inconclusive", "failed"] = "pending"
+    control_trials: list[str] = Field(default_factory=list)
+    treatment_trials: list[str] = Field(default_factory=list)
+    reproduction_control: list[str] = Field(default_factory=list)
+    reproduction_treatment: list[str] = Field(default_factory=list)
+    reproduction: Literal["none", "pending", "agreed", "disagreed", "failed"] = "none"
+    analysis: dict[str, Any] = Field(default_factory=dict, description="Effect, CI, p, per arm")
+    claim_id: str | None = None
 
 
 class Campaign(Record):

@@ -271,7 +271,11 @@ def parse_campaign_spec(data: Any, *, source: str, check_dataset: bool = True) -
         spec = CampaignSpec.model_validate(data)
     except ValidationError as exc:
         raise SpecError(format_validation_error(exc, source)) from None
-    if check_dataset:
+    if check_dataset and spec.executor.kind == "table":
+        table = spec.executor.table
+        if table is None or not table.is_file():
+            raise SpecError(f"{source}: executor.table: {table} does not exist")
+    elif check_dataset:
         ds = spec.dataset.path
         if not (ds / "dataset.json").is_file():
             what = "does not exist" if not ds.exists() else "has no dataset.json"

@@ -384,6 +384,16 @@ class SQLiteStore:
             )
         return claim
 
+    def add_evidence(self, evidence: list[Evidence]) -> None:
+        """Attach more evidence to existing claims (e.g. reproduction trials). Idempotent."""
+        with self.transaction():
+            for ev in evidence:
+                self.get_claim(ev.claim_id)  # NotFoundError for an unknown claim
+                self._x(
+                    "INSERT OR IGNORE INTO evidence VALUES (?,?,?,?,?)",
+                    (ev.claim_id, ev.kind, ev.ref_id, ev.role, ev.model_dump_json()),
+                )
+
     def list_evidence(self, claim_id: str) -> list[Evidence]:
         rows = self._q("SELECT json FROM evidence WHERE claim_id = ? ORDER BY kind, role", (claim_id,))
         return [Evidence.model_validate_json(r["json"]) for r in rows]
