@@ -9,7 +9,7 @@ import functools
 import shutil
 import subprocess
 
-from medloop.core.errors import SandboxUnavailable, SpecError
+from medloop.core.errors import SpecError
 from medloop.core.settings import Settings
 from medloop.core.specs import Budget, ExecutorSpec, SandboxSpec
 from medloop.sandbox.base import Executor, SandboxRuntime
@@ -48,7 +48,9 @@ def make_executor(
             budget=budget,
         )
     if executor.kind == "ray":
-        raise SandboxUnavailable("the Ray executor is not part of this build yet", hint="use kind: local")
+        from medloop.sandbox.ray_executor import RayExecutor
+
+        return RayExecutor(settings, sandbox, executor, budget=budget)
     raise SpecError(
         f"executor.kind: {executor.kind!r} is not a sandbox executor",
         hint="use local or ray",
