@@ -35,6 +35,9 @@ class PlanningContext(BaseModel):
     history: list[HistoryRow]
     retrieved: list[RetrievedClaim]
     tested_configs: list[dict[str, Any]] = Field(description="Configs already run in this campaign")
+    measured: list[tuple[dict[str, Any], float | None]] = Field(
+        default_factory=list, description="(config, mean objective over its eval runs) in this campaign"
+    )
     n: int = Field(description="How many hypotheses to propose at most")
 
 
@@ -55,3 +58,9 @@ class Planner(Protocol):
         """At most `context.n` hypotheses, each changing factors of the incumbent within
         the search space. May return fewer (or none when the space is exhausted)."""
         ...
+
+    def state(self) -> dict[str, Any]:
+        """What must survive a restart (LLM spend, tokens, fallbacks); JSON-serialisable."""
+        ...
+
+    def load_state(self, state: dict[str, Any]) -> None: ...

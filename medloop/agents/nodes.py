@@ -18,12 +18,12 @@ from langgraph.types import interrupt
 from medloop.agents.base import HistoryRow, PlanningContext
 from medloop.agents.claims import build_claim, claim_id_for, reproduction_evidence
 from medloop.agents.services import CampaignServices, EventCallback
-from medloop.agents.space import apply_changes, validate_changes
+from medloop.agents.space import apply_changes, config_key, validate_changes
 from medloop.agents.state import CampaignState
-from medloop.core.errors import NotFoundError
+from medloop.core.errors import NotFoundError, TrustError
 from medloop.core.ids import content_id
 from medloop.core.records import Campaign, Hypothesis, Trial
-from medloop.core.specs import Objective, SegConfig
+from medloop.core.specs import make_config
 from medloop.knowledge.base import RetrievalQuery, RetrievedClaim
 from medloop.sandbox.base import JobEvent
 from medloop.tools.analysis import analyze_hypotheses, arm_data, compare_arms, reproduction_agrees
@@ -53,7 +53,9 @@ class CampaignNodes:
         def node(state: CampaignState) -> dict[str, Any]:
             start = time.monotonic()
             update = fn(state)
-            update["active_s"] = float(state.get("active_s", 0.0)) + time.monotonic() - start
+            elapsed = time.monotonic() - start
+            update["active_s"] = float(state.get("active_s", 0.0)) + elapsed
+            self.emit("node", name=name, cycle=state.get("cycle"), phase=state.get("phase"), seconds=elapsed)
             return update
 
         node.__name__ = name
@@ -135,9 +137,15 @@ class CampaignNodes:
             history=self.history(cid),
             retrieved=retrieved,
             tested_configs=[t.spec.config.model_dump(mode="json") for t in trials],
+            measured=self.measured(trials),
             n=n,
         )
-        drafts = self.s.make_planner(spec).propose(context)
+        planner = self.s.make_planner(spec)
+        planner.load_state(campaign.summary.get("planner", {}))
+        drafts = planner.propose(context)
+        self.s.store.update_campaign(
+            cid, summary={**campaign.summary, "planner": {"name": planner.name, **planner.state()}}
+        )
         hypotheses = []
         for draft in drafts[:n]:
             problem = validate_changes(spec, campaign.incumbent, draft.changes)
@@ -183,10 +191,11 @@ class CampaignNodes:
         else:
             seeds = list(range(policy.seeds_per_arm))
         for hyp in self.hypotheses(ids):
-            control_cfg = SegConfig.model_validate(
-                campaign.incumbent if not reproducing else self._config_of(hyp.control_trials[0])
+            task = campaign.spec.task
+            control_cfg = make_config(
+                task, campaign.incumbent if not reproducing else self._config_of(hyp.control_trials[0])
             )
-            treat_cfg = SegConfig.model_validate(apply_changes(control_cfg.model_dump(), hyp.changes))
+            treat_cfg = make_config(task, apply_changes(control_cfg.model_dump(), hyp.changes))
             control: list[str] = []
             treatment: list[str] = []
             for seed in seeds:
@@ -424,6 +433,14 @@ class CampaignNodes:
                     role="agent",
                     reason=f"reproduction {hyp.reproduction}",
                 )
+        if campaign.spec.validation.human_review:
+            # The incumbent waits for a reviewer: the review node promotes what is validated.
+            return {
+                "phase": "explore",
+                "reproduce_ids": [],
+                "incumbent_changed": False,
+                "awaiting_review": [h.id for h in agreed],
+            }
         changed = self._promote(campaign, agreed)
         return {"phase": "explore", "reproduce_ids": [], "incumbent_changed": changed}
 
@@ -433,7 +450,9 @@ class CampaignNodes:
             return False
         sign = 1.0 if campaign.spec.objective.direction == "maximize" else -1.0
         best = max(candidates, key=lambda h: sign * float(h.analysis.get("estimate", 0.0)))
-        new_config = SegConfig.model_validate(apply_changes(campaign.incumbent, best.changes)).model_dump()
+        new_config = make_config(
+            campaign.spec.task, apply_changes(campaign.incumbent, best.changes)
+        ).model_dump()
         treat = [self.s.store.get_trial(t) for t in best.treatment_trials + best.reproduction_treatment]
         value = arm_data(treat, campaign.spec.objective).objective
         self.s.store.update_campaign(campaign.id, incumbent=new_config, incumbent_objective=value)
@@ -450,7 +469,12 @@ class CampaignNodes:
         return True
 
     def review(self, state: CampaignState) -> dict[str, Any]:
-        """By policy, pause for a human decision on new claims before they steer planning."""
+        """By policy, pause for a human decision on new claims before they steer planning.
+
+        Resumed with {claim_id: {"action": "validate" | "reject", "reviewer": name,
+        "reason": text}}. The knowledge lifecycle enforces who may decide (not the campaign
+        owner, not an agent); a refused decision is reported and changes nothing.
+        """
         campaign = self.campaign(state)
         if not campaign.spec.validation.human_review:
             return {}
@@ -463,19 +487,27 @@ class CampaignNodes:
             return {}
         decisions = interrupt({"kind": "review", "claims": pending})
         for claim_id, decision in dict(decisions or {}).items():
-            if claim_id not in pending:
+            action = decision.get("action") if isinstance(decision, dict) else None
+            if claim_id not in pending or action not in ("validate", "reject"):
+                self.emit("review_refused", claim=claim_id, why="not pending or unknown action")
                 continue
-            action = decision.get("action")
-            if action not in ("validate", "reject"):
-                continue
-            self.s.knowledge.transition(
-                claim_id,
-                "validated" if action == "validate" else "rejected",
-                actor=decision["reviewer"],
-                role=decision.get("role", "reviewer"),
-                reason=decision["reason"],
-            )
-        return {}
+            try:
+                self.s.knowledge.transition(
+                    claim_id,
+                    "validated" if action == "validate" else "rejected",
+                    actor=str(decision.get("reviewer", "")),
+                    role="reviewer",
+                    reason=str(decision.get("reason", "")),
+                )
+            except TrustError as exc:
+                self.emit("review_refused", claim=claim_id, why=str(exc))
+        validated = [
+            h
+            for h in self.hypotheses(state.get("awaiting_review", []))
+            if h.claim_id and self.s.store.get_claim(h.claim_id).tier == "validated"
+        ]
+        changed = self._promote(campaign, validated)
+        return {"incumbent_changed": bool(state.get("incumbent_changed")) or changed, "awaiting_review": []}
 
     def reflect(self, state: CampaignState) -> dict[str, Any]:
         campaign = self.campaign(state)
@@ -544,7 +576,7 @@ class CampaignNodes:
         for name, config in (("baseline", campaign.baseline), ("incumbent", campaign.incumbent)):
             trials = []
             for seed in seeds:
-                spec = self.trials(campaign).spec_for(SegConfig.model_validate(config), seed)
+                spec = self.trials(campaign).spec_for(make_config(campaign.spec.task, dict(config)), seed)
                 tid = trial_id_for(campaign.id, spec)
                 try:
                     trial = self.s.store.get_trial(tid)
@@ -553,23 +585,9 @@ class CampaignNodes:
                 if self.trials(campaign).evaluate_test(trial) is not None:
                     trials.append(self.s.store.get_trial(tid))
             arms[name] = trials
-        test_objective = Objective(
-            metric=campaign.spec.objective.metric, direction=campaign.spec.objective.direction
-        )
-        test_arms = {}
-        for name, trials in arms.items():
-            relabelled = [
-                t.model_copy(
-                    update={
-                        "result": t.result.model_copy(
-                            update={"evaluations": {"eval": t.result.evaluations["test"]}}
-                        )
-                    }
-                )
-                for t in trials
-                if t.result
-            ]
-            test_arms[name] = arm_data(relabelled, test_objective)
+        test_arms = {
+            name: arm_data(trials, campaign.spec.objective, split="test") for name, trials in arms.items()
+        }
         summary["test"] = {
             name: {"objective": a.objective, "trials": a.usable} for name, a in test_arms.items()
         }
@@ -577,7 +595,7 @@ class CampaignNodes:
             comp = compare_arms(test_arms["baseline"], test_arms["incumbent"], campaign.spec.validation)
             if comp is not None:
                 summary["test"]["effect"] = comp.model_dump(exclude={"cases"})
-        self.s.store.update_campaign(campaign.id, status="completed", summary=summary)
+        self.s.store.update_campaign(campaign.id, status="completed", summary={**campaign.summary, **summary})
         self.s.store.append_audit(self.s.actor, "campaign.complete", "campaign", campaign.id, summary)
         self.emit("final", summary=summary)
         return {}
@@ -599,6 +617,17 @@ class CampaignNodes:
                 )
             )
         return rows
+
+    @staticmethod
+    def measured(trials: list[Trial]) -> list[tuple[dict[str, Any], float | None]]:
+        """Mean eval objective per distinct config over this campaign's explore runs."""
+        by_config: dict[str, tuple[dict[str, Any], list[float]]] = {}
+        for t in trials:
+            if t.arm == "reproduction" or t.result is None or t.result.objective is None:
+                continue
+            cfg = t.spec.config.model_dump(mode="json")
+            by_config.setdefault(config_key(cfg), (cfg, []))[1].append(t.result.objective)
+        return [(cfg, sum(v) / len(v)) for cfg, v in by_config.values()]
 
     def affordable_hypotheses(self, campaign: Campaign) -> int:
         """How many hypotheses the trial budget still pays for (treatment arm + reproduction)."""

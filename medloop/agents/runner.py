@@ -76,21 +76,36 @@ class CampaignRunner:
     def resume(self, campaign_id: str, decision: dict[str, Any] | None = None) -> Campaign:
         """Continue after a crash, a pause, or a review interrupt (with the decisions)."""
         campaign = self.s.store.get_campaign(campaign_id)
-        if campaign.status in ("completed", "stopped"):
-            raise ConflictError(f"campaign {campaign_id} is {campaign.status}; nothing to resume")
-        self.s.store.update_campaign(campaign_id, status="running")
         with self._graph() as graph:
             config = self._config(campaign_id)
             snapshot = graph.get_state(config)
+            if not snapshot.created_at:
+                return self.run(campaign_id)
+            if not snapshot.next:
+                raise ConflictError(f"campaign {campaign_id} is {campaign.status}; nothing to resume")
+            # A crash inside `finalize` can leave the store saying completed while the
+            # graph still has that node to finish; it re-runs idempotently.
+            self.s.store.update_campaign(campaign_id, status="running")
             if snapshot.interrupts:
                 from langgraph.types import Command
 
                 result = graph.invoke(Command(resume=decision or {}), config, durability="sync")
-            elif snapshot.next:
-                result = graph.invoke(None, config, durability="sync")
             else:
-                return self.run(campaign_id) if not snapshot.created_at else self._settle(campaign_id, {})
+                result = graph.invoke(None, config, durability="sync")
             return self._settle(campaign_id, result)
+
+    def review(self, campaign_id: str, decisions: dict[str, dict[str, str]]) -> Campaign:
+        """Answer a review interrupt: {claim_id: {"action", "reviewer", "reason"}}."""
+        pending = self.pending_interrupt(campaign_id)
+        if not pending or pending.get("kind") != "review":
+            raise ConflictError(f"campaign {campaign_id} is not waiting for a review")
+        unknown = sorted(set(decisions) - set(pending.get("claims", [])))
+        if unknown:
+            raise ConflictError(
+                f"claims {unknown} are not awaiting review in {campaign_id}",
+                hint=f"pending: {', '.join(pending.get('claims', []))}",
+            )
+        return self.resume(campaign_id, decisions)
 
     def pause(self, campaign_id: str, *, actor: str) -> Campaign:
         self.s.store.append_audit(actor, "campaign.pause", "campaign", campaign_id, {})

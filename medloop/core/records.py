@@ -56,6 +56,14 @@ class TrialSpec(Record):
     config: TrialConfig
     seed: int
     max_seconds: float | None = Field(default=None, description="Hint only; the host enforces")
+    init_checkpoint: str | None = Field(
+        default=None,
+        description="Checkpoint to start from, relative to the spec's folder (staged by the host "
+        "when config.init is not 'scratch')",
+    )
+    provenance: dict[str, Any] = Field(
+        default_factory=dict, description="Where inputs came from (e.g. parent trial of init_checkpoint)"
+    )
 
     def spec_hash(self) -> str:
         content = {
@@ -88,6 +96,9 @@ class JobOutcome(Record):
     efficiency: dict[str, Any] = Field(default_factory=dict)
     versions: dict[str, str] = Field(default_factory=dict)
     checkpoint: str | None = None
+    setup: dict[str, Any] = Field(
+        default_factory=dict, description="How the job configured itself: patch, normalisation, init"
+    )
 
 
 # ---------------------------------------------------------------- sandbox jobs
@@ -165,6 +176,9 @@ class CaseEvaluation(Record):
     case: str
     site: str | None = None
     metrics: dict[str, dict[str, float | None]] = Field(description="metric -> class -> value")
+    error: str | None = Field(
+        default=None, description="Why the prediction could not be scored (it then gets the worst values)"
+    )
 
 
 class SplitEvaluation(Record):
@@ -175,6 +189,12 @@ class SplitEvaluation(Record):
     summary: dict[str, float | None] = Field(description="metric -> mean over cases of fg mean")
     implementation: str = Field(description="Metric code and version used")
     empty_rule: str = "both_empty_one"
+    by_site: dict[str, dict[str, float | None]] = Field(
+        default_factory=dict, description="site -> metric -> mean over the site's cases of fg mean"
+    )
+    settings: dict[str, Any] = Field(
+        default_factory=dict, description="Metric settings used (NSD tolerances in mm, HD95 worst value)"
+    )
 
 
 class TrialResult(Record):
@@ -322,3 +342,73 @@ class AuditEntry(Record):
     detail: dict[str, Any] = Field(default_factory=dict)
     prev_hash: str
     hash: str
+
+
+# ---------------------------------------------------------------- knowledge graph model
+
+EntityKind = Literal[
+    "dataset",
+    "model",
+    "loss",
+    "augmentation",
+    "metric",
+    "site",
+    "campaign",
+    "hypothesis",
+    "source",
+    "trial",
+    "factor",
+    "claim",
+]
+EdgeKind = Literal["supports", "refutes", "derived_from", "reproduces", "contradicts", "about"]
+
+
+class Entity(Record):
+    """A node of the knowledge graph other than a claim (claims live in their own table)."""
+
+    id: str = Field(
+        description="Readable, deterministic: `loss:dicece`, `dataset:<name>@<sha12>`, a trial id"
+    )
+    kind: EntityKind
+    name: str
+    attrs: dict[str, Any] = Field(default_factory=dict)
+
+
+class Edge(Record):
+    """A typed edge, read as a sentence: `src <kind> dst` (claim derived_from trial)."""
+
+    src: str
+    dst: str
+    kind: EdgeKind
+    src_kind: EntityKind
+    dst_kind: EntityKind
+    attrs: dict[str, Any] = Field(default_factory=dict)
+    seq: int = Field(default=0, description="Store order; indexes follow edges by it")
+
+
+class ClaimFacts(Record):
+    """Immutable, queryable facts of a claim kept beside it for filters and relations."""
+
+    claim_id: str
+    task: str
+    outcome: str
+    dataset: str
+    dataset_checksum: str = ""
+    intervention: str = Field(description="Canonical key of the change set (orientation-free)")
+    orientation: int = Field(description="+1 if the changes run in canonical order, -1 if reversed")
+    sign: int = Field(default=0, description="Canonical direction of a significant effect; 0 if none")
+    factors: list[str]
+    seq: int = 0
+
+
+class Quarantine(Record):
+    id: str
+    target_type: Literal["source", "trial", "claim", "campaign", "hypothesis"]
+    target_id: str
+    why: str
+    actor: str
+    created_at: str = Field(default_factory=utcnow)
+    lifted_at: str | None = None
+    lifted_by: str | None = None
+    lift_reason: str | None = None
+    members: dict[str, str] = Field(default_factory=dict, description="claim id -> tier before")

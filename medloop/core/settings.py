@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     db_url: str | None = Field(default=None, description="sqlite:///path; default in the workspace")
     embedder: str = Field(default="minilm", description="minilm | hash | litellm:<model>")
     vector_index: str = Field(default="chroma", description="chroma | memory | http(s)://chroma")
+    embedder_api_base: str | None = Field(default=None, description="API base for litellm:<model> embedders")
+    embedder_api_key: str | None = None
     runtime: str = Field(default="local", description="Sandbox runtime: local | docker")
     docker_image: str = Field(default="medloop-runtime:latest")
     gpu_ids: str = Field(default="", description="Comma list of GPU ids jobs may use; empty: ask nvidia-smi")

@@ -21,7 +21,11 @@ SUGGESTION_TIERS: tuple[Tier, ...] = ("supported", "inconclusive", "refuted", "e
 
 class Embedder(Protocol):
     name: str
-    dim: int
+
+    @property
+    def dim(self) -> int:
+        """Vector length (stored with the index; a mismatch is refused)."""
+        ...
 
     def embed(self, texts: Sequence[str]) -> Vector:
         """(N, dim) float32, L2-normalised."""
@@ -29,6 +33,10 @@ class Embedder(Protocol):
 
 
 class VectorIndex(Protocol):
+    """Claim statement vectors. Metadata values are str or list[str]; `where` takes the
+    subset of Chroma's filter syntax both backends implement: `{"f": v}` (equality),
+    `{"f": {"$in": [...]}}`, `{"f": {"$contains": v}}` (list fields), `$and` / `$or`."""
+
     def upsert(self, ids: Sequence[str], vectors: Vector, metadatas: Sequence[dict[str, Any]]) -> None: ...
 
     def query(
@@ -41,8 +49,18 @@ class VectorIndex(Protocol):
 
     def ids(self) -> set[str]: ...
 
+    def clear(self) -> None:
+        """Drop every vector (before a rebuild)."""
+        ...
+
 
 class GraphIndex(Protocol):
+    """Typed directed graph; an edge reads `src kind dst` (claim derived_from trial).
+
+    `watermark` is the last store edge seq the graph contains; `save` persists both."""
+
+    watermark: int
+
     def upsert_node(self, node_id: str, kind: str, **attrs: Any) -> None: ...
 
     def upsert_edge(self, src: str, dst: str, kind: str, **attrs: Any) -> None: ...
@@ -53,7 +71,18 @@ class GraphIndex(Protocol):
         """(neighbor id, edge kind) pairs."""
         ...
 
-    def descendants(self, node_id: str, *, kinds: Sequence[str] | None = None) -> set[str]: ...
+    def descendants(
+        self, node_id: str, *, kinds: Sequence[str] | None = None, direction: str = "out"
+    ) -> set[str]:
+        """Nodes reachable from `node_id` along edges of `kinds` ("out": src -> dst; "in":
+        dst -> src, e.g. everything derived_from a trial)."""
+        ...
+
+    def nodes(self, kind: str | None = None) -> set[str]: ...
+
+    def remove_node(self, node_id: str) -> None: ...
+
+    def clear(self) -> None: ...
 
     def save(self) -> None: ...
 

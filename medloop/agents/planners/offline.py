@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from typing import Any
 
 from medloop.agents.base import HypothesisDraft, PlanningContext
 from medloop.agents.space import active, apply_changes, config_key, neighbours
+from medloop.core.ids import sha256_hex
 from medloop.core.records import FactorChange
 from medloop.core.specs import Scalar
 from medloop.knowledge.base import RetrievedClaim
@@ -55,8 +57,15 @@ def _same_value(a: Scalar | None, b: Scalar | None) -> bool:
 class OfflinePlanner:
     name = "offline"
 
-    def __init__(self, seed: int = 0) -> None:
+    def __init__(self, seed: int = 0, *, model_based: bool = True) -> None:
         self.seed = seed
+        self.model_based = model_based
+
+    def state(self) -> dict[str, Any]:
+        return {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        return None
 
     def candidates(self, ctx: PlanningContext) -> list[Candidate]:
         tested = {config_key(c) for c in ctx.tested_configs}
@@ -95,7 +104,9 @@ class OfflinePlanner:
     def propose(self, context: PlanningContext) -> list[HypothesisDraft]:
         candidates = self.candidates(context)
         self.score(candidates, context)
-        rng = random.Random(f"{self.seed}:{context.campaign_id}:{context.cycle}")
+        # Seeded by the spec, not the campaign id: the same campaign file plans the same way.
+        spec_key = sha256_hex(context.spec.model_dump_json())
+        rng = random.Random(f"{self.seed}:{spec_key}:{context.cycle}")
         rng.shuffle(candidates)  # seeded tie-break; the sort below is stable
         candidates.sort(key=lambda c: -c.score)
         chosen: list[Candidate] = []
@@ -107,23 +118,41 @@ class OfflinePlanner:
             used_factors.add(cand.change.factor)
             if len(chosen) == context.n:
                 break
+        drafts_changes: list[tuple[list[FactorChange], Candidate | None]] = [([c.change], c) for c in chosen]
+        if self.model_based and context.n >= 2:
+            from medloop.agents.planners.tpe import suggest_numeric
+
+            tpe = suggest_numeric(context, seed=int(spec_key[:8], 16) + context.cycle)
+            if tpe and all(tpe != ch for ch, _ in drafts_changes):
+                # The model-based proposal takes the last slot, unless knowledge ranked that
+                # slot's one-factor move positively (evidence beats a surrogate model).
+                if len(drafts_changes) < context.n:
+                    drafts_changes.append((tpe, None))
+                elif drafts_changes[-1][1] is not None and drafts_changes[-1][1].score <= 0:
+                    drafts_changes[-1] = (tpe, None)
         metric = context.spec.objective.metric
         verb = "raises" if context.spec.objective.direction == "maximize" else "lowers"
         dataset = context.spec.dataset.path.name
-        return [
-            HypothesisDraft(
-                statement=(
-                    f"Changing {c.change.factor} from {c.change.from_value} to {c.change.to_value} "
-                    f"{verb} mean {metric} on {dataset}"
-                ),
-                changes=[c.change],
-                expected_effect=c.expected,
-                rationale=(
-                    "; ".join(c.reasons)
-                    if c.reasons
-                    else "one-factor ablation around the incumbent; no prior claims"
-                ),
-                evidence_ids=list(dict.fromkeys(c.evidence)),
+        out = []
+        for changes, source in drafts_changes:
+            moved = ", ".join(f"{c.factor} from {c.from_value} to {c.to_value}" for c in changes)
+            if source is None:
+                rationale = f"TPE over {len(context.measured)} measured configs of this campaign"
+                evidence: list[str] = []
+                expected = None
+            else:
+                rationale = (
+                    "; ".join(source.reasons) or "one-factor ablation around the incumbent; no prior claims"
+                )
+                evidence = list(dict.fromkeys(source.evidence))
+                expected = source.expected
+            out.append(
+                HypothesisDraft(
+                    statement=f"Changing {moved} {verb} mean {metric} on {dataset}",
+                    changes=changes,
+                    expected_effect=expected,
+                    rationale=rationale,
+                    evidence_ids=evidence,
+                )
             )
-            for c in chosen
-        ]
+        return out
