@@ -9,7 +9,7 @@ import functools
 import shutil
 import subprocess
 
-from medloop.core.errors import SandboxUnavailable, SpecError
+from medloop.core.errors import SpecError
 from medloop.core.settings import Settings
 from medloop.core.specs import Budget, ExecutorSpec, SandboxSpec
 from medloop.sandbox.base import Executor, SandboxRuntime
@@ -22,9 +22,9 @@ def make_runtime(settings: Settings, sandbox: SandboxSpec) -> SandboxRuntime:
 
         return LocalRuntime(settings.jobs_dir)
     if sandbox.runtime == "docker":
-        raise SandboxUnavailable(
-            "the Docker runtime is not part of this build yet", hint="use runtime: local"
-        )
+        from medloop.sandbox.docker import DockerRuntime
+
+        return DockerRuntime(settings.jobs_dir, image=sandbox.image or settings.docker_image)
     raise SpecError(f"sandbox.runtime: unknown runtime {sandbox.runtime!r}", hint="use local or docker")
 
 
@@ -48,7 +48,9 @@ def make_executor(
             budget=budget,
         )
     if executor.kind == "ray":
-        raise SandboxUnavailable("the Ray executor is not part of this build yet", hint="use kind: local")
+        from medloop.sandbox.ray_executor import RayExecutor
+
+        return RayExecutor(settings, sandbox, executor, budget=budget)
     raise SpecError(
         f"executor.kind: {executor.kind!r} is not a sandbox executor",
         hint="use local or ray",
