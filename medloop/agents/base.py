@@ -55,3 +55,9 @@ class Planner(Protocol):
         """At most `context.n` hypotheses, each changing factors of the incumbent within
         the search space. May return fewer (or none when the space is exhausted)."""
         ...
+
+    def state(self) -> dict[str, Any]:
+        """What must survive a restart (LLM spend, tokens, fallbacks); JSON-serialisable."""
+        ...
+
+    def load_state(self, state: dict[str, Any]) -> None: ...

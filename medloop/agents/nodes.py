@@ -23,7 +23,7 @@ from medloop.agents.state import CampaignState
 from medloop.core.errors import NotFoundError
 from medloop.core.ids import content_id
 from medloop.core.records import Campaign, Hypothesis, Trial
-from medloop.core.specs import Objective, SegConfig
+from medloop.core.specs import make_config
 from medloop.knowledge.base import RetrievalQuery, RetrievedClaim
 from medloop.sandbox.base import JobEvent
 from medloop.tools.analysis import analyze_hypotheses, arm_data, compare_arms, reproduction_agrees
@@ -53,7 +53,9 @@ class CampaignNodes:
         def node(state: CampaignState) -> dict[str, Any]:
             start = time.monotonic()
             update = fn(state)
-            update["active_s"] = float(state.get("active_s", 0.0)) + time.monotonic() - start
+            elapsed = time.monotonic() - start
+            update["active_s"] = float(state.get("active_s", 0.0)) + elapsed
+            self.emit("node", name=name, cycle=state.get("cycle"), phase=state.get("phase"), seconds=elapsed)
             return update
 
         node.__name__ = name
@@ -137,7 +139,12 @@ class CampaignNodes:
             tested_configs=[t.spec.config.model_dump(mode="json") for t in trials],
             n=n,
         )
-        drafts = self.s.make_planner(spec).propose(context)
+        planner = self.s.make_planner(spec)
+        planner.load_state(campaign.summary.get("planner", {}))
+        drafts = planner.propose(context)
+        self.s.store.update_campaign(
+            cid, summary={**campaign.summary, "planner": {"name": planner.name, **planner.state()}}
+        )
         hypotheses = []
         for draft in drafts[:n]:
             problem = validate_changes(spec, campaign.incumbent, draft.changes)
@@ -183,10 +190,11 @@ class CampaignNodes:
         else:
             seeds = list(range(policy.seeds_per_arm))
         for hyp in self.hypotheses(ids):
-            control_cfg = SegConfig.model_validate(
-                campaign.incumbent if not reproducing else self._config_of(hyp.control_trials[0])
+            task = campaign.spec.task
+            control_cfg = make_config(
+                task, campaign.incumbent if not reproducing else self._config_of(hyp.control_trials[0])
             )
-            treat_cfg = SegConfig.model_validate(apply_changes(control_cfg.model_dump(), hyp.changes))
+            treat_cfg = make_config(task, apply_changes(control_cfg.model_dump(), hyp.changes))
             control: list[str] = []
             treatment: list[str] = []
             for seed in seeds:
@@ -433,7 +441,9 @@ class CampaignNodes:
             return False
         sign = 1.0 if campaign.spec.objective.direction == "maximize" else -1.0
         best = max(candidates, key=lambda h: sign * float(h.analysis.get("estimate", 0.0)))
-        new_config = SegConfig.model_validate(apply_changes(campaign.incumbent, best.changes)).model_dump()
+        new_config = make_config(
+            campaign.spec.task, apply_changes(campaign.incumbent, best.changes)
+        ).model_dump()
         treat = [self.s.store.get_trial(t) for t in best.treatment_trials + best.reproduction_treatment]
         value = arm_data(treat, campaign.spec.objective).objective
         self.s.store.update_campaign(campaign.id, incumbent=new_config, incumbent_objective=value)
@@ -544,7 +554,7 @@ class CampaignNodes:
         for name, config in (("baseline", campaign.baseline), ("incumbent", campaign.incumbent)):
             trials = []
             for seed in seeds:
-                spec = self.trials(campaign).spec_for(SegConfig.model_validate(config), seed)
+                spec = self.trials(campaign).spec_for(make_config(campaign.spec.task, dict(config)), seed)
                 tid = trial_id_for(campaign.id, spec)
                 try:
                     trial = self.s.store.get_trial(tid)
@@ -553,23 +563,9 @@ class CampaignNodes:
                 if self.trials(campaign).evaluate_test(trial) is not None:
                     trials.append(self.s.store.get_trial(tid))
             arms[name] = trials
-        test_objective = Objective(
-            metric=campaign.spec.objective.metric, direction=campaign.spec.objective.direction
-        )
-        test_arms = {}
-        for name, trials in arms.items():
-            relabelled = [
-                t.model_copy(
-                    update={
-                        "result": t.result.model_copy(
-                            update={"evaluations": {"eval": t.result.evaluations["test"]}}
-                        )
-                    }
-                )
-                for t in trials
-                if t.result
-            ]
-            test_arms[name] = arm_data(relabelled, test_objective)
+        test_arms = {
+            name: arm_data(trials, campaign.spec.objective, split="test") for name, trials in arms.items()
+        }
         summary["test"] = {
             name: {"objective": a.objective, "trials": a.usable} for name, a in test_arms.items()
         }
@@ -577,7 +573,7 @@ class CampaignNodes:
             comp = compare_arms(test_arms["baseline"], test_arms["incumbent"], campaign.spec.validation)
             if comp is not None:
                 summary["test"]["effect"] = comp.model_dump(exclude={"cases"})
-        self.s.store.update_campaign(campaign.id, status="completed", summary=summary)
+        self.s.store.update_campaign(campaign.id, status="completed", summary={**campaign.summary, **summary})
         self.s.store.append_audit(self.s.actor, "campaign.complete", "campaign", campaign.id, summary)
         self.emit("final", summary=summary)
         return {}

@@ -76,20 +76,22 @@ class CampaignRunner:
     def resume(self, campaign_id: str, decision: dict[str, Any] | None = None) -> Campaign:
         """Continue after a crash, a pause, or a review interrupt (with the decisions)."""
         campaign = self.s.store.get_campaign(campaign_id)
-        if campaign.status in ("completed", "stopped"):
-            raise ConflictError(f"campaign {campaign_id} is {campaign.status}; nothing to resume")
-        self.s.store.update_campaign(campaign_id, status="running")
         with self._graph() as graph:
             config = self._config(campaign_id)
             snapshot = graph.get_state(config)
+            if not snapshot.created_at:
+                return self.run(campaign_id)
+            if not snapshot.next:
+                raise ConflictError(f"campaign {campaign_id} is {campaign.status}; nothing to resume")
+            # A crash inside `finalize` can leave the store saying completed while the
+            # graph still has that node to finish; it re-runs idempotently.
+            self.s.store.update_campaign(campaign_id, status="running")
             if snapshot.interrupts:
                 from langgraph.types import Command
 
                 result = graph.invoke(Command(resume=decision or {}), config, durability="sync")
-            elif snapshot.next:
-                result = graph.invoke(None, config, durability="sync")
             else:
-                return self.run(campaign_id) if not snapshot.created_at else self._settle(campaign_id, {})
+                result = graph.invoke(None, config, durability="sync")
             return self._settle(campaign_id, result)
 
     def pause(self, campaign_id: str, *, actor: str) -> Campaign:

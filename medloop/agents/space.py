@@ -8,7 +8,7 @@ from typing import Any
 
 from medloop.core.ids import canonical_json
 from medloop.core.records import FactorChange
-from medloop.core.specs import CampaignSpec, Categorical, Factor, FloatRange, IntRange, Scalar, SegConfig
+from medloop.core.specs import CampaignSpec, Categorical, Factor, FloatRange, IntRange, Scalar, make_config
 
 # Numeric factors are explored on a grid of this many points (log-spaced when log=True).
 GRID_POINTS = 7
@@ -79,7 +79,7 @@ def validate_changes(spec: CampaignSpec, config: dict[str, Any], changes: list[F
             if not factor.low <= float(value) <= factor.high:
                 return f"{change.factor}={value!r} is outside [{factor.low}, {factor.high}]"
     try:
-        SegConfig.model_validate(new)
+        make_config(spec.task, new)
     except ValueError as exc:
         return f"invalid config: {exc}"
     return None

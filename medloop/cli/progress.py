@@ -113,19 +113,19 @@ class CampaignConsole:
 
 
 def final_table(campaign: Campaign, hypotheses: list[Hypothesis]) -> Table:
-    table = Table(title=f"campaign {campaign.id}: {campaign.name}", show_lines=False)
-    for col in ("cycle", "hypothesis", "verdict", "effect", "95% CI", "Holm p", "reproduction", "claim"):
-        table.add_column(col)
+    table = Table(title=f"campaign {campaign.id}: {campaign.name}")
+    for col in ("cycle", "change", "verdict", "effect [95% CI]", "Holm p", "reproduction", "claim"):
+        table.add_column(col, no_wrap=col in ("claim", "effect [95% CI]"))
     for h in hypotheses:
         a = h.analysis
-        ci = f"[{a['ci_low']:+.4f}, {a['ci_high']:+.4f}]" if "ci_low" in a else "-"
+        effect = f"{a['estimate']:+.4f} [{a['ci_low']:+.4f}, {a['ci_high']:+.4f}]" if "ci_low" in a else "-"
         change = ", ".join(f"{c.factor}: {c.from_value} -> {c.to_value}" for c in h.changes)
+        colour = {"supported": "green", "refuted": "red"}.get(h.verdict, "yellow")
         table.add_row(
             str(h.cycle),
             change,
-            h.verdict,
-            _fmt(a.get("estimate")),
-            ci,
+            f"[{colour}]{h.verdict}[/{colour}]",
+            effect,
             _fmt(a.get("p_adjusted"), ".3g"),
             h.reproduction,
             h.claim_id or "-",

@@ -56,6 +56,14 @@ class TrialSpec(Record):
     config: TrialConfig
     seed: int
     max_seconds: float | None = Field(default=None, description="Hint only; the host enforces")
+    init_checkpoint: str | None = Field(
+        default=None,
+        description="Checkpoint to start from, relative to the spec's folder (staged by the host "
+        "when config.init is not 'scratch')",
+    )
+    provenance: dict[str, Any] = Field(
+        default_factory=dict, description="Where inputs came from (e.g. parent trial of init_checkpoint)"
+    )
 
     def spec_hash(self) -> str:
         content = {
@@ -88,6 +96,9 @@ class JobOutcome(Record):
     efficiency: dict[str, Any] = Field(default_factory=dict)
     versions: dict[str, str] = Field(default_factory=dict)
     checkpoint: str | None = None
+    setup: dict[str, Any] = Field(
+        default_factory=dict, description="How the job configured itself: patch, normalisation, init"
+    )
 
 
 # ---------------------------------------------------------------- sandbox jobs
@@ -165,6 +176,9 @@ class CaseEvaluation(Record):
     case: str
     site: str | None = None
     metrics: dict[str, dict[str, float | None]] = Field(description="metric -> class -> value")
+    error: str | None = Field(
+        default=None, description="Why the prediction could not be scored (it then gets the worst values)"
+    )
 
 
 class SplitEvaluation(Record):
@@ -175,6 +189,12 @@ class SplitEvaluation(Record):
     summary: dict[str, float | None] = Field(description="metric -> mean over cases of fg mean")
     implementation: str = Field(description="Metric code and version used")
     empty_rule: str = "both_empty_one"
+    by_site: dict[str, dict[str, float | None]] = Field(
+        default_factory=dict, description="site -> metric -> mean over the site's cases of fg mean"
+    )
+    settings: dict[str, Any] = Field(
+        default_factory=dict, description="Metric settings used (NSD tolerances in mm, HD95 worst value)"
+    )
 
 
 class TrialResult(Record):

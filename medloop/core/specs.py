@@ -99,9 +99,58 @@ class SegConfig(Spec):
         default=0.2, ge=0.0, lt=1.0, description="Training cases the job holds out for itself"
     )
     num_threads: int = Field(default=1, ge=1, le=256, description="CPU threads for torch")
+    res_units: int = Field(default=0, ge=0, le=4, description="UNet residual units per level")
+    patch_size: str = Field(
+        default="auto",
+        pattern=r"^(auto|\d+x\d+(x\d+)?)$",
+        description="Training patch in voxels, e.g. '64x64' or '96x96x64'; auto: whole 2D slice, "
+        "or the nnU-Net-style plan for 3D",
+    )
+    epoch_iterations: int = Field(
+        default=50, ge=1, description="Iterations per epoch: validation, checkpoint, early stopping"
+    )
+    early_stopping: int = Field(
+        default=0, ge=0, description="Stop after this many epochs without a better internal val Dice; 0 = off"
+    )
+    schedule: Literal["auto", "poly", "cosine", "constant"] = Field(
+        default="auto", description="LR schedule; auto = poly for sgd (nnU-Net), constant for adamw"
+    )
+    momentum: float = Field(default=0.99, ge=0, lt=1, description="SGD Nesterov momentum (nnU-Net: 0.99)")
+    amp: bool = Field(default=True, description="Mixed precision (CUDA only; ignored on CPU)")
+    tta: bool = Field(default=False, description="Mirroring test-time augmentation at inference")
+    sw_overlap: float = Field(default=0.5, ge=0, lt=1, description="Sliding-window overlap")
+    target_spacing: str = Field(
+        default="none",
+        pattern=r"^(none|auto|\d+(\.\d+)?x\d+(\.\d+)?(x\d+(\.\d+)?)?)$",
+        description="Resample to this spacing (mm) before training: none, auto (nnU-Net rule) or '1.0x1.0x2.5'",
+    )
+    init: str = Field(
+        default="scratch",
+        pattern=r"^(scratch|trial:[A-Za-z0-9_.-]+|file:.+)$",
+        description="Weights to start from: scratch, trial:<trial id> or file:<checkpoint path>",
+    )
+    init_mode: Literal["finetune", "freeze_encoder", "adapter"] = Field(
+        default="finetune", description="How an initialised model is trained"
+    )
 
 
+# The trial config of every task kind. A new task adds its config model here and to the
+# TrialConfig union (discriminated on `task`); agents use `config_model(task)`.
 TrialConfig = SegConfig
+CONFIG_MODELS: dict[str, type[Spec]] = {"segmentation": SegConfig}
+
+
+def config_model(task: str) -> type[Spec]:
+    try:
+        return CONFIG_MODELS[task]
+    except KeyError:
+        raise SpecError(f"task {task!r} has no trial config; known: {sorted(CONFIG_MODELS)}") from None
+
+
+def make_config(task: str, values: dict[str, Any]) -> TrialConfig:
+    """Validate a full trial config dict for `task` (raises pydantic ValidationError)."""
+    config = config_model(task).model_validate({**values, "task": task})
+    return config  # type: ignore[return-value]
 
 
 # ---------------------------------------------------------------- campaign spec
@@ -205,7 +254,8 @@ class CampaignSpec(Spec):
 
     @model_validator(mode="after")
     def _factors_are_config_fields(self) -> CampaignSpec:
-        fields = set(SegConfig.model_fields) - {"task"}
+        model = config_model(self.task)
+        fields = set(model.model_fields) - {"task"}
         for name in [*self.baseline, *self.search_space]:
             if name not in fields:
                 raise ValueError(f"{name!r} is not a trial config field; allowed: {sorted(fields)}")
@@ -216,7 +266,7 @@ class CampaignSpec(Spec):
             )
             for value in values:
                 try:
-                    SegConfig.model_validate({**base.model_dump(), name: value})
+                    model.model_validate({**base.model_dump(), name: value})
                 except ValidationError as exc:
                     msg = exc.errors()[0]["msg"]
                     raise ValueError(f"search_space.{name}: value {value!r}: {msg}") from None
@@ -225,8 +275,8 @@ class CampaignSpec(Spec):
                     raise ValueError(f"search_space.{name}.when names unknown factor {other!r}")
         return self
 
-    def baseline_config(self) -> SegConfig:
-        return SegConfig.model_validate(self.baseline)
+    def baseline_config(self) -> TrialConfig:
+        return make_config(self.task, dict(self.baseline))
 
 
 # ---------------------------------------------------------------- loading

@@ -152,7 +152,7 @@ def compare_paired(
     cases, diff = paired_differences(mean_c, mean_t)
     p_case = wilcoxon_p(diff) if test == "wilcoxon" else permutation_p(diff, seed=seed)
     low, high = bootstrap_ci(diff, resamples=resamples, level=level, seed=seed)
-    p, name = p_case, test
+    p, name = p_case, str(test)
     p_run: float | None = None
     if len(runs_c) >= 2 and len(runs_t) >= 2 and cases:
         arr_c = np.array([[run[c] for c in cases] for run in runs_c], dtype=np.float64)

@@ -14,7 +14,7 @@ from medloop.core.records import Hypothesis, Trial
 from medloop.core.specs import Objective, ValidationPolicy
 from medloop.core.store import Store
 from medloop.evaluation import stats
-from medloop.tools.base import case_objective
+from medloop.tools.base import aggregate, case_objective
 
 
 class ArmData(BaseModel):
@@ -40,10 +40,12 @@ class HypothesisAnalysis(BaseModel):
     note: str = ""
 
 
-def arm_data(trials: Sequence[Trial], objective: Objective) -> ArmData:
-    usable = [t for t in trials if t.status == "succeeded" and t.result and "eval" in t.result.evaluations]
-    per_seed = [case_objective(t.result.evaluations["eval"], objective.metric) for t in usable if t.result]
-    values = [t.result.objective for t in usable if t.result and t.result.objective is not None]
+def arm_data(trials: Sequence[Trial], objective: Objective, *, split: str = "eval") -> ArmData:
+    """Per-case objective of one arm on a split ("eval" for search, "test" at the end)."""
+    usable = [t for t in trials if t.status == "succeeded" and t.result and split in t.result.evaluations]
+    per_seed = [case_objective(t.result.evaluations[split], objective.metric) for t in usable if t.result]
+    runs = [aggregate(list(run.values()), objective.aggregation) for run in per_seed]
+    values = [v for v in runs if v is not None]
     return ArmData(
         trial_ids=[t.id for t in trials],
         usable=[t.id for t in usable],

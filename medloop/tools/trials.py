@@ -18,7 +18,6 @@ from pydantic import ValidationError
 
 from medloop.core.errors import DatasetError
 from medloop.core.records import (
-    JobLimits,
     JobOutcome,
     JobResult,
     JobSpec,
@@ -36,7 +35,7 @@ from medloop.experiments.dataset import (
     held_out_labels,
     stage_inputs,
 )
-from medloop.sandbox.base import EventSink, Executor
+from medloop.sandbox.base import EventSink, Executor, job_key, limits_for
 from medloop.tools.base import (
     FINAL_STATUSES,
     PreparedDataset,
@@ -155,21 +154,15 @@ class SandboxTrials:
         spec_path = self.workspace / "specs" / f"{spec_hash}.json"
         _write_atomic(spec_path, req.spec.model_dump_json(indent=2))
         staged = self.dataset.staged
-        # Attempt 1: after a crash the same key lets the runtime re-attach to (or collect)
-        # the job instead of running it twice; the scheduler bumps it for infra retries.
-        attempt = 1
         threads = str(req.spec.config.num_threads)
         return JobSpec(
-            key=f"{campaign_id}.{spec_hash[:16]}.{attempt}",
+            # Deterministic: after a crash the scheduler re-attaches to (or collects) the
+            # job with this key instead of running it twice.
+            key=job_key(campaign_id, spec_hash),
             command=list(JOB_COMMAND),
             inputs={"spec.json": spec_path, **staged},
             env={"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads},
-            limits=JobLimits(
-                timeout_s=sandbox.timeout,
-                memory_mb=sandbox.memory_mb,
-                cpus=sandbox.cpus,
-                output_mb=sandbox.output_limit_mb,
-            ),
+            limits=limits_for(sandbox),
             image=sandbox.image,
             labels={
                 "medloop.campaign": campaign_id,

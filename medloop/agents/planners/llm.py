@@ -83,6 +83,14 @@ class LLMPlanner:
         self.tokens = 0
         self.events: list[dict[str, Any]] = []
 
+    def state(self) -> dict[str, Any]:
+        return {"spent_usd": self.spent_usd, "tokens": self.tokens, "fallbacks": self.events[-20:]}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.spent_usd = float(state.get("spent_usd", 0.0))
+        self.tokens = int(state.get("tokens", 0))
+        self.events = list(state.get("fallbacks", []))
+
     # ------------------------------------------------------------ prompt
 
     def messages(self, ctx: PlanningContext) -> list[Message]:

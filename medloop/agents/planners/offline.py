@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from typing import Any
 
 from medloop.agents.base import HypothesisDraft, PlanningContext
 from medloop.agents.space import active, apply_changes, config_key, neighbours
+from medloop.core.ids import sha256_hex
 from medloop.core.records import FactorChange
 from medloop.core.specs import Scalar
 from medloop.knowledge.base import RetrievedClaim
@@ -58,6 +60,12 @@ class OfflinePlanner:
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
 
+    def state(self) -> dict[str, Any]:
+        return {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        return None
+
     def candidates(self, ctx: PlanningContext) -> list[Candidate]:
         tested = {config_key(c) for c in ctx.tested_configs}
         out = []
@@ -95,7 +103,9 @@ class OfflinePlanner:
     def propose(self, context: PlanningContext) -> list[HypothesisDraft]:
         candidates = self.candidates(context)
         self.score(candidates, context)
-        rng = random.Random(f"{self.seed}:{context.campaign_id}:{context.cycle}")
+        # Seeded by the spec, not the campaign id: the same campaign file plans the same way.
+        spec_key = sha256_hex(context.spec.model_dump_json())
+        rng = random.Random(f"{self.seed}:{spec_key}:{context.cycle}")
         rng.shuffle(candidates)  # seeded tie-break; the sort below is stable
         candidates.sort(key=lambda c: -c.score)
         chosen: list[Candidate] = []

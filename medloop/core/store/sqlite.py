@@ -226,7 +226,7 @@ class SQLiteStore(KnowledgeTablesMixin):
         sql, params = "SELECT json FROM hypotheses WHERE campaign_id = ?", list[Any]([campaign_id])
         if cycle is not None:
             sql, params = sql + " AND cycle = ?", [*params, cycle]
-        rows = self._q(sql + " ORDER BY cycle, created_at, id", tuple(params))
+        rows = self._q(sql + " ORDER BY cycle, rowid", tuple(params))  # insertion order
         return [Hypothesis.model_validate_json(r["json"]) for r in rows]
 
     # ------------------------------------------------------------ trials

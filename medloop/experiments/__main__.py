@@ -1,0 +1,28 @@
+"""`python -m medloop.experiments run --spec SPEC --out OUT`: the job entry point."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from medloop.core.errors import SpecError
+from medloop.experiments.job import EXIT_BAD_SPEC, run_job
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m medloop.experiments")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run one trial as described by a TrialSpec JSON file")
+    run.add_argument("--spec", type=Path, required=True, help="TrialSpec JSON; data lies beside it")
+    run.add_argument("--out", type=Path, required=True, help="output folder (result.json, predictions/)")
+    args = parser.parse_args(argv)
+    try:
+        return run_job(args.spec, args.out)
+    except SpecError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return EXIT_BAD_SPEC
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,188 @@
+"""From a dataset on the host to what a job may see: the manifest (case lists, split,
+checksum) and the staged input folders (train with labels, eval and test images only).
+
+Held-out labels (eval cases' labelsTr files, labelsTs) never enter a staged folder; the
+host reads them through `held_out_labels` when it recomputes metrics.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+from medloop.core.errors import DatasetError
+from medloop.core.ids import canonical_json, sha256_hex
+from medloop.core.records import DatasetManifest
+from medloop.experiments.dataset.nnunet import NnunetDataset, dataset_checksum, read_dataset
+
+NO_SITE = "(none)"
+
+
+def stratified_holdout(
+    cases: list[str], sites: dict[str, str], *, fraction: float, seed: int
+) -> tuple[list[str], list[str]]:
+    """Split `cases` into (kept, held_out) by case, stratified by site, reproducibly.
+
+    Each site gives round(fraction * n) cases (at least one when it has two or more);
+    at least one case is always kept.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise DatasetError(f"eval fraction must lie in (0, 1), got {fraction}")
+    by_site: dict[str, list[str]] = defaultdict(list)
+    for case in sorted(cases):
+        by_site[sites.get(case, NO_SITE)].append(case)
+    rng = random.Random(seed)
+    held: list[str] = []
+    for site in sorted(by_site):
+        members = by_site[site]
+        rng.shuffle(members)
+        n = round(fraction * len(members))
+        if len(members) >= 2:
+            # every site with two or more cases lands on both sides of the split
+            n = min(max(n, 1), len(members) - 1)
+        held.extend(members[:n])
+    if len(held) >= len(cases):
+        held = held[: len(cases) - 1]
+    held_set = set(held)
+    return sorted(c for c in cases if c not in held_set), sorted(held)
+
+
+def build_manifest(path: Path, *, eval_fraction: float, split_seed: int) -> DatasetManifest:
+    """The manifest of a campaign: eval cases are a seeded, site-stratified subset of the
+    training cases; test cases are imagesTs."""
+    ds = read_dataset(path)
+    if len(ds.training) < 2:
+        raise DatasetError(
+            f"{ds.root}: needs at least 2 training cases to hold some out, has {len(ds.training)}"
+        )
+    all_cases = [c.id for c in ds.training]
+    train, held = stratified_holdout(all_cases, ds.sites, fraction=eval_fraction, seed=split_seed)
+    sites = {c.id: c.site for c in (*ds.training, *ds.test) if c.site is not None}
+    return DatasetManifest(
+        name=ds.name,
+        checksum=dataset_checksum(ds.root),
+        channel_names=ds.channel_names,
+        labels=ds.labels,
+        file_ending=ds.file_ending,
+        train_cases=train,
+        eval_cases=held,
+        test_cases=[c.id for c in ds.test],
+        sites=sites,
+        split={
+            "method": "holdout_stratified_by_site",
+            "eval_fraction": eval_fraction,
+            "seed": split_seed,
+            "n_train": len(train),
+            "n_eval": len(held),
+            "n_test": len(ds.test),
+        },
+    )
+
+
+def _link(src: Path, dest: Path) -> None:
+    try:
+        os.link(src, dest)
+    except OSError:  # other filesystem or no hardlink support
+        shutil.copy2(src, dest)
+
+
+def _check_manifest(ds: NnunetDataset, manifest: DatasetManifest) -> None:
+    known_tr = {c.id for c in ds.training}
+    known_ts = {c.id for c in ds.test}
+    unknown = sorted(set(manifest.train_cases + manifest.eval_cases) - known_tr)
+    unknown += sorted(set(manifest.test_cases) - known_ts)
+    if unknown:
+        raise DatasetError(f"{ds.root}: the manifest names cases the dataset lacks: {', '.join(unknown[:5])}")
+    overlap = sorted(set(manifest.train_cases) & set(manifest.eval_cases))
+    if overlap:
+        raise DatasetError(f"manifest: cases in both train and eval: {', '.join(overlap[:5])}")
+
+
+def staging_key(manifest: DatasetManifest) -> str:
+    split = {"train": manifest.train_cases, "eval": manifest.eval_cases, "test": manifest.test_cases}
+    return f"{manifest.checksum[:16]}-{sha256_hex(canonical_json(split))[:12]}"
+
+
+def stage_inputs(path: Path, manifest: DatasetManifest, staging_root: Path) -> dict[str, Path]:
+    """Lay out what a job sees, hardlinked (or copied) from the dataset:
+
+        <staging_root>/<key>/train/imagesTr, train/labelsTr   train cases only
+        <staging_root>/<key>/eval/imagesTs                    eval images only
+        <staging_root>/<key>/test/imagesTs                    test images only
+
+    Built in a temporary folder and renamed into place, so it is complete or absent;
+    calling again with the same dataset checksum and split reuses it.
+    """
+    ds = read_dataset(path)
+    _check_manifest(ds, manifest)
+    if dataset_checksum(ds.root) != manifest.checksum:
+        raise DatasetError(
+            f"{ds.root}: dataset changed since the manifest was built (checksum differs)",
+            hint="start a new campaign, or restore the dataset",
+        )
+    dest = Path(staging_root) / staging_key(manifest)
+    parts = {name: dest / name for name in ("train", "eval", "test")}
+    if (dest / ".complete").is_file():
+        return parts
+    Path(staging_root).mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=staging_root, prefix=".stage-"))
+    try:
+        by_id = {c.id: c for c in (*ds.training, *ds.test)}
+        layout = [
+            ("train/imagesTr", manifest.train_cases, True),
+            ("eval/imagesTs", manifest.eval_cases, False),
+            ("test/imagesTs", manifest.test_cases, False),
+        ]
+        for folder, case_ids, with_labels in layout:
+            (tmp / folder).mkdir(parents=True)
+            if with_labels:
+                (tmp / "train/labelsTr").mkdir(parents=True)
+            for case_id in case_ids:
+                case = by_id[case_id]
+                for image in case.images:
+                    _link(image, tmp / folder / image.name)
+                if with_labels and case.label is not None:
+                    _link(case.label, tmp / "train/labelsTr" / case.label.name)
+        (tmp / ".complete").write_text(manifest.checksum + "\n")
+        try:
+            tmp.rename(dest)
+        except OSError:
+            # Another process staged the same split first; theirs is identical.
+            if not (dest / ".complete").is_file():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return parts
+
+
+def held_out_labels(path: Path, manifest: DatasetManifest, split: str) -> dict[str, Path]:
+    """case -> reference label file for a split, read by the host only.
+
+    `eval` -> labelsTr of the eval cases; `test` -> labelsTs of the test cases that have
+    one; `internal_val` (or `train`) -> labelsTr of the train cases (a job's internal
+    validation cases are a subset of them).
+    """
+    ds = read_dataset(path)
+    by_id = {c.id: c for c in (*ds.training, *ds.test)}
+    if split == "eval":
+        wanted = manifest.eval_cases
+    elif split == "test":
+        wanted = manifest.test_cases
+    elif split in ("internal_val", "train"):
+        wanted = manifest.train_cases
+    else:
+        raise DatasetError(f"unknown split {split!r}; expected eval, test, internal_val or train")
+    out: dict[str, Path] = {}
+    for case_id in wanted:
+        case = by_id.get(case_id)
+        if case is None:
+            raise DatasetError(f"{ds.root}: case {case_id} of the {split} split is missing")
+        if case.label is not None:
+            out[case_id] = case.label
+    return out

@@ -1,0 +1,104 @@
+"""The job contract, inside the sandbox: read the TrialSpec, run the trial, write
+`result.json` (a JobOutcome) atomically and stream JSON-lines events on stdout.
+
+Exit codes: 0 completed; 1 the trial failed (result.json says why); 2 the spec is
+malformed (one line on stderr, nothing written).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from medloop.core.errors import SpecError
+from medloop.core.records import JobOutcome, TrialSpec
+from medloop.core.specs import format_validation_error
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_SPEC = 0, 1, 2
+
+
+def emit(event: dict[str, Any]) -> None:
+    """One JSON line on stdout, flushed so the host streams it live."""
+    sys.stdout.write(json.dumps(event, separators=(",", ":"), default=str) + "\n")
+    sys.stdout.flush()
+
+
+def load_spec(path: Path) -> TrialSpec:
+    """Parse `path` as a TrialSpec; SpecError (one line naming the file and key) otherwise."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise SpecError(f"{path}: spec file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{path}: cannot read spec ({exc})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SpecError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: expected a JSON object")
+    try:
+        return TrialSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(format_validation_error(exc, str(path))) from None
+
+
+def write_outcome(out_dir: Path, outcome: JobOutcome) -> Path:
+    """Write result.json via a temp file and rename: the host never sees half of it."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".result-", suffix=".json")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(outcome.model_dump_json(indent=2))
+    dest = out_dir / "result.json"
+    Path(tmp).replace(dest)
+    return dest
+
+
+def run_job(spec_path: Path, out_dir: Path) -> int:
+    spec = load_spec(spec_path)  # SpecError propagates: the entry point exits 2
+    out_dir.mkdir(parents=True, exist_ok=True)
+    emit({"event": "start", "task": spec.task, "spec_hash": spec.spec_hash(), "seed": spec.seed})
+    try:
+        if spec.task != "segmentation":
+            raise ValueError(f"task {spec.task!r} has no trainer in this job image")
+        from medloop.experiments.segmentation.job import run_segmentation
+
+        outcome = run_segmentation(spec, spec_path.parent, out_dir, emit)
+    except Exception as exc:  # noqa: BLE001 - any trial fault becomes a failed outcome (data)
+        error = f"{type(exc).__name__}: {exc}"
+        tail = traceback.format_exc(limit=-6)
+        emit({"event": "failed", "error": error})
+        sys.stderr.write(tail)
+        write_outcome(out_dir, JobOutcome(status="failed", error=error, versions=versions()))
+        return EXIT_FAILED
+    write_outcome(out_dir, outcome)
+    emit({"event": "done", "status": outcome.status})
+    return EXIT_OK
+
+
+def versions() -> dict[str, str]:
+    """Library versions for provenance. torch/MONAI only if already imported."""
+    import platform
+
+    from medloop import __version__
+
+    out = {"medloop": __version__, "python": platform.python_version()}
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        out["torch"] = str(torch.__version__)
+        if torch.version.cuda:
+            out["cuda"] = str(torch.version.cuda)
+    monai = sys.modules.get("monai")
+    if monai is not None:
+        out["monai"] = str(monai.__version__)
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        out["numpy"] = str(numpy.__version__)
+    return out

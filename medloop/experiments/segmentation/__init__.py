@@ -1,0 +1,1 @@
+"""The MONAI segmentation trainer behind the job contract (imports torch and MONAI)."""
