@@ -7,7 +7,7 @@ function so that `import medloop.bootstrap` stays cheap (no torch, chromadb, lan
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from medloop.core.errors import SpecError
 from medloop.core.settings import Settings
@@ -105,7 +105,17 @@ def campaign_services(settings: Settings, *, store_: Store | None = None) -> Cam
         make_planner=planner_factory(settings),
         checkpoints_path=settings.checkpoints_path,
         actor="agent",
+        plan_baseline=plan_baseline,
     )
+
+
+def plan_baseline(spec: CampaignSpec) -> dict[str, Any]:
+    """`baseline: auto`: the dataset's nnU-Net-style plans (made once, saved next to it)."""
+    if spec.task != "segmentation":
+        raise SpecError(f"baseline: auto is available for segmentation, not {spec.task}")
+    from medloop.experiments.dataset.plans import plan_baseline as plans
+
+    return dict(plans(spec.dataset.path))
 
 
 def campaign_runner(settings: Settings, on_event: EventCallback | None = None) -> CampaignRunner:

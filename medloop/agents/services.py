@@ -24,3 +24,5 @@ class CampaignServices:
     make_planner: Callable[[CampaignSpec], Planner]
     checkpoints_path: Path
     actor: str = "agent"
+    # Planned baseline for `baseline: auto` (nnU-Net-style plans of the dataset).
+    plan_baseline: Callable[[CampaignSpec], dict[str, Any]] | None = None
