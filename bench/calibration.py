@@ -95,7 +95,7 @@ def one(args: tuple[str, int]) -> dict[str, Any]:
         services = CampaignServices(
             store=store,
             knowledge=_NoKnowledge(store),  # type: ignore[arg-type]
-            make_trials=lambda spec: ReplayTrials(store, spec, table=table),
+            make_trials=lambda spec, _cid: ReplayTrials(store, spec, table=table),
             make_planner=lambda spec: OfflinePlanner(seed=seed, model_based=False),
             checkpoints_path=ws / "ck.sqlite",
         )

@@ -66,7 +66,7 @@ class CampaignNodes:
 
     def trials(self, campaign: Campaign) -> TrialService:
         if campaign.id not in self._trials:
-            self._trials[campaign.id] = self.s.make_trials(campaign.spec)
+            self._trials[campaign.id] = self.s.make_trials(campaign.spec, campaign.id)
         return self._trials[campaign.id]
 
     def dataset(self, campaign: Campaign) -> PreparedDataset:

@@ -42,7 +42,7 @@ def test_auto_baseline_uses_plans_with_overrides(tmp_path: Path) -> None:
     services = CampaignServices(
         store=store,
         knowledge=FakeKnowledge(store),
-        make_trials=lambda s: None,  # type: ignore[arg-type,return-value]
+        make_trials=lambda s, _cid: None,  # type: ignore[arg-type,return-value]
         make_planner=lambda s: OfflinePlanner(),
         checkpoints_path=tmp_path / "ck",
         plan_baseline=bootstrap.plan_baseline,
