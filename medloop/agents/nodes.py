@@ -398,7 +398,15 @@ class CampaignNodes:
                 to_reproduce.append(hyp.id)
         self.emit("claims", cycle=state["cycle"], ids=new_claims)
         if to_reproduce and campaign.spec.validation.reproduction_seeds > 0:
-            return {"new_claim_ids": new_claims, "reproduce_ids": to_reproduce, "phase": "reproduce"}
+            # Only the best supported change can become the incumbent this cycle, so only it
+            # is reproduced now; the others stay `supported` claims and, being re-tested on
+            # the new incumbent next cycle, are reproduced when they win there.
+            sign = 1.0 if campaign.spec.objective.direction == "maximize" else -1.0
+            best = max(
+                to_reproduce,
+                key=lambda h: sign * float(self.s.store.get_hypothesis(h).analysis.get("estimate", 0.0)),
+            )
+            return {"new_claim_ids": new_claims, "reproduce_ids": [best], "phase": "reproduce"}
         changed = self._promote(campaign, [self.s.store.get_hypothesis(h) for h in to_reproduce])
         return {"new_claim_ids": new_claims, "reproduce_ids": [], "incumbent_changed": changed}
 
@@ -611,7 +619,9 @@ class CampaignNodes:
                 HistoryRow(
                     cycle=h.cycle,
                     changes={c.factor: c.to_value for c in h.changes},
+                    before={c.factor: c.from_value for c in h.changes},
                     verdict=h.verdict,
+                    reproduction=h.reproduction,
                     estimate=h.analysis.get("estimate"),
                     p_adjusted=h.analysis.get("p_adjusted"),
                 )
