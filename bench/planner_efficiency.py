@@ -26,7 +26,6 @@ from typing import Any
 from medloop.agents.planners.offline import OfflinePlanner
 from medloop.agents.runner import CampaignRunner
 from medloop.agents.services import CampaignServices
-from medloop.agents.space import config_key
 from medloop.core.settings import Settings
 from medloop.core.specs import CampaignSpec, parse_campaign_spec
 from medloop.core.store import SQLiteStore
