@@ -1,7 +1,209 @@
-"""`medloop campaign`: Run, inspect and resume research campaigns."""
+"""`medloop campaign`: run, inspect, pause, resume and stop research campaigns."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 import typer
 
+from medloop.cli.common import console, print_json, settings
+
 app = typer.Typer(help="Run, inspect and resume research campaigns.", no_args_is_help=True)
+
+
+def _runner(verbose: bool = False) -> Any:
+    from medloop import bootstrap
+    from medloop.cli.progress import CampaignConsole
+
+    return bootstrap.campaign_runner(settings(), CampaignConsole(console, verbose=verbose))
+
+
+def _show_final(campaign_id: str, runner: Any) -> None:
+    from medloop.cli.progress import final_table, incumbent_table
+
+    store = runner.s.store
+    campaign = store.get_campaign(campaign_id)
+    console.print()
+    console.print(final_table(campaign, store.list_hypotheses(campaign_id)))
+    console.print(incumbent_table(campaign))
+    reason = campaign.summary.get("stop_reason")
+    console.print(f"status: {campaign.status}" + (f" ({reason})" if reason else ""))
+    waiting = campaign.summary.get("waiting_for")
+    if campaign.status == "paused" and waiting:
+        console.print(f"waiting for: {waiting}; continue with `medloop campaign resume {campaign_id}`")
+
+
+@app.command("run")
+def run(
+    file: Path = typer.Argument(..., help="Campaign YAML (see examples/quickstart.yaml)"),
+    owner: str | None = typer.Option(None, help="Who owns the campaign (default: MEDLOOP_USER)"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Print every trial"),
+) -> None:
+    """Validate a campaign file, create the campaign and run it to the end."""
+    from medloop.core.specs import load_campaign_spec
+
+    spec = load_campaign_spec(file)  # fails with one line before anything is written
+    if spec.executor.kind != "table":
+        from medloop.experiments.dataset import read_dataset
+
+        read_dataset(spec.dataset.path)  # a broken dataset fails here, before any record
+    runner = _runner(verbose)
+    campaign = runner.create(spec, owner=owner or settings().user)
+    console.print(f"campaign [bold]{campaign.id}[/bold] ({spec.name}): {spec.goal}")
+    runner.run(campaign.id)
+    _show_final(campaign.id, runner)
+
+
+@app.command("resume")
+def resume(
+    campaign_id: str,
+    decisions: Path | None = typer.Option(None, help="JSON file of review decisions"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Continue a campaign after a crash, a pause or a review."""
+    payload = json.loads(decisions.read_text()) if decisions else None
+    runner = _runner(verbose)
+    runner.resume(campaign_id, payload)
+    _show_final(campaign_id, runner)
+
+
+@app.command("pause")
+def pause(campaign_id: str) -> None:
+    """Ask a running campaign to pause at the next cycle boundary."""
+    from medloop import bootstrap
+
+    st = settings()
+    bootstrap.store(st).update_campaign(campaign_id, status="paused")
+    bootstrap.store(st).append_audit(st.user, "campaign.pause", "campaign", campaign_id, {})
+    console.print(f"{campaign_id}: pause requested")
+
+
+@app.command("stop")
+def stop(campaign_id: str) -> None:
+    """Ask a campaign to stop after the current cycle and write its final report."""
+    from medloop import bootstrap
+
+    st = settings()
+    bootstrap.store(st).update_campaign(campaign_id, status="stopping")
+    bootstrap.store(st).append_audit(st.user, "campaign.stop", "campaign", campaign_id, {})
+    console.print(f"{campaign_id}: stop requested")
+
+
+@app.command("list")
+def list_(
+    status: str | None = typer.Option(None, help="Only campaigns with this status"),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
+) -> None:
+    """List campaigns, newest first."""
+    from rich.table import Table
+
+    from medloop import bootstrap
+
+    page = bootstrap.store(settings()).list_campaigns(status=status, limit=1000)
+    if as_json:
+        print_json(
+            [
+                {
+                    "id": c.id,
+                    "name": c.name,
+                    "status": c.status,
+                    "owner": c.owner,
+                    "created_at": c.created_at,
+                    "baseline_objective": c.baseline_objective,
+                    "incumbent_objective": c.incumbent_objective,
+                }
+                for c in page
+            ]
+        )
+        return
+    table = Table()
+    for col in ("id", "name", "status", "created", "baseline", "incumbent"):
+        table.add_column(col)
+    for c in page:
+        table.add_row(
+            c.id,
+            c.name,
+            c.status,
+            c.created_at[:19],
+            "-" if c.baseline_objective is None else f"{c.baseline_objective:.4f}",
+            "-" if c.incumbent_objective is None else f"{c.incumbent_objective:.4f}",
+        )
+    console.print(table)
+
+
+@app.command("show")
+def show(
+    campaign_id: str,
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
+) -> None:
+    """Show a campaign: cycles, hypotheses with verdicts, claims used, the incumbent."""
+    from medloop import bootstrap
+    from medloop.cli.progress import final_table, incumbent_table
+
+    store = bootstrap.store(settings())
+    campaign = store.get_campaign(campaign_id)
+    hypotheses = store.list_hypotheses(campaign_id)
+    cycles = store.list_cycles(campaign_id)
+    if as_json:
+        print_json(
+            {
+                "campaign": campaign.model_dump(mode="json"),
+                "cycles": cycles,
+                "hypotheses": [h.model_dump(mode="json") for h in hypotheses],
+                "claims_used": sorted({c for cy in cycles for c in cy.get("retrieved", [])}),
+                "trials": len(store.list_trials(campaign_id=campaign_id, limit=100_000).items),
+            }
+        )
+        return
+    console.print(f"[bold]{campaign.id}[/bold] {campaign.name} ({campaign.status}), owner {campaign.owner}")
+    console.print(f"goal: {campaign.spec.goal}")
+    for cy in cycles:
+        used = ", ".join(cy.get("retrieved", [])) or "none"
+        console.print(f"cycle {cy['idx']}: claims used for planning: {used}")
+    for h in hypotheses:
+        if h.evidence_ids:
+            console.print(f"  {h.id} relied on {', '.join(h.evidence_ids)}")
+    console.print(final_table(campaign, hypotheses))
+    console.print(incumbent_table(campaign))
+
+
+@app.command("review")
+def review(
+    campaign_id: str,
+    validate: list[str] = typer.Option([], "--validate", help="Claim id to validate (repeatable)"),
+    reject: list[str] = typer.Option([], "--reject", help="Claim id to reject (repeatable)"),
+    reason: str = typer.Option("", help="Why (required with --validate/--reject)"),
+    reviewer: str | None = typer.Option(None, help="Reviewer name (default: MEDLOOP_USER)"),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
+) -> None:
+    """Show the claims a paused campaign waits on, or decide them and resume."""
+    from medloop.core.errors import SpecError
+
+    runner = _runner()
+    pending = runner.pending_interrupt(campaign_id)
+    if not validate and not reject:
+        claims = [runner.s.store.get_claim(c) for c in (pending or {}).get("claims", [])]
+        if as_json:
+            print_json(
+                {
+                    "waiting_for": (pending or {}).get("kind"),
+                    "claims": [c.model_dump(mode="json") for c in claims],
+                }
+            )
+            return
+        if not claims:
+            console.print(f"{campaign_id} is not waiting for a review")
+            return
+        for c in claims:
+            console.print(f"[bold]{c.id}[/bold] ({c.tier}) {c.statement}")
+        console.print(f"decide with: medloop campaign review {campaign_id} --validate ID --reason '...'")
+        return
+    if not reason.strip():
+        raise SpecError("--reason is required: every review decision records why")
+    who = reviewer or settings().user
+    decisions = {c: {"action": "validate", "reviewer": who, "reason": reason} for c in validate}
+    decisions |= {c: {"action": "reject", "reviewer": who, "reason": reason} for c in reject}
+    runner.review(campaign_id, decisions)
+    _show_final(campaign_id, runner)

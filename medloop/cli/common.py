@@ -10,8 +10,15 @@ from rich.console import Console
 
 from medloop.core.settings import Settings
 
-console = Console()
-err_console = Console(stderr=True)
+
+def _console(stderr: bool = False) -> Console:
+    # Logs and CI are not terminals: give tables room instead of rich's 80-column default.
+    probe = Console(stderr=stderr)
+    return probe if probe.is_terminal else Console(stderr=stderr, width=130)
+
+
+console = _console()
+err_console = _console(stderr=True)
 
 
 def settings() -> Settings:

@@ -244,6 +244,13 @@ class Hypothesis(Record):
     evidence_ids: list[str] = Field(default_factory=list, description="Claims the plan relied on")
     source: Literal["offline", "llm", "user"] = "offline"
     verdict: Literal["pending", "supported", "refuted", "inconclusive", "failed"] = "pending"
+    control_trials: list[str] = Field(default_factory=list)
+    treatment_trials: list[str] = Field(default_factory=list)
+    reproduction_control: list[str] = Field(default_factory=list)
+    reproduction_treatment: list[str] = Field(default_factory=list)
+    reproduction: Literal["none", "pending", "agreed", "disagreed", "failed"] = "none"
+    analysis: dict[str, Any] = Field(default_factory=dict, description="Effect, CI, p, per arm")
+    claim_id: str | None = None
 
 
 class Campaign(Record):
@@ -335,3 +342,73 @@ class AuditEntry(Record):
     detail: dict[str, Any] = Field(default_factory=dict)
     prev_hash: str
     hash: str
+
+
+# ---------------------------------------------------------------- knowledge graph model
+
+EntityKind = Literal[
+    "dataset",
+    "model",
+    "loss",
+    "augmentation",
+    "metric",
+    "site",
+    "campaign",
+    "hypothesis",
+    "source",
+    "trial",
+    "factor",
+    "claim",
+]
+EdgeKind = Literal["supports", "refutes", "derived_from", "reproduces", "contradicts", "about"]
+
+
+class Entity(Record):
+    """A node of the knowledge graph other than a claim (claims live in their own table)."""
+
+    id: str = Field(
+        description="Readable, deterministic: `loss:dicece`, `dataset:<name>@<sha12>`, a trial id"
+    )
+    kind: EntityKind
+    name: str
+    attrs: dict[str, Any] = Field(default_factory=dict)
+
+
+class Edge(Record):
+    """A typed edge, read as a sentence: `src <kind> dst` (claim derived_from trial)."""
+
+    src: str
+    dst: str
+    kind: EdgeKind
+    src_kind: EntityKind
+    dst_kind: EntityKind
+    attrs: dict[str, Any] = Field(default_factory=dict)
+    seq: int = Field(default=0, description="Store order; indexes follow edges by it")
+
+
+class ClaimFacts(Record):
+    """Immutable, queryable facts of a claim kept beside it for filters and relations."""
+
+    claim_id: str
+    task: str
+    outcome: str
+    dataset: str
+    dataset_checksum: str = ""
+    intervention: str = Field(description="Canonical key of the change set (orientation-free)")
+    orientation: int = Field(description="+1 if the changes run in canonical order, -1 if reversed")
+    sign: int = Field(default=0, description="Canonical direction of a significant effect; 0 if none")
+    factors: list[str]
+    seq: int = 0
+
+
+class Quarantine(Record):
+    id: str
+    target_type: Literal["source", "trial", "claim", "campaign", "hypothesis"]
+    target_id: str
+    why: str
+    actor: str
+    created_at: str = Field(default_factory=utcnow)
+    lifted_at: str | None = None
+    lifted_by: str | None = None
+    lift_reason: str | None = None
+    members: dict[str, str] = Field(default_factory=dict, description="claim id -> tier before")

@@ -32,8 +32,12 @@ class Settings(BaseSettings):
     db_url: str | None = Field(default=None, description="sqlite:///path; default in the workspace")
     embedder: str = Field(default="minilm", description="minilm | hash | litellm:<model>")
     vector_index: str = Field(default="chroma", description="chroma | memory | http(s)://chroma")
+    embedder_api_base: str | None = Field(default=None, description="API base for litellm:<model> embedders")
+    embedder_api_key: str | None = None
     runtime: str = Field(default="local", description="Sandbox runtime: local | docker")
     docker_image: str = Field(default="medloop-runtime:latest")
+    gpu_ids: str = Field(default="", description="Comma list of GPU ids jobs may use; empty: ask nvidia-smi")
+    jobs_per_gpu: int = Field(default=1, ge=1, description="Jobs that may share one GPU at a time")
     llm_model: str | None = Field(default=None, description="litellm model name for the LLM planner")
     llm_api_base: str | None = None
     llm_api_key: str | None = None

@@ -134,7 +134,23 @@ class SegConfig(Spec):
     )
 
 
+# The trial config of every task kind. A new task adds its config model here and to the
+# TrialConfig union (discriminated on `task`); agents use `config_model(task)`.
 TrialConfig = SegConfig
+CONFIG_MODELS: dict[str, type[Spec]] = {"segmentation": SegConfig}
+
+
+def config_model(task: str) -> type[Spec]:
+    try:
+        return CONFIG_MODELS[task]
+    except KeyError:
+        raise SpecError(f"task {task!r} has no trial config; known: {sorted(CONFIG_MODELS)}") from None
+
+
+def make_config(task: str, values: dict[str, Any]) -> TrialConfig:
+    """Validate a full trial config dict for `task` (raises pydantic ValidationError)."""
+    config = config_model(task).model_validate({**values, "task": task})
+    return config  # type: ignore[return-value]
 
 
 # ---------------------------------------------------------------- campaign spec
@@ -221,7 +237,11 @@ class CampaignSpec(Spec):
     task: TaskKind = "segmentation"
     dataset: DatasetRef
     objective: Objective = Objective()
-    baseline: dict[str, Scalar] = Field(default_factory=dict)
+    baseline: dict[str, Scalar] = Field(
+        default_factory=dict,
+        description="Trial config fields of the baseline. `auto: true` starts from the dataset's "
+        "nnU-Net-style plans (the other keys override them); `baseline: auto` is short for that.",
+    )
     search_space: dict[str, Factor] = Field(min_length=1)
     validation: ValidationPolicy = ValidationPolicy()
     budget: Budget = Budget()
@@ -231,15 +251,26 @@ class CampaignSpec(Spec):
 
     @model_validator(mode="before")
     @classmethod
-    def _dataset_shorthand(cls, data: Any) -> Any:
+    def _shorthands(cls, data: Any) -> Any:
         if isinstance(data, dict) and isinstance(data.get("dataset"), str):
             data = {**data, "dataset": {"path": data["dataset"]}}
+        if isinstance(data, dict) and data.get("baseline") == "auto":
+            data = {**data, "baseline": {"auto": True}}
         return data
+
+    @property
+    def baseline_auto(self) -> bool:
+        return self.baseline.get("auto") is True
+
+    @property
+    def baseline_overrides(self) -> dict[str, Scalar]:
+        return {k: v for k, v in self.baseline.items() if k != "auto"}
 
     @model_validator(mode="after")
     def _factors_are_config_fields(self) -> CampaignSpec:
-        fields = set(SegConfig.model_fields) - {"task"}
-        for name in [*self.baseline, *self.search_space]:
+        model = config_model(self.task)
+        fields = set(model.model_fields) - {"task"}
+        for name in [*self.baseline_overrides, *self.search_space]:
             if name not in fields:
                 raise ValueError(f"{name!r} is not a trial config field; allowed: {sorted(fields)}")
         base = self.baseline_config()
@@ -249,7 +280,7 @@ class CampaignSpec(Spec):
             )
             for value in values:
                 try:
-                    SegConfig.model_validate({**base.model_dump(), name: value})
+                    model.model_validate({**base.model_dump(), name: value})
                 except ValidationError as exc:
                     msg = exc.errors()[0]["msg"]
                     raise ValueError(f"search_space.{name}: value {value!r}: {msg}") from None
@@ -258,8 +289,10 @@ class CampaignSpec(Spec):
                     raise ValueError(f"search_space.{name}.when names unknown factor {other!r}")
         return self
 
-    def baseline_config(self) -> SegConfig:
-        return SegConfig.model_validate(self.baseline)
+    def baseline_config(self, planned: dict[str, Scalar] | None = None) -> TrialConfig:
+        """The baseline trial config; with `auto`, `planned` (the dataset plans) underlies it."""
+        base = dict(planned or {}) if self.baseline_auto else {}
+        return make_config(self.task, {**base, **self.baseline_overrides})
 
 
 # ---------------------------------------------------------------- loading
@@ -304,7 +337,11 @@ def parse_campaign_spec(data: Any, *, source: str, check_dataset: bool = True) -
         spec = CampaignSpec.model_validate(data)
     except ValidationError as exc:
         raise SpecError(format_validation_error(exc, source)) from None
-    if check_dataset:
+    if check_dataset and spec.executor.kind == "table":
+        table = spec.executor.table
+        if table is None or not table.is_file():
+            raise SpecError(f"{source}: executor.table: {table} does not exist")
+    elif check_dataset:
         ds = spec.dataset.path
         if not (ds / "dataset.json").is_file():
             what = "does not exist" if not ds.exists() else "has no dataset.json"

@@ -11,14 +11,39 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
-from medloop.core.records import JobResult, JobSpec
+from medloop.core.records import JobLimits, JobResult, JobSpec
+from medloop.core.specs import SandboxSpec
 
 # Where a job sees its inputs and writes its outputs. The local runtime substitutes
 # real folders for these prefixes in the command and environment.
 IN_DIR = "/in"
 OUT_DIR = "/out"
+
+
+def job_key(campaign_id: str, spec_hash: str, attempt: int = 0) -> str:
+    """The deterministic key of a trial's job: campaign, trial spec hash, attempt.
+
+    Runtimes refuse to run a key twice and find a job again by it after a crash.
+    """
+    return attempt_key(f"{campaign_id}.{spec_hash[:20]}", attempt)
+
+
+def limits_for(sandbox: SandboxSpec) -> JobLimits:
+    """The per-job limits a campaign's `sandbox:` section asks for (GPU ids are assigned
+    by the scheduler from `sandbox.gpus`)."""
+    return JobLimits(
+        timeout_s=sandbox.timeout,
+        memory_mb=sandbox.memory_mb,
+        cpus=sandbox.cpus,
+        output_mb=sandbox.output_limit_mb,
+    )
+
+
+def attempt_key(key: str, attempt: int) -> str:
+    """The key of retry `attempt` of a job (attempt 0 is the key itself)."""
+    return key if attempt == 0 else f"{key}.retry{attempt}"
 
 
 class JobHandle(BaseModel):
@@ -32,6 +57,7 @@ class JobHandle(BaseModel):
     out_dir: Path
     started_at: str
     started_monotonic: float
+    gpu_ids: list[int] = Field(default_factory=list, description="GPUs the job was given")
 
 
 class JobEvent(BaseModel):

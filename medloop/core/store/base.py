@@ -6,7 +6,7 @@ Writes that belong together (a claim, its evidence and the audit entry) go throu
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
@@ -15,8 +15,12 @@ from medloop.core.records import (
     AuditEntry,
     Campaign,
     Claim,
+    ClaimFacts,
+    Edge,
+    Entity,
     Evidence,
     Hypothesis,
+    Quarantine,
     Tier,
     Trial,
     TrialResult,
@@ -37,6 +41,17 @@ class Page(Generic[T]):
 
     def __len__(self) -> int:
         return len(self.items)
+
+
+@dataclass(frozen=True)
+class VectorRow:
+    """A claim statement's embedding: float32 bytes of shape (dim,), L2-normalised."""
+
+    claim_id: str
+    embedder: str
+    dim: int
+    text_hash: str
+    vector: bytes
 
 
 class Store(Protocol):
@@ -89,6 +104,7 @@ class Store(Protocol):
         limit: int = 1000,
     ) -> Page[Claim]: ...
     def set_claim_tier(self, claim_id: str, tier: Tier) -> Claim: ...
+    def add_evidence(self, evidence: list[Evidence]) -> None: ...
     def list_evidence(self, claim_id: str) -> list[Evidence]: ...
     def claims_citing(self, ref_id: str) -> list[str]: ...
 
@@ -99,3 +115,64 @@ class Store(Protocol):
     def list_audit(
         self, *, object_id: str | None = None, after: int = 0, limit: int = 1000
     ) -> list[AuditEntry]: ...
+
+    # knowledge model (tables of migration 0200; the knowledge package owns their meaning)
+    def get_claims(self, claim_ids: Sequence[str]) -> list[Claim]: ...
+    def claim_tiers(self, claim_ids: Sequence[str] | None = None) -> dict[str, Tier]: ...
+    def put_entities(self, entities: Sequence[Entity]) -> int: ...
+    def get_entity(self, entity_id: str) -> Entity: ...
+    def list_entities(self, *, kind: str | None = None, limit: int = 1000) -> list[Entity]: ...
+    def put_edges(self, edges: Sequence[Edge]) -> int: ...
+    def list_edges(
+        self,
+        *,
+        after_seq: int = 0,
+        src: str | None = None,
+        dst: str | None = None,
+        kinds: Sequence[str] | None = None,
+        limit: int = 10_000,
+    ) -> list[Edge]: ...
+    def edges_into(self, dst_ids: Sequence[str], kinds: Sequence[str]) -> list[tuple[str, str]]: ...
+    def max_edge_seq(self) -> int: ...
+    def put_claim_facts(self, facts: ClaimFacts) -> int: ...
+    def list_claim_facts(
+        self,
+        *,
+        after_seq: int = 0,
+        intervention: str | None = None,
+        outcome: str | None = None,
+        claim_ids: Sequence[str] | None = None,
+        limit: int = 10_000,
+    ) -> list[ClaimFacts]: ...
+    def max_claim_seq(self) -> int: ...
+    def related_claim_ids(
+        self,
+        *,
+        intervention: str,
+        outcome: str,
+        signs: Sequence[int],
+        dataset_checksum: str,
+        exclude: str,
+        limit: int = 300,
+    ) -> list[str]: ...
+    def find_claim_ids(
+        self,
+        *,
+        tiers: Sequence[Tier],
+        task: str | None = None,
+        outcome: str | None = None,
+        factors: Sequence[str] = (),
+        limit: int = 100,
+    ) -> list[str]: ...
+    def put_vectors(self, rows: Sequence[VectorRow]) -> None: ...
+    def get_vectors(self, claim_ids: Sequence[str]) -> dict[str, VectorRow]: ...
+    def get_meta(self, key: str) -> str | None: ...
+    def set_meta(self, key: str, value: str) -> None: ...
+    def put_quarantine(self, quarantine: Quarantine) -> None: ...
+    def add_quarantine_members(self, quarantine_id: str, members: dict[str, str]) -> None: ...
+    def get_quarantine(self, quarantine_id: str) -> Quarantine: ...
+    def list_quarantines(
+        self, *, active_only: bool = False, target_id: str | None = None
+    ) -> list[Quarantine]: ...
+    def lift_quarantine(self, quarantine_id: str, *, actor: str, reason: str) -> None: ...
+    def active_quarantine_holds(self, claim_ids: Sequence[str]) -> dict[str, list[str]]: ...

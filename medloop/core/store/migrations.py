@@ -100,4 +100,85 @@ MIGRATIONS: list[tuple[str, str]] = [
             BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
         """,
     ),
+    (
+        "0200_knowledge_model",
+        """
+        -- Graph nodes other than claims: datasets, factor values, metrics, sites, sources,
+        -- campaigns, hypotheses and trials (trials may come from another lab's export).
+        CREATE TABLE kb_entities (
+            id TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,
+            name TEXT NOT NULL,
+            json TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX kb_entities_kind ON kb_entities(kind, name);
+
+        -- Typed edges `src kind dst`; seq is the order the graph index follows.
+        CREATE TABLE kb_edges (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            src TEXT NOT NULL,
+            dst TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            src_kind TEXT NOT NULL,
+            dst_kind TEXT NOT NULL,
+            json TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            UNIQUE (src, dst, kind)
+        );
+        CREATE INDEX kb_edges_dst ON kb_edges(dst, kind);
+
+        -- Queryable facts per claim, in ingest order (seq): what the vector index follows.
+        CREATE TABLE kb_claim_facts (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            claim_id TEXT NOT NULL UNIQUE REFERENCES claims(id) ON DELETE CASCADE,
+            task TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            dataset TEXT NOT NULL,
+            dataset_checksum TEXT NOT NULL,
+            intervention TEXT NOT NULL,
+            orientation INTEGER NOT NULL,
+            sign INTEGER NOT NULL,  -- canonical direction of a significant effect, 0 if none
+            factors_json TEXT NOT NULL
+        );
+        CREATE INDEX kb_claim_facts_intervention ON kb_claim_facts(intervention, outcome, sign);
+        CREATE TABLE kb_claim_factors (
+            claim_id TEXT NOT NULL REFERENCES claims(id) ON DELETE CASCADE,
+            factor TEXT NOT NULL,
+            PRIMARY KEY (factor, claim_id)
+        );
+
+        -- Statement embeddings, written with the claim: indexes are rebuilt from these
+        -- without re-embedding, and reader processes load them instead of opening Chroma.
+        CREATE TABLE kb_vectors (
+            claim_id TEXT PRIMARY KEY REFERENCES claims(id) ON DELETE CASCADE,
+            embedder TEXT NOT NULL,
+            dim INTEGER NOT NULL,
+            text_hash TEXT NOT NULL,
+            vector BLOB NOT NULL
+        );
+
+        CREATE TABLE kb_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+
+        CREATE TABLE kb_quarantines (
+            id TEXT PRIMARY KEY,
+            target_type TEXT NOT NULL,
+            target_id TEXT NOT NULL,
+            why TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            lifted_at TEXT,
+            lifted_by TEXT,
+            lift_reason TEXT
+        );
+        CREATE INDEX kb_quarantines_target ON kb_quarantines(target_id, lifted_at);
+        CREATE TABLE kb_quarantine_members (
+            quarantine_id TEXT NOT NULL REFERENCES kb_quarantines(id),
+            claim_id TEXT NOT NULL REFERENCES claims(id) ON DELETE CASCADE,
+            prev_tier TEXT NOT NULL,
+            PRIMARY KEY (quarantine_id, claim_id)
+        );
+        CREATE INDEX kb_quarantine_members_claim ON kb_quarantine_members(claim_id);
+        """,
+    ),
 ]

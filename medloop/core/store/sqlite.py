@@ -29,6 +29,7 @@ from medloop.core.records import (
 )
 from medloop.core.specs import CampaignSpec
 from medloop.core.store.base import Page
+from medloop.core.store.knowledge_tables import KnowledgeTablesMixin
 from medloop.core.store.migrations import MIGRATIONS
 
 GENESIS_HASH = "0" * 64
@@ -46,7 +47,7 @@ def open_store(path: Path) -> SQLiteStore:
     return SQLiteStore(path)
 
 
-class SQLiteStore:
+class SQLiteStore(KnowledgeTablesMixin):
     def __init__(self, path: Path | str, *, busy_timeout_ms: int = 10_000) -> None:
         self.path = Path(path)
         if str(path) != ":memory:":
@@ -225,7 +226,7 @@ class SQLiteStore:
         sql, params = "SELECT json FROM hypotheses WHERE campaign_id = ?", list[Any]([campaign_id])
         if cycle is not None:
             sql, params = sql + " AND cycle = ?", [*params, cycle]
-        rows = self._q(sql + " ORDER BY cycle, created_at, id", tuple(params))
+        rows = self._q(sql + " ORDER BY cycle, rowid", tuple(params))  # insertion order
         return [Hypothesis.model_validate_json(r["json"]) for r in rows]
 
     # ------------------------------------------------------------ trials
@@ -383,6 +384,16 @@ class SQLiteStore:
                 (tier, claim.model_dump_json(), claim.updated_at, claim_id),
             )
         return claim
+
+    def add_evidence(self, evidence: list[Evidence]) -> None:
+        """Attach more evidence to existing claims (e.g. reproduction trials). Idempotent."""
+        with self.transaction():
+            for ev in evidence:
+                self.get_claim(ev.claim_id)  # NotFoundError for an unknown claim
+                self._x(
+                    "INSERT OR IGNORE INTO evidence VALUES (?,?,?,?,?)",
+                    (ev.claim_id, ev.kind, ev.ref_id, ev.role, ev.model_dump_json()),
+                )
 
     def list_evidence(self, claim_id: str) -> list[Evidence]:
         rows = self._q("SELECT json FROM evidence WHERE claim_id = ? ORDER BY kind, role", (claim_id,))

@@ -1,0 +1,1 @@
+"""Planners: offline knowledge-guided search and the LLM planner."""

@@ -1,0 +1,163 @@
+"""Create, run, pause, resume and stop campaigns (the agents' public API).
+
+A campaign is one LangGraph thread (thread_id = campaign id) checkpointed to SQLite with
+durability="sync", so `resume` continues after any crash from the last finished node.
+Pausing is an `interrupt()` at the next cycle boundary; a human review is another.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from medloop.agents.graph import build_graph
+from medloop.agents.nodes import CampaignNodes
+from medloop.agents.services import CampaignServices, EventCallback
+from medloop.agents.state import CampaignState
+from medloop.core.errors import ConflictError, SpecError
+from medloop.core.ids import new_id
+from medloop.core.records import Campaign
+from medloop.core.specs import CampaignSpec
+
+
+class CampaignRunner:
+    def __init__(self, services: CampaignServices, on_event: EventCallback | None = None) -> None:
+        self.s = services
+        self.on_event = on_event
+
+    # ------------------------------------------------------------ lifecycle
+
+    def create(self, spec: CampaignSpec, *, owner: str) -> Campaign:
+        planned = None
+        if spec.baseline_auto:
+            if self.s.plan_baseline is None:
+                raise SpecError("baseline: auto needs dataset plans, which this deployment cannot make")
+            planned = self.s.plan_baseline(spec)
+        baseline = spec.baseline_config(planned).model_dump()
+        campaign = Campaign(
+            id=new_id("cmp"),
+            name=spec.name,
+            spec=spec,
+            owner=owner,
+            baseline=baseline,
+            incumbent=baseline,
+        )
+        with self.s.store.transaction():
+            self.s.store.add_campaign(campaign)
+            self.s.store.append_audit(owner, "campaign.create", "campaign", campaign.id, {"name": spec.name})
+        return campaign
+
+    def run(self, campaign_id: str) -> Campaign:
+        """Run from the start (a new campaign) or continue where it stopped."""
+        campaign = self.s.store.get_campaign(campaign_id)
+        if campaign.status in ("completed", "stopped"):
+            raise ConflictError(f"campaign {campaign_id} is {campaign.status}")
+        self.s.store.update_campaign(campaign_id, status="running")
+        with self._graph() as graph:
+            config = self._config(campaign_id)
+            snapshot = graph.get_state(config)
+            if not snapshot.created_at:  # never started
+                initial: CampaignState = {
+                    "campaign_id": campaign_id,
+                    "cycle": 1,
+                    "phase": "explore",
+                    "no_gain_cycles": 0,
+                    "active_s": 0.0,
+                    "stop_reason": None,
+                }
+                result = graph.invoke(initial, config, durability="sync")
+            elif snapshot.interrupts:
+                from langgraph.types import Command
+
+                result = graph.invoke(Command(resume={}), config, durability="sync")
+            elif snapshot.next:
+                result = graph.invoke(None, config, durability="sync")
+            else:
+                result = {}
+            return self._settle(campaign_id, result)
+
+    def resume(self, campaign_id: str, decision: dict[str, Any] | None = None) -> Campaign:
+        """Continue after a crash, a pause, or a review interrupt (with the decisions)."""
+        campaign = self.s.store.get_campaign(campaign_id)
+        with self._graph() as graph:
+            config = self._config(campaign_id)
+            snapshot = graph.get_state(config)
+            if not snapshot.created_at:
+                return self.run(campaign_id)
+            if not snapshot.next:
+                raise ConflictError(f"campaign {campaign_id} is {campaign.status}; nothing to resume")
+            # A crash inside `finalize` can leave the store saying completed while the
+            # graph still has that node to finish; it re-runs idempotently.
+            self.s.store.update_campaign(campaign_id, status="running")
+            if snapshot.interrupts:
+                from langgraph.types import Command
+
+                result = graph.invoke(Command(resume=decision or {}), config, durability="sync")
+            else:
+                result = graph.invoke(None, config, durability="sync")
+            return self._settle(campaign_id, result)
+
+    def review(self, campaign_id: str, decisions: dict[str, dict[str, str]]) -> Campaign:
+        """Answer a review interrupt: {claim_id: {"action", "reviewer", "reason"}}."""
+        pending = self.pending_interrupt(campaign_id)
+        if not pending or pending.get("kind") != "review":
+            raise ConflictError(f"campaign {campaign_id} is not waiting for a review")
+        unknown = sorted(set(decisions) - set(pending.get("claims", [])))
+        if unknown:
+            raise ConflictError(
+                f"claims {unknown} are not awaiting review in {campaign_id}",
+                hint=f"pending: {', '.join(pending.get('claims', []))}",
+            )
+        return self.resume(campaign_id, decisions)
+
+    def pause(self, campaign_id: str, *, actor: str) -> Campaign:
+        self.s.store.append_audit(actor, "campaign.pause", "campaign", campaign_id, {})
+        return self.s.store.update_campaign(campaign_id, status="paused")
+
+    def stop(self, campaign_id: str, *, actor: str) -> Campaign:
+        self.s.store.append_audit(actor, "campaign.stop", "campaign", campaign_id, {})
+        return self.s.store.update_campaign(campaign_id, status="stopping")
+
+    def pending_interrupt(self, campaign_id: str) -> dict[str, Any] | None:
+        with self._graph() as graph:
+            snapshot = graph.get_state(self._config(campaign_id))
+            if snapshot.interrupts:
+                value = snapshot.interrupts[0].value
+                return dict(value) if isinstance(value, dict) else {"value": value}
+        return None
+
+    # ------------------------------------------------------------ plumbing
+
+    @staticmethod
+    def _config(campaign_id: str) -> dict[str, Any]:
+        return {"configurable": {"thread_id": campaign_id}, "recursion_limit": 10_000}
+
+    @contextmanager
+    def _graph(self) -> Iterator[Any]:
+        from langgraph.checkpoint.sqlite import SqliteSaver
+
+        path = self.s.checkpoints_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(path), check_same_thread=False)
+        nodes = CampaignNodes(self.s, self.on_event)
+        try:
+            yield build_graph(nodes, SqliteSaver(conn))
+        finally:
+            nodes.close()
+            conn.close()
+
+    def _settle(self, campaign_id: str, result: Any) -> Campaign:
+        campaign = self.s.store.get_campaign(campaign_id)
+        interrupts = result.get("__interrupt__") if isinstance(result, dict) else None
+        if interrupts:
+            value = interrupts[0].value if interrupts else {}
+            kind = value.get("kind") if isinstance(value, dict) else None
+            status = "paused"
+            self.s.store.update_campaign(
+                campaign_id,
+                status=status,
+                summary={**campaign.summary, "waiting_for": kind or "resume"},
+            )
+        return self.s.store.get_campaign(campaign_id)

@@ -1,0 +1,22 @@
+"""Graph state: ids and short summaries only (the store holds the records)."""
+
+from __future__ import annotations
+
+from typing import Literal, TypedDict
+
+Phase = Literal["explore", "reproduce"]
+
+
+class CampaignState(TypedDict, total=False):
+    campaign_id: str
+    cycle: int
+    phase: Phase
+    retrieved: list[str]  # claim ids the planner saw this cycle
+    hypothesis_ids: list[str]  # this cycle's hypotheses
+    reproduce_ids: list[str]  # hypotheses awaiting reproduction
+    new_claim_ids: list[str]
+    awaiting_review: list[str]  # reproduced hypotheses whose promotion waits for a reviewer
+    no_gain_cycles: int
+    incumbent_changed: bool
+    active_s: float  # wall seconds spent in nodes, charged against the budget
+    stop_reason: str | None

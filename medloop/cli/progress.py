@@ -1,0 +1,162 @@
+"""Render campaign events in the terminal: one block per cycle, a progress bar per batch
+of trials, and the final table of hypotheses, verdicts and the incumbent."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from medloop.core.records import Campaign, Hypothesis
+
+
+def _fmt(value: Any, spec: str = "+.4f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+class CampaignConsole:
+    """Callback for CampaignRunner events (kind, payload)."""
+
+    def __init__(self, console: Console, *, verbose: bool = False) -> None:
+        self.c = console
+        self.verbose = verbose
+        self.progress: Progress | None = None
+        self.task: Any = None
+
+    def __call__(self, kind: str, payload: dict[str, Any]) -> None:
+        handler = getattr(self, f"on_{kind}", None)
+        if handler is not None:
+            handler(**payload)
+
+    def _stop_progress(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+    def on_retrieved(self, cycle: int, claims: list[dict[str, Any]]) -> None:
+        self.c.rule(f"cycle {cycle}")
+        if not claims:
+            self.c.print("  knowledge: no prior claims for this task yet")
+            return
+        used = ", ".join(f"{c['id']} ({c['tier']})" for c in claims[:8])
+        more = f" +{len(claims) - 8} more" if len(claims) > 8 else ""
+        self.c.print(f"  knowledge: {len(claims)} claims retrieved: {used}{more}")
+
+    def on_hypotheses(self, cycle: int, items: list[dict[str, Any]]) -> None:
+        for i, h in enumerate(items, 1):
+            ev = f"  [dim](uses claims {', '.join(h['evidence'])})[/dim]" if h["evidence"] else ""
+            self.c.print(f"  H{i} {h['statement']}{ev}")
+
+    def on_planner_rejected(self, cycle: int, statement: str, why: str) -> None:
+        self.c.print(f"  [yellow]planner output rejected[/yellow]: {statement}: {why}")
+
+    def on_execute(self, cycle: int, phase: str, trials: int) -> None:
+        what = "reproduction trials (fresh seeds)" if phase == "reproduce" else "trials"
+        self.progress = Progress(
+            TextColumn(f"  {what}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=self.c,
+            transient=True,
+        )
+        self.progress.start()
+        self.task = self.progress.add_task("trials", total=trials)
+
+    def on_trial(
+        self, cycle: int, id: str, status: str, seed: int, objective: float | None, error: str | None
+    ) -> None:
+        if self.progress is not None:
+            self.progress.advance(self.task)
+        if status != "succeeded":
+            self.c.print(f"  [red]trial {id} (seed {seed}) {status}[/red]: {error}")
+        elif self.verbose:
+            self.c.print(f"  trial {id} seed={seed} objective={_fmt(objective, '.4f')}")
+
+    def on_evaluated(self, cycle: int, phase: str, arms: list[dict[str, Any]]) -> None:
+        self._stop_progress()
+
+    def on_verdicts(self, cycle: int, items: list[dict[str, Any]]) -> None:
+        for i, v in enumerate(items, 1):
+            ci = v["ci"]
+            ci_text = f"[{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else ""
+            colour = {"supported": "green", "refuted": "red"}.get(v["verdict"], "yellow")
+            self.c.print(
+                f"  H{i} [{colour}]{v['verdict']}[/{colour}] effect {_fmt(v['estimate'])} "
+                f"{ci_text} Holm p={_fmt(v['p_adjusted'], '.3g')}"
+            )
+
+    def on_reproduction(self, cycle: int, hypothesis: str, outcome: str, estimate: float | None) -> None:
+        self.c.print(f"  reproduction of {hypothesis}: {outcome} (effect {_fmt(estimate)})")
+
+    def on_claims(self, cycle: int, ids: list[str]) -> None:
+        if ids:
+            self.c.print(f"  claims recorded: {', '.join(ids)}")
+
+    def on_incumbent(self, hypothesis: str, changes: list[dict[str, Any]], objective: float | None) -> None:
+        moved = ", ".join(f"{c['factor']}={c['to_value']}" for c in changes)
+        self.c.print(f"  [bold]new incumbent[/bold]: {moved} (objective {_fmt(objective, '.4f')})")
+
+    def on_cycle_end(
+        self, cycle: int, incumbent_objective: float | None, trials: int, stop: str | None
+    ) -> None:
+        self._stop_progress()
+        tail = f"; stopping: {stop}" if stop else ""
+        self.c.print(
+            f"  incumbent objective {_fmt(incumbent_objective, '.4f')}; {trials} trials so far{tail}"
+        )
+
+    def on_final(self, summary: dict[str, Any]) -> None:
+        self._stop_progress()
+
+
+def final_table(campaign: Campaign, hypotheses: list[Hypothesis]) -> Table:
+    table = Table(title=f"campaign {campaign.id}: {campaign.name}")
+    for col in ("cycle", "change", "verdict", "effect [95% CI]", "Holm p", "reproduction", "claim"):
+        table.add_column(col, no_wrap=col in ("claim", "effect [95% CI]"))
+    for h in hypotheses:
+        a = h.analysis
+        effect = f"{a['estimate']:+.4f} [{a['ci_low']:+.4f}, {a['ci_high']:+.4f}]" if "ci_low" in a else "-"
+        change = ", ".join(f"{c.factor}: {c.from_value} -> {c.to_value}" for c in h.changes)
+        colour = {"supported": "green", "refuted": "red"}.get(h.verdict, "yellow")
+        table.add_row(
+            str(h.cycle),
+            change,
+            f"[{colour}]{h.verdict}[/{colour}]",
+            effect,
+            _fmt(a.get("p_adjusted"), ".3g"),
+            h.reproduction,
+            h.claim_id or "-",
+        )
+    return table
+
+
+def incumbent_table(campaign: Campaign) -> Table:
+    space = campaign.spec.search_space
+    table = Table(title="incumbent vs baseline")
+    table.add_column("")
+    for name in space:
+        table.add_column(name)
+    table.add_column(f"val {campaign.spec.objective.metric}")
+    table.add_column(f"test {campaign.spec.objective.metric}")
+    test = campaign.summary.get("test", {})
+    for label, cfg, val in (
+        ("baseline", campaign.baseline, campaign.baseline_objective),
+        ("incumbent", campaign.incumbent, campaign.incumbent_objective),
+    ):
+        table.add_row(
+            label,
+            *[str(cfg.get(n)) for n in space],
+            _fmt(val, ".4f"),
+            _fmt(test.get(label, {}).get("objective"), ".4f"),
+        )
+    effect = test.get("effect")
+    if effect:
+        table.caption = (
+            f"test-split gain {effect['estimate']:+.4f} "
+            f"(95% CI {effect['ci_low']:+.4f} to {effect['ci_high']:+.4f}, "
+            f"{effect['n_cases']} held-out cases, touched once)"
+        )
+    return table

@@ -1,0 +1,271 @@
+"""Statistics that turn per-case metrics into verdicts.
+
+Arms are compared on the same cases. Two tests must both reject (an intersection-union
+test, so the larger p-value is reported):
+- case level: the per-case metric is averaged over seeds within each arm and the paired
+  differences (treatment - control) are tested with a Wilcoxon signed-rank test or an
+  exact/Monte-Carlo sign-flip permutation test;
+- run level: a seed moves every case of a run together (initialisation, data order),
+  which no case-level test can see. The mean over cases of each run is compared across
+  arms with a t-test (paired by seed when both arms ran the same seeds, Welch otherwise).
+The reported CI is the union of the paired case bootstrap CI (10k resamples) and the
+run-level t CI, and Holm's step-down procedure controls the family-wise error rate
+across the hypotheses of one cycle.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+Direction = Literal["maximize", "minimize"]
+Verdict = Literal["supported", "refuted", "inconclusive"]
+
+# Above this many cases the sign-flip test samples instead of enumerating 2^n flips.
+_EXACT_PERMUTATION_MAX_N = 16
+
+
+class PairedComparison(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    estimate: float  # mean of (treatment - control) over cases
+    ci_low: float
+    ci_high: float
+    ci_level: float
+    p_value: float  # two-sided, uncorrected; max of the case- and run-level p
+    p_case: float
+    p_run: float | None
+    test: str
+    n_cases: int
+    cases: list[str]
+
+
+def seed_mean(per_seed: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """Average a per-case metric over seeds; only cases present in every seed are kept."""
+    if not per_seed:
+        return {}
+    common = set(per_seed[0])
+    for run in per_seed[1:]:
+        common &= set(run)
+    return {case: float(np.mean([run[case] for run in per_seed])) for case in sorted(common)}
+
+
+def run_differences(
+    control: Sequence[Mapping[str, float]], treatment: Sequence[Mapping[str, float]]
+) -> np.ndarray:
+    """Per-seed differences of run means over the cases both arms share (paired runs)."""
+    cases = (
+        sorted(set.intersection(*(set(r) for r in [*control, *treatment]))) if control and treatment else []
+    )
+    if not cases or len(control) != len(treatment):
+        return np.zeros(0)
+    return np.array([np.mean([t[c] - k[c] for c in cases]) for k, t in zip(control, treatment, strict=True)])
+
+
+def paired_differences(
+    control: Mapping[str, float], treatment: Mapping[str, float]
+) -> tuple[list[str], np.ndarray]:
+    cases = sorted(set(control) & set(treatment))
+    diff = np.array([treatment[c] - control[c] for c in cases], dtype=np.float64)
+    return cases, diff
+
+
+def wilcoxon_p(diff: np.ndarray) -> float:
+    """Two-sided Wilcoxon signed-rank p-value; 1.0 when every difference is zero."""
+    from scipy.stats import wilcoxon
+
+    if diff.size == 0 or np.allclose(diff, 0.0):
+        return 1.0
+    result = wilcoxon(diff, zero_method="wilcox", alternative="two-sided", method="auto")
+    p = float(result.pvalue)
+    return 1.0 if math.isnan(p) else p
+
+
+def permutation_p(diff: np.ndarray, *, resamples: int = 20_000, seed: int = 0) -> float:
+    """Two-sided paired sign-flip permutation test on the mean difference."""
+    n = diff.size
+    if n == 0 or np.allclose(diff, 0.0):
+        return 1.0
+    observed = abs(diff.mean())
+    if n <= _EXACT_PERMUTATION_MAX_N:
+        # Every sign pattern: rows of a (2^n, n) matrix of +-1.
+        signs = 1 - 2 * ((np.arange(2**n)[:, None] >> np.arange(n)) & 1)
+        means = np.abs((signs * diff).mean(axis=1))
+        return float(np.mean(means >= observed - 1e-12))
+    rng = np.random.default_rng(seed)
+    signs = rng.choice((-1.0, 1.0), size=(resamples, n))
+    means = np.abs((signs * diff).mean(axis=1))
+    # +1 in numerator and denominator: the observed assignment is one of the permutations.
+    return float((np.sum(means >= observed - 1e-12) + 1) / (resamples + 1))
+
+
+def bootstrap_ci(
+    diff: np.ndarray, *, resamples: int = 10_000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile CI of the mean paired difference, resampling cases with replacement."""
+    if diff.size == 0:
+        return (math.nan, math.nan)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, diff.size, size=(resamples, diff.size))  # (B, n)
+    means = diff[idx].mean(axis=1)
+    alpha = (1.0 - level) / 2
+    low, high = np.quantile(means, [alpha, 1 - alpha])
+    return float(low), float(high)
+
+
+def pooled_seed_variance(differences: Sequence[np.ndarray]) -> tuple[float, int] | None:
+    """Pooled variance (and its degrees of freedom) of per-seed run-mean differences
+    across several paired comparisons, as in an ANOVA error term. With 3 seeds one
+    comparison has 2 df; a cycle of hypotheses shares one estimate with many more."""
+    usable = [d for d in differences if d.size >= 2]
+    df = sum(d.size - 1 for d in usable)
+    if df == 0:
+        return None
+    ss = sum(float(((d - d.mean()) ** 2).sum()) for d in usable)
+    return ss / df, df
+
+
+def run_level_test(
+    control: np.ndarray,
+    treatment: np.ndarray,
+    *,
+    paired: bool,
+    level: float = 0.95,
+    pooled: tuple[float, int] | None = None,
+) -> tuple[float, float, float]:
+    """t-test on run means (arrays of shape (S, n) -> S means). Returns (p, ci_low, ci_high)
+    for mean(treatment) - mean(control); p = 1 and an infinite CI when it cannot be run.
+    `pooled` = (variance of a per-seed difference, df) replaces this comparison's own
+    variance estimate in the paired case."""
+    from scipy import stats as st
+
+    r_c, r_t = control.mean(axis=1), treatment.mean(axis=1)
+    df: float
+    if paired and r_c.size == r_t.size and r_c.size >= 2:
+        d = r_t - r_c
+        if pooled is not None:
+            est, se, df = float(d.mean()), math.sqrt(pooled[0] / d.size), pooled[1]
+        else:
+            est, se, df = float(d.mean()), float(d.std(ddof=1) / math.sqrt(d.size)), d.size - 1
+    elif r_c.size >= 2 and r_t.size >= 2:
+        v_c, v_t = r_c.var(ddof=1) / r_c.size, r_t.var(ddof=1) / r_t.size
+        est, se = float(r_t.mean() - r_c.mean()), float(math.sqrt(v_c + v_t))
+        # Welch-Satterthwaite degrees of freedom
+        denom = v_c**2 / (r_c.size - 1) + v_t**2 / (r_t.size - 1)
+        df = float((v_c + v_t) ** 2 / denom) if denom > 0 else float(r_c.size + r_t.size - 2)
+    else:
+        return 1.0, -math.inf, math.inf
+    if se == 0.0:
+        return (1.0 if est == 0.0 else 0.0), est, est
+    t = est / se
+    p = float(2 * st.t.sf(abs(t), df))
+    half = float(st.t.ppf(0.5 + level / 2, df)) * se
+    return p, est - half, est + half
+
+
+def compare_paired(
+    control: Mapping[str, float] | Sequence[Mapping[str, float]],
+    treatment: Mapping[str, float] | Sequence[Mapping[str, float]],
+    *,
+    test: Literal["wilcoxon", "permutation"] = "wilcoxon",
+    resamples: int = 10_000,
+    level: float = 0.95,
+    seed: int = 0,
+    control_seeds: Sequence[int] | None = None,
+    treatment_seeds: Sequence[int] | None = None,
+    pooled: tuple[float, int] | None = None,
+) -> PairedComparison:
+    """Compare two arms on common cases. Each arm is one {case: value} mapping (already
+    averaged) or a list of them, one per seed; with two or more runs per arm the
+    run-level test joins the case-level one."""
+    runs_c = [control] if isinstance(control, Mapping) else list(control)
+    runs_t = [treatment] if isinstance(treatment, Mapping) else list(treatment)
+    mean_c, mean_t = seed_mean(runs_c), seed_mean(runs_t)
+    cases, diff = paired_differences(mean_c, mean_t)
+    p_case = wilcoxon_p(diff) if test == "wilcoxon" else permutation_p(diff, seed=seed)
+    low, high = bootstrap_ci(diff, resamples=resamples, level=level, seed=seed)
+    p, name = p_case, str(test)
+    p_run: float | None = None
+    if len(runs_c) >= 2 and len(runs_t) >= 2 and cases:
+        arr_c = np.array([[run[c] for c in cases] for run in runs_c], dtype=np.float64)
+        arr_t = np.array([[run[c] for c in cases] for run in runs_t], dtype=np.float64)
+        paired = control_seeds is not None and list(control_seeds) == list(treatment_seeds or [])
+        p_run, run_low, run_high = run_level_test(arr_c, arr_t, paired=paired, level=level, pooled=pooled)
+        kind = ("-paired-pooled" if pooled else "-paired") if paired else "-welch"
+        p, name = max(p_case, p_run), f"{test}+run-t{kind}"
+        low, high = min(low, run_low), max(high, run_high)
+    return PairedComparison(
+        estimate=float(diff.mean()) if diff.size else math.nan,
+        ci_low=low,
+        ci_high=high,
+        ci_level=level,
+        p_value=p,
+        p_case=p_case,
+        p_run=p_run,
+        test=name,
+        n_cases=len(cases),
+        cases=cases,
+    )
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values, in the input order."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted = [1.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def verdict(
+    estimate: float,
+    ci_low: float,
+    ci_high: float,
+    p_adjusted: float,
+    *,
+    direction: Direction,
+    alpha: float,
+    min_effect: float,
+) -> Verdict:
+    """Pre-registered decision rule (alpha and min_effect are fixed before the data).
+
+    supported: significant after correction, the CI lies above zero on the side of
+               improvement, and the CI still reaches min_effect (the data do not rule
+               out a gain of the size that matters). Requiring the *point estimate* to
+               reach min_effect instead would give only ~50% power at a true effect of
+               exactly min_effect.
+    refuted: significantly worse, or the whole CI lies below min_effect (the gain that
+             matters is ruled out).
+    inconclusive: anything else.
+    """
+    if math.isnan(estimate):
+        return "inconclusive"
+    sign = 1.0 if direction == "maximize" else -1.0
+    gain = sign * estimate
+    gain_low = min(sign * ci_low, sign * ci_high)
+    gain_high = max(sign * ci_low, sign * ci_high)
+    if p_adjusted < alpha and gain > 0 and gain_low > 0 and gain_high >= min_effect:
+        return "supported"
+    if p_adjusted < alpha and gain < 0:
+        return "refuted"
+    if min_effect > 0 and gain_high < min_effect:
+        return "refuted"
+    return "inconclusive"
+
+
+def reproduction_agrees(
+    original_estimate: float, original_ci: tuple[float, float], pooled_estimate: float
+) -> bool:
+    """A reproduction agrees when its pooled estimate has the original's sign and lies
+    inside the original CI (REFERENCE.md, 'Reproduction')."""
+    if math.isnan(pooled_estimate) or pooled_estimate == 0:
+        return False
+    same_sign = (pooled_estimate > 0) == (original_estimate > 0)
+    return same_sign and original_ci[0] <= pooled_estimate <= original_ci[1]

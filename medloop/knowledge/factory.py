@@ -1,0 +1,99 @@
+"""Settings -> a concrete knowledge base. `bootstrap.py` calls `make_knowledge_base`.
+
+settings.embedder:      minilm (offline default) | hash | litellm:<model>
+settings.vector_index:  chroma (persistent, under the workspace) | memory | http(s)://host:port
+"""
+
+from __future__ import annotations
+
+import atexit
+import weakref
+
+from medloop.core.errors import SpecError
+from medloop.core.ids import new_id
+from medloop.core.settings import Settings
+from medloop.core.store import Store
+from medloop.knowledge import lock
+from medloop.knowledge.base import VectorIndex
+from medloop.knowledge.embedders import make_embedder
+from medloop.knowledge.graph import NetworkXGraph
+from medloop.knowledge.service import KnowledgeService
+from medloop.knowledge.vector import ChromaVectorIndex, MemoryVectorIndex, chroma_client
+
+
+def knowledge_id(store: Store) -> str:
+    """A random id per knowledge base, naming its Chroma collection (so two workspaces
+    sharing one Chroma server never mix claims)."""
+    kid = store.get_meta("kb_id")
+    if kid is None:
+        store.set_meta("kb_id", new_id("kb"))
+        kid = store.get_meta("kb_id")
+    assert kid is not None
+    return kid
+
+
+def make_knowledge_base(
+    settings: Settings, store: Store, *, reconcile: bool = True, reembed: bool = False
+) -> KnowledgeService:
+    """Build the knowledge base for these settings and bring its indexes in line with SQL.
+
+    `reembed=True` opens it for `rebuild(reembed=True)` with a new embedder: the stored
+    embedder is not checked and the vector collection starts empty."""
+    embedder = make_embedder(
+        settings.embedder,
+        api_base=settings.embedder_api_base,
+        api_key=settings.embedder_api_key,
+    )
+    kdir = settings.workspace_dir / "knowledge"
+    graph_path = kdir / "graph.json"
+    owner = lock.try_acquire(kdir / "writer.lock")
+    collection = f"medloop_{knowledge_id(store)}"
+    target = settings.vector_index
+    vectors: VectorIndex
+    if target == "memory":
+        vectors = MemoryVectorIndex(embedder.dim)
+    elif target == "chroma":
+        if owner:
+            client = chroma_client(settings.chroma_dir)
+            where = f"the Chroma index at {settings.chroma_dir}"
+            vectors = ChromaVectorIndex(
+                client, embedder=embedder.name, dim=embedder.dim, name=collection, where=where, reset=reembed
+            )
+        else:
+            # Another process writes Chroma; follow SQL into memory instead of opening it.
+            vectors = MemoryVectorIndex(embedder.dim)
+    elif target.startswith(("http://", "https://")):
+        client = chroma_client(target)
+        where = f"the Chroma collection {collection} at {target}"
+        vectors = ChromaVectorIndex(
+            client, embedder=embedder.name, dim=embedder.dim, name=collection, where=where, reset=reembed
+        )
+    else:
+        raise SpecError(
+            f"MEDLOOP_VECTOR_INDEX={target!r} is not a known vector index",
+            hint="use chroma, memory, or the http(s):// URL of a Chroma server",
+        )
+    graph = NetworkXGraph(graph_path, readonly=not owner)
+    kb = KnowledgeService(
+        store,
+        embedder,
+        vectors,
+        graph,
+        owner=owner,
+        where=f"the knowledge base in {settings.workspace_dir}",
+        check=not reembed,
+    )
+    if not owner:
+        kb.writer_note = f"pid {lock.holder(kdir / 'writer.lock')} holds {kdir / 'writer.lock'}"
+    if reconcile and not reembed:
+        kb.reconcile()
+    if owner:
+        ref = weakref.ref(kb)
+
+        def _save_graph() -> None:
+            alive = ref()
+            if alive is not None:
+                alive.close()
+
+        atexit.register(_save_graph)
+    return kb

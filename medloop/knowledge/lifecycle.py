@@ -1,0 +1,167 @@
+"""The trust lifecycle of a claim (DESIGN.md, "Claims and trust") as checkable rules.
+
+    proposed -> supported | refuted | inconclusive      statistics (agent)
+    supported | refuted | external -> reproduced        fresh seeds agreed (agent)
+    reproduced -> validated                             a human reviewer, not the author,
+                                                        not the owner of its campaign
+    any live tier -> rejected                           the same kind of reviewer
+    any live tier -> superseded                         a newer claim replaces it
+    any -> quarantined, and back                        only through quarantine / lift
+
+No agent, tool, import or admin can set `validated`: only role `reviewer`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+from medloop.core.errors import NotFoundError, TrustError
+from medloop.core.records import Claim, Tier, utcnow
+from medloop.core.store import Store
+
+Role = Literal["viewer", "agent", "reviewer", "admin"]
+ROLES: tuple[str, ...] = get_args(Role)
+STATISTICAL: tuple[Tier, ...] = ("supported", "refuted", "inconclusive")
+# Tiers a new claim may enter with; `external` is what imports get.
+INITIAL: tuple[Tier, ...] = ("proposed", "supported", "refuted", "inconclusive", "external")
+# Tiers never used to plan (and never shown as suggestions).
+EXCLUDED_FROM_PLANNING: tuple[Tier, ...] = ("quarantined", "rejected", "superseded")
+HUMAN_DECISIONS: tuple[Tier, ...] = ("validated", "rejected")
+_VERB = {"validated": "validate", "rejected": "reject"}
+
+# (from, to) -> roles that may make the move (quarantine moves are not listed: they have
+# their own operations, and `check` refuses them here).
+_MOVES: dict[tuple[Tier, Tier], tuple[str, ...]] = {}
+for _t in STATISTICAL:
+    _MOVES[("proposed", _t)] = ("agent", "admin")
+_MOVES[("supported", "inconclusive")] = ("agent", "admin")  # a reproduction that failed
+_MOVES[("reproduced", "inconclusive")] = ("agent", "admin")
+for _t in ("supported", "refuted", "external"):
+    _MOVES[(_t, "reproduced")] = ("agent", "admin")
+_MOVES[("reproduced", "validated")] = ("reviewer",)
+for _t in ("proposed", "supported", "refuted", "inconclusive", "reproduced", "external", "validated"):
+    _MOVES[(_t, "rejected")] = ("reviewer",)
+    _MOVES[(_t, "superseded")] = ("agent", "reviewer", "admin")
+_MOVES[("rejected", "superseded")] = ("reviewer", "admin")
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the rules need beyond the claim: who owns its campaign, whether fresh-seed
+    reproduction evidence exists."""
+
+    campaign_owner: str | None
+    has_reproduction: bool
+
+
+def allowed_moves(tier: Tier) -> dict[Tier, tuple[str, ...]]:
+    return {to: roles for (frm, to), roles in _MOVES.items() if frm == tier}
+
+
+def check(claim: Claim, to: Tier, *, actor: str, role: str, reason: str, ctx: Context) -> None:
+    """Raise TrustError (with the rule that refused) unless the move is allowed."""
+    frm = claim.tier
+    if role not in ROLES:
+        raise TrustError(f"unknown role {role!r}", hint=f"roles: {', '.join(ROLES)}")
+    if not actor.strip():
+        raise TrustError("a trust change needs a named actor")
+    if not reason.strip():
+        raise TrustError(f"moving claim {claim.id} to {to} needs a reason", hint="pass --reason")
+    if to == "quarantined" or frm == "quarantined":
+        raise TrustError(
+            f"claim {claim.id}: quarantine is changed only by `medloop knowledge quarantine` / `unquarantine`",
+            hint="those demote or restore everything derived from the same source at once",
+        )
+    if frm == to:
+        raise TrustError(f"claim {claim.id} is already {to}")
+    roles = _MOVES.get((frm, to))
+    if roles is None:
+        nexts = ", ".join(sorted(allowed_moves(frm))) or "none"
+        raise TrustError(f"claim {claim.id}: {frm} -> {to} is not a lifecycle step (from {frm}: {nexts})")
+    if role not in roles:
+        who = " or ".join(roles)
+        raise TrustError(f"claim {claim.id}: {frm} -> {to} needs role {who}; {actor} acts as {role}")
+    if to in HUMAN_DECISIONS:
+        if actor == claim.author:
+            raise TrustError(
+                f"{actor} authored claim {claim.id} and cannot review it", hint="ask another reviewer"
+            )
+        if ctx.campaign_owner is not None and actor == ctx.campaign_owner:
+            raise TrustError(
+                f"{actor} owns campaign {claim.campaign_id}; a reviewer cannot "
+                f"{_VERB[to]} a claim from their own campaign",
+                hint="ask a reviewer who did not run the campaign",
+            )
+    if to == "reproduced" and not ctx.has_reproduction:
+        raise TrustError(
+            f"claim {claim.id} has no reproduction evidence",
+            hint="re-run with fresh seeds and record it (evidence role 'reproduction' or a claim that reproduces it)",
+        )
+
+
+def check_initial(claim: Claim) -> None:
+    if claim.tier not in INITIAL:
+        raise TrustError(
+            f"claim {claim.id} cannot enter the knowledge base as {claim.tier}",
+            hint=f"new claims enter as one of {', '.join(INITIAL)}; higher tiers are earned by transitions",
+        )
+
+
+REPRODUCTION_ROLES = ("reproduction", "reproduces")
+
+
+def context_for(store: Store, claim: Claim, to: Tier) -> Context:
+    return Context(
+        campaign_owner=campaign_owner(store, claim),
+        has_reproduction=to == "reproduced" and has_reproduction(store, claim),
+    )
+
+
+def campaign_owner(store: Store, claim: Claim) -> str | None:
+    if not claim.campaign_id:
+        return None
+    try:
+        return store.get_campaign(claim.campaign_id).owner
+    except NotFoundError:
+        return None
+
+
+def has_reproduction(store: Store, claim: Claim) -> bool:
+    """Fresh-seed reproduction trials in the evidence, or a claim that `reproduces` this
+    one in the same direction (and with the same verdict family)."""
+    evidence = store.list_evidence(claim.id)
+    original_seeds = {ev.detail.get("seed") for ev in evidence if ev.role not in REPRODUCTION_ROLES}
+    for ev in evidence:
+        # Fresh seeds only: a re-run of the same seed reproduces nothing.
+        fresh = ev.detail.get("seed") is None or ev.detail.get("seed") not in original_seeds
+        if ev.kind == "trial" and ev.role in REPRODUCTION_ROLES and fresh:
+            return True
+    sources = [src for src, _ in store.edges_into([claim.id], ["reproduces"])]
+    if not sources:
+        return False
+    facts = {f.claim_id: f for f in store.list_claim_facts(claim_ids=[claim.id, *sources])}
+    mine = facts.get(claim.id)
+    for other in store.get_claims(sources):
+        theirs = facts.get(other.id)
+        if mine is None or theirs is None or other.tier in EXCLUDED_FROM_PLANNING:
+            continue
+        if theirs.sign == mine.sign and (other.tier == "refuted") == (claim.tier == "refuted"):
+            return True
+    return False
+
+
+def transition(store: Store, claim_id: str, tier: Tier, *, actor: str, role: str, reason: str) -> Claim:
+    """Check the rules and write the new tier and its audit entry in one transaction."""
+    with store.transaction():
+        claim = store.get_claim(claim_id)
+        check(claim, tier, actor=actor, role=role, reason=reason, ctx=context_for(store, claim, tier))
+        updated = store.set_claim_tier(claim_id, tier)
+        store.append_audit(
+            actor,
+            "claim.transition",
+            "claim",
+            claim_id,
+            {"from": claim.tier, "to": tier, "role": role, "reason": reason, "at": utcnow()},
+        )
+    return updated

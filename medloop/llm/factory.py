@@ -1,0 +1,15 @@
+"""Pick the LLM backend from settings. Provider choice is litellm's model string."""
+
+from __future__ import annotations
+
+from medloop.core.errors import SpecError
+from medloop.core.settings import Settings
+from medloop.llm.base import LLMClient
+from medloop.llm.litellm_client import LiteLLMClient
+
+
+def make_llm(settings: Settings, model: str | None) -> LLMClient:
+    name = model or settings.llm_model
+    if not name:
+        raise SpecError("no LLM model configured", hint="set MEDLOOP_LLM_MODEL or planner.model")
+    return LiteLLMClient(name, api_base=settings.llm_api_base, api_key=settings.llm_api_key)

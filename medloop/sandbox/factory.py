@@ -1,0 +1,95 @@
+"""Builds sandbox runtimes and executors from settings and a campaign's specs.
+
+`bootstrap.py` calls these; nothing else imports a concrete backend.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import subprocess
+
+from medloop.core.errors import SpecError
+from medloop.core.settings import Settings
+from medloop.core.specs import Budget, ExecutorSpec, SandboxSpec
+from medloop.sandbox.base import Executor, SandboxRuntime
+from medloop.sandbox.scheduler import BudgetUsage
+
+
+def make_runtime(settings: Settings, sandbox: SandboxSpec) -> SandboxRuntime:
+    """The runtime named by `sandbox.runtime` (local process or Docker)."""
+    if sandbox.runtime == "local":
+        from medloop.sandbox.local import LocalRuntime
+
+        return LocalRuntime(settings.jobs_dir)
+    if sandbox.runtime == "docker":
+        from medloop.sandbox.docker import DockerRuntime
+
+        return DockerRuntime(settings.jobs_dir, image=sandbox.image or settings.docker_image)
+    raise SpecError(f"sandbox.runtime: unknown runtime {sandbox.runtime!r}", hint="use local or docker")
+
+
+def make_executor(
+    settings: Settings,
+    sandbox: SandboxSpec,
+    executor: ExecutorSpec,
+    budget: Budget | None = None,
+    *,
+    spent: BudgetUsage | None = None,
+) -> Executor:
+    """The executor named by `executor.kind`, running jobs in the `sandbox` runtime.
+    `spent` is what the campaign already used (a resumed campaign keeps its budget)."""
+    gpu_ids = gpu_pool(settings)
+    if executor.kind == "local":
+        from medloop.sandbox.scheduler import Scheduler
+
+        return Scheduler(
+            make_runtime(settings, sandbox),
+            slots=executor.slots,
+            gpu_ids=gpu_ids,
+            gpus_per_job=sandbox.gpus,
+            jobs_per_gpu=settings.jobs_per_gpu,
+            budget=budget,
+            spent=spent,
+        )
+    if executor.kind == "ray":
+        from medloop.sandbox.ray_executor import RayExecutor
+
+        return RayExecutor(settings, sandbox, executor, budget=budget, spent=spent)
+    raise SpecError(
+        f"executor.kind: {executor.kind!r} is not a sandbox executor",
+        hint="use local or ray",
+    )
+
+
+def gpu_pool(settings: Settings) -> list[int]:
+    """GPU ids jobs may use: MEDLOOP_GPU_IDS, else every GPU nvidia-smi lists, else none."""
+    if settings.gpu_ids.strip():
+        try:
+            return [int(part) for part in settings.gpu_ids.split(",") if part.strip()]
+        except ValueError:
+            raise SpecError(
+                f"MEDLOOP_GPU_IDS={settings.gpu_ids!r} is not a comma list of integers",
+                hint="e.g. MEDLOOP_GPU_IDS=0,1",
+            ) from None
+    return list(_detected_gpus())
+
+
+@functools.cache
+def _detected_gpus() -> tuple[int, ...]:
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return ()
+    try:
+        out = subprocess.run(
+            [exe, "--query-gpu=index", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ()
+    if out.returncode != 0:
+        return ()
+    return tuple(int(line) for line in out.stdout.split() if line.strip().isdigit())

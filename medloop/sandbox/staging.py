@@ -1,0 +1,94 @@
+"""Staging a job's inputs and rewriting its `/in` and `/out` paths (local runtime).
+
+Inputs are copied into `in/` while they fit a per-job copy budget, so the job cannot
+change the host's files through them; larger inputs are symlinked (reading a big dataset
+must not cost a copy per trial). Staged files and folders are then made read-only.
+The local runtime is for trusted code on a workstation; the Docker runtime is the
+security boundary.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import stat
+from pathlib import Path, PurePosixPath
+
+from medloop.core.errors import SpecError
+from medloop.core.records import JobSpec
+from medloop.sandbox.base import IN_DIR, OUT_DIR
+
+# `/in` or `/out` at the start of a path: not inside another path (`/data/in`), followed
+# by `/`, the end, or a delimiter as found in `--out=/out` or `open('/out/x')`.
+_PREFIX = re.compile(r"(?<![\w./-])(/in|/out)(?=/|$|[\s'\":=,;)\]])")
+
+
+def rewrite_paths(text: str, *, in_dir: Path, out_dir: Path) -> str:
+    mapping = {IN_DIR: str(in_dir), OUT_DIR: str(out_dir)}
+    return _PREFIX.sub(lambda m: mapping[m.group(1)], text)
+
+
+def input_relpath(job: JobSpec, name: str) -> PurePosixPath:
+    rel = PurePosixPath(name)
+    if not name or rel.is_absolute() or any(part in ("", ".", "..") for part in rel.parts):
+        raise SpecError(
+            f"job {job.key}: input name {name!r} must be a relative path without '..'",
+            hint="name inputs like 'spec.json' or 'train'",
+        )
+    return rel
+
+
+def resolve_inputs(job: JobSpec) -> dict[PurePosixPath, Path]:
+    """Validate input names and host paths; returns relative name -> resolved host path."""
+    resolved: dict[PurePosixPath, Path] = {}
+    for name, src in sorted(job.inputs.items()):
+        rel = input_relpath(job, name)
+        path = Path(src).expanduser().resolve()
+        if not path.exists():
+            raise SpecError(
+                f"job {job.key}: input {name!r}: {path} does not exist",
+                hint="every JobSpec.inputs path must exist on the host when the job is submitted",
+            )
+        resolved[rel] = path
+    return resolved
+
+
+def stage_inputs(job: JobSpec, in_dir: Path, *, copy_budget_bytes: int) -> int:
+    """Stage every input at `in_dir/<name>`; returns the bytes copied."""
+    budget = [copy_budget_bytes]
+
+    def place(src: Path, dest: Path) -> None:
+        size = src.stat().st_size
+        if size <= budget[0]:
+            shutil.copyfile(src, dest)
+            budget[0] -= size
+        else:
+            dest.symlink_to(src)
+
+    in_dir.mkdir(parents=True, exist_ok=True)
+    for rel, src in resolve_inputs(job).items():
+        dest = in_dir.joinpath(*rel.parts)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            for root, dirs, files in os.walk(src):
+                target = dest / Path(root).relative_to(src)
+                target.mkdir(parents=True, exist_ok=True)
+                dirs.sort()
+                for fname in sorted(files):
+                    place(Path(root) / fname, target / fname)
+        else:
+            place(src, dest)
+    _make_read_only(in_dir)
+    return copy_budget_bytes - budget[0]
+
+
+def _make_read_only(root: Path) -> None:
+    for current, dirs, files in os.walk(root, topdown=False):
+        for fname in files:
+            path = Path(current) / fname
+            if not path.is_symlink():
+                path.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+        for dname in dirs:
+            (Path(current) / dname).chmod(0o555)
+    root.chmod(0o555)

@@ -1,0 +1,148 @@
+"""Compare arms of hypotheses with paired statistics (wraps evaluation.stats for agents).
+
+Per-case objective values are averaged over seeds within an arm, then arms are compared
+case by case. Failed or tampered trials never enter a comparison.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from medloop.core.records import Hypothesis, Trial
+from medloop.core.specs import Objective, ValidationPolicy
+from medloop.core.store import Store
+from medloop.evaluation import stats
+from medloop.tools.base import aggregate, case_objective
+
+
+class ArmData(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    trial_ids: list[str]
+    usable: list[str] = Field(description="Succeeded, untampered trials that enter the test")
+    seeds: list[int]
+    per_case: dict[str, float] = Field(description="case -> objective averaged over seeds")
+    per_seed: list[dict[str, float]] = Field(description="One {case: objective} per usable trial")
+    objective: float | None
+
+
+class HypothesisAnalysis(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    hypothesis_id: str
+    control: ArmData
+    treatment: ArmData
+    comparison: stats.PairedComparison | None
+    p_adjusted: float | None = None
+    verdict: str = "inconclusive"
+    note: str = ""
+
+
+def arm_data(trials: Sequence[Trial], objective: Objective, *, split: str = "eval") -> ArmData:
+    """Per-case objective of one arm on a split ("eval" for search, "test" at the end)."""
+    usable = [t for t in trials if t.status == "succeeded" and t.result and split in t.result.evaluations]
+    per_seed = [case_objective(t.result.evaluations[split], objective.metric) for t in usable if t.result]
+    runs = [aggregate(list(run.values()), objective.aggregation) for run in per_seed]
+    values = [v for v in runs if v is not None]
+    return ArmData(
+        trial_ids=[t.id for t in trials],
+        usable=[t.id for t in usable],
+        seeds=[t.spec.seed for t in usable],  # aligned with per_seed
+        per_case=stats.seed_mean(per_seed),
+        per_seed=per_seed,
+        objective=sum(values) / len(values) if values else None,
+    )
+
+
+def compare_arms(
+    control: ArmData,
+    treatment: ArmData,
+    policy: ValidationPolicy,
+    *,
+    seed: int = 0,
+    pooled: tuple[float, int] | None = None,
+) -> stats.PairedComparison | None:
+    if not control.per_case or not treatment.per_case:
+        return None
+    return stats.compare_paired(
+        control.per_seed,
+        treatment.per_seed,
+        test=policy.test,
+        resamples=policy.bootstrap_resamples,
+        seed=seed,
+        control_seeds=control.seeds,
+        treatment_seeds=treatment.seeds,
+        pooled=pooled if control.seeds == treatment.seeds else None,
+    )
+
+
+def analyze_hypotheses(
+    store: Store,
+    hypotheses: Sequence[Hypothesis],
+    *,
+    objective: Objective,
+    policy: ValidationPolicy,
+    seed: int = 0,
+) -> list[HypothesisAnalysis]:
+    """Test every hypothesis of one cycle; Holm across those that could be tested."""
+    arms = [
+        (
+            arm_data([store.get_trial(t) for t in h.control_trials], objective),
+            arm_data([store.get_trial(t) for t in h.treatment_trials], objective),
+        )
+        for h in hypotheses
+    ]
+    # One seed-variance estimate for the whole cycle (paired arms only).
+    pooled = stats.pooled_seed_variance(
+        [stats.run_differences(c.per_seed, t.per_seed) for c, t in arms if c.seeds == t.seeds]
+    )
+    drafts: list[HypothesisAnalysis] = []
+    for hyp, (control, treatment) in zip(hypotheses, arms, strict=True):
+        comparison = compare_arms(control, treatment, policy, seed=seed, pooled=pooled)
+        note = ""
+        if comparison is None:
+            failed = "treatment" if not treatment.usable else "control"
+            note = f"no usable {failed} trials (failed, timed out or tampered)"
+        drafts.append(
+            HypothesisAnalysis(
+                hypothesis_id=hyp.id,
+                control=control,
+                treatment=treatment,
+                comparison=comparison,
+                note=note,
+            )
+        )
+    tested = [a for a in drafts if a.comparison is not None]
+    raw = [a.comparison.p_value for a in tested if a.comparison is not None]
+    adjusted = stats.holm(raw) if policy.correction == "holm" else raw
+    p_by_id = {a.hypothesis_id: p for a, p in zip(tested, adjusted, strict=True)}
+    out = []
+    for a in drafts:
+        if a.comparison is None:
+            out.append(
+                a.model_copy(update={"verdict": "failed" if not a.treatment.usable else "inconclusive"})
+            )
+            continue
+        p_adj = p_by_id[a.hypothesis_id]
+        c = a.comparison
+        v = stats.verdict(
+            c.estimate,
+            c.ci_low,
+            c.ci_high,
+            p_adj,
+            direction=objective.direction,
+            alpha=policy.alpha,
+            min_effect=policy.min_effect,
+        )
+        out.append(a.model_copy(update={"p_adjusted": p_adj, "verdict": v}))
+    return out
+
+
+def reproduction_agrees(original: dict[str, float], pooled_estimate: float) -> bool:
+    """Does a reproduction's estimate (pooled over its fresh seeds) agree with the original
+    analysis: same sign, inside the original CI?"""
+    return stats.reproduction_agrees(
+        float(original["estimate"]), (float(original["ci_low"]), float(original["ci_high"])), pooled_estimate
+    )

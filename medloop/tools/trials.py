@@ -1,0 +1,266 @@
+"""Run trials end to end on the host: spec -> sandboxed job -> metrics recomputed from the
+job's raw predictions against labels it never saw -> a TrialResult in the store.
+
+The job's own numbers are never trusted: the host recomputes everything, and a job whose
+reported internal-validation metrics disagree with the recomputation is `tampered`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from medloop.core.errors import DatasetError
+from medloop.core.records import (
+    JobOutcome,
+    JobResult,
+    JobSpec,
+    SplitEvaluation,
+    Trial,
+    TrialResult,
+    TrialSpec,
+)
+from medloop.core.specs import CampaignSpec, DatasetRef, Objective, SandboxSpec, TrialConfig
+from medloop.core.store import Store
+from medloop.evaluation.metrics import evaluate_split, tamper_gap
+from medloop.experiments.dataset import (
+    build_manifest,
+    fingerprint_summary,
+    held_out_labels,
+    stage_inputs,
+)
+from medloop.sandbox.base import EventSink, Executor, job_key, limits_for
+from medloop.tools.base import (
+    FINAL_STATUSES,
+    PreparedDataset,
+    TrialCallback,
+    TrialRequest,
+    aggregate,
+    case_objective,
+)
+
+JOB_COMMAND = ["python", "-m", "medloop.experiments", "run", "--spec", "/in/spec.json", "--out", "/out"]
+# Reported vs recomputed Dice may differ by resampling/rounding; anything beyond is tampering.
+TAMPER_TOLERANCE = 1e-3
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    Path(tmp).replace(path)
+
+
+def prepare_dataset(ref: DatasetRef, staging_dir: Path) -> PreparedDataset:
+    """Split the dataset (by case, seeded) and stage read-only job inputs."""
+    if not (ref.path / "dataset.json").is_file():
+        raise DatasetError(f"{ref.path}: no dataset.json", hint="is this an nnU-Net raw dataset?")
+    manifest = build_manifest(ref.path, eval_fraction=ref.eval_fraction, split_seed=ref.split_seed)
+    staged = stage_inputs(ref.path, manifest, staging_dir)
+    return PreparedDataset(ref.path.resolve(), manifest, staged, fingerprint_summary(ref.path))
+
+
+class SandboxTrials:
+    """Trials of one campaign run as sandboxed jobs, scored on the host."""
+
+    def __init__(
+        self,
+        store: Store,
+        spec: CampaignSpec,
+        *,
+        executor: Executor,
+        workspace: Path,
+        staging_dir: Path,
+    ) -> None:
+        self.store = store
+        self.executor = executor
+        self.sandbox: SandboxSpec = spec.sandbox
+        self.objective: Objective = spec.objective
+        self.workspace = workspace
+        self._ref = spec.dataset
+        self._staging_dir = staging_dir
+        self._dataset: PreparedDataset | None = None
+
+    @property
+    def dataset(self) -> PreparedDataset:
+        if self._dataset is None:
+            self._dataset = prepare_dataset(self._ref, self._staging_dir)
+        return self._dataset
+
+    def spec_for(self, config: TrialConfig, seed: int, *, max_seconds: float | None = None) -> TrialSpec:
+        return TrialSpec(
+            task=config.task, dataset=self.dataset.manifest, config=config, seed=seed, max_seconds=max_seconds
+        )
+
+    def close(self) -> None:
+        self.executor.close()
+
+    # ------------------------------------------------------------ running
+
+    def run(
+        self,
+        campaign_id: str,
+        requests: Sequence[TrialRequest],
+        *,
+        on_event: EventSink | None = None,
+        on_trial: TrialCallback | None = None,
+    ) -> list[Trial]:
+        """Run what is not done yet; reuse finished trials (this campaign's or, by spec
+        hash, any campaign's). Returns the trials in request order."""
+        to_run: list[tuple[TrialRequest, JobSpec]] = []
+        for req in requests:
+            self.store.put_trial(
+                Trial(
+                    id=req.trial_id,
+                    campaign_id=campaign_id,
+                    hypothesis_id=req.hypothesis_id,
+                    arm=req.arm,
+                    spec=req.spec,
+                    spec_hash=req.spec.spec_hash(),
+                )
+            )
+            current = self.store.get_trial(req.trial_id)
+            if current.status in FINAL_STATUSES:
+                continue
+            previous = self.store.find_trial(current.spec_hash)
+            if previous is not None and previous.result is not None and previous.id != current.id:
+                reused = previous.result.model_copy(update={"trial_id": current.id})
+                done = self.store.set_trial_result(current.id, reused)
+                if on_trial:
+                    on_trial(done)
+                continue
+            to_run.append((req, self._job_for(campaign_id, req)))
+        if to_run:
+            for req, _ in to_run:
+                self.store.set_trial_status(req.trial_id, "running")
+            results = self.executor.run([job for _, job in to_run], on_event=on_event)
+            for (req, _), job_result in zip(to_run, results, strict=True):
+                result = self.collect(req.trial_id, req.spec, job_result)
+                done = self.store.set_trial_result(req.trial_id, result)
+                if on_trial:
+                    on_trial(done)
+        return [self.store.get_trial(req.trial_id) for req in requests]
+
+    def _job_for(self, campaign_id: str, req: TrialRequest) -> JobSpec:
+        sandbox = self.sandbox
+        spec_hash = req.spec.spec_hash()
+        spec_path = self.workspace / "specs" / f"{spec_hash}.json"
+        _write_atomic(spec_path, req.spec.model_dump_json(indent=2))
+        staged = self.dataset.staged
+        threads = str(req.spec.config.num_threads)
+        return JobSpec(
+            # Deterministic: after a crash the scheduler re-attaches to (or collects) the
+            # job with this key instead of running it twice.
+            key=job_key(campaign_id, spec_hash),
+            command=list(JOB_COMMAND),
+            inputs={"spec.json": spec_path, **staged},
+            env={"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads},
+            limits=limits_for(sandbox),
+            image=sandbox.image,
+            labels={
+                "medloop.campaign": campaign_id,
+                "medloop.trial": req.trial_id,
+                "medloop.spec_hash": spec_hash,
+            },
+        )
+
+    # ------------------------------------------------------------ evaluation
+
+    def collect(self, trial_id: str, spec: TrialSpec, job: JobResult) -> TrialResult:
+        """Turn a finished job into a TrialResult with host-recomputed metrics."""
+        prov = job.provenance.model_copy(
+            update={
+                "spec_hash": spec.spec_hash(),
+                "dataset_checksum": spec.dataset.checksum,
+                "seed": spec.seed,
+            }
+        )
+        job = job.model_copy(update={"provenance": prov})
+        base = {"trial_id": trial_id, "spec_hash": spec.spec_hash(), "job": job}
+        if job.status != "succeeded":
+            return TrialResult(status=job.status, error=job.reason or f"exit code {job.exit_code}", **base)
+        try:
+            outcome = JobOutcome.model_validate_json((job.out_dir / "result.json").read_text())
+        except (OSError, ValidationError, ValueError) as exc:
+            return TrialResult(status="failed", error=f"result.json missing or invalid: {exc}", **base)
+        if outcome.status != "completed":
+            return TrialResult(status="failed", error=outcome.error or "job reported failure", **base)
+
+        manifest, dataset, objective = spec.dataset, self.dataset, self.objective
+        evaluation = evaluate_split(
+            job.out_dir / "predictions" / "eval",
+            held_out_labels(dataset.path, manifest, "eval"),
+            labels=manifest.labels,
+            sites=manifest.sites,
+            split="eval",
+        )
+        gap = self._tamper_gap(outcome, job)
+        per_case = case_objective(evaluation, objective.metric)
+        value = aggregate(list(per_case.values()), objective.aggregation)
+        status = "tampered" if gap > TAMPER_TOLERANCE else "succeeded"
+        return TrialResult(
+            status=status,
+            objective=value,
+            evaluations={"eval": evaluation},
+            tamper_gap=gap,
+            history=outcome.history,
+            efficiency=outcome.efficiency,
+            error="reported metrics differ from the host's recomputation" if status == "tampered" else None,
+            **base,
+        )
+
+    def _tamper_gap(self, outcome: JobOutcome, job: JobResult) -> float:
+        """Max |reported - recomputed| over everything the job reported (0 if nothing)."""
+        dataset = self.dataset
+        train_cases = set(dataset.manifest.train_cases)
+        worst = 0.0
+        for reported in outcome.reported:
+            cases = set(reported.per_case)
+            if not cases <= train_cases or reported.split not in outcome.predictions:
+                return math.inf  # claims metrics on cases whose labels it never had
+            labels = held_out_labels(dataset.path, dataset.manifest, "train")
+            recomputed = evaluate_split(
+                job.out_dir / "predictions" / reported.split,
+                {case: labels[case] for case in cases},
+                labels=dataset.manifest.labels,
+                sites=dataset.manifest.sites,
+                split=reported.split,
+                metrics=(reported.metric,),
+            )
+            worst = max(worst, tamper_gap(reported, recomputed))
+        return worst
+
+    def evaluate_test(self, trial: Trial) -> SplitEvaluation | None:
+        """Score a finished trial's test-split predictions (used once, at campaign end)."""
+        dataset = self.dataset
+        if trial.result is None or trial.result.job is None or trial.status != "succeeded":
+            return None
+        if "test" in trial.result.evaluations:
+            cached: SplitEvaluation = trial.result.evaluations["test"]
+            return cached
+        labels = held_out_labels(dataset.path, trial.spec.dataset, "test")
+        pred_dir = trial.result.job.out_dir / "predictions" / "test"
+        if not labels or not pred_dir.is_dir():
+            return None
+        evaluation = evaluate_split(
+            pred_dir, labels, labels=trial.spec.dataset.labels, sites=trial.spec.dataset.sites, split="test"
+        )
+        updated = trial.result.model_copy(
+            update={"evaluations": {**trial.result.evaluations, "test": evaluation}}
+        )
+        self.store.set_trial_result(trial.id, updated)
+        return evaluation
+
+
+def describe(trial: Trial) -> str:
+    """One line for logs: config factors that matter, seed, status, objective."""
+    cfg = trial.spec.config.model_dump(exclude={"task", "num_threads", "internal_val_fraction"})
+    obj = f"{trial.result.objective:.4f}" if trial.result and trial.result.objective is not None else "-"
+    return f"{trial.id[:12]} seed={trial.spec.seed} {trial.status} obj={obj} {json.dumps(cfg)}"
