@@ -119,12 +119,16 @@ class Trial:
 def run_segmentation(spec: TrialSpec, in_dir: Path, out_dir: Path, emit: Emit) -> JobOutcome:
     _quiet_imports()
     import torch
+    from monai.data.meta_obj import set_track_meta
 
     from medloop.experiments.segmentation.data import make_loader
     from medloop.experiments.segmentation.networks import build_network, min_patch, patch_divisor
     from medloop.experiments.segmentation.training import peak_memory_mb, train
     from medloop.experiments.segmentation.transfer import initialise
 
+    # Plain tensors through the transforms: the job keeps geometry itself (CaseData.reference),
+    # and MetaTensor bookkeeping costs time on every item.
+    set_track_meta(False)
     t0 = time.perf_counter()
     trial = Trial(spec, in_dir, out_dir, emit)
     config = spec.config
