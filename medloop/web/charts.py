@@ -25,10 +25,10 @@ class Series:
     extra: dict[str, str] = field(default_factory=dict)
 
 
-def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+def _nice_ticks(lo: float, hi: float, n: int = 5, *, integer: bool = False) -> list[float]:
     if hi <= lo:
         hi = lo + 1.0
-    raw = (hi - lo) / max(1, n)
+    raw = max((hi - lo) / max(1, n), 1.0 if integer else 0.0) or 1.0
     mag = 10 ** math.floor(math.log10(raw))
     step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
     start = math.ceil(lo / step) * step
@@ -103,7 +103,8 @@ def line_chart(
         out.append(
             f'<text x="{ml - 6}" y="{y + 4:.1f}" text-anchor="end" class="chart-tick">{_fmt(t)}</text>'
         )
-    for t in _nice_ticks(x0, x1, 6):
+    integer_x = all(float(p[0]).is_integer() for p in pts)
+    for t in _nice_ticks(x0, x1, 6, integer=integer_x):
         x = sx(t)
         out.append(
             f'<text x="{x:.1f}" y="{mt + ph + 16}" text-anchor="middle" class="chart-tick">{_fmt(t)}</text>'
@@ -198,9 +199,10 @@ def graph_svg(graph: Graph, *, width: int = 760, height: int = 520) -> str:
         (x1, y1), (x2, y2) = pos[e.src], pos[e.dst]
         cls = "edge edge-" + escape(e.kind)
         out.append(f'<line class="{cls}" x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}"/>')
-        out.append(
-            f'<text class="edge-label" x="{(x1 + x2) / 2:.1f}" y="{(y1 + y2) / 2:.1f}">{escape(e.kind)}</text>'
-        )
+        if len(graph.edges) <= 24:  # beyond that the labels only add clutter; colours tell the kind
+            out.append(
+                f'<text class="edge-label" x="{(x1 + x2) / 2:.1f}" y="{(y1 + y2) / 2:.1f}">{escape(e.kind)}</text>'
+            )
     for n in graph.nodes:
         if n.id not in pos:
             continue

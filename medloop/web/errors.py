@@ -95,6 +95,7 @@ _STATUS: list[tuple[type[MedloopError], int, str]] = [
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": text}
     for code, text in (
+        (400, "Malformed request (e.g. a body that is not JSON)"),
         (401, "No valid token or session"),
         (403, "The caller's role or ownership does not allow this"),
         (404, "Not found"),
@@ -157,7 +158,9 @@ def install(app: FastAPI) -> None:
 
     async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(
+            exc.status_code, "http_error"
+        )
         return JSONResponse(
             body(code, str(exc.detail)), status_code=exc.status_code, headers=getattr(exc, "headers", None)
         )

@@ -68,3 +68,33 @@ def add_users(settings: Settings) -> dict[str, str]:
         add_user(store, name, role, actor="test")
         tokens[name] = issue_token(store, name, actor="test")[1]
     return tokens
+
+
+def tiny_real_campaign(settings: Settings, root: Path, *, owner: str) -> str:
+    """A finished campaign of two real MONAI trainings (sandboxed local jobs) on a tiny
+    phantom: real training curves, predictions on disk, host-recomputed metrics."""
+    from medloop.experiments.dataset import synth_phantom
+
+    ds = synth_phantom(root / "Dataset901_TinyPhantom", cases=12, size=32, seed=1)
+    data = {
+        "name": "tiny phantom",
+        "goal": "Raise mean foreground Dice on a tiny two-site phantom",
+        "dataset": {"path": str(ds), "eval_fraction": 0.34},
+        "baseline": {
+            "model": "unet",
+            "base_features": 8,
+            "depth": 3,
+            "loss": "dice",
+            "lr": 0.003,
+            "iterations": 20,
+            "epoch_iterations": 5,
+            "batch_size": 4,
+        },
+        "search_space": {"loss": ["dice", "dicece"]},
+        "validation": {"seeds_per_arm": 1, "reproduction_seeds": 0, "bootstrap_resamples": 200},
+        "budget": {"max_cycles": 1, "max_trials": 2},
+        "executor": {"kind": "local", "slots": 2},
+        "sandbox": {"timeout": "4m"},
+        "planner": {"hypotheses_per_cycle": 1},
+    }
+    return run_campaign(settings, parse_campaign_spec(data, source="tiny"), owner=owner)

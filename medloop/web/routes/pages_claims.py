@@ -65,7 +65,7 @@ def claim_page(claim_id: str, request: Request, ctx: Ctx, who: Caller) -> HTMLRe
     authorize(who, "read")
     claim = ctx.store.get_claim(claim_id)
     detail = views.claim_detail(ctx.store, claim, actions.allowed_review_actions(ctx, who, claim))
-    graph = views.claim_graph(ctx.store, claim_id, depth=2, max_nodes=60)
+    graph = views.claim_graph(ctx.store, claim_id, depth=1, max_nodes=40)
     return page(request, who, "claim.html", d=detail, graph_svg=charts.graph_svg(graph), graph=graph)
 
 
