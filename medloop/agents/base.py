@@ -35,6 +35,9 @@ class PlanningContext(BaseModel):
     history: list[HistoryRow]
     retrieved: list[RetrievedClaim]
     tested_configs: list[dict[str, Any]] = Field(description="Configs already run in this campaign")
+    measured: list[tuple[dict[str, Any], float | None]] = Field(
+        default_factory=list, description="(config, mean objective over its eval runs) in this campaign"
+    )
     n: int = Field(description="How many hypotheses to propose at most")
 
 

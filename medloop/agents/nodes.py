@@ -18,9 +18,9 @@ from langgraph.types import interrupt
 from medloop.agents.base import HistoryRow, PlanningContext
 from medloop.agents.claims import build_claim, claim_id_for, reproduction_evidence
 from medloop.agents.services import CampaignServices, EventCallback
-from medloop.agents.space import apply_changes, validate_changes
+from medloop.agents.space import apply_changes, config_key, validate_changes
 from medloop.agents.state import CampaignState
-from medloop.core.errors import NotFoundError
+from medloop.core.errors import NotFoundError, TrustError
 from medloop.core.ids import content_id
 from medloop.core.records import Campaign, Hypothesis, Trial
 from medloop.core.specs import make_config
@@ -66,7 +66,7 @@ class CampaignNodes:
 
     def trials(self, campaign: Campaign) -> TrialService:
         if campaign.id not in self._trials:
-            self._trials[campaign.id] = self.s.make_trials(campaign.spec)
+            self._trials[campaign.id] = self.s.make_trials(campaign.spec, campaign.id)
         return self._trials[campaign.id]
 
     def dataset(self, campaign: Campaign) -> PreparedDataset:
@@ -137,6 +137,7 @@ class CampaignNodes:
             history=self.history(cid),
             retrieved=retrieved,
             tested_configs=[t.spec.config.model_dump(mode="json") for t in trials],
+            measured=self.measured(trials),
             n=n,
         )
         planner = self.s.make_planner(spec)
@@ -432,6 +433,14 @@ class CampaignNodes:
                     role="agent",
                     reason=f"reproduction {hyp.reproduction}",
                 )
+        if campaign.spec.validation.human_review:
+            # The incumbent waits for a reviewer: the review node promotes what is validated.
+            return {
+                "phase": "explore",
+                "reproduce_ids": [],
+                "incumbent_changed": False,
+                "awaiting_review": [h.id for h in agreed],
+            }
         changed = self._promote(campaign, agreed)
         return {"phase": "explore", "reproduce_ids": [], "incumbent_changed": changed}
 
@@ -460,7 +469,12 @@ class CampaignNodes:
         return True
 
     def review(self, state: CampaignState) -> dict[str, Any]:
-        """By policy, pause for a human decision on new claims before they steer planning."""
+        """By policy, pause for a human decision on new claims before they steer planning.
+
+        Resumed with {claim_id: {"action": "validate" | "reject", "reviewer": name,
+        "reason": text}}. The knowledge lifecycle enforces who may decide (not the campaign
+        owner, not an agent); a refused decision is reported and changes nothing.
+        """
         campaign = self.campaign(state)
         if not campaign.spec.validation.human_review:
             return {}
@@ -473,19 +487,27 @@ class CampaignNodes:
             return {}
         decisions = interrupt({"kind": "review", "claims": pending})
         for claim_id, decision in dict(decisions or {}).items():
-            if claim_id not in pending:
+            action = decision.get("action") if isinstance(decision, dict) else None
+            if claim_id not in pending or action not in ("validate", "reject"):
+                self.emit("review_refused", claim=claim_id, why="not pending or unknown action")
                 continue
-            action = decision.get("action")
-            if action not in ("validate", "reject"):
-                continue
-            self.s.knowledge.transition(
-                claim_id,
-                "validated" if action == "validate" else "rejected",
-                actor=decision["reviewer"],
-                role=decision.get("role", "reviewer"),
-                reason=decision["reason"],
-            )
-        return {}
+            try:
+                self.s.knowledge.transition(
+                    claim_id,
+                    "validated" if action == "validate" else "rejected",
+                    actor=str(decision.get("reviewer", "")),
+                    role="reviewer",
+                    reason=str(decision.get("reason", "")),
+                )
+            except TrustError as exc:
+                self.emit("review_refused", claim=claim_id, why=str(exc))
+        validated = [
+            h
+            for h in self.hypotheses(state.get("awaiting_review", []))
+            if h.claim_id and self.s.store.get_claim(h.claim_id).tier == "validated"
+        ]
+        changed = self._promote(campaign, validated)
+        return {"incumbent_changed": bool(state.get("incumbent_changed")) or changed, "awaiting_review": []}
 
     def reflect(self, state: CampaignState) -> dict[str, Any]:
         campaign = self.campaign(state)
@@ -595,6 +617,17 @@ class CampaignNodes:
                 )
             )
         return rows
+
+    @staticmethod
+    def measured(trials: list[Trial]) -> list[tuple[dict[str, Any], float | None]]:
+        """Mean eval objective per distinct config over this campaign's explore runs."""
+        by_config: dict[str, tuple[dict[str, Any], list[float]]] = {}
+        for t in trials:
+            if t.arm == "reproduction" or t.result is None or t.result.objective is None:
+                continue
+            cfg = t.spec.config.model_dump(mode="json")
+            by_config.setdefault(config_key(cfg), (cfg, []))[1].append(t.result.objective)
+        return [(cfg, sum(v) / len(v)) for cfg, v in by_config.values()]
 
     def affordable_hypotheses(self, campaign: Campaign) -> int:
         """How many hypotheses the trial budget still pays for (treatment arm + reproduction)."""

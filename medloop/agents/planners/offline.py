@@ -57,8 +57,9 @@ def _same_value(a: Scalar | None, b: Scalar | None) -> bool:
 class OfflinePlanner:
     name = "offline"
 
-    def __init__(self, seed: int = 0) -> None:
+    def __init__(self, seed: int = 0, *, model_based: bool = True) -> None:
         self.seed = seed
+        self.model_based = model_based
 
     def state(self) -> dict[str, Any]:
         return {}
@@ -117,23 +118,41 @@ class OfflinePlanner:
             used_factors.add(cand.change.factor)
             if len(chosen) == context.n:
                 break
+        drafts_changes: list[tuple[list[FactorChange], Candidate | None]] = [([c.change], c) for c in chosen]
+        if self.model_based and context.n >= 2:
+            from medloop.agents.planners.tpe import suggest_numeric
+
+            tpe = suggest_numeric(context, seed=int(spec_key[:8], 16) + context.cycle)
+            if tpe and all(tpe != ch for ch, _ in drafts_changes):
+                # The model-based proposal takes the last slot, unless knowledge ranked that
+                # slot's one-factor move positively (evidence beats a surrogate model).
+                if len(drafts_changes) < context.n:
+                    drafts_changes.append((tpe, None))
+                elif drafts_changes[-1][1] is not None and drafts_changes[-1][1].score <= 0:
+                    drafts_changes[-1] = (tpe, None)
         metric = context.spec.objective.metric
         verb = "raises" if context.spec.objective.direction == "maximize" else "lowers"
         dataset = context.spec.dataset.path.name
-        return [
-            HypothesisDraft(
-                statement=(
-                    f"Changing {c.change.factor} from {c.change.from_value} to {c.change.to_value} "
-                    f"{verb} mean {metric} on {dataset}"
-                ),
-                changes=[c.change],
-                expected_effect=c.expected,
-                rationale=(
-                    "; ".join(c.reasons)
-                    if c.reasons
-                    else "one-factor ablation around the incumbent; no prior claims"
-                ),
-                evidence_ids=list(dict.fromkeys(c.evidence)),
+        out = []
+        for changes, source in drafts_changes:
+            moved = ", ".join(f"{c.factor} from {c.from_value} to {c.to_value}" for c in changes)
+            if source is None:
+                rationale = f"TPE over {len(context.measured)} measured configs of this campaign"
+                evidence: list[str] = []
+                expected = None
+            else:
+                rationale = (
+                    "; ".join(source.reasons) or "one-factor ablation around the incumbent; no prior claims"
+                )
+                evidence = list(dict.fromkeys(source.evidence))
+                expected = source.expected
+            out.append(
+                HypothesisDraft(
+                    statement=f"Changing {moved} {verb} mean {metric} on {dataset}",
+                    changes=changes,
+                    expected_effect=expected,
+                    rationale=rationale,
+                    evidence_ids=evidence,
+                )
             )
-            for c in chosen
-        ]
+        return out
