@@ -16,8 +16,10 @@ from medloop.cli import (
     claims,
     dataset,
     knowledge,
+    mcp,
     report,  # noqa: F401  (registers `campaign report`)
     sandbox,
+    tools,
     web,
 )
 from medloop.cli.common import console, err_console
@@ -38,6 +40,8 @@ app.add_typer(sandbox.app, name="sandbox")
 app.add_typer(web.users_app, name="users")
 app.add_typer(web.audit_app, name="audit")
 app.command("serve")(web.serve)
+app.add_typer(tools.app, name="tools")
+app.add_typer(mcp.app, name="mcp")
 
 
 @app.command()

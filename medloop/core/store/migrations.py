@@ -233,4 +233,34 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX claims_tier_id ON claims(tier, id);
         """,
     ),
+    (
+        "0400_tools",
+        """
+        -- What each tool caller has used (trials, GPU-hours, campaigns), for per-caller
+        -- budgets. One row per (caller, resource, ref_id): charging is idempotent, and a
+        -- GPU-hour reservation is settled to the measured value when its trial ends.
+        CREATE TABLE tool_charges (
+            caller TEXT NOT NULL,
+            resource TEXT NOT NULL,
+            ref_id TEXT NOT NULL,
+            amount REAL NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            PRIMARY KEY (caller, resource, ref_id)
+        );
+        CREATE INDEX tool_charges_window ON tool_charges(caller, resource, created_at);
+
+        -- Handles that long-running tools return (a trial, a campaign process).
+        CREATE TABLE tool_jobs (
+            handle TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,
+            caller TEXT NOT NULL,
+            ref_id TEXT NOT NULL,
+            json TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE INDEX tool_jobs_caller ON tool_jobs(caller, kind, created_at);
+        """,
+    ),
 ]
