@@ -43,7 +43,7 @@ def replay_context(settings: Settings, table: Path, caller: Caller, **limits: An
     store = bootstrap.store(settings)
     ctx = bootstrap.tool_context(settings, caller, store_=store)
 
-    def make(spec: CampaignSpec) -> TrialService:
+    def make(spec: CampaignSpec, campaign_id: str) -> TrialService:
         return ReplayTrials(store, spec, table=table)
 
     return dataclasses.replace(ctx, make_trials=make, limits=ToolLimits(**limits))
