@@ -45,6 +45,10 @@ def run(
     from medloop.core.specs import load_campaign_spec
 
     spec = load_campaign_spec(file)  # fails with one line before anything is written
+    if spec.executor.kind != "table":
+        from medloop.experiments.dataset import read_dataset
+
+        read_dataset(spec.dataset.path)  # a broken dataset fails here, before any record
     runner = _runner(verbose)
     campaign = runner.create(spec, owner=owner or settings().user)
     console.print(f"campaign [bold]{campaign.id}[/bold] ({spec.name}): {spec.goal}")
@@ -163,3 +167,43 @@ def show(
             console.print(f"  {h.id} relied on {', '.join(h.evidence_ids)}")
     console.print(final_table(campaign, hypotheses))
     console.print(incumbent_table(campaign))
+
+
+@app.command("review")
+def review(
+    campaign_id: str,
+    validate: list[str] = typer.Option([], "--validate", help="Claim id to validate (repeatable)"),
+    reject: list[str] = typer.Option([], "--reject", help="Claim id to reject (repeatable)"),
+    reason: str = typer.Option("", help="Why (required with --validate/--reject)"),
+    reviewer: str | None = typer.Option(None, help="Reviewer name (default: MEDLOOP_USER)"),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
+) -> None:
+    """Show the claims a paused campaign waits on, or decide them and resume."""
+    from medloop.core.errors import SpecError
+
+    runner = _runner()
+    pending = runner.pending_interrupt(campaign_id)
+    if not validate and not reject:
+        claims = [runner.s.store.get_claim(c) for c in (pending or {}).get("claims", [])]
+        if as_json:
+            print_json(
+                {
+                    "waiting_for": (pending or {}).get("kind"),
+                    "claims": [c.model_dump(mode="json") for c in claims],
+                }
+            )
+            return
+        if not claims:
+            console.print(f"{campaign_id} is not waiting for a review")
+            return
+        for c in claims:
+            console.print(f"[bold]{c.id}[/bold] ({c.tier}) {c.statement}")
+        console.print(f"decide with: medloop campaign review {campaign_id} --validate ID --reason '...'")
+        return
+    if not reason.strip():
+        raise SpecError("--reason is required: every review decision records why")
+    who = reviewer or settings().user
+    decisions = {c: {"action": "validate", "reviewer": who, "reason": reason} for c in validate}
+    decisions |= {c: {"action": "reject", "reviewer": who, "reason": reason} for c in reject}
+    runner.review(campaign_id, decisions)
+    _show_final(campaign_id, runner)

@@ -135,7 +135,7 @@ class ToolContext:
     store: Store
     ledger: ToolLedger
     knowledge: KnowledgeBase
-    make_trials: Callable[[CampaignSpec], TrialService]
+    make_trials: Callable[[CampaignSpec, str], TrialService]
     caller: Caller
     limits: ToolLimits = field(default_factory=ToolLimits)
     workspace: Path = Path(".medloop")

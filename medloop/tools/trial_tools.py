@@ -174,7 +174,7 @@ def run_trial(ctx: ToolContext, args: RunTrialInput) -> RunTrialOutput:
         )
     dataset = resolve_path(ctx, args.dataset_path, what="dataset_path")
     cid, spec = workbench(ctx, dataset, args)
-    service = ctx.make_trials(spec)
+    service = ctx.make_trials(spec, cid)
     try:
         specs = [service.spec_for(args.trial_config, seed, max_seconds=args.timeout_s) for seed in args.seeds]
     except BaseException:
@@ -222,7 +222,7 @@ def run_trial(ctx: ToolContext, args: RunTrialInput) -> RunTrialOutput:
                 if reserve:
                     ctx.ledger.charge_tool(ctx.caller.name, GPU_HOURS, tid, reserve)
             request = TrialRequest(trial_id=tid, hypothesis_id=None, arm="baseline", spec=tspec)
-            jobs.submit(ctx.make_trials(spec), cid, request, on_done=_settle(ctx, args.gpus))
+            jobs.submit(ctx.make_trials(spec, cid), cid, request, on_done=_settle(ctx, args.gpus))
             status = "queued"
         out.append(SubmittedTrial(handle=tid, seed=seed, status=status, reused=reusable))
     ctx.audit(

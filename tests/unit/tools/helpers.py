@@ -43,7 +43,7 @@ def replay_context(settings: Settings, table: Path, caller: Caller, **limits: An
     store = bootstrap.store(settings)
     ctx = bootstrap.tool_context(settings, caller, store_=store)
 
-    def make(spec: CampaignSpec) -> TrialService:
+    def make(spec: CampaignSpec, campaign_id: str) -> TrialService:
         return ReplayTrials(store, spec, table=table)
 
     return dataclasses.replace(ctx, make_trials=make, limits=ToolLimits(**limits))
@@ -75,7 +75,7 @@ class GatedTrials:
 
 def gated(ctx: ToolContext, gate: threading.Event) -> ToolContext:
     inner = ctx.make_trials
-    return dataclasses.replace(ctx, make_trials=lambda spec: GatedTrials(inner(spec), gate))  # type: ignore[arg-type]
+    return dataclasses.replace(ctx, make_trials=lambda spec, cid: GatedTrials(inner(spec, cid), gate))  # type: ignore[arg-type]
 
 
 def store_of(ctx: ToolContext) -> SQLiteStore:
