@@ -116,11 +116,16 @@ def test_dataset_check_and_fingerprint_on_a_phantom(
     assert fp.fingerprint["n_cases"] == 8.0 and fp.fingerprint["is_3d"] == 0.0  # type: ignore[attr-defined]
     assert fp.checksum == out.checksum  # type: ignore[attr-defined]
     broken = tmp_path / "broken"
-    shutil.copytree(phantom, broken)
-    next((broken / "labelsTr").iterdir()).unlink()
+    shutil.copytree(phantom, broken, ignore=shutil.ignore_patterns("medloop_*"))
+    labels = sorted((broken / "labelsTr").iterdir())
+    labels[0].unlink()
+    labels[1].write_bytes(b"not a nifti file")
     bad = registry.call("dataset_check", ctx, {"path": str(broken)})
-    assert not bad.ok and bad.problems[0].severity == "error"  # type: ignore[attr-defined]
-    assert "labelsTr" in bad.problems[0].message or "label" in bad.problems[0].message  # type: ignore[attr-defined]
+    assert not bad.ok  # type: ignore[attr-defined]
+    errors = {(p.case, p.code) for p in bad.problems if p.severity == "error"}  # type: ignore[attr-defined]
+    first, second = labels[0].name.removesuffix(".nii.gz"), labels[1].name.removesuffix(".nii.gz")
+    # every problem is reported, each with its case
+    assert {c for c, _ in errors} >= {first, second}, bad.problems  # type: ignore[attr-defined]
     with pytest.raises(Exception, match="does not exist"):
         registry.call("dataset_check", ctx, {"path": str(tmp_path / "nowhere")})
 
@@ -167,3 +172,17 @@ def test_evaluate_predictions_scores_on_the_host(
         )
     with pytest.raises(ToolInputError, match="exactly one of"):
         registry.call("evaluate_predictions", ctx, {"dataset_path": str(phantom)})
+
+
+def test_plan_baseline_gives_a_config_run_trial_accepts(
+    registry: Registry, ctx: ToolContext, phantom: Path
+) -> None:
+    plan = registry.call("plan_baseline", ctx, {"path": str(phantom), "memory_mb": 2000})
+    cfg = plan.baseline_config  # type: ignore[attr-defined]
+    assert plan.configuration == "2d" and cfg.spatial_dims == 2  # type: ignore[attr-defined]
+    assert cfg.model == "dynunet" and cfg.optimizer == "sgd" and cfg.loss == "dicece"
+    patch = [int(v) for v in cfg.patch_size.split("x")]
+    assert all(p % 8 == 0 or p <= 64 for p in patch) and max(patch) <= 64  # the phantom is 64x64
+    assert plan.configurations["2d"]["estimated_memory_mb"] <= 2000  # type: ignore[attr-defined]
+    assert plan.normalization == {"0": "ct"}  # type: ignore[attr-defined]
+    registry.get("run_trial").parse({"dataset_path": str(phantom), "trial_config": cfg.model_dump()})

@@ -15,6 +15,7 @@ from medloop.tools.schemas import catalog, input_schema, openai_tools, output_sc
 ISSUE_TOOLS = {
     "dataset_check",
     "dataset_fingerprint",
+    "plan_baseline",
     "run_trial",
     "trial_status",
     "trial_result",
