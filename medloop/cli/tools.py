@@ -132,4 +132,4 @@ def call(
         err_console.print(
             f"waiting for {len(pending)} trial(s) to finish (Ctrl-C leaves them to a later run_trial)"
         )
-        jobs.wait(pending, timeout=float("inf"))
+        jobs.wait(pending, timeout=None)

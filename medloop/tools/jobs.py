@@ -102,16 +102,16 @@ class TrialJobs:
             self._queue.put((service, campaign_id, request, on_done, fut))
         return True
 
-    def wait(self, trial_ids: list[str], timeout: float) -> None:
-        """Block until these trials' workers end or `timeout` seconds pass."""
-        deadline = time.monotonic() + timeout
+    def wait(self, trial_ids: list[str], timeout: float | None) -> None:
+        """Block until these trials' workers end or `timeout` seconds pass (None: no limit)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         for tid in trial_ids:
             with self._lock:
                 fut = self._futures.get(tid)
             if fut is None:
                 continue
-            left = deadline - time.monotonic()
-            if left <= 0:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
                 return
             try:
                 fut.result(timeout=left)

@@ -6,6 +6,7 @@ trials (campaigns) and granted by human reviewers, never by a tool call.
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError
@@ -20,6 +21,10 @@ from medloop.tools.common import resolve_path
 from medloop.tools.context import ACT, READ, ToolContext
 from medloop.tools.datasets import EXAMPLE_DATASET
 from medloop.tools.registry import FieldProblem, ToolInputError, ToolModel, tool
+
+# The knowledge base keeps in-process indexes in step with SQL on every call; tool calls
+# arrive on several threads (MCP handles requests concurrently), so they take turns.
+_KB_LOCK = threading.Lock()
 
 UNVERIFIED_NOTE = (
     "Claims with trust 'suggestion' are unverified (one campaign's statistics or less): treat their "
@@ -110,17 +115,18 @@ def search_knowledge(ctx: ToolContext, args: SearchInput) -> SearchOutput:
     fingerprint: dict[str, float] = {}
     if args.dataset_path is not None:
         fingerprint = fingerprint_summary(resolve_path(ctx, args.dataset_path, what="dataset_path"))
-    found = ctx.knowledge.retrieve(
-        RetrievalQuery(
-            text=args.query,
-            task=args.task,
-            outcome=args.outcome,
-            factors=args.factors,
-            fingerprint=fingerprint,
-            k=args.k,
-            purpose="browse",
+    with _KB_LOCK:
+        found = ctx.knowledge.retrieve(
+            RetrievalQuery(
+                text=args.query,
+                task=args.task,
+                outcome=args.outcome,
+                factors=args.factors,
+                fingerprint=fingerprint,
+                k=args.k,
+                purpose="browse",
+            )
         )
-    )
     hits = [
         ClaimHit(
             claim_id=r.claim.id,
@@ -344,7 +350,8 @@ def propose_claim(ctx: ToolContext, args: ProposeInput) -> ProposeOutput:
     evidence += [
         Evidence(claim_id=claim_id, kind="claim", ref_id=c, role="derived_from") for c in args.based_on_claims
     ]
-    stored = ctx.knowledge.add_claim(claim, evidence, actor=ctx.caller.name)
+    with _KB_LOCK:
+        stored = ctx.knowledge.add_claim(claim, evidence, actor=ctx.caller.name)
     return ProposeOutput(
         claim_id=stored.id,
         tier=stored.tier,
