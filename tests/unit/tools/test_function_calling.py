@@ -15,8 +15,12 @@ from litellm.utils import validate_and_fix_openai_tools
 from pydantic import TypeAdapter
 from typer.testing import CliRunner
 
+from medloop import bootstrap
 from medloop.cli import app
-from medloop.core.errors import MedloopError
+from medloop.core.settings import Settings
+from medloop.llm.base import Message
+from medloop.tools.adapters_openai import openai_tools as adapter_tools
+from medloop.tools.adapters_openai import run_tool_calls
 from medloop.tools.context import ToolContext
 from medloop.tools.registry import Registry
 from medloop.tools.schemas import openai_tools
@@ -44,7 +48,31 @@ def test_litellm_types_and_provider_conversion_keep_the_schemas(registry: Regist
 def test_completion_sends_the_tools_and_their_calls_run(
     registry: Registry, ctx: ToolContext, phantom: Path
 ) -> None:
+    """Raw litellm: the request carries exactly the published tools; the calls run."""
     tools = openai_tools(registry)
+    with FakeOpenAI() as server:
+        server.replies.append(
+            {"tool_calls": [{"name": "dataset_check", "arguments": {"path": str(phantom)}}]}
+        )
+        response = litellm.completion(
+            model="openai/test-model",
+            api_base=server.api_base,
+            api_key="sk-test",
+            messages=[{"role": "user", "content": "Check the phantom."}],
+            tools=tools,
+        )
+    assert server.requests[0]["tools"] == json.loads(json.dumps(tools))  # byte-for-byte what was published
+    call = response.choices[0].message.tool_calls[0]
+    out = registry.get(call.function.name)(ctx, json.loads(call.function.arguments))
+    assert out.ok  # type: ignore[attr-defined]
+
+
+def test_medloop_llm_client_loop_answers_tool_calls(
+    registry: Registry, ctx: ToolContext, phantom: Path, tool_settings: Settings
+) -> None:
+    """medloop's own LLMClient (litellm backend) with the function-calling adapter: good
+    calls answer with the tool's JSON, bad ones with the fields to fix."""
+    only = ["dataset_check", "search_knowledge"]
     with FakeOpenAI() as server:
         server.replies.append(
             {
@@ -58,27 +86,28 @@ def test_completion_sends_the_tools_and_their_calls_run(
                 ]
             }
         )
-        response = litellm.completion(
-            model="openai/test-model",
-            api_base=server.api_base,
-            api_key="sk-test",
-            messages=[{"role": "user", "content": "Check the phantom and see what is known."}],
-            tools=tools,
+        settings = tool_settings.model_copy(
+            update={"llm_api_base": server.api_base, "llm_api_key": "sk-test"}
         )
-    sent = server.requests[0]["tools"]
-    assert sent == json.loads(json.dumps(tools))  # byte-for-byte what the registry published
-    calls = response.choices[0].message.tool_calls
-    results = []
-    for call in calls:
-        spec = registry.get(call.function.name)
-        try:
-            out = spec(ctx, json.loads(call.function.arguments))
-            results.append(("ok", out))
-        except MedloopError as exc:  # the refused call is what an LLM would read back
-            results.append(("error", exc))
-    assert results[0][0] == "ok" and results[0][1].ok  # type: ignore[union-attr]
-    assert results[1][0] == "ok"
-    assert results[2][0] == "error" and "folder: unknown field; allowed fields: path" in str(results[2][1])
+        llm = bootstrap.llm(settings, "openai/test-model")
+        reply = llm.complete(
+            [Message(role="user", content="Check it")], tools=adapter_tools(registry, only=only)
+        )
+    assert [t["function"]["name"] for t in server.requests[0]["tools"]] == only
+    answers = run_tool_calls(registry, ctx, reply.tool_calls)
+    assert [(m.role, m.name, m.tool_call_id) for m in answers] == [
+        ("tool", "dataset_check", "call_0"),
+        ("tool", "search_knowledge", "call_1"),
+        ("tool", "dataset_check", "call_2"),
+    ]
+    assert json.loads(str(answers[0].content))["ok"] is True
+    assert "results" in json.loads(str(answers[1].content))
+    refused = json.loads(str(answers[2].content))
+    assert refused["error"] == "ToolInputError"
+    assert refused["fields"] == [
+        {"field": "path", "problem": "required but missing"},
+        {"field": "folder", "problem": "unknown field; allowed fields: path"},
+    ]
 
 
 def test_cli_prints_the_schemas_in_each_format(registry: Registry) -> None:
