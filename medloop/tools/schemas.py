@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from medloop.tools.context import ToolLimits
 from medloop.tools.registry import Registry, ToolSpec
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -143,6 +144,20 @@ def render_docs(registry: Registry) -> str:
         "name; `MEDLOOP_TOOLS_*` settings set them. Invalid arguments are refused with the",
         "field, what is wrong and what is allowed. No tool can raise a claim's trust.",
         "",
+        "## Using the tools",
+        "",
+        "- Python: `ctx = bootstrap.tool_context(Settings(), Caller('me', 'agent'))`, then",
+        "  `default_registry().call('dataset_check', ctx, {'path': ...})` (a pydantic model back).",
+        "- LangChain / LangGraph: `langchain_tools(default_registry(), ctx)` gives StructuredTools for",
+        "  `ToolNode` or `create_react_agent`; refusals come back as error tool messages.",
+        "- MCP over stdio: `medloop mcp --caller NAME --role agent` (one caller per session).",
+        "- MCP over streamable HTTP: `MEDLOOP_MCP_TOKEN=<secret> medloop mcp --http --port 8765`",
+        "  serves `/mcp`; every request needs `Authorization: Bearer <token>`, and the token decides",
+        "  the caller (`--caller/--role` for MEDLOOP_MCP_TOKEN; more callers by token hash with",
+        '  `--token-file`: `{"tokens": [{"caller": "lab-agent", "role": "agent", "token_sha256": "..."}]}`).',
+        "- Long work returns handles (run_trial, campaign_start): poll trial_status / campaign_status",
+        "  with `wait_s`; over MCP they send progress notifications while they wait.",
+        "",
         "| tool | version | roles | summary |",
         "|---|---|---|---|",
     ]
@@ -150,6 +165,10 @@ def render_docs(registry: Registry) -> str:
         lines.append(
             f"| [`{spec.name}`](#{spec.name}) | {spec.version} | {', '.join(spec.roles)} | {spec.summary} |"
         )
+    lines += ["", "## Limits and budgets", "", "| setting | default | meaning |", "|---|---|---|"]
+    for name, info in ToolLimits.model_fields.items():
+        default = "(empty)" if info.default in ("", None) else f"`{info.default}`"
+        lines.append(f"| `MEDLOOP_TOOLS_{name.upper()}` | {default} | {info.description or ''} |")
     for spec in registry:
         traits = ["read-only" if spec.read_only else "writes"]
         if spec.long_running:

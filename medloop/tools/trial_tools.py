@@ -25,7 +25,7 @@ from medloop.tools.base import FINAL_STATUSES, TrialRequest, case_objective, tri
 from medloop.tools.common import GPU_HOURS, TRIALS, Budgeted, budget_view, require_budget, resolve_path
 from medloop.tools.context import ACT, READ, ToolContext
 from medloop.tools.datasets import EXAMPLE_DATASET
-from medloop.tools.jobs import TrialJobs
+from medloop.tools.jobs import TrialDone, TrialJobs
 from medloop.tools.registry import ToolModel, tool
 
 _SETUP = threading.Lock()
@@ -164,8 +164,11 @@ def run_trial(ctx: ToolContext, args: RunTrialInput) -> RunTrialOutput:
     Cost: real training: seconds (tiny 2D configs on CPU) to hours (3D); each trial counts
     against the caller's trial budget, and GPUs x timeout against the GPU-hour budget
     until the trial ends and its measured time is charged instead.
-    Limits: timeout_s at most the server's limit; a few unfinished trials per caller;
-    trials run on the tool server's sandbox runtime, a few at a time.
+    Limits: timeout_s at most the server's limit; a dozen unfinished trials per caller;
+    trials run on the tool server's sandbox runtime, a few at a time. A trial's outcome
+    is final: one that failed, ran out of memory or timed out keeps that result (its
+    handle is fixed by dataset, split, config and seed), so change the seed or config to
+    try again.
     """
     if args.timeout_s > ctx.limits.max_trial_timeout_s:
         raise SpecError(
@@ -192,6 +195,8 @@ def run_trial(ctx: ToolContext, args: RunTrialInput) -> RunTrialOutput:
         done = existing is not None and existing.status in FINAL_STATUSES
         plan.append((seed, tid, existing, done or ctx.store.find_trial(tspec.spec_hash()) is not None))
     new = [p for p in plan if not p[3] and not jobs.active(p[1])]
+    charged = ctx.ledger.tool_charges(ctx.caller.name, TRIALS)  # a resubmission is not charged again
+    uncharged = [p for p in new if p[1] not in charged]
     active = _active_trials(ctx, exclude={tid for _, tid, _, _ in plan})
     if active + len(new) > ctx.limits.max_concurrent_trials and new:
         raise ConflictError(
@@ -200,7 +205,7 @@ def run_trial(ctx: ToolContext, args: RunTrialInput) -> RunTrialOutput:
             hint="wait for them with trial_status (wait_s) before submitting more",
         )
     reserve = args.gpus * args.timeout_s / 3600.0
-    require_budget(ctx, trials=len(new), gpu_hours=reserve * len(new))
+    require_budget(ctx, trials=len(uncharged), gpu_hours=reserve * len(uncharged))
     out = []
     for (seed, tid, existing, reusable), tspec in zip(plan, specs, strict=True):
         if existing is None:
@@ -244,7 +249,7 @@ def run_trial(ctx: ToolContext, args: RunTrialInput) -> RunTrialOutput:
     )
 
 
-def _settle(ctx: ToolContext, gpus: int) -> Any:
+def _settle(ctx: ToolContext, gpus: int) -> TrialDone:
     """When a trial ends, replace its GPU-hour reservation by the measured GPU time."""
 
     def done(trial: Trial) -> None:
