@@ -41,7 +41,7 @@ app.add_typer(web.users_app, name="users")
 app.add_typer(web.audit_app, name="audit")
 app.command("serve")(web.serve)
 app.add_typer(tools.app, name="tools")
-app.add_typer(mcp.app, name="mcp")
+app.command("mcp")(mcp.serve)
 
 
 @app.command()

@@ -10,12 +10,9 @@ from typing import Annotated
 
 import typer
 
-app = typer.Typer(help="Serve medloop's tools to other agents over MCP.")
-
 TOKEN_ENV = "MEDLOOP_MCP_TOKEN"
 
 
-@app.callback(invoke_without_command=True)
 def serve(
     http: Annotated[bool, typer.Option("--http", help="Streamable HTTP instead of stdio")] = False,
     host: Annotated[str, typer.Option(help="HTTP: address to bind")] = "127.0.0.1",

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import jsonschema
 import litellm
+import pytest
 from litellm.types.llms.openai import ChatCompletionToolParam
 from litellm.utils import validate_and_fix_openai_tools
 from pydantic import TypeAdapter
@@ -27,6 +28,8 @@ from medloop.tools.schemas import openai_tools
 from tests.openai_server import FakeOpenAI
 
 
+# litellm's TypedDicts mark some keys ReadOnly, which pydantic warns about when validating.
+@pytest.mark.filterwarnings("ignore:.*ReadOnly.*:UserWarning")
 def test_litellm_types_and_provider_conversion_keep_the_schemas(registry: Registry) -> None:
     tools = openai_tools(registry)
     assert TypeAdapter(list[ChatCompletionToolParam]).validate_python(tools) == tools
