@@ -27,9 +27,10 @@ from medloop.tools.registry import Registry
 from medloop.tools.schemas import openai_tools
 from tests.openai_server import FakeOpenAI
 
+# litellm's TypedDicts mark some keys ReadOnly, which pydantic warns about when it builds them.
+pytestmark = pytest.mark.filterwarnings("ignore:.*ReadOnly.*:UserWarning")
 
-# litellm's TypedDicts mark some keys ReadOnly, which pydantic warns about when validating.
-@pytest.mark.filterwarnings("ignore:.*ReadOnly.*:UserWarning")
+
 def test_litellm_types_and_provider_conversion_keep_the_schemas(registry: Registry) -> None:
     tools = openai_tools(registry)
     assert TypeAdapter(list[ChatCompletionToolParam]).validate_python(tools) == tools
