@@ -31,7 +31,7 @@ from medloop.sandbox.base import IN_DIR, OUT_DIR, JobHandle, LogSink
 from medloop.sandbox.image import docker_client
 from medloop.sandbox.jobdir import JobDir, LogFollower, RunInfo, remove_tree, safe_key, write_json_atomic
 from medloop.sandbox.provenance import make_provenance
-from medloop.sandbox.staging import input_relpath, resolve_inputs
+from medloop.sandbox.staging import readable_by_others, readable_copy, resolve_inputs
 
 _MB = 1 << 20
 JOB_LABEL = "medloop.job"
@@ -269,7 +269,9 @@ class DockerRuntime:
                         f"job {job.key}: input {rel.as_posix()!r} ({path}) would expose the Docker socket",
                         hint="mount only the data folders a job needs",
                     )
-            input_relpath(job, rel.as_posix())
+            # The container's user (uid 10001 when medloop runs as root) reads as "other".
+            if os.geteuid() == 0 and not readable_by_others(path):
+                path = readable_copy(path, self.jobs_dir.parent / "docker-inputs")
             mounts.append((str(path), f"{IN_DIR}/{rel.as_posix()}"))
         return mounts
 
