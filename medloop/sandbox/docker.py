@@ -8,13 +8,15 @@ key; GPUs only as explicit device ids (NVIDIA_VISIBLE_DEVICES is neutralised oth
 The image is resolved to its id once and containers are created from that id, so the
 digest in provenance is exactly what ran.
 
-Container name `medloop-<safe key>` is unique on the daemon, so a key can never run
-twice; `reconcile` finds containers again by the `medloop.job` label.
+Container name `medloop-<workspace hash>-<safe key>` is unique on the daemon, so a key can
+never run twice in a workspace; `reconcile` finds containers again by the `medloop.job`
+and `medloop.workspace` labels.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import signal
 import socket
@@ -35,6 +37,8 @@ from medloop.sandbox.staging import readable_by_others, readable_copy, resolve_i
 
 _MB = 1 << 20
 JOB_LABEL = "medloop.job"
+# Jobs of different workspaces on one daemon never see each other (same keys are fine).
+WORKSPACE_LABEL = "medloop.workspace"
 KEY_LABEL = "medloop.key"
 JOB_UID = 10001
 DOCKER_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock")
@@ -64,6 +68,7 @@ class DockerRuntime:
         self._client = client
         self._images: dict[str, tuple[str, str]] = {}
         self._lock = threading.Lock()
+        self.namespace = hashlib.sha256(str(self.jobs_dir).encode()).hexdigest()[:10]
 
     # ---------------------------------------------------------------- docker access
 
@@ -339,10 +344,11 @@ class DockerRuntime:
         return {
             "image": image_id,
             "command": list(job.command),
-            "name": f"medloop-{safe_key(job.key)}",
+            "name": f"medloop-{self.namespace}-{safe_key(job.key)}",
             "labels": {
                 **job.labels,
                 JOB_LABEL: safe_key(job.key),
+                WORKSPACE_LABEL: self.namespace,
                 KEY_LABEL: job.key,
                 "medloop.image": pinned,
             },
@@ -446,7 +452,7 @@ class DockerRuntime:
                 "listing containers",
                 self.client.containers.list,
                 all=True,
-                filters={"label": f"{JOB_LABEL}={safe_key(key)}"},
+                filters={"label": [f"{JOB_LABEL}={safe_key(key)}", f"{WORKSPACE_LABEL}={self.namespace}"]},
             )
         )
 
