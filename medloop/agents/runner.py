@@ -16,7 +16,7 @@ from medloop.agents.graph import build_graph
 from medloop.agents.nodes import CampaignNodes
 from medloop.agents.services import CampaignServices, EventCallback
 from medloop.agents.state import CampaignState
-from medloop.core.errors import ConflictError
+from medloop.core.errors import ConflictError, SpecError
 from medloop.core.ids import new_id
 from medloop.core.records import Campaign
 from medloop.core.specs import CampaignSpec
@@ -30,7 +30,12 @@ class CampaignRunner:
     # ------------------------------------------------------------ lifecycle
 
     def create(self, spec: CampaignSpec, *, owner: str) -> Campaign:
-        baseline = spec.baseline_config().model_dump()
+        planned = None
+        if spec.baseline_auto:
+            if self.s.plan_baseline is None:
+                raise SpecError("baseline: auto needs dataset plans, which this deployment cannot make")
+            planned = self.s.plan_baseline(spec)
+        baseline = spec.baseline_config(planned).model_dump()
         campaign = Campaign(
             id=new_id("cmp"),
             name=spec.name,

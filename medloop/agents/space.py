@@ -56,6 +56,28 @@ def neighbours(name: str, factor: Factor, value: Any) -> list[Scalar]:
     return out
 
 
+def grid_index(factor: IntRange | FloatRange, value: Any) -> int | None:
+    """Index of the grid point nearest to `value` (log distance for log factors)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    points = grid(factor)
+
+    def dist(p: Scalar) -> float:
+        a, b = float(p), float(value)
+        return abs(math.log(a) - math.log(b)) if factor.log and a > 0 and b > 0 else abs(a - b)
+
+    return min(range(len(points)), key=lambda i: dist(points[i]))
+
+
+def step(factor: IntRange | FloatRange, value: Any, k: int) -> Scalar | None:
+    """The grid value `k` steps from `value` (negative = down), or None past the edge."""
+    idx = grid_index(factor, value)
+    points = grid(factor)
+    if idx is None or not 0 <= idx + k < len(points):
+        return None
+    return points[idx + k]
+
+
 def apply_changes(config: dict[str, Any], changes: list[FactorChange]) -> dict[str, Any]:
     return {**config, **{c.factor: c.to_value for c in changes}}
 

@@ -37,6 +37,18 @@ def _effect(claim: Any) -> tuple[str, str]:
     return f"{e.estimate:+.4f} [{e.ci_low:+.4f}, {e.ci_high:+.4f}]", f"{e.p_adjusted:.3g}"
 
 
+def check_tiers(tiers: list[str] | None) -> list[Any]:
+    """Tier names from the command line, or a one-line error listing the valid ones."""
+    from medloop.core.errors import SpecError
+    from medloop.core.records import Tier
+
+    known = set(get_args(Tier))
+    bad = [t for t in tiers or [] if t not in known]
+    if bad:
+        raise SpecError(f"--tier {bad[0]!r} is not a tier", hint=f"tiers: {', '.join(sorted(known))}")
+    return list(tiers or [])
+
+
 @app.command("list")
 def list_claims(
     tier: list[str] = typer.Option(None, "--tier", help="Only these tiers (repeatable)"),
@@ -48,15 +60,9 @@ def list_claims(
     as_json: bool = typer.Option(False, "--json", help="Claims with evidence resolved to trials, as JSON"),
 ) -> None:
     """List claims (newest ids last), with their tier, effect and dataset."""
-    from medloop.core.errors import SpecError
-    from medloop.core.records import Tier
     from medloop.knowledge.provenance import claim_view
 
-    tiers = list(tier or [])
-    known = set(get_args(Tier))
-    bad = [t for t in tiers if t not in known]
-    if bad:
-        raise SpecError(f"--tier {bad[0]!r} is not a tier", hint=f"tiers: {', '.join(sorted(known))}")
+    tiers = check_tiers(tier)
     store = _store()
     page = store.list_claims(
         tiers=tiers or None, dataset=dataset, outcome=outcome, campaign_id=campaign, after=after, limit=limit
@@ -117,3 +123,72 @@ def show(
     console.print("[bold]history[/]")
     for h in view["history"]:
         console.print(f"  {h['ts']} {h['actor']} {h['action']} {h['detail']}", markup=False)
+
+
+@app.command()
+def conflicts(
+    show_all: bool = typer.Option(False, "--all", help="Include pairs where a claim is no longer live"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Claims about the same change, metric and comparable data with opposite significant effects."""
+    from medloop.knowledge.provenance import conflicts as find
+
+    found = find(_store(), include_inactive=show_all)
+    if as_json:
+        print_json(
+            [
+                {
+                    "a": c.a.id,
+                    "b": c.b.id,
+                    "intervention": c.intervention,
+                    "outcome": c.outcome,
+                    "active": c.active,
+                    "a_effect": c.a.effect.model_dump(mode="json") if c.a.effect else None,
+                    "b_effect": c.b.effect.model_dump(mode="json") if c.b.effect else None,
+                    "a_dataset": c.a.context.dataset,
+                    "b_dataset": c.b.context.dataset,
+                }
+                for c in found
+            ]
+        )
+        return
+    if not found:
+        console.print("no conflicting claims")
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{len(found)} conflict(s)")
+    for col in ("intervention", "outcome", "claim", "tier", "effect [CI]", "dataset"):
+        table.add_column(col)
+    for c in found:
+        for i, claim in enumerate((c.a, c.b)):
+            eff, _ = _effect(claim)
+            table.add_row(
+                c.intervention if i == 0 else "",
+                c.outcome if i == 0 else "",
+                claim.id,
+                claim.tier,
+                eff,
+                claim.context.dataset,
+            )
+    console.print(table)
+
+
+@app.command()
+def review(
+    claim_id: str = typer.Argument(..., help="Claim id"),
+    decision: str = typer.Argument(..., help="validated or rejected"),
+    reason: str = typer.Option(..., "--reason", help="Why (kept in the audit log)"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Record a reviewer's decision as MEDLOOP_USER. The lifecycle refuses your own campaigns' claims."""
+    from medloop.core.errors import SpecError
+    from medloop.knowledge.lifecycle import transition
+
+    if decision not in ("validated", "rejected"):
+        raise SpecError(f"decision {decision!r} is not validated or rejected")
+    claim = transition(_store(), claim_id, decision, actor=settings().user, role="reviewer", reason=reason)  # type: ignore[arg-type]
+    if as_json:
+        print_json(claim.model_dump(mode="json"))
+        return
+    console.print(f"{claim.id} is now {claim.tier}", markup=False)

@@ -237,7 +237,11 @@ class CampaignSpec(Spec):
     task: TaskKind = "segmentation"
     dataset: DatasetRef
     objective: Objective = Objective()
-    baseline: dict[str, Scalar] = Field(default_factory=dict)
+    baseline: dict[str, Scalar] = Field(
+        default_factory=dict,
+        description="Trial config fields of the baseline. `auto: true` starts from the dataset's "
+        "nnU-Net-style plans (the other keys override them); `baseline: auto` is short for that.",
+    )
     search_space: dict[str, Factor] = Field(min_length=1)
     validation: ValidationPolicy = ValidationPolicy()
     budget: Budget = Budget()
@@ -247,16 +251,26 @@ class CampaignSpec(Spec):
 
     @model_validator(mode="before")
     @classmethod
-    def _dataset_shorthand(cls, data: Any) -> Any:
+    def _shorthands(cls, data: Any) -> Any:
         if isinstance(data, dict) and isinstance(data.get("dataset"), str):
             data = {**data, "dataset": {"path": data["dataset"]}}
+        if isinstance(data, dict) and data.get("baseline") == "auto":
+            data = {**data, "baseline": {"auto": True}}
         return data
+
+    @property
+    def baseline_auto(self) -> bool:
+        return self.baseline.get("auto") is True
+
+    @property
+    def baseline_overrides(self) -> dict[str, Scalar]:
+        return {k: v for k, v in self.baseline.items() if k != "auto"}
 
     @model_validator(mode="after")
     def _factors_are_config_fields(self) -> CampaignSpec:
         model = config_model(self.task)
         fields = set(model.model_fields) - {"task"}
-        for name in [*self.baseline, *self.search_space]:
+        for name in [*self.baseline_overrides, *self.search_space]:
             if name not in fields:
                 raise ValueError(f"{name!r} is not a trial config field; allowed: {sorted(fields)}")
         base = self.baseline_config()
@@ -275,8 +289,10 @@ class CampaignSpec(Spec):
                     raise ValueError(f"search_space.{name}.when names unknown factor {other!r}")
         return self
 
-    def baseline_config(self) -> TrialConfig:
-        return make_config(self.task, dict(self.baseline))
+    def baseline_config(self, planned: dict[str, Scalar] | None = None) -> TrialConfig:
+        """The baseline trial config; with `auto`, `planned` (the dataset plans) underlies it."""
+        base = dict(planned or {}) if self.baseline_auto else {}
+        return make_config(self.task, {**base, **self.baseline_overrides})
 
 
 # ---------------------------------------------------------------- loading

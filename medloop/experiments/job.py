@@ -95,10 +95,14 @@ def versions() -> dict[str, str]:
         out["torch"] = str(torch.__version__)
         if torch.version.cuda:
             out["cuda"] = str(torch.version.cuda)
+            if torch.cuda.is_available():
+                out["cudnn"] = str(torch.backends.cudnn.version())
+                out["gpu"] = str(torch.cuda.get_device_name(0))
     monai = sys.modules.get("monai")
     if monai is not None:
         out["monai"] = str(monai.__version__)
-    numpy = sys.modules.get("numpy")
-    if numpy is not None:
-        out["numpy"] = str(numpy.__version__)
+    for name in ("numpy", "nibabel", "safetensors"):
+        module = sys.modules.get(name)
+        if module is not None:
+            out[name] = str(getattr(module, "__version__", "unknown"))
     return out

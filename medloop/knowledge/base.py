@@ -10,7 +10,7 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
-from medloop.core.records import Claim, Evidence, Tier
+from medloop.core.records import Claim, Evidence, Quarantine, Tier
 
 Vector = NDArray[np.float32]
 
@@ -121,4 +121,36 @@ class KnowledgeBase(Protocol):
 
     def reconcile(self) -> dict[str, int]:
         """Bring the indexes in line with SQL (after a crash); returns counts fixed."""
+        ...
+
+
+class Conflict(BaseModel):
+    """Two claims about the same intervention and outcome in comparable contexts whose
+    significant effects point in opposite directions (linked `contradicts`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    a: Claim
+    b: Claim
+    intervention: str
+    outcome: str
+    active: bool = Field(description="Both claims are still live (not quarantined/rejected/superseded)")
+
+
+class KnowledgeAdmin(Protocol):
+    """Curation beyond `KnowledgeBase` (reviewers, the web API, the CLI). Kept apart so
+    a planner-side fake need not implement it."""
+
+    def add_evidence(self, claim_id: str, evidence: list[Evidence], *, actor: str) -> Claim: ...
+
+    def quarantine(self, target: str, *, why: str, actor: str, role: str) -> Quarantine:
+        """Demote every claim derived from a source, trial, campaign or claim; audited."""
+        ...
+
+    def unquarantine(self, quarantine_id: str, *, actor: str, role: str, reason: str) -> Quarantine: ...
+
+    def conflicts(self, *, include_inactive: bool = False) -> list[Conflict]: ...
+
+    def rebuild(self, *, reembed: bool = False) -> dict[str, int]:
+        """Drop the vector and graph indexes and rebuild them from SQL."""
         ...

@@ -32,8 +32,13 @@ def knowledge_id(store: Store) -> str:
     return kid
 
 
-def make_knowledge_base(settings: Settings, store: Store, *, reconcile: bool = True) -> KnowledgeService:
-    """Build the knowledge base for these settings and bring its indexes in line with SQL."""
+def make_knowledge_base(
+    settings: Settings, store: Store, *, reconcile: bool = True, reembed: bool = False
+) -> KnowledgeService:
+    """Build the knowledge base for these settings and bring its indexes in line with SQL.
+
+    `reembed=True` opens it for `rebuild(reembed=True)` with a new embedder: the stored
+    embedder is not checked and the vector collection starts empty."""
     embedder = make_embedder(
         settings.embedder,
         api_base=settings.embedder_api_base,
@@ -52,7 +57,7 @@ def make_knowledge_base(settings: Settings, store: Store, *, reconcile: bool = T
             client = chroma_client(settings.chroma_dir)
             where = f"the Chroma index at {settings.chroma_dir}"
             vectors = ChromaVectorIndex(
-                client, embedder=embedder.name, dim=embedder.dim, name=collection, where=where
+                client, embedder=embedder.name, dim=embedder.dim, name=collection, where=where, reset=reembed
             )
         else:
             # Another process writes Chroma; follow SQL into memory instead of opening it.
@@ -61,7 +66,7 @@ def make_knowledge_base(settings: Settings, store: Store, *, reconcile: bool = T
         client = chroma_client(target)
         where = f"the Chroma collection {collection} at {target}"
         vectors = ChromaVectorIndex(
-            client, embedder=embedder.name, dim=embedder.dim, name=collection, where=where
+            client, embedder=embedder.name, dim=embedder.dim, name=collection, where=where, reset=reembed
         )
     else:
         raise SpecError(
@@ -70,9 +75,17 @@ def make_knowledge_base(settings: Settings, store: Store, *, reconcile: bool = T
         )
     graph = NetworkXGraph(graph_path, readonly=not owner)
     kb = KnowledgeService(
-        store, embedder, vectors, graph, owner=owner, where=f"the knowledge base in {settings.workspace_dir}"
+        store,
+        embedder,
+        vectors,
+        graph,
+        owner=owner,
+        where=f"the knowledge base in {settings.workspace_dir}",
+        check=not reembed,
     )
-    if reconcile:
+    if not owner:
+        kb.writer_note = f"pid {lock.holder(kdir / 'writer.lock')} holds {kdir / 'writer.lock'}"
+    if reconcile and not reembed:
         kb.reconcile()
     if owner:
         ref = weakref.ref(kb)

@@ -16,8 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-from medloop.core.errors import TrustError
-from medloop.core.records import Claim, Tier
+from medloop.core.errors import NotFoundError, TrustError
+from medloop.core.records import Claim, Tier, utcnow
+from medloop.core.store import Store
 
 Role = Literal["viewer", "agent", "reviewer", "admin"]
 ROLES: tuple[str, ...] = get_args(Role)
@@ -105,3 +106,62 @@ def check_initial(claim: Claim) -> None:
             f"claim {claim.id} cannot enter the knowledge base as {claim.tier}",
             hint=f"new claims enter as one of {', '.join(INITIAL)}; higher tiers are earned by transitions",
         )
+
+
+REPRODUCTION_ROLES = ("reproduction", "reproduces")
+
+
+def context_for(store: Store, claim: Claim, to: Tier) -> Context:
+    return Context(
+        campaign_owner=campaign_owner(store, claim),
+        has_reproduction=to == "reproduced" and has_reproduction(store, claim),
+    )
+
+
+def campaign_owner(store: Store, claim: Claim) -> str | None:
+    if not claim.campaign_id:
+        return None
+    try:
+        return store.get_campaign(claim.campaign_id).owner
+    except NotFoundError:
+        return None
+
+
+def has_reproduction(store: Store, claim: Claim) -> bool:
+    """Fresh-seed reproduction trials in the evidence, or a claim that `reproduces` this
+    one in the same direction (and with the same verdict family)."""
+    evidence = store.list_evidence(claim.id)
+    original_seeds = {ev.detail.get("seed") for ev in evidence if ev.role not in REPRODUCTION_ROLES}
+    for ev in evidence:
+        # Fresh seeds only: a re-run of the same seed reproduces nothing.
+        fresh = ev.detail.get("seed") is None or ev.detail.get("seed") not in original_seeds
+        if ev.kind == "trial" and ev.role in REPRODUCTION_ROLES and fresh:
+            return True
+    sources = [src for src, _ in store.edges_into([claim.id], ["reproduces"])]
+    if not sources:
+        return False
+    facts = {f.claim_id: f for f in store.list_claim_facts(claim_ids=[claim.id, *sources])}
+    mine = facts.get(claim.id)
+    for other in store.get_claims(sources):
+        theirs = facts.get(other.id)
+        if mine is None or theirs is None or other.tier in EXCLUDED_FROM_PLANNING:
+            continue
+        if theirs.sign == mine.sign and (other.tier == "refuted") == (claim.tier == "refuted"):
+            return True
+    return False
+
+
+def transition(store: Store, claim_id: str, tier: Tier, *, actor: str, role: str, reason: str) -> Claim:
+    """Check the rules and write the new tier and its audit entry in one transaction."""
+    with store.transaction():
+        claim = store.get_claim(claim_id)
+        check(claim, tier, actor=actor, role=role, reason=reason, ctx=context_for(store, claim, tier))
+        updated = store.set_claim_tier(claim_id, tier)
+        store.append_audit(
+            actor,
+            "claim.transition",
+            "claim",
+            claim_id,
+            {"from": claim.tier, "to": tier, "role": role, "reason": reason, "at": utcnow()},
+        )
+    return updated

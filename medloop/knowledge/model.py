@@ -28,12 +28,12 @@ from medloop.core.records import (
     Trial,
 )
 from medloop.core.specs import Scalar
+from medloop.knowledge.lifecycle import REPRODUCTION_ROLES
 
 PROVENANCE: tuple[EdgeKind, ...] = ("derived_from",)
 CLAIM_RELATIONS: tuple[EdgeKind, ...] = ("supports", "refutes", "contradicts", "reproduces")
 # Config fields that are entities of their own kind; other factors become `factor:` nodes.
 NAMED_FACTORS: dict[str, EntityKind] = {"loss": "loss", "model": "model", "augmentation": "augmentation"}
-REPRODUCTION_ROLES = ("reproduction", "reproduces")
 # Fingerprints closer than this (0..1) count as a comparable context.
 COMPARABLE_FINGERPRINT = 0.8
 
@@ -179,7 +179,8 @@ def graphlet(claim: Claim, evidence: Sequence[Evidence], trials: dict[str, Trial
             if trial is not None:
                 _trial_edges(g, trial)
         elif ev.kind == "source":
-            g.entity(ev.ref_id, "source", str(ev.detail.get("name", ev.ref_id)), **ev.detail)
+            name = str(ev.detail.get("name", ev.ref_id))
+            g.entity(ev.ref_id, "source", name, knowledge_base=ev.detail.get("knowledge_base"))
             g.edge(claim.id, "claim", "derived_from", ev.ref_id, "source", role=ev.role)
         elif ev.kind == "claim" and ev.ref_id != claim.id:
             link: EdgeKind = "reproduces" if ev.role in REPRODUCTION_ROLES else "derived_from"

@@ -10,6 +10,8 @@ from typing import Any
 from medloop.core.errors import NotFoundError
 from medloop.core.records import Claim, Evidence
 from medloop.core.store import Store
+from medloop.knowledge.base import Conflict
+from medloop.knowledge.lifecycle import EXCLUDED_FROM_PLANNING
 from medloop.knowledge.model import trial_provenance
 
 
@@ -59,3 +61,20 @@ def claim_view(store: Store, claim: Claim, *, history: bool = False) -> dict[str
             for e in store.list_audit(object_id=claim.id)
         ]
     return data
+
+
+def conflicts(store: Store, *, include_inactive: bool = False) -> list[Conflict]:
+    """Pairs linked `contradicts`; by default only pairs where both claims are live."""
+    edges = store.list_edges(kinds=["contradicts"], limit=10**9)
+    claims = {c.id: c for c in store.get_claims(sorted({e.src for e in edges} | {e.dst for e in edges}))}
+    facts = {f.claim_id: f for f in store.list_claim_facts(claim_ids=sorted(claims))}
+    out = []
+    for e in edges:
+        a, b = claims.get(e.src), claims.get(e.dst)
+        if a is None or b is None:
+            continue
+        active = a.tier not in EXCLUDED_FROM_PLANNING and b.tier not in EXCLUDED_FROM_PLANNING
+        if active or include_inactive:
+            key = facts[a.id].intervention if a.id in facts else "?"
+            out.append(Conflict(a=a, b=b, intervention=key, outcome=a.outcome, active=active))
+    return out

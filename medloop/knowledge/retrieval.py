@@ -9,13 +9,25 @@ score = 0.30 statement similarity + 0.20 structured match + 0.25 trust tier
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from medloop.core.records import Claim, Tier
-from medloop.knowledge.base import EVIDENCE_TIERS, RetrievalQuery, RetrievedClaim
+from medloop.core.store import Store
+from medloop.knowledge.base import (
+    EVIDENCE_TIERS,
+    Embedder,
+    GraphIndex,
+    RetrievalQuery,
+    RetrievedClaim,
+    Vector,
+    VectorIndex,
+)
 from medloop.knowledge.lifecycle import EXCLUDED_FROM_PLANNING
-from medloop.knowledge.model import fingerprint_similarity
+from medloop.knowledge.model import CLAIM_RELATIONS, fingerprint_similarity
 
 TIER_WEIGHT: dict[Tier, float] = {
     "validated": 1.0,
@@ -126,3 +138,71 @@ def rank(claim: Claim, cand: Candidate, query: RetrievalQuery) -> RetrievedClaim
 def order(results: list[RetrievedClaim]) -> list[RetrievedClaim]:
     """Best first; ties by claim id so results are reproducible."""
     return sorted(results, key=lambda r: (-r.score, r.claim.id))
+
+
+class Retriever:
+    """One retrieval over the current indexes (built per query; holds no state)."""
+
+    def __init__(self, store: Store, embedder: Embedder, vectors: VectorIndex, graph: GraphIndex) -> None:
+        self.store = store
+        self.embedder = embedder
+        self.vectors = vectors
+        self.graph = graph
+
+    def run(self, query: RetrievalQuery) -> list[RetrievedClaim]:
+        """Vector candidates + structured candidates, ranked, then one graph hop, re-ranked."""
+        qv = self.embedder.embed([query.text])[0]
+        cands: dict[str, Candidate] = {}
+        for cid, sim in self.vectors.query(qv, k=max(3 * query.k, 30), where=where_filter(query)):
+            cands.setdefault(cid, Candidate(cid)).similarity = sim
+            cands[cid].found_by.add("vector")
+        for tiers, limit in self._structured_plan(query):
+            for cid in self.store.find_claim_ids(
+                tiers=tiers, task=query.task, outcome=query.outcome, factors=query.factors, limit=limit
+            ):
+                cands.setdefault(cid, Candidate(cid)).found_by.add("structured")
+        claims = {c.id: c for c in self.store.get_claims(list(cands)) if allowed(c, query)}
+        self._fill_similarity(qv, [cands[i] for i in claims])
+        first = order([rank(claims[i], cands[i], query) for i in claims])
+        self._expand(first[: query.k], cands, claims, qv, query)
+        ranked = order([rank(claims[i], cands[i], query) for i in claims])
+        return ranked[: query.k]
+
+    def _structured_plan(self, query: RetrievalQuery) -> list[tuple[list[Tier], int]]:
+        if query.purpose == "planning":
+            return [(list(EVIDENCE_TIERS), 2 * query.k), (["supported", "refuted"], query.k)]
+        tiers: list[Tier] = [t for t in TIER_WEIGHT if t not in ("quarantined", "rejected")]
+        return [(tiers, 2 * query.k)]
+
+    def _fill_similarity(self, qv: Vector, cands: Sequence[Candidate]) -> None:
+        todo = [c for c in cands if c.similarity is None]
+        if not todo:
+            return
+        rows = self.store.get_vectors([c.claim_id for c in todo])
+        for c in todo:
+            row = rows.get(c.claim_id)
+            if row is not None and row.embedder == self.embedder.name:
+                c.similarity = float(np.frombuffer(row.vector, dtype=np.float32) @ qv)
+
+    def _expand(
+        self,
+        top: Sequence[RetrievedClaim],
+        cands: dict[str, Candidate],
+        claims: dict[str, Claim],
+        qv: Vector,
+        query: RetrievalQuery,
+    ) -> None:
+        """One hop over claim-claim edges (contradicts, supports, refutes, reproduces)."""
+        found: dict[str, list[str]] = {}
+        for r in top:
+            for other, kind in self.graph.neighbors(r.claim.id, kinds=CLAIM_RELATIONS):
+                found.setdefault(other, []).append(f"{kind} {r.claim.id}")
+        new = [i for i in found if i not in claims]
+        for c in self.store.get_claims(new):
+            if allowed(c, query):
+                claims[c.id] = c
+                cands.setdefault(c.id, Candidate(c.id)).found_by.add("graph")
+        for cid, via in found.items():
+            if cid in claims:
+                cands[cid].via = sorted(set(cands[cid].via) | set(via))
+        self._fill_similarity(qv, [cands[i] for i in new if i in claims])

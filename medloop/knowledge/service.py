@@ -13,13 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from medloop.core.errors import NotFoundError, TrustError
+from medloop.core.errors import ConflictError, NotFoundError, TrustError
 from medloop.core.ids import sha256_hex
-from medloop.core.records import Claim, ClaimFacts, EdgeKind, Evidence, Tier, Trial, utcnow
+from medloop.core.records import Claim, ClaimFacts, EdgeKind, Evidence, Quarantine, Tier, Trial
 from medloop.core.store import Store, VectorRow
-from medloop.knowledge import lifecycle, model, retrieval
+from medloop.knowledge import lifecycle, model, provenance, quarantine, retrieval
 from medloop.knowledge.base import (
-    EVIDENCE_TIERS,
+    Conflict,
     Embedder,
     GraphIndex,
     RetrievalQuery,
@@ -55,16 +55,20 @@ class KnowledgeService:
         *,
         owner: bool = True,
         where: str = "the knowledge base",
+        check: bool = True,
     ) -> None:
+        """`check=False` skips the embedder check (only for `rebuild(reembed=True)`)."""
         self.store = store
         self.embedder = embedder
         self.vectors = vectors
         self.graph = graph
         self.owner = owner
         self.where = where
+        self.writer_note = "see its writer.lock"
         self._seq = 0  # last kb_claim_facts seq applied to the vector index
         self._own: set[str] = set()  # claims this object indexed ahead of `_seq`
-        self.check_embedder()
+        if check:
+            self.check_embedder()
 
     # ------------------------------------------------------------ embedder bookkeeping
 
@@ -325,9 +329,9 @@ class KnowledgeService:
     def rebuild(self, *, reembed: bool = False) -> dict[str, int]:
         """Drop both indexes and rebuild them from SQL (re-embedding statements if asked)."""
         if not self.owner:
-            raise TrustError(
-                f"another process holds the writer lock of {self.where}",
-                hint="stop the running campaign/server first, or rebuild from that process",
+            raise ConflictError(
+                f"another process is the index writer of {self.where} ({self.writer_note})",
+                hint="stop the running campaign or server first, then rebuild",
             )
         if reembed:
             self._reembed_all()
@@ -363,109 +367,52 @@ class KnowledgeService:
     # ------------------------------------------------------------ trust
 
     def transition(self, claim_id: str, tier: Tier, *, actor: str, role: str, reason: str) -> Claim:
+        return lifecycle.transition(self.store, claim_id, tier, actor=actor, role=role, reason=reason)
+
+    def add_evidence(self, claim_id: str, evidence: list[Evidence], *, actor: str) -> Claim:
+        """Attach more evidence (e.g. reproduction trials) with its graph edges; audited.
+        A claim that now derives from something quarantined is quarantined with it."""
+        claim = self.store.get_claim(claim_id)
+        for ev in evidence:
+            if ev.claim_id != claim_id:
+                raise TrustError(f"evidence for {ev.claim_id} was passed with claim {claim_id}")
+        inherited = self._inherited_quarantines([(claim, evidence)]).get(claim_id, [])
         with self.store.transaction():
-            claim = self.store.get_claim(claim_id)
-            ctx = lifecycle.Context(
-                campaign_owner=self._owner_of(claim),
-                has_reproduction=tier == "reproduced" and self._has_reproduction(claim),
-            )
-            lifecycle.check(claim, tier, actor=actor, role=role, reason=reason, ctx=ctx)
-            updated = self.store.set_claim_tier(claim_id, tier)
+            self.store.add_evidence(evidence)
+            g = model.graphlet(claim, evidence, self._trials(evidence))
+            self.store.put_entities(list(g.entities.values()))
+            self.store.put_edges(list(g.edges.values()))
             self.store.append_audit(
                 actor,
-                "claim.transition",
+                "claim.evidence",
                 "claim",
                 claim_id,
-                {"from": claim.tier, "to": tier, "role": role, "reason": reason, "at": utcnow()},
+                {"evidence": [f"{e.kind}:{e.ref_id}:{e.role}" for e in evidence]},
             )
-        return updated
+            if inherited and claim.tier != "quarantined":
+                for qid in inherited:
+                    self.store.add_quarantine_members(qid, {claim_id: claim.tier})
+                claim = self.store.set_claim_tier(claim_id, "quarantined")
+                self.store.append_audit(
+                    actor, "claim.quarantine", "claim", claim_id, {"quarantines": inherited}
+                )
+        self._sync_graph()
+        return claim
 
-    def _owner_of(self, claim: Claim) -> str | None:
-        if not claim.campaign_id:
-            return None
-        try:
-            return self.store.get_campaign(claim.campaign_id).owner
-        except NotFoundError:
-            return None
+    # ------------------------------------------------------------ curation
 
-    def _has_reproduction(self, claim: Claim) -> bool:
-        evidence = self.store.list_evidence(claim.id)
-        original_seeds = {ev.detail.get("seed") for ev in evidence if ev.role not in model.REPRODUCTION_ROLES}
-        for ev in evidence:
-            # Fresh seeds only: a re-run of the same seed reproduces nothing.
-            fresh = ev.detail.get("seed") is None or ev.detail.get("seed") not in original_seeds
-            if ev.kind == "trial" and ev.role in model.REPRODUCTION_ROLES and fresh:
-                return True
-        sources = [src for src, _ in self.store.edges_into([claim.id], ["reproduces"])]
-        if not sources:
-            return False
-        facts = {f.claim_id: f for f in self.store.list_claim_facts(claim_ids=[claim.id, *sources])}
-        mine = facts.get(claim.id)
-        for other in self.store.get_claims(sources):
-            theirs = facts.get(other.id)
-            if mine is None or theirs is None or other.tier in lifecycle.EXCLUDED_FROM_PLANNING:
-                continue
-            if theirs.sign == mine.sign and (other.tier == "refuted") == (claim.tier == "refuted"):
-                return True
-        return False
+    def quarantine(self, target: str, *, why: str, actor: str, role: str) -> Quarantine:
+        return quarantine.quarantine(self.store, target, why=why, actor=actor, role=role)
+
+    def unquarantine(self, quarantine_id: str, *, actor: str, role: str, reason: str) -> Quarantine:
+        return quarantine.lift(self.store, quarantine_id, actor=actor, role=role, reason=reason)
+
+    def conflicts(self, *, include_inactive: bool = False) -> list[Conflict]:
+        return provenance.conflicts(self.store, include_inactive=include_inactive)
 
     # ------------------------------------------------------------ retrieval
 
     def retrieve(self, query: RetrievalQuery) -> list[RetrievedClaim]:
-        """Hybrid retrieval: vector + structured + one graph hop, ranked (see retrieval.py)."""
+        """Hybrid retrieval over what SQL holds now (see retrieval.py for the ranking)."""
         self.sync()
-        qv = self.embedder.embed([query.text])[0]
-        cands: dict[str, retrieval.Candidate] = {}
-        for cid, sim in self.vectors.query(qv, k=max(3 * query.k, 30), where=retrieval.where_filter(query)):
-            cands.setdefault(cid, retrieval.Candidate(cid)).similarity = sim
-            cands[cid].found_by.add("vector")
-        for tiers, limit in self._structured_plan(query):
-            for cid in self.store.find_claim_ids(
-                tiers=tiers, task=query.task, outcome=query.outcome, factors=query.factors, limit=limit
-            ):
-                cands.setdefault(cid, retrieval.Candidate(cid)).found_by.add("structured")
-        claims = {c.id: c for c in self.store.get_claims(list(cands)) if retrieval.allowed(c, query)}
-        self._fill_similarity(qv, [cands[i] for i in claims])
-        first = retrieval.order([retrieval.rank(claims[i], cands[i], query) for i in claims])
-        self._expand(first[: query.k], cands, claims, qv, query)
-        ranked = retrieval.order([retrieval.rank(claims[i], cands[i], query) for i in claims])
-        return ranked[: query.k]
-
-    def _structured_plan(self, query: RetrievalQuery) -> list[tuple[list[Tier], int]]:
-        if query.purpose == "planning":
-            return [(list(EVIDENCE_TIERS), 2 * query.k), (["supported", "refuted"], query.k)]
-        tiers: list[Tier] = [t for t in retrieval.TIER_WEIGHT if t not in ("quarantined", "rejected")]
-        return [(tiers, 2 * query.k)]
-
-    def _fill_similarity(self, qv: Vector, cands: Sequence[retrieval.Candidate]) -> None:
-        todo = [c for c in cands if c.similarity is None]
-        if not todo:
-            return
-        rows = self.store.get_vectors([c.claim_id for c in todo])
-        for c in todo:
-            row = rows.get(c.claim_id)
-            if row is not None and row.embedder == self.embedder.name:
-                c.similarity = float(np.frombuffer(row.vector, dtype=np.float32) @ qv)
-
-    def _expand(
-        self,
-        top: Sequence[RetrievedClaim],
-        cands: dict[str, retrieval.Candidate],
-        claims: dict[str, Claim],
-        qv: Vector,
-        query: RetrievalQuery,
-    ) -> None:
-        """One hop over claim-claim edges (contradicts, supports, refutes, reproduces)."""
-        found: dict[str, list[str]] = {}
-        for r in top:
-            for other, kind in self.graph.neighbors(r.claim.id, kinds=model.CLAIM_RELATIONS):
-                found.setdefault(other, []).append(f"{kind} {r.claim.id}")
-        new = [i for i in found if i not in claims]
-        for c in self.store.get_claims(new):
-            if retrieval.allowed(c, query):
-                claims[c.id] = c
-                cands.setdefault(c.id, retrieval.Candidate(c.id)).found_by.add("graph")
-        for cid, via in found.items():
-            if cid in claims:
-                cands[cid].via = sorted(set(cands[cid].via) | set(via))
-        self._fill_similarity(qv, [cands[i] for i in new if i in claims])
+        return retrieval.Retriever(self.store, self.embedder, self.vectors, self.graph).run(query)

@@ -192,14 +192,24 @@ class ChromaVectorIndex:
     no embedding function, so Chroma never loads (or downloads) its default model."""
 
     def __init__(
-        self, client: Any, *, embedder: str, dim: int, name: str = COLLECTION, where: str = ""
+        self,
+        client: Any,
+        *,
+        embedder: str,
+        dim: int,
+        name: str = COLLECTION,
+        where: str = "",
+        reset: bool = False,
     ) -> None:
+        """`reset` drops an existing collection first (re-embedding with another model)."""
         self.client = client
         self.name = name
         self.embedder = embedder
         self.dim = dim
         self.where = where or f"Chroma collection {name!r}"
         self._batch = int(client.get_max_batch_size())
+        if reset and name in {c.name for c in client.list_collections()}:
+            client.delete_collection(name)
         self._col = self._open()
 
     def _open(self) -> Any:

@@ -57,7 +57,12 @@ def arm_data(trials: Sequence[Trial], objective: Objective, *, split: str = "eva
 
 
 def compare_arms(
-    control: ArmData, treatment: ArmData, policy: ValidationPolicy, *, seed: int = 0
+    control: ArmData,
+    treatment: ArmData,
+    policy: ValidationPolicy,
+    *,
+    seed: int = 0,
+    pooled: tuple[float, int] | None = None,
 ) -> stats.PairedComparison | None:
     if not control.per_case or not treatment.per_case:
         return None
@@ -69,6 +74,7 @@ def compare_arms(
         seed=seed,
         control_seeds=control.seeds,
         treatment_seeds=treatment.seeds,
+        pooled=pooled if control.seeds == treatment.seeds else None,
     )
 
 
@@ -81,11 +87,20 @@ def analyze_hypotheses(
     seed: int = 0,
 ) -> list[HypothesisAnalysis]:
     """Test every hypothesis of one cycle; Holm across those that could be tested."""
+    arms = [
+        (
+            arm_data([store.get_trial(t) for t in h.control_trials], objective),
+            arm_data([store.get_trial(t) for t in h.treatment_trials], objective),
+        )
+        for h in hypotheses
+    ]
+    # One seed-variance estimate for the whole cycle (paired arms only).
+    pooled = stats.pooled_seed_variance(
+        [stats.run_differences(c.per_seed, t.per_seed) for c, t in arms if c.seeds == t.seeds]
+    )
     drafts: list[HypothesisAnalysis] = []
-    for hyp in hypotheses:
-        control = arm_data([store.get_trial(t) for t in hyp.control_trials], objective)
-        treatment = arm_data([store.get_trial(t) for t in hyp.treatment_trials], objective)
-        comparison = compare_arms(control, treatment, policy, seed=seed)
+    for hyp, (control, treatment) in zip(hypotheses, arms, strict=True):
+        comparison = compare_arms(control, treatment, policy, seed=seed, pooled=pooled)
         note = ""
         if comparison is None:
             failed = "treatment" if not treatment.usable else "control"

@@ -45,7 +45,8 @@ def test_seed_mean_keeps_common_cases() -> None:
         (-0.03, (-0.05, -0.01), 0.001, "maximize", "refuted"),
         (-0.03, (-0.05, -0.01), 0.001, "minimize", "supported"),
         (0.002, (-0.001, 0.004), 0.3, "maximize", "refuted"),  # CI rules out min_effect 0.01
-        (0.004, (0.001, 0.012), 0.001, "maximize", "inconclusive"),  # significant, < min, CI wide
+        (0.004, (0.001, 0.012), 0.001, "maximize", "supported"),  # CI above 0 and reaches min
+        (0.004, (-0.001, 0.012), 0.001, "maximize", "inconclusive"),  # CI includes 0
         (0.004, (0.003, 0.005), 0.001, "maximize", "refuted"),  # real but smaller than min
     ],
 )

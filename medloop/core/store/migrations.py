@@ -181,4 +181,86 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX kb_quarantine_members_claim ON kb_quarantine_members(claim_id);
         """,
     ),
+    (
+        "0300_web_auth",
+        """
+        -- Web layer: users, API tokens and dashboard sessions (secrets kept as sha256),
+        -- rate-limit events, reproduction requests from reviewers.
+        CREATE TABLE web_users (
+            name TEXT PRIMARY KEY,
+            role TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            disabled_at TEXT
+        );
+        CREATE TABLE web_tokens (
+            id TEXT PRIMARY KEY,
+            user_name TEXT NOT NULL REFERENCES web_users(name),
+            hash TEXT NOT NULL,          -- sha256 of the secret; the secret is shown once
+            label TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            expires_at TEXT,
+            revoked_at TEXT
+        );
+        CREATE INDEX web_tokens_user ON web_tokens(user_name);
+        CREATE TABLE web_sessions (
+            id_hash TEXT PRIMARY KEY,    -- sha256 of the cookie value
+            user_name TEXT NOT NULL REFERENCES web_users(name),
+            csrf TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            expires_at TEXT NOT NULL,
+            revoked_at TEXT
+        );
+        CREATE TABLE web_rate_events (
+            user_name TEXT NOT NULL,
+            action TEXT NOT NULL,
+            at REAL NOT NULL             -- unix seconds
+        );
+        CREATE INDEX web_rate_events_key ON web_rate_events(user_name, action, at);
+        CREATE INDEX web_rate_events_at ON web_rate_events(at);
+        CREATE TABLE web_reproduction_requests (
+            id TEXT PRIMARY KEY,
+            claim_id TEXT NOT NULL REFERENCES claims(id) ON DELETE CASCADE,
+            actor TEXT NOT NULL,
+            rationale TEXT NOT NULL,
+            status TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX web_reproduction_requests_claim ON web_reproduction_requests(claim_id);
+        -- Cursor pages (ORDER BY id) filtered by one column, without sorting the whole table.
+        CREATE INDEX trials_campaign_id ON trials(campaign_id, id);
+        CREATE INDEX trials_status_id ON trials(status, id);
+        CREATE INDEX claims_campaign_id ON claims(campaign_id, id);
+        CREATE INDEX claims_tier_id ON claims(tier, id);
+        """,
+    ),
+    (
+        "0400_tools",
+        """
+        -- What each tool caller has used (trials, GPU-hours, campaigns), for per-caller
+        -- budgets. One row per (caller, resource, ref_id): charging is idempotent, and a
+        -- GPU-hour reservation is settled to the measured value when its trial ends.
+        CREATE TABLE tool_charges (
+            caller TEXT NOT NULL,
+            resource TEXT NOT NULL,
+            ref_id TEXT NOT NULL,
+            amount REAL NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            PRIMARY KEY (caller, resource, ref_id)
+        );
+        CREATE INDEX tool_charges_window ON tool_charges(caller, resource, created_at);
+
+        -- Handles that long-running tools return (a trial, a campaign process).
+        CREATE TABLE tool_jobs (
+            handle TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,
+            caller TEXT NOT NULL,
+            ref_id TEXT NOT NULL,
+            json TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE INDEX tool_jobs_caller ON tool_jobs(caller, kind, created_at);
+        """,
+    ),
 ]

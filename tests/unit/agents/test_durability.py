@@ -28,7 +28,7 @@ def _runner(ws: Path, on_event: Any = None) -> tuple[CampaignRunner, SQLiteStore
     services = CampaignServices(
         store=store,
         knowledge=FakeKnowledge(store),
-        make_trials=lambda spec: ReplayTrials(store, spec, table=spec.executor.table),  # type: ignore[arg-type]
+        make_trials=lambda spec, _cid: ReplayTrials(store, spec, table=spec.executor.table),  # type: ignore[arg-type]
         make_planner=lambda spec: OfflinePlanner(),
         checkpoints_path=ws / "ck.sqlite",
     )

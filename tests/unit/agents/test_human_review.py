@@ -23,7 +23,7 @@ def test_review_interrupt_and_decisions(tmp_path: Path, table: Path) -> None:  #
     services = CampaignServices(
         store=store,
         knowledge=make_knowledge_base(settings, store),
-        make_trials=lambda spec: ReplayTrials(store, spec, table=spec.executor.table),  # type: ignore[arg-type]
+        make_trials=lambda spec, _cid: ReplayTrials(store, spec, table=spec.executor.table),  # type: ignore[arg-type]
         make_planner=lambda spec: OfflinePlanner(),
         checkpoints_path=tmp_path / "ck.sqlite",
     )

@@ -68,7 +68,7 @@ def services(tmp_path: Path, store: SQLiteStore) -> CampaignServices:
     return CampaignServices(
         store=store,
         knowledge=FakeKnowledge(store),
-        make_trials=lambda spec: ReplayTrials(store, spec, table=spec.executor.table),  # type: ignore[arg-type]
+        make_trials=lambda spec, _cid: ReplayTrials(store, spec, table=spec.executor.table),  # type: ignore[arg-type]
         make_planner=lambda spec: OfflinePlanner(),
         checkpoints_path=tmp_path / "ckpt.sqlite",
     )

@@ -1,0 +1,147 @@
+"""Quarantine: pull a poisoned source, trial, campaign or claim out of planning together
+with every claim derived from it, in one audited transaction, and undo it later.
+
+"Derived from X" = reachable backwards over `derived_from` edges, plus claims whose
+evidence cites X (evidence rows count even if written without the knowledge layer).
+"""
+
+from __future__ import annotations
+
+from medloop.core.errors import NotFoundError, TrustError
+from medloop.core.ids import new_id
+from medloop.core.records import Quarantine, Tier, utcnow
+from medloop.core.store import Store
+from medloop.knowledge import lifecycle
+
+QUARANTINE_ROLES = ("agent", "reviewer", "admin")  # demoting is always safe
+LIFT_ROLES = ("reviewer", "admin")  # restoring trust is a human decision
+
+
+def target_type(store: Store, target: str) -> str:
+    """What `target` names: claim, trial, campaign, hypothesis or source."""
+    probes = (
+        ("claim", store.get_claim),
+        ("trial", store.get_trial),
+        ("campaign", store.get_campaign),
+        ("hypothesis", store.get_hypothesis),
+    )
+    for kind, probe in probes:
+        try:
+            probe(target)
+            return kind
+        except NotFoundError:
+            continue
+    try:
+        entity = store.get_entity(target)
+    except NotFoundError:
+        raise NotFoundError(
+            f"{target!r} is not a claim, trial, campaign, hypothesis or source in this knowledge base",
+            hint="sources of imported claims are named source:<name>; see `medloop claims show ID --json`",
+        ) from None
+    if entity.kind in ("source", "trial", "campaign", "hypothesis"):
+        return entity.kind
+    raise TrustError(f"{target} is a {entity.kind}; quarantine a source, trial, campaign or claim")
+
+
+def derived_claims(store: Store, roots: list[str]) -> set[str]:
+    """Every claim derived (transitively) from any of `roots`."""
+    claims = set(store.claim_tiers(roots))
+    seen, frontier = set(roots), list(roots)
+    while frontier:
+        found = {src for src, _ in store.edges_into(frontier, ["derived_from"])}
+        for node in frontier:
+            found.update(store.claims_citing(node))
+        fresh = found - seen
+        seen |= fresh
+        frontier = sorted(fresh)
+        claims |= set(store.claim_tiers(frontier))
+    return claims
+
+
+def quarantine(store: Store, target: str, *, why: str, actor: str, role: str) -> Quarantine:
+    """Demote every claim derived from `target` to `quarantined`, atomically."""
+    if role not in QUARANTINE_ROLES:
+        raise TrustError(f"quarantine needs role {', '.join(QUARANTINE_ROLES)}; {actor} acts as {role}")
+    if not why.strip():
+        raise TrustError("a quarantine needs a reason", hint="pass --why")
+    kind = target_type(store, target)
+    qid = new_id("qtn")
+    with store.transaction():
+        members = derived_claims(store, [target])
+        tiers = store.claim_tiers(sorted(members))
+        holds = store.active_quarantine_holds(sorted(members))
+        before: dict[str, str] = {}
+        for cid, tier in tiers.items():
+            # Already quarantined elsewhere: remember the tier it had before that one.
+            before[cid] = _original_tier(store, cid, holds.get(cid, [])) if tier == "quarantined" else tier
+        record = Quarantine(id=qid, target_type=kind, target_id=target, why=why, actor=actor, members=before)  # type: ignore[arg-type]
+        store.put_quarantine(record)
+        for cid in sorted(before):
+            if tiers[cid] != "quarantined":
+                store.set_claim_tier(cid, "quarantined")
+            store.append_audit(
+                actor, "claim.quarantine", "claim", cid, {"quarantine": qid, "from": before[cid]}
+            )
+        store.append_audit(
+            actor,
+            "knowledge.quarantine",
+            kind,
+            target,
+            {"quarantine": qid, "why": why, "role": role, "claims": len(before)},
+        )
+    return store.get_quarantine(qid)
+
+
+def _original_tier(store: Store, claim_id: str, quarantine_ids: list[str]) -> str:
+    for qid in quarantine_ids:
+        prev = store.get_quarantine(qid).members.get(claim_id)
+        if prev and prev != "quarantined":
+            return prev
+    return "inconclusive"  # unknown history: restore to the lowest live statistical tier
+
+
+def lift(store: Store, quarantine_id: str, *, actor: str, role: str, reason: str) -> Quarantine:
+    """Undo a quarantine: members no other active quarantine holds get their tier back.
+    A `validated` tier comes back only if this reviewer could validate it now; otherwise
+    the claim returns as `reproduced` and needs a fresh review."""
+    if role not in LIFT_ROLES:
+        raise TrustError(f"lifting a quarantine needs role {' or '.join(LIFT_ROLES)}; {actor} acts as {role}")
+    if not reason.strip():
+        raise TrustError("lifting a quarantine needs a reason", hint="pass --reason")
+    with store.transaction():
+        q = store.get_quarantine(quarantine_id)
+        if q.lifted_at is not None:
+            raise TrustError(
+                f"quarantine {quarantine_id} was already lifted at {q.lifted_at} by {q.lifted_by}"
+            )
+        store.lift_quarantine(quarantine_id, actor=actor, reason=reason)
+        holds = store.active_quarantine_holds(sorted(q.members))
+        tiers = store.claim_tiers(sorted(q.members))
+        restored = 0
+        for cid, prev in sorted(q.members.items()):
+            if holds.get(cid) or tiers.get(cid) != "quarantined":
+                continue  # still held by another quarantine, or changed since
+            tier: Tier = prev  # type: ignore[assignment]
+            note = ""
+            if tier == "validated" and not _may_validate(store, cid, actor, role):
+                tier, note = "reproduced", "validation must be renewed by an independent reviewer"
+            store.set_claim_tier(cid, tier)
+            detail = {"quarantine": quarantine_id, "to": tier, "reason": reason, "at": utcnow()}
+            store.append_audit(
+                actor, "claim.unquarantine", "claim", cid, detail | ({"note": note} if note else {})
+            )
+            restored += 1
+        store.append_audit(
+            actor,
+            "knowledge.unquarantine",
+            q.target_type,
+            q.target_id,
+            {"quarantine": quarantine_id, "reason": reason, "role": role, "restored": restored},
+        )
+    return store.get_quarantine(quarantine_id)
+
+
+def _may_validate(store: Store, claim_id: str, actor: str, role: str) -> bool:
+    claim = store.get_claim(claim_id)
+    owner = lifecycle.campaign_owner(store, claim)
+    return role == "reviewer" and actor != claim.author and actor != owner
