@@ -55,6 +55,7 @@ def _write_atomic(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
+    Path(tmp).chmod(0o644)  # mkstemp makes it 0600; a container's non-root user must read it
     Path(tmp).replace(path)
 
 
