@@ -89,7 +89,12 @@ def planner_factory(settings: Settings) -> Callable[[CampaignSpec], Planner]:
                 "planner.kind is llm but no model is set",
                 hint="set planner.model in the campaign file or MEDLOOP_LLM_MODEL",
             )
-        return LLMPlanner(llm(settings, model), fallback=offline, budget_usd=spec.budget.max_llm_usd)
+        return LLMPlanner(
+            llm(settings, model),
+            fallback=offline,
+            budget_usd=spec.budget.max_llm_usd,
+            budget_tokens=spec.budget.max_llm_tokens,
+        )
 
     return make
 

@@ -8,11 +8,11 @@ from typing import Any
 from langgraph.types import interrupt
 
 from medloop.agents.node_base import NodeBase
+from medloop.agents.seeds import final_seeds
 from medloop.agents.state import CampaignState
-from medloop.core.errors import NotFoundError
 from medloop.core.specs import make_config
 from medloop.tools.analysis import arm_data, compare_arms
-from medloop.tools.base import trial_id_for
+from medloop.tools.base import TrialRequest, trial_id_for
 
 
 class ClosingNodes(NodeBase):
@@ -71,39 +71,61 @@ class ClosingNodes(NodeBase):
         }
 
     def finalize(self, state: CampaignState) -> dict[str, Any]:
-        """Touch the test split once: baseline vs final incumbent, free of selection bias."""
+        """Touch the test split once: baseline vs final incumbent, retrained on fresh seeds.
+
+        The incumbent was selected on its explore runs' evaluation scores; a seed's luck
+        lifts a run's test cases too, so reusing those runs would inflate the reported
+        gain. Both arms are therefore run again with seeds no decision has seen."""
         campaign = self.campaign(state)
-        seeds = range(campaign.spec.validation.seeds_per_arm)
+        service = self.trials(campaign)
+        seeds = final_seeds(campaign.id, campaign.spec.validation.seeds_per_arm)
         summary: dict[str, Any] = {
             "stop_reason": state.get("stop_reason"),
             "cycles": state["cycle"],
             "active_s": state.get("active_s", 0.0),
+            "final_seeds": seeds,
         }
-        arms = {}
+        plan: dict[str, list[TrialRequest]] = {}
         for name, config in (("baseline", campaign.baseline), ("incumbent", campaign.incumbent)):
-            trials = []
+            plan[name] = []
             for seed in seeds:
-                spec = self.trials(campaign).spec_for(make_config(campaign.spec.task, dict(config)), seed)
-                tid = trial_id_for(campaign.id, spec)
-                try:
-                    trial = self.s.store.get_trial(tid)
-                except NotFoundError:  # the arm never ran (e.g. the budget ended first)
-                    continue
-                if self.trials(campaign).evaluate_test(trial) is not None:
-                    trials.append(self.s.store.get_trial(tid))
-            arms[name] = trials
-        test_arms = {
-            name: arm_data(trials, campaign.spec.objective, split="test") for name, trials in arms.items()
-        }
+                spec = service.spec_for(make_config(campaign.spec.task, dict(config)), seed)
+                plan[name].append(TrialRequest(trial_id_for(campaign.id, spec), None, "final", spec))
+        requests = list({r.trial_id: r for reqs in plan.values() for r in reqs}.values())
+        self.emit("execute", cycle=state["cycle"], phase="final", trials=len(requests))
+        service.run(
+            campaign.id,
+            requests,
+            on_trial=lambda t: self.emit(
+                "trial",
+                cycle=state["cycle"],
+                id=t.id,
+                status=t.status,
+                seed=t.spec.seed,
+                objective=t.result.objective if t.result else None,
+                error=t.result.error if t.result else None,
+            ),
+        )
+        test_arms = {}
+        for name, reqs in plan.items():
+            trials = []
+            for req in reqs:
+                trial = self.s.store.get_trial(req.trial_id)
+                if service.evaluate_test(trial) is not None:
+                    trials.append(self.s.store.get_trial(req.trial_id))
+            test_arms[name] = arm_data(trials, campaign.spec.objective, split="test")
         summary["test"] = {
             name: {"objective": a.objective, "trials": a.usable} for name, a in test_arms.items()
         }
-        if test_arms.get("baseline") and test_arms.get("incumbent"):
+        same = campaign.baseline == campaign.incumbent
+        if not same and test_arms["baseline"].per_case and test_arms["incumbent"].per_case:
             comp = compare_arms(test_arms["baseline"], test_arms["incumbent"], campaign.spec.validation)
             if comp is not None:
                 summary["test"]["effect"] = comp.model_dump(exclude={"cases"})
+        first_time = campaign.status != "completed"
         self.s.store.update_campaign(campaign.id, status="completed", summary={**campaign.summary, **summary})
-        self.s.store.append_audit(self.s.actor, "campaign.complete", "campaign", campaign.id, summary)
+        if first_time:  # a re-run after a crash must not audit the completion twice
+            self.s.store.append_audit(self.s.actor, "campaign.complete", "campaign", campaign.id, summary)
         self.emit("final", summary=summary)
         return {}
 

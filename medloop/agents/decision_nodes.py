@@ -119,8 +119,9 @@ class DecisionNodes(NodeBase):
                 key=lambda h: sign * float(self.s.store.get_hypothesis(h).analysis.get("estimate", 0.0)),
             )
             return {"new_claim_ids": new_claims, "reproduce_ids": [best], "phase": "reproduce"}
-        changed = self._promote(campaign, [self.s.store.get_hypothesis(h) for h in to_reproduce])
-        return {"new_claim_ids": new_claims, "reproduce_ids": [], "incumbent_changed": changed}
+        # Reproduction is off (reproduction_seeds: 0): claims stay `supported` and, since the
+        # incumbent changes only on a reproduced improvement, it stays where it is.
+        return {"new_claim_ids": new_claims, "reproduce_ids": [], "incumbent_changed": False}
 
     def _record_reproduction(self, state: CampaignState, campaign: Campaign) -> dict[str, Any]:
         kb, actor = self.s.knowledge, self.s.actor
@@ -145,6 +146,12 @@ class DecisionNodes(NodeBase):
                     reason="reproduction with fresh seeds agreed",
                 )
                 agreed.append(hyp)
+            elif hyp.reproduction == "failed":
+                # The reproduction runs did not finish (budget, infrastructure): that says
+                # nothing against the claim, which stays supported.
+                self.emit(
+                    "reproduction", cycle=state["cycle"], hypothesis=hyp.id, outcome="not run", estimate=None
+                )
             else:
                 kb.transition(
                     claim_id,
@@ -165,14 +172,19 @@ class DecisionNodes(NodeBase):
         return {"phase": "explore", "reproduce_ids": [], "incumbent_changed": changed}
 
     def _promote(self, campaign: Campaign, candidates: list[Hypothesis]) -> bool:
-        """The incumbent changes only on a supported (and reproduced) improvement: the best."""
+        """The incumbent changes only on a supported, reproduced improvement whose estimate
+        reaches the pre-registered minimum effect: the best such one."""
+        sign = 1.0 if campaign.spec.objective.direction == "maximize" else -1.0
+        min_effect = campaign.spec.validation.min_effect
+        candidates = [h for h in candidates if sign * float(h.analysis.get("estimate", 0.0)) >= min_effect]
         if not candidates:
             return False
-        sign = 1.0 if campaign.spec.objective.direction == "maximize" else -1.0
         best = max(candidates, key=lambda h: sign * float(h.analysis.get("estimate", 0.0)))
         new_config = make_config(
             campaign.spec.task, apply_changes(campaign.incumbent, best.changes)
         ).model_dump()
+        if new_config == campaign.incumbent:  # re-run after a crash: already promoted
+            return True
         treat = [self.s.store.get_trial(t) for t in best.treatment_trials + best.reproduction_treatment]
         value = arm_data(treat, campaign.spec.objective).objective
         self.s.store.update_campaign(campaign.id, incumbent=new_config, incumbent_objective=value)
@@ -189,38 +201,42 @@ class DecisionNodes(NodeBase):
         return True
 
     def review(self, state: CampaignState) -> dict[str, Any]:
-        """By policy, pause for a human decision on new claims before they steer planning.
+        """By policy, pause for a human decision on reproduced claims before they steer
+        planning (and before one can move the incumbent).
 
         Resumed with {claim_id: {"action": "validate" | "reject", "reviewer": name,
         "reason": text}}. The knowledge lifecycle enforces who may decide (not the campaign
-        owner, not an agent); a refused decision is reported and changes nothing.
+        owner, not an agent). A refused or missing decision keeps the campaign waiting.
         """
         campaign = self.campaign(state)
         if not campaign.spec.validation.human_review:
             return {}
-        pending = [
-            c
-            for c in state.get("new_claim_ids", [])
-            if self.s.store.get_claim(c).tier in ("supported", "reproduced")
-        ]
-        if not pending:
-            return {}
-        decisions = interrupt({"kind": "review", "claims": pending})
-        for claim_id, decision in dict(decisions or {}).items():
-            action = decision.get("action") if isinstance(decision, dict) else None
-            if claim_id not in pending or action not in ("validate", "reject"):
-                self.emit("review_refused", claim=claim_id, why="not pending or unknown action")
-                continue
-            try:
-                self.s.knowledge.transition(
-                    claim_id,
-                    "validated" if action == "validate" else "rejected",
-                    actor=str(decision.get("reviewer", "")),
-                    role="reviewer",
-                    reason=str(decision.get("reason", "")),
-                )
-            except TrustError as exc:
-                self.emit("review_refused", claim=claim_id, why=str(exc))
+        new = state.get("new_claim_ids", [])
+
+        def undecided() -> list[str]:
+            return [c for c in new if self.s.store.get_claim(c).tier == "reproduced"]
+
+        pending = undecided()
+        while pending:
+            # On resume the node re-runs from its start and earlier answers are replayed to
+            # the earlier interrupts; decisions already applied are skipped below.
+            decisions = interrupt({"kind": "review", "claims": pending})
+            for claim_id, decision in dict(decisions or {}).items():
+                action = decision.get("action") if isinstance(decision, dict) else None
+                if claim_id not in pending or action not in ("validate", "reject"):
+                    self.emit("review_refused", claim=claim_id, why="not awaiting review, or unknown action")
+                    continue
+                try:
+                    self.s.knowledge.transition(
+                        claim_id,
+                        "validated" if action == "validate" else "rejected",
+                        actor=str(decision.get("reviewer", "")),
+                        role="reviewer",
+                        reason=str(decision.get("reason", "")),
+                    )
+                except TrustError as exc:
+                    self.emit("review_refused", claim=claim_id, why=str(exc))
+            pending = undecided()
         validated = [
             h
             for h in self.hypotheses(state.get("awaiting_review", []))

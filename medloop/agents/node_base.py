@@ -110,12 +110,13 @@ class NodeBase:
         return [(cfg, sum(v) / len(v)) for cfg, v in by_config.values()]
 
     def affordable_hypotheses(self, campaign: Campaign) -> int:
-        """How many hypotheses the trial budget still pays for (treatment arm + reproduction)."""
+        """How many hypotheses the trial budget still pays for: a treatment arm each, with
+        room kept for this cycle's reproduction and the final fresh-seed runs."""
         budget = campaign.spec.budget.max_trials
         if budget is None:
             return 10**6
         used = len(self.s.store.list_trials(campaign_id=campaign.id, limit=100_000).items)
         policy = campaign.spec.validation
         control = 0 if used else policy.seeds_per_arm
-        per_hyp = policy.seeds_per_arm
-        return max(0, (budget - used - control) // per_hyp)
+        reserve = 2 * policy.reproduction_seeds + 2 * policy.seeds_per_arm
+        return max(0, (budget - used - control - reserve) // policy.seeds_per_arm)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from medloop.agents.closing_nodes import ClosingNodes
 from medloop.agents.decision_nodes import DecisionNodes
-from medloop.agents.planning_nodes import REPRO_SEED_BASE, PlanningNodes
+from medloop.agents.planning_nodes import PlanningNodes
 
-__all__ = ["REPRO_SEED_BASE", "CampaignNodes"]
+__all__ = ["CampaignNodes"]
 
 
 class CampaignNodes(PlanningNodes, DecisionNodes, ClosingNodes):

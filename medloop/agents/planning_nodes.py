@@ -11,6 +11,7 @@ from typing import Any
 
 from medloop.agents.base import PlanningContext
 from medloop.agents.node_base import NodeBase
+from medloop.agents.seeds import explore_seeds, reproduction_seeds
 from medloop.agents.space import apply_changes, validate_changes
 from medloop.agents.state import CampaignState
 from medloop.core.ids import content_id
@@ -19,10 +20,6 @@ from medloop.core.specs import make_config
 from medloop.sandbox.base import JobEvent
 from medloop.tools.analysis import arm_data
 from medloop.tools.base import TrialRequest, trial_id_for
-
-# Reproduction runs use seeds REPRO_SEED_BASE.. (explore runs use 0..seeds_per_arm-1), so
-# they are fresh for every hypothesis and a replay table can record them ahead of time.
-REPRO_SEED_BASE = 1000
 
 
 class PlanningNodes(NodeBase):
@@ -73,18 +70,19 @@ class PlanningNodes(NodeBase):
         planner = self.s.make_planner(spec)
         planner.load_state(campaign.summary.get("planner", {}))
         drafts = planner.propose(context)
-        self.s.store.update_campaign(
-            cid, summary={**campaign.summary, "planner": {"name": planner.name, **planner.state()}}
-        )
-        hypotheses = []
-        for draft in drafts[:n]:
+        hypotheses: dict[str, Hypothesis] = {}
+        for draft in drafts:
             problem = validate_changes(spec, campaign.incumbent, draft.changes)
             if problem:
                 self.emit("planner_rejected", cycle=cycle, statement=draft.statement, why=problem)
                 continue
-            changes = [
-                c.model_copy(update={"from_value": campaign.incumbent.get(c.factor)}) for c in draft.changes
-            ]
+            changes = sorted(
+                (
+                    c.model_copy(update={"from_value": campaign.incumbent.get(c.factor)})
+                    for c in draft.changes
+                ),
+                key=lambda c: c.factor,
+            )
             hyp = Hypothesis(
                 id=content_id("hyp", cid, cycle, [c.model_dump(mode="json") for c in changes]),
                 campaign_id=cid,
@@ -96,18 +94,30 @@ class PlanningNodes(NodeBase):
                 evidence_ids=[e for e in draft.evidence_ids if e in retrieved_ids],
                 source="llm" if spec.planner.kind == "llm" else "offline",
             )
-            self.s.store.put_hypothesis(hyp)
-            hypotheses.append(hyp)
+            if hyp.id in hypotheses:  # the same change twice would be tested (and counted) twice
+                self.emit("planner_rejected", cycle=cycle, statement=draft.statement, why="duplicate")
+                continue
+            hypotheses[hyp.id] = hyp
+            if len(hypotheses) == n:
+                break
+        # All of the cycle's plan or none of it: a crash half-way must not shrink the plan.
+        with self.s.store.transaction():
+            for hyp in hypotheses.values():
+                self.s.store.put_hypothesis(hyp)
+            self.s.store.update_campaign(
+                cid, summary={**campaign.summary, "planner": {"name": planner.name, **planner.state()}}
+            )
+        hyps = list(hypotheses.values())
         self.emit(
             "hypotheses",
             cycle=cycle,
             items=[
                 {"id": h.id, "statement": h.statement, "evidence": h.evidence_ids, "rationale": h.rationale}
-                for h in hypotheses
+                for h in hyps
             ],
         )
-        update: dict[str, Any] = {"hypothesis_ids": [h.id for h in hypotheses]}
-        if not hypotheses:
+        update: dict[str, Any] = {"hypothesis_ids": [h.id for h in hyps]}
+        if not hyps:
             update["stop_reason"] = "no untested hypotheses left in the search space"
         return update
 
@@ -117,9 +127,9 @@ class PlanningNodes(NodeBase):
         reproducing = state.get("phase") == "reproduce"
         ids = state.get("reproduce_ids", []) if reproducing else state.get("hypothesis_ids", [])
         if reproducing:
-            seeds = [REPRO_SEED_BASE + i for i in range(policy.reproduction_seeds)]
+            seeds = reproduction_seeds(campaign.id, policy.reproduction_seeds)
         else:
-            seeds = list(range(policy.seeds_per_arm))
+            seeds = explore_seeds(campaign.id, policy.seeds_per_arm)
         for hyp in self.hypotheses(ids):
             task = campaign.spec.task
             control_cfg = make_config(

@@ -85,7 +85,13 @@ def apply_changes(config: dict[str, Any], changes: list[FactorChange]) -> dict[s
 def validate_changes(spec: CampaignSpec, config: dict[str, Any], changes: list[FactorChange]) -> str | None:
     """Why these changes are not allowed, or None when they are."""
     new = apply_changes(config, changes)
+    if len({c.factor for c in changes}) != len(changes):
+        return "a factor is changed twice in one hypothesis"
+    if config_key(new) == config_key(config):
+        return "no change: every value equals the incumbent's"
     for change in changes:
+        if change.to_value == config.get(change.factor):
+            return f"{change.factor} is already {change.to_value!r} in the incumbent"
         factor = spec.search_space.get(change.factor)
         if factor is None:
             return f"{change.factor!r} is not in the search space ({sorted(spec.search_space)})"

@@ -179,6 +179,13 @@ class DatasetRef(Spec):
     split_seed: int = 12345
 
 
+# Metrics a campaign can optimise, per task, with the direction that is better. The host
+# recomputes exactly these from raw predictions (a typo must not become an empty campaign).
+METRICS: dict[str, dict[str, Direction]] = {
+    "segmentation": {"dice": "maximize", "nsd": "maximize", "hd95": "minimize"},
+}
+
+
 class Objective(Spec):
     metric: str = "dice"
     direction: Direction = "maximize"
@@ -187,13 +194,20 @@ class Objective(Spec):
 
 
 class ValidationPolicy(Spec):
-    seeds_per_arm: int = Field(default=3, ge=1, le=50)
+    # >= 2: with one run per arm a seed's luck cannot be told from an effect.
+    seeds_per_arm: int = Field(default=3, ge=2, le=50)
     alpha: float = Field(default=0.05, gt=0, lt=1)
     min_effect: float = Field(default=0.0, ge=0, description="Pre-registered minimum effect")
     test: Literal["wilcoxon", "permutation"] = "wilcoxon"
     correction: Literal["holm", "none"] = "holm"
     bootstrap_resamples: int = Field(default=10_000, ge=100)
-    reproduction_seeds: int = Field(default=3, ge=0, le=50)
+    reproduction_seeds: int = Field(
+        default=3,
+        ge=0,
+        le=50,
+        description="Fresh seeds per arm to reproduce a supported claim (>= 3; 0 turns reproduction "
+        "off, and then no change ever becomes the incumbent)",
+    )
     human_review: bool = False
 
 
@@ -202,6 +216,7 @@ class Budget(Spec):
     max_wall: Seconds | None = None
     max_gpu_hours: float | None = Field(default=None, gt=0)
     max_llm_usd: float | None = Field(default=None, ge=0)
+    max_llm_tokens: int | None = Field(default=None, ge=0, description="Also a cap for unpriced models")
     max_cycles: int = Field(default=5, ge=1)
     patience: int = Field(default=2, ge=1, description="Stop after this many cycles without gain")
 
@@ -267,6 +282,22 @@ class CampaignSpec(Spec):
         return {k: v for k, v in self.baseline.items() if k != "auto"}
 
     @model_validator(mode="after")
+    def _objective_is_computed(self) -> CampaignSpec:
+        known = METRICS.get(self.task, {})
+        metric = self.objective.metric
+        if metric not in known:
+            raise ValueError(
+                f"objective.metric: {metric!r} is not computed for {self.task}; use one of {sorted(known)}"
+            )
+        if self.objective.direction != known[metric]:
+            raise ValueError(f"objective.direction: {metric} is better when it is {known[metric]}d")
+        if 0 < self.validation.reproduction_seeds < 3:
+            raise ValueError(
+                "validation.reproduction_seeds: use 0 (no reproduction) or at least 3 fresh seeds"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _factors_are_config_fields(self) -> CampaignSpec:
         model = config_model(self.task)
         fields = set(model.model_fields) - {"task"}
@@ -284,9 +315,16 @@ class CampaignSpec(Spec):
                 except ValidationError as exc:
                     msg = exc.errors()[0]["msg"]
                     raise ValueError(f"search_space.{name}: value {value!r}: {msg}") from None
-            for other in factor.when or {}:
+            for other, allowed in (factor.when or {}).items():
                 if other not in self.search_space:
                     raise ValueError(f"search_space.{name}.when names unknown factor {other!r}")
+                target = self.search_space[other]
+                if isinstance(target, Categorical):
+                    bad = [v for v in allowed if v not in target.choices]
+                    if bad:
+                        raise ValueError(
+                            f"search_space.{name}.when.{other}: {bad} not among {target.choices}"
+                        )
         return self
 
     def baseline_config(self, planned: dict[str, Scalar] | None = None) -> TrialConfig:

@@ -129,6 +129,28 @@ def pooled_seed_variance(differences: Sequence[np.ndarray]) -> tuple[float, int]
     return ss / df, df
 
 
+# An arm whose seed-to-seed variance exceeds the pool's at this level keeps its own.
+HETEROGENEITY_ALPHA = 0.10
+
+
+def _noisier_than_pool(own: float, own_df: int, pooled: tuple[float, int]) -> bool:
+    """One-sided F-test of this comparison's variance against the pool of the others.
+
+    The pool includes this comparison, so the others' variance is recovered first. An
+    unstable arm (e.g. a learning rate near divergence) must not borrow the stable arms'
+    small variance; stable arms keep the pool's degrees of freedom (and their power)."""
+    from scipy import stats as st
+
+    var, df = pooled
+    other_df = df - own_df
+    if other_df <= 0:
+        return True
+    other = (var * df - own * own_df) / other_df
+    if other <= 0:
+        return own > 0
+    return float(st.f.sf(own / other, own_df, other_df)) < HETEROGENEITY_ALPHA
+
+
 def run_level_test(
     control: np.ndarray,
     treatment: np.ndarray,
@@ -140,14 +162,15 @@ def run_level_test(
     """t-test on run means (arrays of shape (S, n) -> S means). Returns (p, ci_low, ci_high)
     for mean(treatment) - mean(control); p = 1 and an infinite CI when it cannot be run.
     `pooled` = (variance of a per-seed difference, df) replaces this comparison's own
-    variance estimate in the paired case."""
+    variance estimate in the paired case when it is the larger of the two."""
     from scipy import stats as st
 
     r_c, r_t = control.mean(axis=1), treatment.mean(axis=1)
     df: float
     if paired and r_c.size == r_t.size and r_c.size >= 2:
         d = r_t - r_c
-        if pooled is not None:
+        own = float(d.var(ddof=1))
+        if pooled is not None and not _noisier_than_pool(own, d.size - 1, pooled):
             est, se, df = float(d.mean()), math.sqrt(pooled[0] / d.size), pooled[1]
         else:
             est, se, df = float(d.mean()), float(d.std(ddof=1) / math.sqrt(d.size)), d.size - 1

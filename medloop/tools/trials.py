@@ -55,6 +55,7 @@ def _write_atomic(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
+    Path(tmp).chmod(0o644)  # mkstemp makes it 0600; a container's non-root user must read it
     Path(tmp).replace(path)
 
 
@@ -98,6 +99,11 @@ class SandboxTrials:
         return TrialSpec(
             task=config.task, dataset=self.dataset.manifest, config=config, seed=seed, max_seconds=max_seconds
         )
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """Dice always (reports and tamper checks use it), plus the objective's metric."""
+        return tuple(dict.fromkeys(("dice", self.objective.metric)))
 
     def close(self) -> None:
         self.executor.close()
@@ -200,6 +206,7 @@ class SandboxTrials:
             labels=manifest.labels,
             sites=manifest.sites,
             split="eval",
+            metrics=self.metrics,
         )
         gap = self._tamper_gap(outcome, job)
         per_case = case_objective(evaluation, objective.metric)
@@ -250,7 +257,12 @@ class SandboxTrials:
         if not labels or not pred_dir.is_dir():
             return None
         evaluation = evaluate_split(
-            pred_dir, labels, labels=trial.spec.dataset.labels, sites=trial.spec.dataset.sites, split="test"
+            pred_dir,
+            labels,
+            labels=trial.spec.dataset.labels,
+            sites=trial.spec.dataset.sites,
+            split="test",
+            metrics=self.metrics,
         )
         updated = trial.result.model_copy(
             update={"evaluations": {**trial.result.evaluations, "test": evaluation}}

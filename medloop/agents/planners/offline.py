@@ -99,6 +99,21 @@ class OfflinePlanner:
                     )
                     for v, b, r in values
                 ]
+            if not isinstance(factor, Categorical):
+                # Once the neighbours were tried in this context, the next untested grid
+                # point on each side keeps the search from stalling on a noisy step.
+                for direction in (-1, 1):
+                    for k in range(2, 8):
+                        further = step(factor, current, direction * k)
+                        if further is None:
+                            break
+                        change = FactorChange(factor=name, from_value=current, to_value=further)
+                        if config_key(apply_changes(ctx.incumbent, [change])) not in tested:
+                            if not any(v == further for v, _, _ in values):
+                                values.append(
+                                    (further, -0.1 * (k - 1), f"next untested grid point ({k} steps)")
+                                )
+                            break
             seen: set[str] = set()
             for value, bonus, reason in values:
                 change = FactorChange(factor=name, from_value=current, to_value=value)
