@@ -68,6 +68,7 @@ def run_job(spec_path: Path, out_dir: Path) -> int:
     try:
         if spec.task != "segmentation":
             raise ValueError(f"task {spec.task!r} has no trainer in this job image")
+        check_inputs(spec, spec_path.parent)  # fail in a second, before torch is imported
         from medloop.experiments.segmentation.job import run_segmentation
 
         outcome = run_segmentation(spec, spec_path.parent, out_dir, emit)
@@ -81,6 +82,27 @@ def run_job(spec_path: Path, out_dir: Path) -> int:
     write_outcome(out_dir, outcome)
     emit({"event": "done", "status": outcome.status})
     return EXIT_OK
+
+
+def check_inputs(spec: TrialSpec, in_dir: Path) -> None:
+    """Every file the spec names must be staged: DatasetError naming the first missing one."""
+    from medloop.core.errors import DatasetError
+
+    ds = spec.dataset
+    channels = range(len(ds.channel_names))
+    wanted = [in_dir / "train" / "labelsTr" / f"{c}{ds.file_ending}" for c in ds.train_cases]
+    for folder, cases in (
+        ("train/imagesTr", ds.train_cases),
+        ("eval/imagesTs", ds.eval_cases),
+        ("test/imagesTs", ds.test_cases),
+    ):
+        wanted += [in_dir / folder / f"{c}_{ch:04d}{ds.file_ending}" for c in cases for ch in channels]
+    if spec.init_checkpoint is not None:
+        wanted.append(in_dir / spec.init_checkpoint)
+    missing = [p for p in wanted if not p.is_file()]
+    if missing:
+        more = f" (+{len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise DatasetError(f"input not staged: {missing[0].relative_to(in_dir)}{more}")
 
 
 def versions() -> dict[str, str]:

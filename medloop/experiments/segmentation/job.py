@@ -8,7 +8,6 @@ the image's shape and affine), checkpoints/{last,best}.safetensors, and the JobO
 from __future__ import annotations
 
 import random
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -38,13 +37,6 @@ from medloop.experiments.segmentation.data import (
 
 INTERNAL_VAL_SEED = 0  # the same internal split for every trial of a dataset, so trials compare
 Emit = Callable[[dict[str, Any]], None]
-
-
-def _quiet_imports() -> None:
-    # MONAI imports `transformers` when it is installed (for a network this job never
-    # builds), which costs ~4 s of start-up per trial. Mark it unavailable: MONAI's
-    # optional imports then skip it.
-    sys.modules.setdefault("transformers", None)  # type: ignore[arg-type]
 
 
 def seed_everything(seed: int) -> None:
@@ -117,7 +109,6 @@ class Trial:
 
 
 def run_segmentation(spec: TrialSpec, in_dir: Path, out_dir: Path, emit: Emit) -> JobOutcome:
-    _quiet_imports()
     import torch
     from monai.data.meta_obj import set_track_meta
 
