@@ -206,22 +206,22 @@ def main() -> int:
     )
 
     # ---------------------------------------------------------------- ingest
-    embed_s = 0.0
+    sample = [World(args.seed + 1).claim(i, campaigns[0])[0].statement for i in range(500)]
+    t, c = time.perf_counter(), time.process_time()
+    kb.embedder.embed(sample)
+    embed_wall, embed_cpu_s = (time.perf_counter() - t) / 500, (time.process_time() - c) / 500
     wall0, cpu0 = time.perf_counter(), time.process_time()
     for start in range(0, args.claims, args.batch):
         items = [
             world.claim(i, campaigns[i % len(campaigns)])
             for i in range(start, min(args.claims, start + args.batch))
         ]
-        t = time.perf_counter()
-        kb.embedder.embed([c.statement for c, _ in items[:50]])  # embedding share, sampled
-        embed_s += (time.perf_counter() - t) * len(items) / 50
         kb.add_claims(items, actor="bench")
         if (start // args.batch) % 10 == 0:
             done = start + len(items)
             rate = done / (time.perf_counter() - wall0)
             print(f"  ingested {done:>7}  {rate:6.0f} claims/s  rss {rss_mb():6.0f} MB", flush=True)
-    ingest_wall = time.perf_counter() - wall0 - embed_s  # sampled embedding is not ingest
+    ingest_wall = time.perf_counter() - wall0
     ingest_cpu = time.process_time() - cpu0
     # Promote a share to evidence tiers, as reproduction and review would.
     ids = sorted(store.claim_tiers())
@@ -284,7 +284,9 @@ def main() -> int:
     print(f"{'measure':<46}{'value':>14}{'target':>12}")
     print(f"{'ingest, wall (claims/s)':<46}{n / ingest_wall:>14.0f}{'>= 300':>12}")
     print(f"{'ingest, process CPU time (claims/s)':<46}{n / ingest_cpu:>14.0f}")
-    print(f"{'  of which statement embedding (s/1k claims)':<46}{embed_s / n * 1000:>14.2f}")
+    print(
+        f"{'  statement embedding alone (claims/s wall | CPU)':<46}{1 / embed_wall:>7.0f} |{1 / embed_cpu_s:>5.0f}"
+    )
     print(
         f"{'planning retrieval p50 / p95 (ms)':<46}{pct(lat, 50):>7.1f} /{pct(lat, 95):>5.1f}{'p95 <= 20':>12}"
     )

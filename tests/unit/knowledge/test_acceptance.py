@@ -67,7 +67,7 @@ rng = random.Random(5)
 organs = ["liver", "kidney", "spleen", "pancreas", "aorta"]
 factors = [("loss", "dice", "dicece"), ("augmentation", "none", "light"), ("lr", 0.001, 0.01), ("batch_size", 4, 8), ("depth", 4, 5)]
 batch = []
-for i in range(600):
+for i in range(400):
     f, a, b = factors[i % 5]
     organ = organs[rng.randrange(5)]
     est = rng.choice([0.03, -0.02, 0.001])
@@ -76,7 +76,7 @@ for i in range(600):
     batch.append((make_claim(f"clm_{i:04d}", factor=f, frm=a, to=b, estimate=est, p=0.01 if est != 0.001 else 0.5,
                              statement=stmt, tier=tier, dataset=f"D{i % 4}", checksum=str(i % 4) * 64), []))
 kb.add_claims(batch, actor="agent")
-for i in range(0, 600, 9):
+for i in range(0, 400, 9):
     kb.store.set_claim_tier(f"clm_{i:04d}", "reproduced")
 kb.close()
 """
@@ -130,6 +130,6 @@ def test_rebuild_from_sql_gives_identical_top10s(workspace: Path) -> None:
     after = _py(PROBES, env)
     assert after.returncode == 0, after.stderr
     a, b = json.loads(before.stdout), json.loads(after.stdout)
-    assert a["vectors"] == b["vectors"] == a["claims"] == 600
+    assert a["vectors"] == b["vectors"] == a["claims"] == 400
     assert all(len(t) == 10 for t in a["top10"])
     assert [[cid for cid, _ in t] for t in a["top10"]] == [[cid for cid, _ in t] for t in b["top10"]]
