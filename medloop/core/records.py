@@ -398,6 +398,7 @@ class ClaimFacts(Record):
     orientation: int = Field(description="+1 if the changes run in canonical order, -1 if reversed")
     sign: int = Field(default=0, description="Canonical direction of a significant effect; 0 if none")
     factors: list[str]
+    fingerprint: dict[str, float] = Field(default_factory=dict)
     seq: int = 0
 
 
