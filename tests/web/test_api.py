@@ -40,9 +40,11 @@ def test_campaign_detail_has_cycles_hypotheses_budget_and_best_so_far(web: Web) 
     assert {h["verdict"] for h in d["hypotheses"]} <= {"supported", "refuted", "inconclusive", "failed"}
     n_trials = len(web.store.list_trials(campaign_id=web.campaign_id, limit=100_000).items)
     assert d["budget"]["trials_used"] == n_trials == sum(d["trial_counts"].values())
-    best = [p["best"] for p in d["best_so_far"] if p["best"] is not None]
+    curve = d["best_so_far"]
+    assert len(curve["trial_id"]) == len(curve["objective"]) == len(curve["best"]) == n_trials
+    best = [b for b in curve["best"] if b is not None]
     assert best == sorted(best)  # maximize: the running best never drops
-    assert best[-1] == max(p["objective"] for p in d["best_so_far"] if p["objective"] is not None)
+    assert best[-1] == max(v for v in curve["objective"] if v is not None)
     hyps = web.client.get(f"/api/v1/campaigns/{web.campaign_id}/hypotheses", headers=web.auth("vic")).json()
     assert [h["id"] for h in hyps["items"]] == [h["id"] for h in d["hypotheses"]]
 

@@ -25,10 +25,10 @@ _schema_app = None
 def _app():  # type: ignore[no-untyped-def]
     global _schema_app
     if _schema_app is None:
+        import tempfile
+
         from medloop.core.settings import Settings
         from medloop.web.app import create_app
-
-        import tempfile
 
         _schema_app = create_app(
             Settings(workspace=Path(tempfile.mkdtemp()) / "ws", embedder="hash", vector_index="memory")
