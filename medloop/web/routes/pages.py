@@ -135,7 +135,7 @@ def _form_context(
     by_field: dict[str, list[str]] = {}
     for e in errors:
         key = e.field if e.field in L.FORM_FIELDS or e.field in ("example", "yaml") else "yaml"
-        where = f"line {e.line}: " if e.line and key == "yaml" else ""
+        where = f"YAML line {e.line}: " if e.line else ""
         label = f"{e.field}: " if key == "yaml" and e.field not in ("", "yaml") else ""
         by_field.setdefault(key, []).append(f"{where}{label}{e.message}")
     return {
