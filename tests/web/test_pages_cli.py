@@ -92,7 +92,9 @@ def test_launch_form_shows_errors_next_to_fields(web: Web) -> None:
     broken = client.post(
         "/campaigns/new", data={"csrf": csrf, "spec_yaml": "name: x\nbudget: {max_cycles: many}\n"}
     )
-    assert re.search(r'data-field="budget.max_cycles">YAML line 2: Input should be a valid integer', broken.text)
+    assert re.search(
+        r'data-field="budget.max_cycles">YAML line 2: Input should be a valid integer', broken.text
+    )
     errs = re.findall(r'data-field="yaml">([^<]+)', broken.text)
     assert "dataset: required key is missing" in errs and "search_space: required key is missing" in errs
     ok = client.post("/campaigns/new", data={"csrf": csrf, "example": "replay"}, follow_redirects=False)
