@@ -307,7 +307,14 @@ class ReviewOut(Out):
 
 class QuarantineIn(In):
     target: str = Field(min_length=1, max_length=200, description="Trial, campaign, claim or source id")
-    rationale: str = Field(min_length=RATIONALE_MIN, max_length=5000)
+    rationale: str = Field(
+        min_length=RATIONALE_MIN, max_length=5000, description="Why; kept in the audit log"
+    )
+
+    @field_validator("rationale")
+    @classmethod
+    def _words(cls, value: str) -> str:
+        return ReviewIn._words(value)
 
 
 class QuarantineList(Out):

@@ -49,7 +49,11 @@ def shared_web(template: Template, factory: pytest.TempPathFactory) -> Web:
 @settings(
     max_examples=8,
     deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.filter_too_much],
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.filter_too_much,
+    ],
 )
 def test_api_conforms_to_its_schema(
     case: schemathesis.Case, template: Template, tmp_path_factory: pytest.TempPathFactory

@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from medloop.web import schemas as S
 from medloop.web import views
-from medloop.web.errors import ERROR_RESPONSES
+from medloop.web.errors import ERROR_RESPONSES, FieldError, InvalidInput
 from medloop.web.policy import authorize
 from medloop.web.security import Caller, Ctx
 
@@ -43,7 +43,7 @@ async def audit(
     authorize(who, "read")
     after = S.decode_cursor("a", cursor)
     if after is not None and not after.isdigit():
-        after = None
+        raise InvalidInput("invalid cursor", [FieldError(field="cursor", message="not an audit cursor")])
     entries = ctx.store.list_audit(object_id=object_id, after=int(after or 0), limit=limit + 1)
     items = [e.model_copy(update={"detail": views.clean(e.detail)}) for e in entries[:limit]]
     more = len(entries) > limit
