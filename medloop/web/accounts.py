@@ -92,20 +92,22 @@ def revoke_token(store: AppStore, token_id: str, *, actor: str) -> None:
         store.append_audit(actor, "token.revoke", "user", token.user, {"token": token_id})
 
 
-def verify_token(store: AppStore, raw: str) -> User:
-    """The user a raw token belongs to. AuthRequired if unknown, wrong, revoked or expired."""
+def verify_token(store: AppStore, raw: str) -> Principal:
+    """Who a raw token belongs to. AuthRequired if unknown, wrong, revoked or expired, or
+    if its user is disabled. One indexed query: every API request comes through here."""
     token_id, _, secret = raw.strip().partition(".")
     if not token_id.startswith("tok_") or not secret:
         raise AuthRequired("malformed API token", hint="tokens look like tok_<id>.<secret>")
-    try:
-        token = store.get_token(token_id)
-    except NotFoundError:
-        raise AuthRequired("unknown API token") from None
-    if not hmac.compare_digest(token.hash, sha256_hex(secret)):
+    login = store.token_login(token_id)
+    if login is None:
+        raise AuthRequired("unknown API token")
+    if not hmac.compare_digest(login.hash, sha256_hex(secret)):
         raise AuthRequired("invalid API token")
-    if token.revoked_at is not None or _expired(token.expires_at):
+    if login.revoked_at is not None or _expired(login.expires_at):
         raise AuthRequired("API token revoked or expired", hint="create one with `medloop users token NAME`")
-    return _active_user(store, token.user)
+    if login.disabled_at is not None:
+        raise AuthRequired(f"user {login.user} is disabled")
+    return Principal(login.user, login.role, "token")
 
 
 def _active_user(store: AppStore, name: str) -> User:
@@ -144,8 +146,7 @@ def session_principal(store: AppStore, cookie: str) -> Principal:
 
 
 def token_principal(store: AppStore, raw: str) -> Principal:
-    user = verify_token(store, raw)
-    return Principal(user.name, user.role, "token")
+    return verify_token(store, raw)
 
 
 def end_session(store: AppStore, principal: Principal) -> None:

@@ -8,7 +8,7 @@ from typing import Literal
 
 from medloop.core.errors import ConflictError, NotFoundError
 from medloop.core.ids import new_id
-from medloop.core.records import Campaign, Claim, Quarantine, Tier
+from medloop.core.records import AuditEntry, Campaign, Claim, Quarantine, Tier
 from medloop.core.store.web_tables import ReproductionRequest
 from medloop.web import launcher as L
 from medloop.web.accounts import Principal
@@ -113,7 +113,7 @@ def lift_quarantine(ctx: WebContext, principal: Principal, quarantine_id: str, r
     )
 
 
-def _last_audit(ctx: WebContext, object_id: str) -> object:
+def _last_audit(ctx: WebContext, object_id: str) -> AuditEntry | None:
     entries = ctx.store.list_audit(object_id=object_id, limit=100_000)
     return entries[-1] if entries else None
 

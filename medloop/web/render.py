@@ -87,22 +87,24 @@ def inline_static(name: str) -> Markup:
 
 
 def best_so_far_svg(detail: S.CampaignDetail) -> str:
-    pts = detail.best_so_far
+    curve = detail.best_so_far
     metric = detail.campaign.metric
-    series = [
-        charts.Series(
-            "trial objective",
-            [(p.n, p.objective) for p in pts if p.objective is not None],
-            dots=True,
-            colour="#8c959f",
-        ),
-        charts.Series(
-            "best so far", [(p.n, p.best) for p in pts if p.best is not None], step=True, colour="#0969da"
-        ),
+    values = [(float(i), v) for i, v in enumerate(curve.objective, start=1) if v is not None]
+    best = [(float(i), v) for i, v in enumerate(curve.best, start=1) if v is not None]
+    # The running best is a step function: its corners are enough to draw it.
+    corners = [
+        p
+        for k, p in enumerate(best)
+        if k in (0, len(best) - 1) or p[1] != best[k - 1][1] or best[k + 1][1] != p[1]
     ]
-    if detail.campaign.baseline_objective is not None and pts:
+    series = [
+        charts.Series("trial objective", values, dots=True, colour="#8c959f"),
+        charts.Series("best so far", corners, step=True, colour="#0969da"),
+    ]
+    n = len(curve.trial_id)
+    if detail.campaign.baseline_objective is not None and n:
         b = detail.campaign.baseline_objective
-        series.append(charts.Series("baseline", [(1, b), (pts[-1].n, b)], dashed=True, colour="#bf8700"))
+        series.append(charts.Series("baseline", [(1.0, b), (float(n), b)], dashed=True, colour="#bf8700"))
     return charts.line_chart(
         series,
         title=f"{metric} over trials ({detail.campaign.direction})",

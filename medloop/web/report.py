@@ -17,12 +17,12 @@ from medloop.web import render, slices, views
 
 def _best_trial(store: AppStore, campaign: Campaign) -> Trial | None:
     rows = store.list_trial_rows(campaign_id=campaign.id, status="succeeded", limit=1_000_000).items
-    scored = [r for r in rows if views.finite(r.objective) is not None]
+    scored = [r for r in rows if views.finite(r["objective"]) is not None]
     if not scored:
         return None
     sign = 1.0 if campaign.spec.objective.direction == "maximize" else -1.0
-    best = max(scored, key=lambda r: sign * float(r.objective or 0.0))
-    return store.get_trial(best.id)
+    best = max(scored, key=lambda r: sign * float(r["objective"] or 0.0))
+    return store.get_trial(best["id"])
 
 
 def _overlay(trial: Trial, campaign: Campaign, cwd: Path) -> dict[str, Any] | None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from starlette.responses import Response
 
 from medloop.core.records import AuditEntry, Claim, Hypothesis, Quarantine, Trial
 from medloop.core.store.web_tables import ClaimRow, ReproductionRequest, TrialRow
@@ -48,6 +50,21 @@ def decode_cursor(kind: str, cursor: str | None) -> str | None:
             [FieldError(field="cursor", message="pass back the next_cursor of the previous page unchanged")],
         )
     return value
+
+
+def json_response(model: BaseModel, status_code: int = 200) -> Response:
+    """Serialize once with pydantic (non-finite floats become null). Returning a Response
+    skips FastAPI's second validation of the response model, which costs more than the
+    query on list endpoints; the route's `response_model` still documents the shape."""
+    return Response(model.model_dump_json(), status_code=status_code, media_type="application/json")
+
+
+def listing_response(items: Sequence[Mapping[str, Any]], next_cursor: str | None) -> Response:
+    """A page of store listings (plain dicts) as JSON; orjson writes NaN/inf as null."""
+    import orjson
+
+    body = orjson.dumps({"items": list(items), "next_cursor": next_cursor})
+    return Response(body, media_type="application/json")
 
 
 # ---------------------------------------------------------------- misc
@@ -103,12 +120,13 @@ class Budget(Out):
     used_fraction: float | None = Field(description="Largest used share of any budget (0..1)")
 
 
-class CurvePoint(Out):
-    n: int = Field(description="1-based order in which trial results arrived")
-    trial_id: str
-    arm: str
-    objective: float | None
-    best: float | None = Field(description="Best objective so far (the objective's direction)")
+class Curve(Out):
+    """Finished trials in the order their results arrived (columns of equal length)."""
+
+    trial_id: list[str]
+    arm: list[str]
+    objective: list[float | None] = Field(description="null for failed trials")
+    best: list[float | None] = Field(description="Best objective so far, in the objective's direction")
 
 
 class CampaignDetail(Out):
@@ -122,7 +140,7 @@ class CampaignDetail(Out):
     hypotheses: list[Hypothesis]
     budget: Budget
     trial_counts: dict[str, int]
-    best_so_far: list[CurvePoint]
+    best_so_far: Curve
 
 
 class CampaignCreate(In):
@@ -289,7 +307,14 @@ class ReviewOut(Out):
 
 class QuarantineIn(In):
     target: str = Field(min_length=1, max_length=200, description="Trial, campaign, claim or source id")
-    rationale: str = Field(min_length=RATIONALE_MIN, max_length=5000)
+    rationale: str = Field(
+        min_length=RATIONALE_MIN, max_length=5000, description="Why; kept in the audit log"
+    )
+
+    @field_validator("rationale")
+    @classmethod
+    def _words(cls, value: str) -> str:
+        return ReviewIn._words(value)
 
 
 class QuarantineList(Out):

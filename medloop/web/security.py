@@ -25,9 +25,14 @@ bearer = HTTPBearer(
 )
 
 
-def get_ctx(request: Request) -> WebContext:
+def ctx_of(request: Request) -> WebContext:
     ctx: WebContext = request.app.state.ctx
     return ctx
+
+
+async def get_ctx(request: Request) -> WebContext:
+    # async: FastAPI would run a plain function in its thread pool, on every request.
+    return ctx_of(request)
 
 
 async def check_csrf(request: Request, principal: Principal) -> None:
@@ -50,7 +55,7 @@ async def principal(
     request: Request,
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
-    ctx = get_ctx(request)
+    ctx = ctx_of(request)
     if creds is not None:
         return token_principal(ctx.store, creds.credentials)
     cookie = request.cookies.get(SESSION_COOKIE)

@@ -61,30 +61,31 @@ def campaign_summary(campaign: Campaign, launcher: Launcher | None = None) -> S.
     )
 
 
-def best_so_far(rows: Sequence[TrialRow], direction: str) -> list[S.CurvePoint]:
-    """Finished trials in the order their results arrived, with the running best."""
-    done = sorted(
-        (r for r in rows if r.status not in ("pending", "running")), key=lambda r: (r.updated_at, r.id)
-    )
+def best_so_far(rows: Sequence[tuple[str, str, str, float | None]], direction: str) -> S.Curve:
+    """The running best over finished trials (failed ones have no objective)."""
     sign = 1.0 if direction == "maximize" else -1.0
     best: float | None = None
-    out = []
-    for i, r in enumerate(done, start=1):
-        value = finite(r.objective) if r.status == "succeeded" else None
+    ids, arms, values, bests = [], [], [], []
+    for trial_id, arm, status, objective in rows:
+        value = finite(objective) if status == "succeeded" else None
         if value is not None and (best is None or sign * value > sign * best):
             best = value
-        out.append(S.CurvePoint(n=i, trial_id=r.id, arm=r.arm, objective=value, best=best))
-    return out
+        ids.append(trial_id)
+        arms.append(arm)
+        values.append(value)
+        bests.append(best)
+    return S.Curve(trial_id=ids, arm=arms, objective=values, best=bests)
 
 
 def campaign_detail(
     store: AppStore, campaign: Campaign, launcher: Launcher | None = None
 ) -> S.CampaignDetail:
-    rows = store.list_trial_rows(campaign_id=campaign.id, limit=1_000_000).items
+    counts = store.trial_counts(campaign.id)
+    n_trials = sum(counts.values())
     cycles = store.list_cycles(campaign.id)
     budget = campaign.spec.budget
     active = float(campaign.summary.get("active_s") or (cycles[-1].get("active_s", 0.0) if cycles else 0.0))
-    fractions = [len(rows) / budget.max_trials if budget.max_trials else None]
+    fractions = [n_trials / budget.max_trials if budget.max_trials else None]
     fractions.append(len(cycles) / budget.max_cycles)
     fractions.append(active / budget.max_wall if budget.max_wall else None)
     known = [f for f in fractions if f is not None]
@@ -98,7 +99,7 @@ def campaign_detail(
         cycles=clean(cycles),
         hypotheses=store.list_hypotheses(campaign.id),
         budget=S.Budget(
-            trials_used=len(rows),
+            trials_used=n_trials,
             max_trials=budget.max_trials,
             cycles_done=len(cycles),
             max_cycles=budget.max_cycles,
@@ -106,8 +107,8 @@ def campaign_detail(
             max_wall_s=budget.max_wall,
             used_fraction=min(1.0, max(known)) if known else None,
         ),
-        trial_counts=store.trial_counts(campaign.id),
-        best_so_far=best_so_far(rows, campaign.spec.objective.direction),
+        trial_counts=counts,
+        best_so_far=best_so_far(store.trial_curve(campaign.id), campaign.spec.objective.direction),
     )
 
 

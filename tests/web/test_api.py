@@ -40,9 +40,11 @@ def test_campaign_detail_has_cycles_hypotheses_budget_and_best_so_far(web: Web) 
     assert {h["verdict"] for h in d["hypotheses"]} <= {"supported", "refuted", "inconclusive", "failed"}
     n_trials = len(web.store.list_trials(campaign_id=web.campaign_id, limit=100_000).items)
     assert d["budget"]["trials_used"] == n_trials == sum(d["trial_counts"].values())
-    best = [p["best"] for p in d["best_so_far"] if p["best"] is not None]
+    curve = d["best_so_far"]
+    assert len(curve["trial_id"]) == len(curve["objective"]) == len(curve["best"]) == n_trials
+    best = [b for b in curve["best"] if b is not None]
     assert best == sorted(best)  # maximize: the running best never drops
-    assert best[-1] == max(p["objective"] for p in d["best_so_far"] if p["objective"] is not None)
+    assert best[-1] == max(v for v in curve["objective"] if v is not None)
     hyps = web.client.get(f"/api/v1/campaigns/{web.campaign_id}/hypotheses", headers=web.auth("vic")).json()
     assert [h["id"] for h in hyps["items"]] == [h["id"] for h in d["hypotheses"]]
 
@@ -309,3 +311,39 @@ def test_artifacts_cannot_escape_the_trial_folder(web: Web) -> None:
     for path in ("../../medloop.db", "%2e%2e/%2e%2e/medloop.db", "/etc/passwd"):
         r = web.client.get(f"/api/v1/trials/{trial_id}/artifacts/{path}", headers=web.auth("vic"))
         assert r.status_code == 404
+
+
+def test_quarantine_and_lift_through_the_knowledge_base(web: Web) -> None:
+    claim_id = web.claims("reproduced")[0]
+    r = web.client.post(
+        f"/api/v1/claims/{claim_id}/quarantine", json={"rationale": RATIONALE}, headers=web.auth("agt")
+    )
+    assert r.status_code == 200, r.text
+    q = r.json()["quarantine"]
+    assert r.json()["claim"]["tier"] == "quarantined" and claim_id in q["members"]
+    active = web.client.get("/api/v1/quarantines", headers=web.auth("vic")).json()["items"]
+    assert [x["id"] for x in active] == [q["id"]]
+    detail = web.client.get(f"/api/v1/claims/{claim_id}", headers=web.auth("vic")).json()
+    assert detail["quarantined_by"] == [q["id"]] and "validate" not in detail["actions"]
+    assert (
+        web.client.post(
+            f"/api/v1/quarantines/{q['id']}/lift", json={"rationale": RATIONALE}, headers=web.auth("agt")
+        ).status_code
+        == 403
+    )
+    lifted = web.client.post(
+        f"/api/v1/quarantines/{q['id']}/lift", json={"rationale": RATIONALE}, headers=web.auth("bob")
+    )
+    assert lifted.status_code == 200, lifted.text
+    assert web.store.get_claim(claim_id).tier == "reproduced"
+    actions = [e.action for e in web.store.list_audit(object_id=claim_id)]
+    assert "claim.quarantine" in actions and "claim.unquarantine" in actions
+    # A whole campaign: every claim derived from it is demoted at once.
+    r = web.client.post(
+        "/api/v1/quarantines",
+        json={"target": web.campaign_id, "rationale": RATIONALE},
+        headers=web.auth("bob"),
+    )
+    assert r.status_code == 201
+    tiers = {c.tier for c in web.store.list_claims(campaign_id=web.campaign_id, limit=1000)}
+    assert tiers == {"quarantined"}

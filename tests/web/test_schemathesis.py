@@ -1,8 +1,10 @@
 """Schemathesis over the published OpenAPI document: generated requests (valid and
-invalid) against every operation; no server error, every response as documented."""
+invalid) against every operation of a populated workspace, as reviewer bob; no server
+error, and every status code, content type, header and body as documented."""
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,27 +18,15 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.web.conftest import Template, make_web
+from medloop.core.settings import Settings
+from medloop.web.app import create_app
+from tests.web.conftest import Template, Web, make_web
 
-# The app is built from a fixture per test; the schema does not depend on the data.
-_schema_app = None
-
-
-def _app():  # type: ignore[no-untyped-def]
-    global _schema_app
-    if _schema_app is None:
-        import tempfile
-
-        from medloop.core.settings import Settings
-        from medloop.web.app import create_app
-
-        _schema_app = create_app(
-            Settings(workspace=Path(tempfile.mkdtemp()) / "ws", embedder="hash", vector_index="memory")
-        )
-    return _schema_app
-
-
-schema = schemathesis.openapi.from_asgi("/api/v1/openapi.json", _app())
+# The schema does not depend on the data: load it from an empty workspace at import.
+schema = schemathesis.openapi.from_asgi(
+    "/api/v1/openapi.json",
+    create_app(Settings(workspace=Path(tempfile.mkdtemp()) / "ws", embedder="hash", vector_index="memory")),
+)
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -44,12 +34,20 @@ CHECKS = [
     response_headers_conformance,
     response_schema_conformance,
 ]
+_shared: dict[str, Web] = {}
+
+
+def shared_web(template: Template, factory: pytest.TempPathFactory) -> Web:
+    """One populated workspace for all generated requests (they change it, as clients do)."""
+    if "web" not in _shared:
+        _shared["web"] = make_web(template, factory.mktemp("schemathesis"))
+    return _shared["web"]
 
 
 @pytest.mark.slow
 @schema.parametrize()
 @settings(
-    max_examples=12,
+    max_examples=8,
     deadline=None,
     suppress_health_check=[
         HealthCheck.function_scoped_fixture,
@@ -60,17 +58,5 @@ CHECKS = [
 def test_api_conforms_to_its_schema(
     case: schemathesis.Case, template: Template, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    global _web
-    web = _cached_web(template, tmp_path_factory)
-    case.call_and_validate(session=None, headers=web.auth("bob"), checks=CHECKS, app=web.app)
-
-
-_web = None
-
-
-def _cached_web(template: Template, factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    """One populated workspace for all generated requests (they may change it, as clients do)."""
-    global _web
-    if _web is None:
-        _web = make_web(template, factory.mktemp("schemathesis"))
-    return _web
+    web = shared_web(template, tmp_path_factory)
+    case.call_and_validate(headers=web.auth("bob"), checks=CHECKS, app=web.app)

@@ -227,10 +227,56 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         CREATE INDEX web_reproduction_requests_claim ON web_reproduction_requests(claim_id);
         -- Cursor pages (ORDER BY id) filtered by one column, without sorting the whole table.
-        CREATE INDEX trials_campaign_id ON trials(campaign_id, id);
-        CREATE INDEX trials_status_id ON trials(status, id);
-        CREATE INDEX claims_campaign_id ON claims(campaign_id, id);
-        CREATE INDEX claims_tier_id ON claims(tier, id);
+        -- The trial indexes cover the listing columns: created_at/updated_at sit after the
+        -- large JSON columns in the row, which would otherwise be read for every listed trial.
+        CREATE INDEX trials_list ON trials(id, campaign_id, hypothesis_id, arm, seed, status, objective, created_at, updated_at);
+        CREATE INDEX trials_campaign_id ON trials(campaign_id, id, hypothesis_id, arm, seed, status, objective, created_at, updated_at);
+        CREATE INDEX trials_status_id ON trials(status, id, campaign_id, hypothesis_id, arm, seed, objective, created_at, updated_at);
+        -- Claim listings read this copy of each claim's listing columns, kept by triggers
+        -- (whoever writes claims), so a page neither parses claim JSON nor reads the JSON's
+        -- overflow pages for the columns stored after it.
+        CREATE TABLE web_claim_list (
+            claim_id TEXT PRIMARY KEY REFERENCES claims(id) ON DELETE CASCADE,
+            campaign_id TEXT,
+            hypothesis_id TEXT,
+            tier TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            dataset TEXT NOT NULL,
+            statement TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            estimate REAL,
+            ci_low REAL,
+            ci_high REAL,
+            p_adjusted REAL,
+            author TEXT
+        );
+        CREATE INDEX web_claim_list_tier ON web_claim_list(tier, claim_id);
+        CREATE INDEX web_claim_list_campaign ON web_claim_list(campaign_id, claim_id);
+        CREATE INDEX web_claim_list_dataset ON web_claim_list(dataset, outcome, claim_id);
+        CREATE INDEX web_claim_list_outcome ON web_claim_list(outcome, claim_id);
+        INSERT INTO web_claim_list
+            SELECT id, campaign_id, hypothesis_id, tier, outcome, dataset, statement, created_at, updated_at,
+                   json_extract(json, '$.effect.estimate'), json_extract(json, '$.effect.ci_low'),
+                   json_extract(json, '$.effect.ci_high'), json_extract(json, '$.effect.p_adjusted'),
+                   json_extract(json, '$.author')
+            FROM claims;
+        CREATE TRIGGER web_claim_list_insert AFTER INSERT ON claims BEGIN
+            INSERT OR REPLACE INTO web_claim_list VALUES (
+                NEW.id, NEW.campaign_id, NEW.hypothesis_id, NEW.tier, NEW.outcome, NEW.dataset, NEW.statement,
+                NEW.created_at, NEW.updated_at,
+                json_extract(NEW.json, '$.effect.estimate'), json_extract(NEW.json, '$.effect.ci_low'),
+                json_extract(NEW.json, '$.effect.ci_high'), json_extract(NEW.json, '$.effect.p_adjusted'),
+                json_extract(NEW.json, '$.author'));
+        END;
+        CREATE TRIGGER web_claim_list_update AFTER UPDATE ON claims BEGIN
+            INSERT OR REPLACE INTO web_claim_list VALUES (
+                NEW.id, NEW.campaign_id, NEW.hypothesis_id, NEW.tier, NEW.outcome, NEW.dataset, NEW.statement,
+                NEW.created_at, NEW.updated_at,
+                json_extract(NEW.json, '$.effect.estimate'), json_extract(NEW.json, '$.effect.ci_low'),
+                json_extract(NEW.json, '$.effect.ci_high'), json_extract(NEW.json, '$.effect.p_adjusted'),
+                json_extract(NEW.json, '$.author'));
+        END;
         """,
     ),
     (

@@ -12,7 +12,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol, TypedDict
 
 from pydantic import Field
 
@@ -95,6 +95,51 @@ class ClaimRow(Record):
     updated_at: str
 
 
+class TokenLogin(NamedTuple):
+    """What checking a token needs, in one query (every API request does it)."""
+
+    hash: str
+    revoked_at: str | None
+    expires_at: str | None
+    user: str
+    role: str
+    disabled_at: str | None
+
+
+class TrialListing(TypedDict):
+    """A `TrialRow` as a plain dict: listings skip record validation (it costs more than
+    the query for a page of 50)."""
+
+    id: str
+    campaign_id: str
+    hypothesis_id: str | None
+    arm: str
+    seed: int
+    status: str
+    objective: float | None
+    created_at: str
+    updated_at: str
+
+
+class ClaimListing(TypedDict):
+    """A `ClaimRow` as a plain dict."""
+
+    id: str
+    campaign_id: str | None
+    hypothesis_id: str | None
+    tier: str
+    outcome: str
+    dataset: str
+    statement: str
+    estimate: float | None
+    ci_low: float | None
+    ci_high: float | None
+    p_adjusted: float | None
+    author: str
+    created_at: str
+    updated_at: str
+
+
 class WebStore(Protocol):
     """What the web layer needs beyond `Store`."""
 
@@ -104,6 +149,7 @@ class WebStore(Protocol):
     def add_token(self, token: ApiToken) -> None: ...
     def get_token(self, token_id: str) -> ApiToken: ...
     def revoke_token(self, token_id: str) -> None: ...
+    def token_login(self, token_id: str) -> TokenLogin | None: ...
     def list_tokens(self, user: str | None = None) -> list[ApiToken]: ...
     def add_session(self, session: WebSession) -> None: ...
     def get_session(self, id_hash: str) -> WebSession: ...
@@ -121,7 +167,7 @@ class WebStore(Protocol):
         status: str | None = None,
         after: str | None = None,
         limit: int = 50,
-    ) -> Page[TrialRow]: ...
+    ) -> Page[TrialListing]: ...
     def list_claim_rows(
         self,
         *,
@@ -131,8 +177,10 @@ class WebStore(Protocol):
         campaign_id: str | None = None,
         after: str | None = None,
         limit: int = 50,
-    ) -> Page[ClaimRow]: ...
+    ) -> Page[ClaimListing]: ...
     def trial_counts(self, campaign_id: str) -> dict[str, int]: ...
+    def trial_curve(self, campaign_id: str) -> list[tuple[str, str, str, float | None]]: ...
+    def recent_trials(self, campaign_id: str, limit: int = 30) -> list[TrialListing]: ...
     def campaign_progress(self, campaign_id: str) -> dict[str, Any]: ...
 
 
@@ -143,14 +191,35 @@ class AppStore(Store, WebStore, Protocol):
 
 
 _TRIAL_COLS = "id, campaign_id, hypothesis_id, arm, seed, status, objective, created_at, updated_at"
-_CLAIM_COLS = (
-    "id, campaign_id, hypothesis_id, tier, outcome, dataset, statement, created_at, updated_at, "
-    "json_extract(json, '$.effect.estimate') AS estimate, "
-    "json_extract(json, '$.effect.ci_low') AS ci_low, "
-    "json_extract(json, '$.effect.ci_high') AS ci_high, "
-    "json_extract(json, '$.effect.p_adjusted') AS p_adjusted, "
-    "json_extract(json, '$.author') AS author"
+_TRIAL_KEYS = tuple(k.strip() for k in _TRIAL_COLS.split(","))
+_CLAIM_KEYS = (
+    "id",
+    "campaign_id",
+    "hypothesis_id",
+    "tier",
+    "outcome",
+    "dataset",
+    "statement",
+    "created_at",
+    "updated_at",
+    "estimate",
+    "ci_low",
+    "ci_high",
+    "p_adjusted",
+    "author",
 )
+# From web_claim_list, the listing copy of the claims table (kept by triggers).
+_CLAIM_COLS = "claim_id, " + ", ".join(_CLAIM_KEYS[1:])
+
+
+def _trial_listing(row: tuple[Any, ...]) -> TrialListing:
+    out: TrialListing = dict(zip(_TRIAL_KEYS, row, strict=True))  # type: ignore[assignment]
+    return out
+
+
+def _claim_listing(row: tuple[Any, ...]) -> ClaimListing:
+    out: ClaimListing = dict(zip(_CLAIM_KEYS, row, strict=True))  # type: ignore[assignment]
+    return out
 
 
 class WebTablesMixin:
@@ -232,6 +301,14 @@ class WebTablesMixin:
         )
         if n == 0:
             self.get_token(token_id)  # NotFoundError if unknown; else it was revoked already
+
+    def token_login(self, token_id: str) -> TokenLogin | None:
+        rows = self._conn_rows(
+            "SELECT t.hash, t.revoked_at, t.expires_at, u.name, u.role, u.disabled_at "
+            "FROM web_tokens t JOIN web_users u ON u.name = t.user_name WHERE t.id = ?",
+            (token_id,),
+        )
+        return TokenLogin(*rows[0]) if rows else None
 
     def list_tokens(self, user: str | None = None) -> list[ApiToken]:
         if user is None:
@@ -336,7 +413,7 @@ class WebTablesMixin:
         status: str | None = None,
         after: str | None = None,
         limit: int = 50,
-    ) -> Page[TrialRow]:
+    ) -> Page[TrialListing]:
         """Same order and cursor as `Store.list_trials` (by id)."""
         sql, params = f"SELECT {_TRIAL_COLS} FROM trials WHERE 1=1", list[Any]()
         for column, value in (
@@ -348,9 +425,9 @@ class WebTablesMixin:
                 sql, params = sql + f" AND {column} = ?", [*params, value]
         if after:
             sql, params = sql + " AND id > ?", [*params, after]
-        rows = self._q(sql + " ORDER BY id LIMIT ?", (*params, limit + 1))
-        items = [TrialRow.model_construct(**dict(r)) for r in rows[:limit]]
-        return Page(items, items[-1].id if len(rows) > limit else None)
+        rows = self._conn_rows(sql + " ORDER BY id LIMIT ?", (*params, limit + 1))
+        items = [_trial_listing(r) for r in rows[:limit]]
+        return Page(items, items[-1]["id"] if len(rows) > limit else None)
 
     def list_claim_rows(
         self,
@@ -361,9 +438,9 @@ class WebTablesMixin:
         campaign_id: str | None = None,
         after: str | None = None,
         limit: int = 50,
-    ) -> Page[ClaimRow]:
+    ) -> Page[ClaimListing]:
         """Same order and cursor as `Store.list_claims` (by id)."""
-        sql, params = f"SELECT {_CLAIM_COLS} FROM claims WHERE 1=1", list[Any]()
+        sql, params = f"SELECT {_CLAIM_COLS} FROM web_claim_list WHERE 1=1", list[Any]()
         if tiers:
             sql += f" AND tier IN ({','.join('?' * len(tiers))})"
             params += list(tiers)
@@ -371,10 +448,11 @@ class WebTablesMixin:
             if value is not None:
                 sql, params = sql + f" AND {column} = ?", [*params, value]
         if after:
-            sql, params = sql + " AND id > ?", [*params, after]
-        rows = self._q(sql + " ORDER BY id LIMIT ?", (*params, limit + 1))
-        items = [ClaimRow.model_construct(**dict(r)) for r in rows[:limit]]
-        return Page(items, items[-1].id if len(rows) > limit else None)
+            sql, params = sql + " AND claim_id > ?", [*params, after]
+        sql += " ORDER BY claim_id LIMIT ?"
+        rows = self._conn_rows(sql, (*params, limit + 1))
+        items = [_claim_listing(r) for r in rows[:limit]]
+        return Page(items, items[-1]["id"] if len(rows) > limit else None)
 
     def trial_counts(self, campaign_id: str) -> dict[str, int]:
         """status -> number of trials of a campaign."""
@@ -382,6 +460,30 @@ class WebTablesMixin:
             "SELECT status, COUNT(*) AS n FROM trials WHERE campaign_id = ? GROUP BY status", (campaign_id,)
         )
         return {r["status"]: int(r["n"]) for r in rows}
+
+    def trial_curve(self, campaign_id: str) -> list[tuple[str, str, str, float | None]]:
+        """(id, arm, status, objective) of finished trials in the order results arrived.
+        Plain tuples: a campaign page may plot 10k of them."""
+        rows = self._conn_rows(
+            "SELECT id, arm, status, objective FROM trials WHERE campaign_id = ? "
+            "AND status NOT IN ('pending', 'running') ORDER BY updated_at, id",
+            (campaign_id,),
+        )
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+    def recent_trials(self, campaign_id: str, limit: int = 30) -> list[TrialListing]:
+        rows = self._conn_rows(
+            f"SELECT {_TRIAL_COLS} FROM trials WHERE campaign_id = ? ORDER BY updated_at DESC, id LIMIT ?",
+            (campaign_id, limit),
+        )
+        return [_trial_listing(r) for r in rows]
+
+    def _conn_rows(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """Rows as tuples (no sqlite3.Row objects) for large reads."""
+        with self._lock:
+            cur = self._conn.cursor()
+            cur.row_factory = None
+            return cur.execute(sql, params).fetchall()
 
     def campaign_progress(self, campaign_id: str) -> dict[str, Any]:
         """A cheap fingerprint of a campaign's state: changes whenever anything visible does."""

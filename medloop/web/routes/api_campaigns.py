@@ -22,18 +22,20 @@ STATUSES = "created|running|paused|stopping|stopped|completed|failed"
 
 
 @router.get("/campaigns", response_model=S.CampaignPage, summary="List campaigns, newest first")
-def list_campaigns(
+async def list_campaigns(
     ctx: Ctx,
     who: Caller,
     status: Annotated[str | None, Query(pattern=f"^({STATUSES})$")] = None,
     cursor: Cursor = None,
     limit: Limit = 50,
-) -> S.CampaignPage:
+) -> Response:
     authorize(who, "read")
     page = ctx.store.list_campaigns(status=status, after=S.decode_cursor("c", cursor), limit=limit)
-    return S.CampaignPage(
-        items=[views.campaign_summary(c, ctx.launcher) for c in page],
-        next_cursor=S.encode_cursor("c", page.next_cursor),
+    return S.json_response(
+        S.CampaignPage(
+            items=[views.campaign_summary(c, ctx.launcher) for c in page],
+            next_cursor=S.encode_cursor("c", page.next_cursor),
+        )
     )
 
 
@@ -56,9 +58,11 @@ def create_campaign(body: S.CampaignCreate, ctx: Ctx, who: Caller, response: Res
     response_model=S.CampaignDetail,
     summary="A campaign with cycles, hypotheses, budget and the best-so-far curve",
 )
-def get_campaign(campaign_id: CampaignId, ctx: Ctx, who: Caller) -> S.CampaignDetail:
+def get_campaign(campaign_id: CampaignId, ctx: Ctx, who: Caller) -> Response:
     authorize(who, "read")
-    return views.campaign_detail(ctx.store, ctx.store.get_campaign(campaign_id), ctx.launcher)
+    return S.json_response(
+        views.campaign_detail(ctx.store, ctx.store.get_campaign(campaign_id), ctx.launcher)
+    )
 
 
 @router.get(

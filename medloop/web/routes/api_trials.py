@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import FileResponse
+from starlette.responses import Response
 
 from medloop.core.errors import NotFoundError
 from medloop.core.records import Hypothesis
@@ -23,7 +24,7 @@ TRIAL_STATUSES = "pending|running|succeeded|failed|oom|timed_out|cancelled|quota
 
 
 @router.get("/trials", response_model=S.TrialPage, summary="List trials (by id), filtered")
-def list_trials(
+async def list_trials(
     ctx: Ctx,
     who: Caller,
     campaign_id: Id = None,
@@ -31,7 +32,7 @@ def list_trials(
     status: Annotated[str | None, Query(pattern=f"^({TRIAL_STATUSES})$")] = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-) -> S.TrialPage:
+) -> Response:
     authorize(who, "read")
     page = ctx.store.list_trial_rows(
         campaign_id=campaign_id,
@@ -40,8 +41,7 @@ def list_trials(
         after=S.decode_cursor("t", cursor),
         limit=limit,
     )
-    items = [r.model_copy(update={"objective": views.finite(r.objective)}) for r in page.items]
-    return S.TrialPage(items=items, next_cursor=S.encode_cursor("t", page.next_cursor))
+    return S.listing_response(page.items, S.encode_cursor("t", page.next_cursor))
 
 
 @router.get(

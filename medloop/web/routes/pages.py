@@ -22,7 +22,7 @@ from medloop.web import launcher as L
 from medloop.web.accounts import AuthRequired, Principal, end_session, start_session
 from medloop.web.errors import InvalidInput, status_of
 from medloop.web.policy import authorize
-from medloop.web.security import SESSION_COOKIE, Caller, Ctx, get_ctx
+from medloop.web.security import SESSION_COOKIE, Caller, Ctx, ctx_of
 
 router = APIRouter(include_in_schema=False)
 PRELOGIN_COOKIE = "medloop_prelogin"
@@ -80,7 +80,7 @@ async def login(request: Request) -> Response:
     nonce, token = str(form.get("nonce", "")), str(form.get("token", ""))
     target = _local(str(form.get("next", "/")))
     cookie_nonce = request.cookies.get(PRELOGIN_COOKIE, "")
-    ctx = get_ctx(request)
+    ctx = ctx_of(request)
     if not nonce or not secrets.compare_digest(nonce, cookie_nonce):
         return page(
             request,
@@ -110,7 +110,7 @@ async def login(request: Request) -> Response:
 
 @router.post("/logout")
 async def logout(request: Request, who: Caller) -> Response:
-    await run_in_threadpool(end_session, get_ctx(request).store, who)
+    await run_in_threadpool(end_session, ctx_of(request).store, who)
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE)
     return response
@@ -135,7 +135,7 @@ def _form_context(
     by_field: dict[str, list[str]] = {}
     for e in errors:
         key = e.field if e.field in L.FORM_FIELDS or e.field in ("example", "yaml") else "yaml"
-        where = f"line {e.line}: " if e.line and key == "yaml" else ""
+        where = f"YAML line {e.line}: " if e.line else ""
         label = f"{e.field}: " if key == "yaml" and e.field not in ("", "yaml") else ""
         by_field.setdefault(key, []).append(f"{where}{label}{e.message}")
     return {
@@ -192,11 +192,7 @@ def _campaign_context(ctx: Ctx, who: Principal, campaign_id: str) -> dict[str, A
     campaign = ctx.store.get_campaign(campaign_id)
     detail = views.campaign_detail(ctx.store, campaign, ctx.launcher)
     claims = ctx.store.list_claim_rows(campaign_id=campaign_id, limit=200).items
-    rows = sorted(
-        ctx.store.list_trial_rows(campaign_id=campaign_id, limit=1_000_000).items,
-        key=lambda r: (r.updated_at, r.id),
-        reverse=True,
-    )
+    recent = ctx.store.recent_trials(campaign_id, 30)
     controls = []
     try:
         authorize(who, "campaign.control", campaign=campaign)
@@ -225,8 +221,8 @@ def _campaign_context(ctx: Ctx, who: Principal, campaign_id: str) -> dict[str, A
         "c": detail.campaign,
         "chart": render.best_so_far_svg(detail),
         "claims": claims,
-        "recent": rows[:30],
-        "n_trials": len(rows),
+        "recent": recent,
+        "n_trials": detail.budget.trials_used,
         "controls": controls,
         "timeline": cycles,
         "log_tail": _launch_log(ctx, campaign_id),

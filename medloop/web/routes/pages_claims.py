@@ -43,9 +43,9 @@ def queue(request: Request, ctx: Ctx, who: Caller) -> HTMLResponse:
     pg = ctx.store.list_claim_rows(tiers=tiers, campaign_id=campaign_id, after=after, limit=25)
     cards: list[dict[str, Any]] = []
     for row in sorted(
-        pg.items, key=lambda r: (QUEUE_TIERS.index(r.tier) if r.tier in QUEUE_TIERS else 9, r.id)
+        pg.items, key=lambda r: (QUEUE_TIERS.index(r["tier"]) if r["tier"] in QUEUE_TIERS else 9, r["id"])
     ):
-        claim = ctx.store.get_claim(row.id)
+        claim = ctx.store.get_claim(row["id"])
         detail = views.claim_detail(ctx.store, claim, actions.allowed_review_actions(ctx, who, claim))
         cards.append({"d": detail, "row": row})
     return page(
