@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from medloop.cli import campaign, claims, dataset, knowledge, sandbox
+from medloop.cli import campaign, claims, dataset, knowledge, sandbox, vqa
 from medloop.cli.common import console, err_console
 from medloop.core.errors import MedloopError
 from medloop.core.settings import OFFLINE_ENV
@@ -27,6 +27,7 @@ app.add_typer(claims.app, name="claims")
 app.add_typer(dataset.app, name="dataset")
 app.add_typer(knowledge.app, name="knowledge")
 app.add_typer(sandbox.app, name="sandbox")
+app.add_typer(vqa.app, name="vqa")
 
 
 @app.command()

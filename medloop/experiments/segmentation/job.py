@@ -17,6 +17,7 @@ import numpy as np
 
 from medloop.core.errors import DatasetError
 from medloop.core.records import JobOutcome, ReportedMetrics, TrialSpec
+from medloop.core.specs import SegConfig
 from medloop.experiments.dataset.imageio import write_like
 from medloop.experiments.dataset.manifest import stratified_holdout
 from medloop.experiments.job import versions
@@ -62,7 +63,7 @@ def run_segmentation(spec: TrialSpec, in_dir: Path, out_dir: Path, emit: Any) ->
     from medloop.experiments.segmentation.transfer import initialise
 
     t0 = time.perf_counter()
-    config = spec.config
+    config = spec.config_as(SegConfig)
     ds = spec.dataset
     torch.set_num_threads(config.num_threads)
     seed_everything(spec.seed)
