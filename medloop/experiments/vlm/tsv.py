@@ -25,9 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medloop.core.errors import DatasetError
+from medloop.core.specs import VQA_CATEGORY_FIELDS
 
 LETTERS = "ABCDEFGHIJ"
-CATEGORY_FIELDS = ("task", "modality", "department", "granularity")
+CATEGORY_FIELDS = VQA_CATEGORY_FIELDS
 # Accepted column names per category field, lower-case, first match wins.
 CATEGORY_COLUMNS: dict[str, tuple[str, ...]] = {
     "task": ("task", "clinical vqa task", "category"),

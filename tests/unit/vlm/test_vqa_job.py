@@ -105,3 +105,36 @@ def test_missing_weights_fail_the_trial_with_a_clear_reason(
     assert run.returncode == 1
     outcome = JobOutcome.model_validate_json((out / "result.json").read_text())
     assert outcome.status == "failed" and "model_path /nonexistent/llava" in (outcome.error or "")
+
+
+def test_bench_runs_local_weights_in_the_sandbox(tmp_path: Path, workspace: Path) -> None:
+    """`medloop vqa bench --model hf:DIR`: a model folder (here a saved tiny model standing in
+    for real weights) is mounted into a sandbox job; the answers are scored on the host."""
+    from typer.testing import CliRunner
+
+    from medloop.cli import app
+    from medloop.experiments.vlm.prompting import prompt_text
+    from medloop.experiments.vlm.tiny import build_tiny_model
+    from medloop.experiments.vlm.tsv import read_tsv
+    from tests.unit.vlm.builders import COLOURS, colour_row, write_rows
+
+    colours = list(COLOURS)
+    tsv = write_rows(
+        tmp_path / "b.tsv", [colour_row(str(i), colours[i % 4], colours[i % 4]) for i in range(8)]
+    )
+    weights = build_tiny_model(
+        [prompt_text(i) for i in read_tsv(tsv).items], tmp_path / "weights", image_size=16
+    )
+    result = CliRunner().invoke(
+        app,
+        [
+            *("vqa", "bench", str(tsv), "--model", f"hf:{weights}"),
+            *("--image-size", "16", "--max-new-tokens", "3", "--out", str(tmp_path / "out"), "--json"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    [report] = json.loads(result.stdout)["reports"]
+    assert report["overall"]["n"] == 8 and report["model"] == f"hf:{weights}"
+    assert sum(report["extraction"].values()) == 8 and "missing" not in report["extraction"]
+    jobs = list((workspace / "jobs").iterdir())
+    assert len(jobs) == 1  # one sandbox job answered the whole benchmark
