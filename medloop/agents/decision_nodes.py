@@ -64,6 +64,8 @@ class DecisionNodes(NodeBase):
                 analysis.update(
                     p_adjusted=a.p_adjusted, n_seeds=min(len(a.control.seeds), len(a.treatment.seeds))
                 )
+            if a.by_group:  # per-category effects (VQA), kept as the claim's evidence
+                analysis["by_category"] = a.by_group
             self.s.store.put_hypothesis(hyp.model_copy(update={"verdict": a.verdict, "analysis": analysis}))
         self.emit(
             "verdicts",

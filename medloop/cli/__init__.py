@@ -20,6 +20,7 @@ from medloop.cli import (
     report,  # noqa: F401  (registers `campaign report`)
     sandbox,
     tools,
+    vqa,
     web,
 )
 from medloop.cli.common import console, err_console
@@ -42,6 +43,7 @@ app.add_typer(web.audit_app, name="audit")
 app.command("serve")(web.serve)
 app.add_typer(tools.app, name="tools")
 app.command("mcp")(mcp.serve)
+app.add_typer(vqa.app, name="vqa")
 
 
 @app.command()

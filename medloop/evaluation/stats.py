@@ -85,6 +85,23 @@ def wilcoxon_p(diff: np.ndarray) -> float:
     return 1.0 if math.isnan(p) else p
 
 
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar test on discordant pairs: b items only the first model got
+    right, c only the second. Under no difference b ~ Binomial(b + c, 1/2)."""
+    from scipy.stats import binom
+
+    n = b + c
+    if n == 0:
+        return 1.0
+    return float(min(1.0, 2.0 * binom.cdf(min(b, c), n, 0.5)))
+
+
+def sign_test_p(diff: np.ndarray) -> float:
+    """Exact two-sided sign test on paired differences (zeros dropped). On 0/1 outcomes, such
+    as per-item correctness, it is McNemar's exact test."""
+    return mcnemar_exact(int(np.sum(diff < 0)), int(np.sum(diff > 0)))
+
+
 def permutation_p(diff: np.ndarray, *, resamples: int = 20_000, seed: int = 0) -> float:
     """Two-sided paired sign-flip permutation test on the mean difference."""
     n = diff.size
@@ -194,7 +211,7 @@ def compare_paired(
     control: Mapping[str, float] | Sequence[Mapping[str, float]],
     treatment: Mapping[str, float] | Sequence[Mapping[str, float]],
     *,
-    test: Literal["wilcoxon", "permutation"] = "wilcoxon",
+    test: Literal["wilcoxon", "permutation", "mcnemar"] = "wilcoxon",
     resamples: int = 10_000,
     level: float = 0.95,
     seed: int = 0,
@@ -209,7 +226,12 @@ def compare_paired(
     runs_t = [treatment] if isinstance(treatment, Mapping) else list(treatment)
     mean_c, mean_t = seed_mean(runs_c), seed_mean(runs_t)
     cases, diff = paired_differences(mean_c, mean_t)
-    p_case = wilcoxon_p(diff) if test == "wilcoxon" else permutation_p(diff, seed=seed)
+    if test == "wilcoxon":
+        p_case = wilcoxon_p(diff)
+    elif test == "mcnemar":
+        p_case = sign_test_p(diff)
+    else:
+        p_case = permutation_p(diff, seed=seed)
     low, high = bootstrap_ci(diff, resamples=resamples, level=level, seed=seed)
     p, name = p_case, str(test)
     p_run: float | None = None

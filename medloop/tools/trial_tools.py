@@ -20,7 +20,7 @@ from pydantic import Field, field_validator
 from medloop.core.errors import ConflictError, NotFoundError, SpecError
 from medloop.core.ids import content_id
 from medloop.core.records import Campaign, Trial
-from medloop.core.specs import CampaignSpec, TrialConfig
+from medloop.core.specs import CampaignSpec, SegConfig
 from medloop.tools.base import FINAL_STATUSES, TrialRequest, case_objective, trial_id_for
 from medloop.tools.common import GPU_HOURS, TRIALS, Budgeted, budget_view, require_budget, resolve_path
 from medloop.tools.context import ACT, READ, ToolContext
@@ -47,8 +47,8 @@ def trial_jobs(ctx: ToolContext) -> TrialJobs:
 
 class RunTrialInput(ToolModel):
     dataset_path: str = Field(min_length=1, description="Absolute path of an nnU-Net v2 raw dataset folder")
-    trial_config: TrialConfig = Field(
-        default_factory=TrialConfig,
+    trial_config: SegConfig = Field(
+        default_factory=SegConfig,
         description="Trial configuration; leave out fields to keep their defaults (a small 2D UNet)",
     )
     seeds: list[int] = Field(
