@@ -18,14 +18,26 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--out", type=Path, required=True, help="output folder (result.json, predictions/)")
     args = parser.parse_args(argv)
     # MONAI imports `transformers` when it is installed (for networks a segmentation job
-    # never builds), about 4 s of every job's start-up. In this process only, mark it
-    # unavailable: MONAI's optional imports then skip it.
-    sys.modules.setdefault("transformers", None)  # type: ignore[arg-type]
+    # never builds), about 4 s of every job's start-up. In a segmentation job's process
+    # only, mark it unavailable: MONAI's optional imports then skip it. VLM jobs need it.
+    if _task(args.spec) == "segmentation":
+        sys.modules.setdefault("transformers", None)  # type: ignore[arg-type]
     try:
         return run_job(args.spec, args.out)
     except SpecError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return EXIT_BAD_SPEC
+
+
+def _task(spec: Path) -> str | None:
+    """The spec's task, read cheaply; None if unreadable (run_job reports that properly)."""
+    import json
+
+    try:
+        task = json.loads(spec.read_text()).get("task", "segmentation")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return task if isinstance(task, str) else None
 
 
 if __name__ == "__main__":

@@ -99,7 +99,9 @@ def test_campaign_on_phantom_items_makes_claims_with_category_evidence(
     assert campaign.status == "completed", campaign.summary
 
     trials = store.list_trials(campaign_id=campaign.id).items
-    assert len(trials) == 4 and all(t.status == "succeeded" for t in trials), [t.result for t in trials]
+    # 2 control + 2 treatment runs, then the final fresh-seed runs for the test split.
+    assert len(trials) == 6 and all(t.status == "succeeded" for t in trials), [t.result for t in trials]
+    assert sorted(t.arm for t in trials).count("final") == 2
     evaluation = trials[0].result.evaluations["eval"]  # type: ignore[union-attr]
     n_items = len(evaluation.cases)
     assert n_items == trials[0].spec.dataset.split["n_eval_items"] > 10
