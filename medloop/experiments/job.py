@@ -66,12 +66,17 @@ def run_job(spec_path: Path, out_dir: Path) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     emit({"event": "start", "task": spec.task, "spec_hash": spec.spec_hash(), "seed": spec.seed})
     try:
-        if spec.task != "segmentation":
-            raise ValueError(f"task {spec.task!r} has no trainer in this job image")
-        check_inputs(spec, spec_path.parent)  # fail in a second, before torch is imported
-        from medloop.experiments.segmentation.job import run_segmentation
+        if spec.task == "segmentation":
+            check_inputs(spec, spec_path.parent)  # fail in a second, before torch is imported
+            from medloop.experiments.segmentation.job import run_segmentation
 
-        outcome = run_segmentation(spec, spec_path.parent, out_dir, emit)
+            outcome = run_segmentation(spec, spec_path.parent, out_dir, emit)
+        elif spec.task == "vqa":
+            from medloop.experiments.vlm.job import run_vqa
+
+            outcome = run_vqa(spec, spec_path.parent, out_dir, emit)
+        else:
+            raise ValueError(f"task {spec.task!r} has no trainer in this job image")
     except Exception as exc:  # noqa: BLE001 - any trial fault becomes a failed outcome (data)
         error = f"{type(exc).__name__}: {exc}"
         tail = traceback.format_exc(limit=-6)

@@ -76,7 +76,7 @@ class Trial:
 
     def __init__(self, spec: TrialSpec, in_dir: Path, out_dir: Path, emit: Emit) -> None:
         self.spec, self.in_dir, self.out_dir, self.emit = spec, in_dir, out_dir, emit
-        self.config = spec.config
+        self.config = spec.config_as(SegConfig)
         self.labels = spec.dataset.labels
         self.fg_labels = {k: v for k, v in self.labels.items() if v != 0}
 
@@ -122,7 +122,7 @@ def run_segmentation(spec: TrialSpec, in_dir: Path, out_dir: Path, emit: Emit) -
     set_track_meta(False)
     t0 = time.perf_counter()
     trial = Trial(spec, in_dir, out_dir, emit)
-    config = spec.config
+    config = spec.config_as(SegConfig)
     torch.set_num_threads(config.num_threads)
     seed_everything(spec.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
