@@ -7,7 +7,7 @@ function so that `import medloop.bootstrap` stays cheap (no torch, chromadb, lan
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from medloop.core.errors import SpecError
 from medloop.core.settings import Settings
@@ -17,12 +17,14 @@ if TYPE_CHECKING:
     from medloop.agents.base import Planner
     from medloop.agents.runner import CampaignRunner
     from medloop.agents.services import CampaignServices, EventCallback
+    from medloop.core.records import Campaign
     from medloop.core.specs import CampaignSpec
     from medloop.core.store import Store
     from medloop.knowledge.base import KnowledgeBase
     from medloop.llm.base import LLMClient
     from medloop.sandbox.base import Executor
     from medloop.tools.base import TrialService
+    from medloop.tools.context import Caller, ToolContext
 
 
 def store(settings: Settings) -> SQLiteStore:
@@ -42,6 +44,28 @@ def executor_factory(settings: Settings) -> Callable[[CampaignSpec], Executor]:
         return make_executor(settings, spec.sandbox, spec.executor, spec.budget)
 
     return make
+
+
+def spent_budget(store: Store, campaign_id: str) -> dict[str, float]:
+    """What a campaign has already used: jobs run and GPU-hours from its trial ledger (the
+    host clock's job wall times), wall seconds as charged by the agent up to its last
+    finished cycle. A resumed campaign's scheduler starts from here."""
+    trials = jobs = 0
+    gpu_s = 0.0
+    wall_s = max((float(c.get("active_s", 0.0)) for c in store.list_cycles(campaign_id)), default=0.0)
+    after = None
+    while True:
+        page = store.list_trials(campaign_id=campaign_id, after=after, limit=1000)
+        for t in page:
+            trials += 1
+            job = t.result.job if t.result else None
+            if job is not None:
+                jobs += 1
+                gpu_s += job.wall_s * len(job.provenance.gpu_ids)
+        if page.next_cursor is None:
+            break
+        after = page.next_cursor
+    return {"trials": jobs, "wall_s": wall_s, "gpu_hours": gpu_s / 3600.0}
 
 
 def llm(settings: Settings, model: str | None) -> LLMClient:
@@ -65,30 +89,34 @@ def planner_factory(settings: Settings) -> Callable[[CampaignSpec], Planner]:
                 "planner.kind is llm but no model is set",
                 hint="set planner.model in the campaign file or MEDLOOP_LLM_MODEL",
             )
-        return LLMPlanner(llm(settings, model), fallback=offline, budget_usd=spec.budget.max_llm_usd)
+        return LLMPlanner(
+            llm(settings, model),
+            fallback=offline,
+            budget_usd=spec.budget.max_llm_usd,
+            budget_tokens=spec.budget.max_llm_tokens,
+        )
 
     return make
 
 
-def trials_factory(settings: Settings, store: Store) -> Callable[[CampaignSpec], TrialService]:
+def trials_factory(settings: Settings, store: Store) -> Callable[[CampaignSpec, str], TrialService]:
     """Sandbox-backed trials, or the replay table when `executor.kind` is `table`."""
-    make_exec = executor_factory(settings)
+    from medloop.sandbox.factory import make_executor
 
-    def make(spec: CampaignSpec) -> TrialService:
+    def make(spec: CampaignSpec, campaign_id: str) -> TrialService:
         if spec.executor.kind == "table":
             from medloop.tools.replay import ReplayTrials
 
             if spec.executor.table is None:
                 raise SpecError("executor.kind is table but executor.table is not set")
             return ReplayTrials(store, spec, table=spec.executor.table)
+        from medloop.sandbox.scheduler import BudgetUsage
         from medloop.tools.trials import SandboxTrials
 
+        spent = BudgetUsage(**spent_budget(store, campaign_id))
+        executor = make_executor(settings, spec.sandbox, spec.executor, spec.budget, spent=spent)
         return SandboxTrials(
-            store,
-            spec,
-            executor=make_exec(spec),
-            workspace=settings.workspace_dir,
-            staging_dir=settings.staging_dir,
+            store, spec, executor=executor, workspace=settings.workspace_dir, staging_dir=settings.staging_dir
         )
 
     return make
@@ -105,10 +133,72 @@ def campaign_services(settings: Settings, *, store_: Store | None = None) -> Cam
         make_planner=planner_factory(settings),
         checkpoints_path=settings.checkpoints_path,
         actor="agent",
+        plan_baseline=plan_baseline,
     )
+
+
+def plan_baseline(spec: CampaignSpec) -> dict[str, Any]:
+    """`baseline: auto`: the dataset's nnU-Net-style plans (made once, saved next to it)."""
+    if spec.task != "segmentation":
+        raise SpecError(f"baseline: auto is available for segmentation, not {spec.task}")
+    from medloop.experiments.dataset.plans import plan_baseline as plans
+
+    return dict(plans(spec.dataset.path))
 
 
 def campaign_runner(settings: Settings, on_event: EventCallback | None = None) -> CampaignRunner:
     from medloop.agents.runner import CampaignRunner
 
     return CampaignRunner(campaign_services(settings), on_event)
+
+
+def tool_context(
+    settings: Settings, caller: Caller | None = None, *, store_: SQLiteStore | None = None
+) -> ToolContext:
+    """What the tool library runs with, acting as `caller` (default: MEDLOOP_USER as agent).
+
+    Campaigns started through tools run in their own `medloop campaign resume` process
+    (tools may not import the agent); the record is created here with the agents' runner.
+    """
+    import os
+    import sys
+
+    from medloop.tools.campaigns import ProcessLauncher
+    from medloop.tools.context import Caller, ToolContext, ToolLimits
+
+    st = store_ or store(settings)
+    kb = knowledge(settings, st)
+
+    def create(spec: CampaignSpec, owner: str) -> Campaign:
+        from medloop.agents.runner import CampaignRunner
+        from medloop.agents.services import CampaignServices
+
+        services = CampaignServices(
+            store=st,
+            knowledge=kb,
+            make_trials=trials_factory(settings, st),
+            make_planner=planner_factory(settings),
+            checkpoints_path=settings.checkpoints_path,
+            plan_baseline=plan_baseline,
+        )
+        return CampaignRunner(services).create(spec, owner=owner)
+
+    # The campaign process must see the same workspace and backends as this one.
+    env = dict(os.environ)
+    env.update({f"MEDLOOP_{k.upper()}": str(v) for k, v in settings.model_dump(exclude_none=True).items()})
+    launcher = ProcessLauncher(
+        create,
+        logs_dir=settings.workspace_dir / "logs" / "campaigns",
+        command=[sys.executable, "-m", "medloop"],
+        env=env,
+    )
+    return ToolContext(
+        store=st,
+        ledger=st,
+        knowledge=kb,
+        make_trials=trials_factory(settings, st),
+        caller=caller or Caller(settings.user),
+        limits=ToolLimits(),
+        workspace=settings.workspace_dir,
+        launcher=launcher,
+    )

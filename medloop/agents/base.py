@@ -19,9 +19,11 @@ class HistoryRow(BaseModel):
 
     cycle: int
     changes: dict[str, Scalar]
+    before: dict[str, Scalar | None] = Field(default_factory=dict, description="Values before the change")
     verdict: str
     estimate: float | None = None
     p_adjusted: float | None = None
+    reproduction: str = "none"
 
 
 class PlanningContext(BaseModel):
@@ -35,6 +37,9 @@ class PlanningContext(BaseModel):
     history: list[HistoryRow]
     retrieved: list[RetrievedClaim]
     tested_configs: list[dict[str, Any]] = Field(description="Configs already run in this campaign")
+    measured: list[tuple[dict[str, Any], float | None]] = Field(
+        default_factory=list, description="(config, mean objective over its eval runs) in this campaign"
+    )
     n: int = Field(description="How many hypotheses to propose at most")
 
 

@@ -20,7 +20,10 @@ EventCallback = Callable[[str, dict[str, Any]], None]
 class CampaignServices:
     store: Store
     knowledge: KnowledgeBase
-    make_trials: Callable[[CampaignSpec], TrialService]
+    # (spec, campaign id) -> the campaign's trial service; budgets already spent carry over
+    make_trials: Callable[[CampaignSpec, str], TrialService]
     make_planner: Callable[[CampaignSpec], Planner]
     checkpoints_path: Path
     actor: str = "agent"
+    # Planned baseline for `baseline: auto` (nnU-Net-style plans of the dataset).
+    plan_baseline: Callable[[CampaignSpec], dict[str, Any]] | None = None

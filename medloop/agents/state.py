@@ -15,6 +15,7 @@ class CampaignState(TypedDict, total=False):
     hypothesis_ids: list[str]  # this cycle's hypotheses
     reproduce_ids: list[str]  # hypotheses awaiting reproduction
     new_claim_ids: list[str]
+    awaiting_review: list[str]  # reproduced hypotheses whose promotion waits for a reviewer
     no_gain_cycles: int
     incumbent_changed: bool
     active_s: float  # wall seconds spent in nodes, charged against the budget

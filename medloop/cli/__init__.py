@@ -11,7 +11,18 @@ import sys
 
 import typer
 
-from medloop.cli import campaign, claims, dataset, knowledge, sandbox
+from medloop.cli import (
+    campaign,
+    claims,
+    dataset,
+    knowledge,
+    mcp,
+    report,  # noqa: F401  (registers `campaign report`)
+    sandbox,
+    tools,
+    vqa,
+    web,
+)
 from medloop.cli.common import console, err_console
 from medloop.core.errors import MedloopError
 from medloop.core.settings import OFFLINE_ENV
@@ -27,6 +38,12 @@ app.add_typer(claims.app, name="claims")
 app.add_typer(dataset.app, name="dataset")
 app.add_typer(knowledge.app, name="knowledge")
 app.add_typer(sandbox.app, name="sandbox")
+app.add_typer(web.users_app, name="users")
+app.add_typer(web.audit_app, name="audit")
+app.command("serve")(web.serve)
+app.add_typer(tools.app, name="tools")
+app.command("mcp")(mcp.serve)
+app.add_typer(vqa.app, name="vqa")
 
 
 @app.command()

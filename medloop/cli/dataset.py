@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -11,13 +11,18 @@ from medloop.cli.common import console, print_json
 
 app = typer.Typer(help="Create, check and fingerprint datasets.", no_args_is_help=True)
 
+KINDS = ("phantom", "phantom3d", "mni")
+
 
 @app.command()
 def synth(
     dest: Annotated[Path, typer.Argument(help="Folder to create (an nnU-Net v2 raw dataset)")],
-    kind: Annotated[str, typer.Option(help="phantom (2D abdominal CT phantom)")] = "phantom",
+    kind: Annotated[
+        str, typer.Option(help="phantom (2D abdominal CT), phantom3d (3D abdominal CT), mni (MNI152 brain)")
+    ] = "phantom",
     cases: Annotated[int, typer.Option(min=2, help="Training cases")] = 48,
     test_cases: Annotated[int | None, typer.Option(min=0, help="Test cases (default cases // 3)")] = None,
+    sites: Annotated[int | None, typer.Option(min=1, max=6, help="Number of sites (phantom3d, mni)")] = None,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same files")] = 0,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON")] = False,
 ) -> None:
@@ -25,9 +30,20 @@ def synth(
     from medloop.core.errors import SpecError
     from medloop.experiments.dataset import dataset_checksum, read_dataset, synth_phantom
 
-    if kind != "phantom":
-        raise SpecError(f"--kind {kind!r} is not known", hint="use --kind phantom")
-    path = synth_phantom(dest, cases=cases, seed=seed, test_cases=test_cases)
+    if kind not in KINDS:
+        raise SpecError(f"--kind {kind!r} is not known", hint=f"use one of {', '.join(KINDS)}")
+    if kind == "phantom":
+        if sites is not None:
+            raise SpecError("--sites applies to phantom3d and mni", hint="the 2D phantom has two sites")
+        path = synth_phantom(dest, cases=cases, seed=seed, test_cases=test_cases)
+    elif kind == "phantom3d":
+        from medloop.experiments.dataset.phantom3d import synth_phantom3d
+
+        path = synth_phantom3d(dest, cases=cases, seed=seed, test_cases=test_cases, n_sites=sites or 3)
+    else:
+        from medloop.experiments.dataset.mni import synth_mni
+
+        path = synth_mni(dest, cases=cases, seed=seed, test_cases=test_cases, n_sites=sites or 3)
     ds = read_dataset(path)
     site_names = sorted(set(ds.sites.values()))
     summary = {
@@ -46,3 +62,118 @@ def synth(
         f"[bold]{path}[/]: {summary['training_cases']} training + {summary['test_cases']} test cases, "
         f"classes {', '.join(n for n, v in ds.labels.items() if v)}, sites {', '.join(site_names)}"
     )
+
+
+@app.command()
+def check(
+    path: Annotated[Path, typer.Argument(help="nnU-Net v2 raw dataset folder")],
+    strict: Annotated[bool, typer.Option(help="Treat warnings (e.g. empty labels) as errors")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
+) -> None:
+    """List every problem in a dataset (each with its case and file); exit 1 on errors."""
+    from medloop.experiments.dataset.checks import check_dataset
+
+    report = check_dataset(path)
+    failed = not report.ok or (strict and bool(report.warnings))
+    if json_out:
+        print_json(report.to_dict())
+    else:
+        for problem in report.problems:
+            style = "red" if problem.severity == "error" else "yellow"
+            console.print(f"[{style}]{problem.line()}[/]", highlight=False)
+        verdict = "[red]FAILED[/]" if failed else "[green]OK[/]"
+        console.print(
+            f"{verdict} {path}: {report.n_training} training + {report.n_test} test cases, "
+            f"{len(report.errors)} error(s), {len(report.warnings)} warning(s)"
+        )
+    if failed:
+        from medloop.core.errors import MedloopError
+
+        # MedloopError (exit 1) rather than typer.Exit: the entry point runs typer with
+        # standalone_mode=False, where an Exit's code is returned, not used.
+        raise MedloopError(
+            f"{path}: {len(report.errors)} error(s), {len(report.warnings)} warning(s)",
+            hint="fix the files listed above" + (" (--strict counts warnings)" if strict else ""),
+        )
+
+
+@app.command()
+def fingerprint(
+    path: Annotated[Path, typer.Argument(help="nnU-Net v2 raw dataset folder")],
+    memory_mb: Annotated[
+        float, typer.Option(help="Memory budget for the planned patch and batch (MB)")
+    ] = 8000.0,
+    json_out: Annotated[bool, typer.Option("--json", help="Print fingerprint and plans as JSON")] = False,
+) -> None:
+    """Fingerprint a dataset and plan its nnU-Net-style baseline (saved as medloop_plans.json)."""
+    from medloop.experiments.dataset.fingerprint import summarize_fingerprint
+    from medloop.experiments.dataset.plans import PLANS_FILE, load_or_make_plans, plan_baseline
+
+    plans = load_or_make_plans(path, memory_mb=memory_mb)
+    fp: dict[str, Any] = plans["fingerprint"]
+    out = {
+        "path": str(path),
+        "plans_file": str(path / PLANS_FILE) if (path / PLANS_FILE).is_file() else None,
+        "summary": summarize_fingerprint(fp),
+        "fingerprint": {k: v for k, v in fp.items() if k not in ("shapes", "spacings")},
+        "configurations": plans["configurations"],
+        "default": plans["default"],
+        "baseline": plan_baseline(path, memory_mb=memory_mb),
+    }
+    if json_out:
+        print_json(out)
+        return
+    s = out["summary"]
+    console.print(
+        f"[bold]{fp['dataset']}[/]: {fp['n_cases']} cases, {int(s['n_classes'])} classes, "
+        f"{int(s['n_sites'])} site(s), median shape {fp['median_shape']}, spacing {fp['median_spacing']} mm"
+    )
+    for name, cfg in plans["configurations"].items():
+        mark = " (default)" if name == plans["default"] else ""
+        console.print(
+            f"  {name}{mark}: patch {cfg['patch_size']}, batch {cfg['batch_size']}, depth {cfg['depth']}, "
+            f"spacing {cfg['target_spacing']}, ~{cfg['estimated_memory_mb']:.0f} MB"
+        )
+    console.print("baseline: " + ", ".join(f"{k}={v}" for k, v in out["baseline"].items()))
+
+
+@app.command("convert-msd")
+def convert_msd(
+    src: Annotated[Path, typer.Argument(help="Medical Segmentation Decathlon task folder")],
+    dst: Annotated[Path, typer.Argument(help="New nnU-Net v2 raw dataset folder")],
+) -> None:
+    """Convert an MSD task (4D NIfTI, modality/labels/training lists) to nnU-Net v2 raw."""
+    from medloop.experiments.dataset import read_dataset
+    from medloop.experiments.dataset.msd import convert_msd as convert
+
+    path = convert(src, dst)
+    ds = read_dataset(path)
+    console.print(
+        f"[bold]{path}[/]: {len(ds.training)} training + {len(ds.test)} test cases, {ds.n_channels} channel(s)"
+    )
+
+
+@app.command()
+def split(
+    path: Annotated[Path, typer.Argument(help="nnU-Net v2 raw dataset folder")],
+    method: Annotated[str, typer.Option(help="holdout | kfold | leave_site_out")] = "kfold",
+    k: Annotated[int, typer.Option(min=2, help="Folds for kfold")] = 5,
+    seed: Annotated[int, typer.Option(help="Split seed (nnU-Net uses 12345)")] = 12345,
+    fraction: Annotated[float, typer.Option(help="Held-out fraction for holdout")] = 0.3,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the splits as JSON")] = False,
+) -> None:
+    """Create (or show) the saved splits file of a dataset."""
+    from medloop.experiments.dataset import read_dataset
+    from medloop.experiments.dataset.splits import load_or_save_splits
+
+    ds = read_dataset(path)
+    splits, file, digest = load_or_save_splits(
+        ds.root, method, [c.id for c in ds.training], ds.sites, k=k, seed=seed, fraction=fraction
+    )
+    if json_out:
+        print_json({"file": file, "sha256": digest, "splits": splits})
+        return
+    for i, fold in enumerate(splits):
+        site = f" (site {fold['site']})" if "site" in fold else ""
+        console.print(f"fold {i}{site}: {len(fold['train'])} train, {len(fold['val'])} val")
+    console.print(f"saved as {file}" if file else "[yellow]dataset folder is read-only: splits not saved[/]")

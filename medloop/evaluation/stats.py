@@ -54,6 +54,18 @@ def seed_mean(per_seed: Sequence[Mapping[str, float]]) -> dict[str, float]:
     return {case: float(np.mean([run[case] for run in per_seed])) for case in sorted(common)}
 
 
+def run_differences(
+    control: Sequence[Mapping[str, float]], treatment: Sequence[Mapping[str, float]]
+) -> np.ndarray:
+    """Per-seed differences of run means over the cases both arms share (paired runs)."""
+    cases = (
+        sorted(set.intersection(*(set(r) for r in [*control, *treatment]))) if control and treatment else []
+    )
+    if not cases or len(control) != len(treatment):
+        return np.zeros(0)
+    return np.array([np.mean([t[c] - k[c] for c in cases]) for k, t in zip(control, treatment, strict=True)])
+
+
 def paired_differences(
     control: Mapping[str, float], treatment: Mapping[str, float]
 ) -> tuple[list[str], np.ndarray]:
@@ -71,6 +83,23 @@ def wilcoxon_p(diff: np.ndarray) -> float:
     result = wilcoxon(diff, zero_method="wilcox", alternative="two-sided", method="auto")
     p = float(result.pvalue)
     return 1.0 if math.isnan(p) else p
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar test on discordant pairs: b items only the first model got
+    right, c only the second. Under no difference b ~ Binomial(b + c, 1/2)."""
+    from scipy.stats import binom
+
+    n = b + c
+    if n == 0:
+        return 1.0
+    return float(min(1.0, 2.0 * binom.cdf(min(b, c), n, 0.5)))
+
+
+def sign_test_p(diff: np.ndarray) -> float:
+    """Exact two-sided sign test on paired differences (zeros dropped). On 0/1 outcomes, such
+    as per-item correctness, it is McNemar's exact test."""
+    return mcnemar_exact(int(np.sum(diff < 0)), int(np.sum(diff > 0)))
 
 
 def permutation_p(diff: np.ndarray, *, resamples: int = 20_000, seed: int = 0) -> float:
@@ -105,17 +134,63 @@ def bootstrap_ci(
     return float(low), float(high)
 
 
+def pooled_seed_variance(differences: Sequence[np.ndarray]) -> tuple[float, int] | None:
+    """Pooled variance (and its degrees of freedom) of per-seed run-mean differences
+    across several paired comparisons, as in an ANOVA error term. With 3 seeds one
+    comparison has 2 df; a cycle of hypotheses shares one estimate with many more."""
+    usable = [d for d in differences if d.size >= 2]
+    df = sum(d.size - 1 for d in usable)
+    if df == 0:
+        return None
+    ss = sum(float(((d - d.mean()) ** 2).sum()) for d in usable)
+    return ss / df, df
+
+
+# An arm whose seed-to-seed variance exceeds the pool's at this level keeps its own.
+HETEROGENEITY_ALPHA = 0.10
+
+
+def _noisier_than_pool(own: float, own_df: int, pooled: tuple[float, int]) -> bool:
+    """One-sided F-test of this comparison's variance against the pool of the others.
+
+    The pool includes this comparison, so the others' variance is recovered first. An
+    unstable arm (e.g. a learning rate near divergence) must not borrow the stable arms'
+    small variance; stable arms keep the pool's degrees of freedom (and their power)."""
+    from scipy import stats as st
+
+    var, df = pooled
+    other_df = df - own_df
+    if other_df <= 0:
+        return True
+    other = (var * df - own * own_df) / other_df
+    if other <= 0:
+        return own > 0
+    return float(st.f.sf(own / other, own_df, other_df)) < HETEROGENEITY_ALPHA
+
+
 def run_level_test(
-    control: np.ndarray, treatment: np.ndarray, *, paired: bool, level: float = 0.95
+    control: np.ndarray,
+    treatment: np.ndarray,
+    *,
+    paired: bool,
+    level: float = 0.95,
+    pooled: tuple[float, int] | None = None,
 ) -> tuple[float, float, float]:
     """t-test on run means (arrays of shape (S, n) -> S means). Returns (p, ci_low, ci_high)
-    for mean(treatment) - mean(control); p = 1 and an infinite CI when it cannot be run."""
+    for mean(treatment) - mean(control); p = 1 and an infinite CI when it cannot be run.
+    `pooled` = (variance of a per-seed difference, df) replaces this comparison's own
+    variance estimate in the paired case when it is the larger of the two."""
     from scipy import stats as st
 
     r_c, r_t = control.mean(axis=1), treatment.mean(axis=1)
+    df: float
     if paired and r_c.size == r_t.size and r_c.size >= 2:
         d = r_t - r_c
-        est, se, df = float(d.mean()), float(d.std(ddof=1) / math.sqrt(d.size)), d.size - 1
+        own = float(d.var(ddof=1))
+        if pooled is not None and not _noisier_than_pool(own, d.size - 1, pooled):
+            est, se, df = float(d.mean()), math.sqrt(pooled[0] / d.size), pooled[1]
+        else:
+            est, se, df = float(d.mean()), float(d.std(ddof=1) / math.sqrt(d.size)), d.size - 1
     elif r_c.size >= 2 and r_t.size >= 2:
         v_c, v_t = r_c.var(ddof=1) / r_c.size, r_t.var(ddof=1) / r_t.size
         est, se = float(r_t.mean() - r_c.mean()), float(math.sqrt(v_c + v_t))
@@ -136,12 +211,13 @@ def compare_paired(
     control: Mapping[str, float] | Sequence[Mapping[str, float]],
     treatment: Mapping[str, float] | Sequence[Mapping[str, float]],
     *,
-    test: Literal["wilcoxon", "permutation"] = "wilcoxon",
+    test: Literal["wilcoxon", "permutation", "mcnemar"] = "wilcoxon",
     resamples: int = 10_000,
     level: float = 0.95,
     seed: int = 0,
     control_seeds: Sequence[int] | None = None,
     treatment_seeds: Sequence[int] | None = None,
+    pooled: tuple[float, int] | None = None,
 ) -> PairedComparison:
     """Compare two arms on common cases. Each arm is one {case: value} mapping (already
     averaged) or a list of them, one per seed; with two or more runs per arm the
@@ -150,7 +226,12 @@ def compare_paired(
     runs_t = [treatment] if isinstance(treatment, Mapping) else list(treatment)
     mean_c, mean_t = seed_mean(runs_c), seed_mean(runs_t)
     cases, diff = paired_differences(mean_c, mean_t)
-    p_case = wilcoxon_p(diff) if test == "wilcoxon" else permutation_p(diff, seed=seed)
+    if test == "wilcoxon":
+        p_case = wilcoxon_p(diff)
+    elif test == "mcnemar":
+        p_case = sign_test_p(diff)
+    else:
+        p_case = permutation_p(diff, seed=seed)
     low, high = bootstrap_ci(diff, resamples=resamples, level=level, seed=seed)
     p, name = p_case, str(test)
     p_run: float | None = None
@@ -158,8 +239,9 @@ def compare_paired(
         arr_c = np.array([[run[c] for c in cases] for run in runs_c], dtype=np.float64)
         arr_t = np.array([[run[c] for c in cases] for run in runs_t], dtype=np.float64)
         paired = control_seeds is not None and list(control_seeds) == list(treatment_seeds or [])
-        p_run, run_low, run_high = run_level_test(arr_c, arr_t, paired=paired, level=level)
-        p, name = max(p_case, p_run), f"{test}+run-t{'-paired' if paired else '-welch'}"
+        p_run, run_low, run_high = run_level_test(arr_c, arr_t, paired=paired, level=level, pooled=pooled)
+        kind = ("-paired-pooled" if pooled else "-paired") if paired else "-welch"
+        p, name = max(p_case, p_run), f"{test}+run-t{kind}"
         low, high = min(low, run_low), max(high, run_high)
     return PairedComparison(
         estimate=float(diff.mean()) if diff.size else math.nan,
@@ -197,21 +279,24 @@ def verdict(
     alpha: float,
     min_effect: float,
 ) -> Verdict:
-    """Pre-registered decision rule.
+    """Pre-registered decision rule (alpha and min_effect are fixed before the data).
 
-    supported: significant after correction, the improvement is at least min_effect and
-               the CI excludes zero on the side of improvement.
-    refuted: significantly worse, or the whole CI lies below the minimum improvement
-             (so the hypothesised gain is ruled out).
+    supported: significant after correction, the CI lies above zero on the side of
+               improvement, and the CI still reaches min_effect (the data do not rule
+               out a gain of the size that matters). Requiring the *point estimate* to
+               reach min_effect instead would give only ~50% power at a true effect of
+               exactly min_effect.
+    refuted: significantly worse, or the whole CI lies below min_effect (the gain that
+             matters is ruled out).
     inconclusive: anything else.
     """
     if math.isnan(estimate):
         return "inconclusive"
     sign = 1.0 if direction == "maximize" else -1.0
     gain = sign * estimate
-    gain_high = max(sign * ci_low, sign * ci_high)
     gain_low = min(sign * ci_low, sign * ci_high)
-    if p_adjusted < alpha and gain > 0 and gain >= min_effect and gain_low > 0:
+    gain_high = max(sign * ci_low, sign * ci_high)
+    if p_adjusted < alpha and gain > 0 and gain_low > 0 and gain_high >= min_effect:
         return "supported"
     if p_adjusted < alpha and gain < 0:
         return "refuted"

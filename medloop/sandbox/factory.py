@@ -9,10 +9,11 @@ import functools
 import shutil
 import subprocess
 
-from medloop.core.errors import SandboxUnavailable, SpecError
+from medloop.core.errors import SpecError
 from medloop.core.settings import Settings
 from medloop.core.specs import Budget, ExecutorSpec, SandboxSpec
 from medloop.sandbox.base import Executor, SandboxRuntime
+from medloop.sandbox.scheduler import BudgetUsage
 
 
 def make_runtime(settings: Settings, sandbox: SandboxSpec) -> SandboxRuntime:
@@ -22,9 +23,9 @@ def make_runtime(settings: Settings, sandbox: SandboxSpec) -> SandboxRuntime:
 
         return LocalRuntime(settings.jobs_dir)
     if sandbox.runtime == "docker":
-        raise SandboxUnavailable(
-            "the Docker runtime is not part of this build yet", hint="use runtime: local"
-        )
+        from medloop.sandbox.docker import DockerRuntime
+
+        return DockerRuntime(settings.jobs_dir, image=sandbox.image or settings.docker_image)
     raise SpecError(f"sandbox.runtime: unknown runtime {sandbox.runtime!r}", hint="use local or docker")
 
 
@@ -33,8 +34,11 @@ def make_executor(
     sandbox: SandboxSpec,
     executor: ExecutorSpec,
     budget: Budget | None = None,
+    *,
+    spent: BudgetUsage | None = None,
 ) -> Executor:
-    """The executor named by `executor.kind`, running jobs in the `sandbox` runtime."""
+    """The executor named by `executor.kind`, running jobs in the `sandbox` runtime.
+    `spent` is what the campaign already used (a resumed campaign keeps its budget)."""
     gpu_ids = gpu_pool(settings)
     if executor.kind == "local":
         from medloop.sandbox.scheduler import Scheduler
@@ -46,9 +50,12 @@ def make_executor(
             gpus_per_job=sandbox.gpus,
             jobs_per_gpu=settings.jobs_per_gpu,
             budget=budget,
+            spent=spent,
         )
     if executor.kind == "ray":
-        raise SandboxUnavailable("the Ray executor is not part of this build yet", hint="use kind: local")
+        from medloop.sandbox.ray_executor import RayExecutor
+
+        return RayExecutor(settings, sandbox, executor, budget=budget, spent=spent)
     raise SpecError(
         f"executor.kind: {executor.kind!r} is not a sandbox executor",
         hint="use local or ray",

@@ -17,9 +17,9 @@ import medloop
 from medloop.core.records import JobSpec, Provenance, TrialSpec
 
 # JobSpec.labels that carry trial identity into provenance (set by whoever builds jobs).
-LABEL_SPEC_HASH = "spec_hash"
-LABEL_DATASET_CHECKSUM = "dataset_checksum"
-LABEL_SEED = "seed"
+LABEL_SPEC_HASH = "medloop.spec_hash"
+LABEL_DATASET_CHECKSUM = "medloop.dataset_checksum"
+LABEL_SEED = "medloop.seed"
 
 
 def package_root() -> Path:

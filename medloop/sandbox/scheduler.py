@@ -71,6 +71,7 @@ class Scheduler:
         spent: BudgetUsage | None = None,
         max_retries: int = 2,
         retry_backoff_s: float = 1.0,
+        external_gpus: int = 0,
     ) -> None:
         if slots < 1 or jobs_per_gpu < 1:
             raise SpecError("executor slots and jobs per GPU must be at least 1")
@@ -86,6 +87,8 @@ class Scheduler:
         self.budget = budget
         self.max_retries = max_retries
         self.retry_backoff_s = retry_backoff_s
+        # GPUs per job that the runtime places itself (Ray): charged, not assigned here.
+        self.external_gpus = external_gpus
         self._gpu_load = dict.fromkeys(gpu_ids, 0)
         self._spent = spent or BudgetUsage()
         self._t0 = time.monotonic()
@@ -179,7 +182,7 @@ class Scheduler:
         """Charges so far, including the running jobs' GPU time up to now."""
         now = time.monotonic()
         with self._lock:
-            live = sum(len(r.gpus) * (now - r.started) for r in self._running.values())
+            live = sum(self._charged(r) * (now - r.started) for r in self._running.values())
             return BudgetUsage(
                 trials=self._spent.trials + self._trials,
                 wall_s=self._spent.wall_s + (now - self._t0),
@@ -196,6 +199,9 @@ class Scheduler:
         if self.budget.max_gpu_hours is not None and used.gpu_hours >= self.budget.max_gpu_hours:
             return f"campaign budget: {self.budget.max_gpu_hours:g} GPU-hours are spent"
         return None
+
+    def _charged(self, run: _Run) -> int:
+        return max(len(run.gpus), self.external_gpus)
 
     def _blocked(self, job: JobSpec) -> str | None:
         with self._lock:
@@ -329,7 +335,7 @@ class Scheduler:
         with self._lock:
             run = self._running.pop(key, None)
             if run is not None:
-                self._gpu_s_done += len(run.gpus) * (time.monotonic() - run.started)
+                self._gpu_s_done += self._charged(run) * (time.monotonic() - run.started)
                 for gpu in run.gpus:
                     if gpu in self._gpu_load:
                         self._gpu_load[gpu] = max(0, self._gpu_load[gpu] - 1)

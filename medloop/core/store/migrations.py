@@ -182,6 +182,134 @@ MIGRATIONS: list[tuple[str, str]] = [
         """,
     ),
     (
+        "0300_web_auth",
+        """
+        -- Web layer: users, API tokens and dashboard sessions (secrets kept as sha256),
+        -- rate-limit events, reproduction requests from reviewers.
+        CREATE TABLE web_users (
+            name TEXT PRIMARY KEY,
+            role TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            disabled_at TEXT
+        );
+        CREATE TABLE web_tokens (
+            id TEXT PRIMARY KEY,
+            user_name TEXT NOT NULL REFERENCES web_users(name),
+            hash TEXT NOT NULL,          -- sha256 of the secret; the secret is shown once
+            label TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            expires_at TEXT,
+            revoked_at TEXT
+        );
+        CREATE INDEX web_tokens_user ON web_tokens(user_name);
+        CREATE TABLE web_sessions (
+            id_hash TEXT PRIMARY KEY,    -- sha256 of the cookie value
+            user_name TEXT NOT NULL REFERENCES web_users(name),
+            csrf TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            expires_at TEXT NOT NULL,
+            revoked_at TEXT
+        );
+        CREATE TABLE web_rate_events (
+            user_name TEXT NOT NULL,
+            action TEXT NOT NULL,
+            at REAL NOT NULL             -- unix seconds
+        );
+        CREATE INDEX web_rate_events_key ON web_rate_events(user_name, action, at);
+        CREATE INDEX web_rate_events_at ON web_rate_events(at);
+        CREATE TABLE web_reproduction_requests (
+            id TEXT PRIMARY KEY,
+            claim_id TEXT NOT NULL REFERENCES claims(id) ON DELETE CASCADE,
+            actor TEXT NOT NULL,
+            rationale TEXT NOT NULL,
+            status TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX web_reproduction_requests_claim ON web_reproduction_requests(claim_id);
+        -- Cursor pages (ORDER BY id) filtered by one column, without sorting the whole table.
+        -- The trial indexes cover the listing columns: created_at/updated_at sit after the
+        -- large JSON columns in the row, which would otherwise be read for every listed trial.
+        CREATE INDEX trials_list ON trials(id, campaign_id, hypothesis_id, arm, seed, status, objective, created_at, updated_at);
+        CREATE INDEX trials_campaign_id ON trials(campaign_id, id, hypothesis_id, arm, seed, status, objective, created_at, updated_at);
+        CREATE INDEX trials_status_id ON trials(status, id, campaign_id, hypothesis_id, arm, seed, objective, created_at, updated_at);
+        -- Claim listings read this copy of each claim's listing columns, kept by triggers
+        -- (whoever writes claims), so a page neither parses claim JSON nor reads the JSON's
+        -- overflow pages for the columns stored after it.
+        CREATE TABLE web_claim_list (
+            claim_id TEXT PRIMARY KEY REFERENCES claims(id) ON DELETE CASCADE,
+            campaign_id TEXT,
+            hypothesis_id TEXT,
+            tier TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            dataset TEXT NOT NULL,
+            statement TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            estimate REAL,
+            ci_low REAL,
+            ci_high REAL,
+            p_adjusted REAL,
+            author TEXT
+        );
+        CREATE INDEX web_claim_list_tier ON web_claim_list(tier, claim_id);
+        CREATE INDEX web_claim_list_campaign ON web_claim_list(campaign_id, claim_id);
+        CREATE INDEX web_claim_list_dataset ON web_claim_list(dataset, outcome, claim_id);
+        CREATE INDEX web_claim_list_outcome ON web_claim_list(outcome, claim_id);
+        INSERT INTO web_claim_list
+            SELECT id, campaign_id, hypothesis_id, tier, outcome, dataset, statement, created_at, updated_at,
+                   json_extract(json, '$.effect.estimate'), json_extract(json, '$.effect.ci_low'),
+                   json_extract(json, '$.effect.ci_high'), json_extract(json, '$.effect.p_adjusted'),
+                   json_extract(json, '$.author')
+            FROM claims;
+        CREATE TRIGGER web_claim_list_insert AFTER INSERT ON claims BEGIN
+            INSERT OR REPLACE INTO web_claim_list VALUES (
+                NEW.id, NEW.campaign_id, NEW.hypothesis_id, NEW.tier, NEW.outcome, NEW.dataset, NEW.statement,
+                NEW.created_at, NEW.updated_at,
+                json_extract(NEW.json, '$.effect.estimate'), json_extract(NEW.json, '$.effect.ci_low'),
+                json_extract(NEW.json, '$.effect.ci_high'), json_extract(NEW.json, '$.effect.p_adjusted'),
+                json_extract(NEW.json, '$.author'));
+        END;
+        CREATE TRIGGER web_claim_list_update AFTER UPDATE ON claims BEGIN
+            INSERT OR REPLACE INTO web_claim_list VALUES (
+                NEW.id, NEW.campaign_id, NEW.hypothesis_id, NEW.tier, NEW.outcome, NEW.dataset, NEW.statement,
+                NEW.created_at, NEW.updated_at,
+                json_extract(NEW.json, '$.effect.estimate'), json_extract(NEW.json, '$.effect.ci_low'),
+                json_extract(NEW.json, '$.effect.ci_high'), json_extract(NEW.json, '$.effect.p_adjusted'),
+                json_extract(NEW.json, '$.author'));
+        END;
+        """,
+    ),
+    (
+        "0400_tools",
+        """
+        -- What each tool caller has used (trials, GPU-hours, campaigns), for per-caller
+        -- budgets. One row per (caller, resource, ref_id): charging is idempotent, and a
+        -- GPU-hour reservation is settled to the measured value when its trial ends.
+        CREATE TABLE tool_charges (
+            caller TEXT NOT NULL,
+            resource TEXT NOT NULL,
+            ref_id TEXT NOT NULL,
+            amount REAL NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            PRIMARY KEY (caller, resource, ref_id)
+        );
+        CREATE INDEX tool_charges_window ON tool_charges(caller, resource, created_at);
+
+        -- Handles that long-running tools return (a trial, a campaign process).
+        CREATE TABLE tool_jobs (
+            handle TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,
+            caller TEXT NOT NULL,
+            ref_id TEXT NOT NULL,
+            json TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE INDEX tool_jobs_caller ON tool_jobs(caller, kind, created_at);
+        """,
+    ),
+    (
         "0201_knowledge_fingerprints",
         """
         -- Relation checks compare contexts from these columns instead of parsing claims.

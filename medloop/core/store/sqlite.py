@@ -31,6 +31,8 @@ from medloop.core.specs import CampaignSpec
 from medloop.core.store.base import Page
 from medloop.core.store.knowledge_tables import KnowledgeTablesMixin
 from medloop.core.store.migrations import MIGRATIONS
+from medloop.core.store.tool_tables import ToolTablesMixin
+from medloop.core.store.web_tables import WebTablesMixin
 
 GENESIS_HASH = "0" * 64
 # Campaign fields kept in state_json (everything but the columns and the spec).
@@ -47,7 +49,7 @@ def open_store(path: Path) -> SQLiteStore:
     return SQLiteStore(path)
 
 
-class SQLiteStore(KnowledgeTablesMixin):
+class SQLiteStore(KnowledgeTablesMixin, WebTablesMixin, ToolTablesMixin):
     def __init__(self, path: Path | str, *, busy_timeout_ms: int = 10_000) -> None:
         self.path = Path(path)
         if str(path) != ":memory:":

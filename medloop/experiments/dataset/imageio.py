@@ -37,7 +37,7 @@ class Volume:
         return tuple(int(s) for s in self.array.shape)
 
 
-def _nib() -> Any:
+def nib_module() -> Any:
     # nibabel's type hints describe the generic image class; we use the NIfTI API.
     import nibabel
 
@@ -56,7 +56,7 @@ def read_header(path: Path) -> tuple[tuple[int, ...], tuple[float, ...], NDArray
     """Shape, spacing and affine without loading the voxels (NIfTI reads only the header)."""
     if _ending(path) in NIFTI_ENDINGS:
         try:
-            img = _nib().load(str(path))
+            img = nib_module().load(str(path))
         except Exception as exc:  # noqa: BLE001 - nibabel raises many types for broken files
             raise DatasetError(f"{path}: unreadable NIfTI ({type(exc).__name__}: {exc})") from None
         shape = tuple(int(s) for s in img.shape)
@@ -73,7 +73,7 @@ def read_volume(path: Path, *, dtype: Any = np.float32) -> Volume:
         raise DatasetError(f"{path}: file not found")
     if ending in NIFTI_ENDINGS:
         try:
-            img = _nib().load(str(path))
+            img = nib_module().load(str(path))
             data = np.asarray(img.dataobj, dtype=dtype)
         except Exception as exc:  # noqa: BLE001 - nibabel/gzip/zlib raise many types for broken files
             raise DatasetError(f"{path}: unreadable NIfTI ({type(exc).__name__}: {exc})") from None
@@ -130,20 +130,22 @@ def save_nifti(
 ) -> Path:
     """Write a NIfTI atomically (temp file, then rename). Without `affine`, a diagonal one
     of `spacing` (mm) is used."""
-    nib = _nib()
+    nib = nib_module()
     if affine is None:
         affine = np.eye(4)
         for axis, size in enumerate(spacing[:3]):
             affine[axis, axis] = size
     dest.parent.mkdir(parents=True, exist_ok=True)
     img = nib.Nifti1Image(np.ascontiguousarray(array), affine)
-    img.header.set_zooms(tuple(spacing[: array.ndim]))
+    zooms = [*spacing[:3], *([1.0] * max(0, array.ndim - len(spacing[:3])))]  # 4th axis: channels
+    img.header.set_zooms(tuple(zooms[: array.ndim]))
     img.header.set_xyzt_units("mm")
     suffix = ".nii.gz" if dest.name.endswith(".nii.gz") else ".nii"
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-", suffix=suffix)
     os.close(fd)
     try:
         nib.save(img, tmp)
+        Path(tmp).chmod(0o644)  # mkstemp makes it 0600: datasets are read by sandbox users too
         Path(tmp).replace(dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

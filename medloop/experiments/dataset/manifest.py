@@ -8,78 +8,80 @@ host reads them through `held_out_labels` when it recomputes metrics.
 from __future__ import annotations
 
 import os
-import random
 import shutil
 import tempfile
-from collections import defaultdict
 from pathlib import Path
 
 from medloop.core.errors import DatasetError
 from medloop.core.ids import canonical_json, sha256_hex
 from medloop.core.records import DatasetManifest
 from medloop.experiments.dataset.nnunet import NnunetDataset, dataset_checksum, read_dataset
+from medloop.experiments.dataset.splits import load_or_save_splits, stratified_holdout
 
-NO_SITE = "(none)"
-
-
-def stratified_holdout(
-    cases: list[str], sites: dict[str, str], *, fraction: float, seed: int
-) -> tuple[list[str], list[str]]:
-    """Split `cases` into (kept, held_out) by case, stratified by site, reproducibly.
-
-    Each site gives round(fraction * n) cases (at least one when it has two or more);
-    at least one case is always kept.
-    """
-    if not 0.0 < fraction < 1.0:
-        raise DatasetError(f"eval fraction must lie in (0, 1), got {fraction}")
-    by_site: dict[str, list[str]] = defaultdict(list)
-    for case in sorted(cases):
-        by_site[sites.get(case, NO_SITE)].append(case)
-    rng = random.Random(seed)
-    held: list[str] = []
-    for site in sorted(by_site):
-        members = by_site[site]
-        rng.shuffle(members)
-        n = round(fraction * len(members))
-        if len(members) >= 2:
-            # every site with two or more cases lands on both sides of the split
-            n = min(max(n, 1), len(members) - 1)
-        held.extend(members[:n])
-    if len(held) >= len(cases):
-        held = held[: len(cases) - 1]
-    held_set = set(held)
-    return sorted(c for c in cases if c not in held_set), sorted(held)
+__all__ = ["build_manifest", "held_out_labels", "stage_inputs", "stratified_holdout"]
 
 
-def build_manifest(path: Path, *, eval_fraction: float, split_seed: int) -> DatasetManifest:
-    """The manifest of a campaign: eval cases are a seeded, site-stratified subset of the
-    training cases; test cases are imagesTs."""
+def build_manifest(
+    path: Path,
+    *,
+    eval_fraction: float = 0.3,
+    split_seed: int = 12345,
+    method: str = "holdout",
+    k: int = 5,
+    fold: int = 0,
+    site: str | None = None,
+) -> DatasetManifest:
+    """The manifest of a campaign. The eval cases are a seeded split of the training cases:
+    `holdout` (a site-stratified `eval_fraction`), `kfold` (fold `fold` of `k`, stratified
+    by site) or `leave_site_out` (every case of `site`, or of the `fold`-th site). The
+    splits are saved next to the dataset and the manifest records the file, its hash and
+    the fold; test cases are imagesTs."""
     ds = read_dataset(path)
     if len(ds.training) < 2:
         raise DatasetError(
             f"{ds.root}: needs at least 2 training cases to hold some out, has {len(ds.training)}"
         )
     all_cases = [c.id for c in ds.training]
-    train, held = stratified_holdout(all_cases, ds.sites, fraction=eval_fraction, seed=split_seed)
+    splits, file, digest = load_or_save_splits(
+        ds.root, method, all_cases, ds.sites, k=k, seed=split_seed, fraction=eval_fraction
+    )
+    if method == "leave_site_out" and site is not None:
+        names = [s.get("site") for s in splits]
+        if site not in names:
+            raise DatasetError(f"{ds.root}: no site {site!r}; sites are {', '.join(map(str, names))}")
+        fold = names.index(site)
+    if not 0 <= fold < len(splits):
+        raise DatasetError(f"fold {fold} does not exist; the {method} split has {len(splits)} fold(s)")
+    chosen = splits[fold]
     sites = {c.id: c.site for c in (*ds.training, *ds.test) if c.site is not None}
+    split: dict[str, object] = {
+        "method": method,
+        "seed": split_seed,
+        "fold": fold,
+        "n_folds": len(splits),
+        "file": file,
+        "sha256": digest,
+        "n_train": len(chosen["train"]),
+        "n_eval": len(chosen["val"]),
+        "n_test": len(ds.test),
+    }
+    if method == "holdout":
+        split["eval_fraction"] = eval_fraction
+    if method == "kfold":
+        split["k"] = k
+    if "site" in chosen:
+        split["held_out_site"] = chosen["site"]
     return DatasetManifest(
         name=ds.name,
         checksum=dataset_checksum(ds.root),
         channel_names=ds.channel_names,
         labels=ds.labels,
         file_ending=ds.file_ending,
-        train_cases=train,
-        eval_cases=held,
+        train_cases=sorted(chosen["train"]),
+        eval_cases=sorted(chosen["val"]),
         test_cases=[c.id for c in ds.test],
         sites=sites,
-        split={
-            "method": "holdout_stratified_by_site",
-            "eval_fraction": eval_fraction,
-            "seed": split_seed,
-            "n_train": len(train),
-            "n_eval": len(held),
-            "n_test": len(ds.test),
-        },
+        split=split,
     )
 
 

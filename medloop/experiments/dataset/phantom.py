@@ -11,9 +11,6 @@ and the case index.
 
 from __future__ import annotations
 
-import json
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +20,7 @@ from numpy.typing import NDArray
 
 from medloop.core.errors import DatasetError
 from medloop.experiments.dataset.imageio import save_nifti
+from medloop.experiments.dataset.synthetic import build_dataset, smooth_field
 
 LABELS = {"background": 0, "liver": 1, "spleen": 2, "kidney": 3}
 _SUPERSAMPLE = 4
@@ -39,7 +37,8 @@ class SiteStyle:
     noise: float = 20.0  # HU, std of white noise
     blur: float = 0.0  # pixels, Gaussian sigma (coarser scanner resolution)
     spacing: float = 1.0  # mm per pixel in-plane
-    bias: float = 0.0  # HU, amplitude of a smooth additive bias field
+    bias: float = 0.0  # HU (or image units), amplitude of a smooth additive bias field
+    thickness: float = 5.0  # mm, slice thickness (the 2D phantom stores one slice)
 
 
 DEFAULT_SITES = (
@@ -82,16 +81,6 @@ def _blob(
         boundary += rng.uniform(0, wobble) * np.cos(k * theta + rng.uniform(0, 2 * np.pi))
     mask[i0:i1, j0:j1] = r < boundary
     return mask
-
-
-def _smooth_field(shape: tuple[int, int], sigma: float, rng: np.random.Generator) -> NDArray[np.float64]:
-    """Zero-mean, unit-std smooth noise (texture, bias fields)."""
-    from scipy.ndimage import gaussian_filter
-
-    field = gaussian_filter(rng.normal(size=shape), sigma)
-    std = float(field.std()) or 1.0
-    out: NDArray[np.float64] = (field - field.mean()) / std
-    return out
 
 
 def _place(
@@ -171,7 +160,7 @@ def render_case(
         )
         occupied |= mask
         hu[mask] = rng.uniform(25, 60)
-    hu += body * 12.0 * _smooth_field((hr, hr), 2.0 * _SUPERSAMPLE, rng)  # parenchymal texture
+    hu += body * 12.0 * smooth_field((hr, hr), 2.0 * _SUPERSAMPLE, rng)  # parenchymal texture
 
     # partial volume: average the HU over each 4x4 block; label = majority in the block
     hu_lr = hu.reshape(size, _SUPERSAMPLE, size, _SUPERSAMPLE).mean(axis=(1, 3))
@@ -184,7 +173,7 @@ def render_case(
     if site.blur > 0:
         img = gaussian_filter(img, site.blur)
     if site.bias > 0:
-        img += site.bias * _smooth_field((size, size), size / 4, rng)
+        img += site.bias * smooth_field((size, size), size / 4, rng)
     img += rng.normal(0, site.noise, size=img.shape)
     return np.clip(np.round(img), -1024, 3071).astype(np.int16), label_lr
 
@@ -219,57 +208,25 @@ def synth_phantom(
         "size": size,
         "sites": [asdict(s) for s in sites],
     }
-    dest = Path(dest)
-    if _reuse(dest, recipe):
-        return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}-"))
-    try:
+
+    def write_cases(tmp: Path) -> dict[str, str]:
         site_of: dict[str, str] = {}
         for index in range(cases + n_test):
             case_id = f"phantom_{index:03d}"
             site = sites[index % len(sites)]
             image, label = render_case(index, seed, site, size)
-            spacing = (site.spacing, site.spacing, 5.0)  # thin slice of 5 mm
+            spacing = (site.spacing, site.spacing, site.thickness)
             img_dir, lab_dir = ("imagesTr", "labelsTr") if index < cases else ("imagesTs", "labelsTs")
             save_nifti(image[:, :, None], tmp / img_dir / f"{case_id}_0000.nii.gz", spacing=spacing)
             save_nifti(label[:, :, None], tmp / lab_dir / f"{case_id}.nii.gz", spacing=spacing)
             site_of[case_id] = site.name
-        meta = {
-            "name": dest.name,
-            "description": "Synthetic 2D abdominal CT phantom (medloop); sites differ in intensity, noise, blur, spacing",
-            "channel_names": {"0": "CT"},
-            "labels": LABELS,
-            "numTraining": cases,
-            "file_ending": ".nii.gz",
-            "licence": "CC0 (synthetic)",
-            "medloop_synth": recipe,
-        }
-        (tmp / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n")
-        (tmp / "sites.json").write_text(json.dumps(site_of, indent=2) + "\n")
-        if dest.exists():  # an empty folder the user created
-            dest.rmdir()
-        tmp.rename(dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return dest
+        return site_of
 
-
-def _reuse(dest: Path, recipe: dict[str, Any]) -> bool:
-    """True if `dest` already holds this exact synthetic dataset; error if it holds other data."""
-    if not dest.exists():
-        return False
-    if dest.is_dir() and not any(dest.iterdir()):
-        return False
-    meta_path = dest / "dataset.json"
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        meta = {}
-    if isinstance(meta, dict) and meta.get("medloop_synth") == recipe:
-        return True
-    raise DatasetError(
-        f"{dest}: already exists and is not this synthetic dataset",
-        hint="choose an empty or new folder, or remove the old one",
-    )
+    meta = {
+        "description": "Synthetic 2D abdominal CT phantom (medloop); sites differ in intensity, noise, blur, spacing",
+        "channel_names": {"0": "CT"},
+        "labels": LABELS,
+        "numTraining": cases,
+        "licence": "CC0 (synthetic)",
+    }
+    return build_dataset(Path(dest), recipe, meta, write_cases)

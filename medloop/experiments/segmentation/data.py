@@ -170,3 +170,89 @@ def training_items(config: SegConfig, cases: list[CaseData]) -> list[dict[str, N
         for z in range(case.image.shape[-1]):
             items.append({"image": case.image[..., z], "label": case.label[..., z]})
     return items
+
+
+# ---------------------------------------------------------------- resampling
+
+
+def parse_spacing(text: str) -> list[float] | None:
+    if text in ("none", "auto"):
+        return None
+    return [float(v) for v in text.split("x")]
+
+
+def target_shape(shape: tuple[int, ...], spacing: tuple[float, ...], target: list[float]) -> tuple[int, ...]:
+    """Shape after resampling the first len(target) axes from `spacing` to `target` (mm)."""
+    out = list(shape)
+    for axis, t in enumerate(target):
+        out[axis] = max(1, round(shape[axis] * spacing[axis] / t))
+    return tuple(out)
+
+
+def resample(array: NDArray[Any], new_shape: tuple[int, ...], order: int) -> NDArray[Any]:
+    """Resample a channel-first array (C, X, Y, Z) to spatial `new_shape`: order 3 for images,
+    0 (nearest) for labels."""
+    from scipy.ndimage import zoom
+
+    if tuple(array.shape[1:]) == tuple(new_shape):
+        return array
+    factors = [n / o for n, o in zip(new_shape, array.shape[1:], strict=True)]
+    return np.stack(
+        [zoom(ch, factors, order=order, mode="nearest", grid_mode=order == 0) for ch in array]
+    ).astype(array.dtype)
+
+
+def train_transform(
+    config: SegConfig, items: list[dict[str, NDArray[Any]]], patch: list[int], seed: int
+) -> Any:
+    """The seeded training transform: cached typing/padding head, then random sampling and
+    the augmentation preset (a crop only when items are not already one patch)."""
+    from monai.transforms.compose import Compose
+
+    from medloop.experiments.segmentation.augment import deterministic_transforms, random_transforms
+
+    shapes = {tuple(item["image"].shape[1:]) for item in items}
+    item_shape = list(next(iter(shapes))) if len(shapes) == 1 else None
+    padded = [max(s, p) for s, p in zip(item_shape, patch, strict=True)] if item_shape else None
+    transform = Compose(
+        deterministic_transforms(patch) + random_transforms(config.augmentation, patch, padded)
+    )
+    transform.set_random_state(seed=seed % 2**32)
+    return transform
+
+
+def make_loader(
+    config: SegConfig, items: list[dict[str, NDArray[Any]]], patch: list[int], seed: int, device: Any
+) -> Any:
+    """CacheDataset (deterministic head cached in memory) + DataLoader drawing exactly
+    `iterations` batches, with replacement, from a seeded sampler."""
+    import torch
+    from monai.data.dataloader import DataLoader
+    from monai.data.dataset import CacheDataset
+
+    transform = train_transform(config, items, patch, seed)
+    # copy_cache=False: the random transforms never modify their input in place.
+    dataset = CacheDataset(items, transform=transform, cache_rate=1.0, progress=False, copy_cache=False)
+    generator = torch.Generator().manual_seed(seed)
+    sampler = torch.utils.data.RandomSampler(
+        dataset, replacement=True, num_samples=config.iterations * config.batch_size, generator=generator
+    )
+    cuda = getattr(device, "type", "cpu") == "cuda"
+    workers = min(8, max(0, len(_cpus()) - 1)) if cuda else 0  # CPU trials stay on their own thread
+    return DataLoader(
+        dataset,
+        batch_size=config.batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=cuda,
+        persistent_workers=workers > 0,
+    )
+
+
+def _cpus() -> set[int]:
+    import os
+
+    try:
+        return os.sched_getaffinity(0)
+    except AttributeError:  # not Linux
+        return set(range(os.cpu_count() or 1))

@@ -57,6 +57,34 @@ def _probabilities(
 
 
 @torch.no_grad()
+def predict_probabilities(
+    model: nn.Module,
+    image: NDArray[np.float32],
+    patch: Sequence[int],
+    device: torch.device,
+    *,
+    overlap: float = 0.5,
+    tta: bool = False,
+    amp: bool = False,
+    channels_last: bool = False,
+) -> torch.Tensor:
+    """Softmax probabilities (K, X, Y, Z) on `device` for a normalised image (C, X, Y, Z).
+    A 2D `patch` predicts slice by slice along Z."""
+    model.eval()
+    fmt = _memory_format(len(patch)) if channels_last else torch.contiguous_format
+    if len(patch) == 3:
+        x = torch.from_numpy(image[None]).to(device).contiguous(memory_format=fmt)
+        return _probabilities(model, x, patch, overlap=overlap, tta=tta, amp=amp)[0]
+    slices = []
+    stack = np.moveaxis(image, -1, 0)  # (Z, C, X, Y)
+    for start in range(0, stack.shape[0], _SLICE_CHUNK):
+        x = torch.from_numpy(np.ascontiguousarray(stack[start : start + _SLICE_CHUNK])).to(device)
+        slices.append(
+            _probabilities(model, x.contiguous(memory_format=fmt), patch, overlap=overlap, tta=tta, amp=amp)
+        )
+    return torch.cat(slices).permute(1, 2, 3, 0)  # (Z, K, X, Y) -> (K, X, Y, Z)
+
+
 def predict_case(
     model: nn.Module,
     image: NDArray[np.float32],
@@ -68,23 +96,11 @@ def predict_case(
     amp: bool = False,
     channels_last: bool = False,
 ) -> NDArray[np.uint8]:
-    """Label map (X, Y, Z) uint8 for a normalised image (C, X, Y, Z). A 2D `patch` predicts
-    slice by slice along Z."""
-    model.eval()
-    fmt = _memory_format(len(patch)) if channels_last else torch.contiguous_format
-    if len(patch) == 3:
-        x = torch.from_numpy(image[None]).to(device).contiguous(memory_format=fmt)
-        probs = _probabilities(model, x, patch, overlap=overlap, tta=tta, amp=amp)
-        return probs.argmax(1)[0].to(torch.uint8).cpu().numpy()
-    slices = []
-    stack = np.moveaxis(image, -1, 0)  # (Z, C, X, Y)
-    for start in range(0, stack.shape[0], _SLICE_CHUNK):
-        x = torch.from_numpy(np.ascontiguousarray(stack[start : start + _SLICE_CHUNK])).to(device)
-        probs = _probabilities(
-            model, x.contiguous(memory_format=fmt), patch, overlap=overlap, tta=tta, amp=amp
-        )
-        slices.append(probs.argmax(1).to(torch.uint8).cpu().numpy())
-    return np.moveaxis(np.concatenate(slices), 0, -1)
+    """Label map (X, Y, Z) uint8 for a normalised image (C, X, Y, Z)."""
+    probs = predict_probabilities(
+        model, image, patch, device, overlap=overlap, tta=tta, amp=amp, channels_last=channels_last
+    )
+    return np.asarray(probs.argmax(0).to(torch.uint8).cpu().numpy())
 
 
 def _memory_format(dims: int) -> torch.memory_format:

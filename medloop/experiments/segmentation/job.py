@@ -8,8 +8,8 @@ the image's shape and affine), checkpoints/{last,best}.safetensors, and the JobO
 from __future__ import annotations
 
 import random
-import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,18 +17,26 @@ import numpy as np
 
 from medloop.core.errors import DatasetError
 from medloop.core.records import JobOutcome, ReportedMetrics, TrialSpec
+from medloop.core.specs import SegConfig
 from medloop.experiments.dataset.imageio import write_like
 from medloop.experiments.dataset.manifest import stratified_holdout
+from medloop.experiments.dataset.plans import target_spacing
 from medloop.experiments.job import versions
+from medloop.experiments.segmentation.data import (
+    CaseData,
+    Normalizer,
+    auto_patch,
+    fit_patch,
+    load_cases,
+    parse_patch,
+    parse_spacing,
+    resample,
+    target_shape,
+    training_items,
+)
 
 INTERNAL_VAL_SEED = 0  # the same internal split for every trial of a dataset, so trials compare
-
-
-def _quiet_imports() -> None:
-    # MONAI imports `transformers` when it is installed (for a network this job never
-    # builds), which costs ~4 s of start-up per trial. Mark it unavailable: MONAI's
-    # optional imports then skip it.
-    sys.modules.setdefault("transformers", None)  # type: ignore[arg-type]
+Emit = Callable[[dict[str, Any]], None]
 
 
 def seed_everything(seed: int) -> None:
@@ -39,99 +47,111 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def run_segmentation(spec: TrialSpec, in_dir: Path, out_dir: Path, emit: Any) -> JobOutcome:
-    _quiet_imports()
-    import torch
-    from monai.data.dataloader import DataLoader
-    from monai.data.dataset import CacheDataset
-    from monai.transforms.compose import Compose
+def resolve_spacing(config: SegConfig, cases: list[CaseData]) -> list[float] | None:
+    """Target spacing (mm) for the configured axes, or None to keep the native grid."""
+    if config.target_spacing == "none":
+        return None
+    dims = config.spatial_dims
+    explicit = parse_spacing(config.target_spacing)
+    if explicit is not None:
+        if len(explicit) != dims:
+            raise ValueError(f"target_spacing {config.target_spacing!r} does not have {dims} axes")
+        return explicit
+    spacings = np.asarray([c.reference.spacing[:3] for c in cases], dtype=float)
+    shapes = np.asarray([c.spatial for c in cases], dtype=float)
+    return target_spacing(spacings[:, :dims], shapes[:, :dims])
 
-    from medloop.experiments.segmentation.augment import deterministic_transforms, random_transforms
-    from medloop.experiments.segmentation.data import (
-        CaseData,
-        Normalizer,
-        auto_patch,
-        fit_patch,
-        load_cases,
-        parse_patch,
-        training_items,
-    )
-    from medloop.experiments.segmentation.inference import dice_per_class, predict_case
-    from medloop.experiments.segmentation.networks import build_network, patch_divisor
+
+def to_grid(case: CaseData, spacing: list[float] | None) -> CaseData:
+    """The case resampled to `spacing` (image cubic, label nearest); unchanged if None."""
+    if spacing is None:
+        return case
+    shape = target_shape(case.spatial, case.reference.spacing, spacing)
+    label = resample(case.label, shape, order=0) if case.label is not None else None
+    return CaseData(case.id, resample(case.image, shape, order=3), label, case.reference, case.site)
+
+
+class Trial:
+    """The parts of one trial, built in order by `run_segmentation`."""
+
+    def __init__(self, spec: TrialSpec, in_dir: Path, out_dir: Path, emit: Emit) -> None:
+        self.spec, self.in_dir, self.out_dir, self.emit = spec, in_dir, out_dir, emit
+        self.config = spec.config_as(SegConfig)
+        self.labels = spec.dataset.labels
+        self.fg_labels = {k: v for k, v in self.labels.items() if v != 0}
+
+    def load(self, images: Path, labels_dir: Path | None, ids: list[str]) -> list[CaseData]:
+        ds = self.spec.dataset
+        return load_cases(
+            images, labels_dir, ids, n_channels=len(ds.channel_names), ending=ds.file_ending, sites=ds.sites
+        )
+
+    def split_training(self) -> tuple[list[str], list[str]]:
+        train_ids = list(self.spec.dataset.train_cases)
+        if not train_ids:
+            raise DatasetError("the spec lists no training cases")
+        fraction = self.config.internal_val_fraction
+        if fraction > 0 and len(train_ids) >= 2:
+            return stratified_holdout(
+                train_ids, self.spec.dataset.sites, fraction=fraction, seed=INTERNAL_VAL_SEED
+            )
+        return train_ids, []
+
+    def check_labels(self, cases: list[CaseData]) -> None:
+        allowed = set(self.labels.values())
+        for case in cases:
+            assert case.label is not None
+            bad = sorted(set(np.unique(case.label).tolist()) - allowed)
+            if bad:
+                raise DatasetError(f"case {case.id}: label values {bad} are not in dataset.json labels")
+            if self.config.spatial_dims == 3 and case.spatial[2] == 1:
+                raise DatasetError(f"case {case.id} is 2D (shape {case.spatial}); use spatial_dims 2")
+
+
+def run_segmentation(spec: TrialSpec, in_dir: Path, out_dir: Path, emit: Emit) -> JobOutcome:
+    import torch
+    from monai.data.meta_obj import set_track_meta
+
+    from medloop.experiments.segmentation.data import make_loader
+    from medloop.experiments.segmentation.networks import build_network, min_patch, patch_divisor
     from medloop.experiments.segmentation.training import peak_memory_mb, train
     from medloop.experiments.segmentation.transfer import initialise
 
+    # Plain tensors through the transforms: the job keeps geometry itself (CaseData.reference),
+    # and MetaTensor bookkeeping costs time on every item.
+    set_track_meta(False)
     t0 = time.perf_counter()
-    config = spec.config
-    ds = spec.dataset
+    trial = Trial(spec, in_dir, out_dir, emit)
+    config = spec.config_as(SegConfig)
     torch.set_num_threads(config.num_threads)
     seed_everything(spec.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    labels = ds.labels
-    n_classes = max(labels.values()) + 1
-    n_channels = len(ds.channel_names)
-    fg_labels = {k: v for k, v in labels.items() if v != 0}
+    n_classes = max(trial.labels.values()) + 1
+    n_channels = len(spec.dataset.channel_names)
 
-    train_ids = list(ds.train_cases)
-    if not train_ids:
-        raise DatasetError("the spec lists no training cases")
-    val_ids: list[str] = []
-    if config.internal_val_fraction > 0 and len(train_ids) >= 2:
-        train_ids, val_ids = stratified_holdout(
-            train_ids, ds.sites, fraction=config.internal_val_fraction, seed=INTERNAL_VAL_SEED
-        )
-
-    def load(images: Path, labels_dir: Path | None, ids: list[str]) -> list[CaseData]:
-        return load_cases(
-            images, labels_dir, ids, n_channels=n_channels, ending=ds.file_ending, sites=ds.sites
-        )
-
+    train_ids, val_ids = trial.split_training()
     tr_dir = in_dir / "train"
-    fit_cases = load(tr_dir / "imagesTr", tr_dir / "labelsTr", train_ids)
-    val_cases = load(tr_dir / "imagesTr", tr_dir / "labelsTr", val_ids)
-    for case in (*fit_cases, *val_cases):
-        assert case.label is not None
-        bad = sorted(set(np.unique(case.label).tolist()) - set(labels.values()))
-        if bad:
-            raise DatasetError(f"case {case.id}: label values {bad} are not in dataset.json labels")
-        if config.spatial_dims == 3 and case.spatial[2] == 1:
-            raise DatasetError(f"case {case.id} is 2D (shape {case.spatial}); use spatial_dims 2")
-    normalizer = Normalizer.fit(ds.channel_names, fit_cases, seed=spec.seed)
+    fit_cases = trial.load(tr_dir / "imagesTr", tr_dir / "labelsTr", train_ids)
+    val_cases = trial.load(tr_dir / "imagesTr", tr_dir / "labelsTr", val_ids)
+    trial.check_labels([*fit_cases, *val_cases])
+    normalizer = Normalizer.fit(spec.dataset.channel_names, fit_cases, seed=spec.seed)
+    grid = resolve_spacing(config, fit_cases)
     for case in (*fit_cases, *val_cases):
         case.image = normalizer.apply(case.image)
+    fit_grid = [to_grid(c, grid) for c in fit_cases]
+    val_grid = [to_grid(c, grid) for c in val_cases]
 
-    spacing = list(fit_cases[0].reference.spacing[: config.spatial_dims])
-    wanted = parse_patch(config.patch_size) or auto_patch(config, fit_cases)
+    spacing = grid or list(fit_cases[0].reference.spacing[: config.spatial_dims])
+    wanted = parse_patch(config.patch_size) or auto_patch(config, fit_grid)
     if len(wanted) != config.spatial_dims:
         raise ValueError(f"patch_size {config.patch_size!r} does not have {config.spatial_dims} axes")
+    wanted = [max(w, min_patch(config)) for w in wanted]
     patch = fit_patch(wanted, patch_divisor(config, wanted, spacing))
-
-    items = training_items(config, fit_cases)
-    shapes = {tuple(item["image"].shape[1:]) for item in items}
-    item_shape = list(next(iter(shapes))) if len(shapes) == 1 else None
-    padded = [max(s, p) for s, p in zip(item_shape, patch, strict=True)] if item_shape else None
-    transform = Compose(
-        deterministic_transforms(patch) + random_transforms(config.augmentation, patch, padded)
-    )
-    transform.set_random_state(seed=spec.seed % 2**32)
-    # copy_cache=False: the random transforms never modify their input in place.
-    dataset = CacheDataset(items, transform=transform, cache_rate=1.0, progress=False, copy_cache=False)
-    generator = torch.Generator().manual_seed(spec.seed)
-    sampler = torch.utils.data.RandomSampler(
-        dataset, replacement=True, num_samples=config.iterations * config.batch_size, generator=generator
-    )
-    workers = 0 if device.type == "cpu" else min(8, max(0, (len(_cpus()) or 1) - 1))
-    loader = DataLoader(
-        dataset,
-        batch_size=config.batch_size,
-        sampler=sampler,
-        num_workers=workers,
-        pin_memory=device.type == "cuda",
-        persistent_workers=workers > 0,
-    )
+    items = training_items(config, fit_grid)
+    loader = make_loader(config, items, patch, spec.seed, device)
 
     model = build_network(config, n_channels, n_classes, patch, spacing)
-    init_info: dict[str, Any] = {}
+    init_info: dict[str, Any] = {"source": "scratch"}
     params = [p for p in model.parameters() if p.requires_grad]
     if spec.init_checkpoint is not None or config.init != "scratch":
         model, params, init_info = initialise(model, spec, in_dir, config)
@@ -139,20 +159,19 @@ def run_segmentation(spec: TrialSpec, in_dir: Path, out_dir: Path, emit: Any) ->
     if device.type == "cuda":
         fmt = torch.channels_last if config.spatial_dims == 2 else torch.channels_last_3d
         model = model.to(memory_format=fmt)  # type: ignore[call-overload]  # documented; missing from the stubs
-    deep_supervision = bool(getattr(model, "deep_supervision", False))
     n_params = sum(p.numel() for p in model.parameters())
-    n_trainable = sum(p.numel() for p in params)
     setup: dict[str, Any] = {
         "device": _device_name(device),
         "patch": patch,
         "spacing": spacing,
+        "resampled": grid is not None,
         "train_cases": len(fit_cases),
         "internal_val_cases": val_ids,
         "train_items": len(items),
         "parameters": n_params,
-        "trainable_parameters": n_trainable,
+        "trainable_parameters": sum(p.numel() for p in params),
         "normalization": normalizer.describe(),
-        "init": init_info or {"source": "scratch"},
+        "init": init_info,
     }
     emit({"event": "setup", **setup})
     setup_seconds = time.perf_counter() - t0
@@ -162,60 +181,53 @@ def run_segmentation(spec: TrialSpec, in_dir: Path, out_dir: Path, emit: Any) ->
         config,
         model,
         loader,
-        val_cases=val_cases,
-        labels=labels,
+        val_cases=val_grid,
+        labels=trial.labels,
         patch=patch,
         device=device,
         checkpoint_dir=ckpt_dir,
         emit=emit,
-        deep_supervision=deep_supervision,
+        deep_supervision=bool(getattr(model, "deep_supervision", False)),
         params=params,
     )
     best = ckpt_dir / "best.safetensors"
     chosen = best if best.is_file() else ckpt_dir / "last.safetensors"
     if chosen == best:
-        from safetensors.torch import load_file
+        from safetensors.torch import load_model
 
-        model.load_state_dict(load_file(str(best), device=str(device)))
+        load_model(model, str(best), device=str(device))
 
-    # ---- predict every split; the host scores them against labels the job never saw
-    predict: dict[str, tuple[list[CaseData] | list[str], Path | None]] = {
-        "internal_val": (val_cases, None),
-        "eval": (list(ds.eval_cases), in_dir / "eval" / "imagesTs"),
-        "test": (list(ds.test_cases), in_dir / "test" / "imagesTs"),
-    }
+    # ---- predict every split on the original grid; the host scores them against labels
+    # the job never saw
+    splits: dict[str, list[CaseData]] = {"internal_val": val_cases}
+    for split, cases_ids in (("eval", spec.dataset.eval_cases), ("test", spec.dataset.test_cases)):
+        if cases_ids:
+            loaded = trial.load(in_dir / split / "imagesTs", None, list(cases_ids))
+            for case in loaded:
+                case.image = normalizer.apply(case.image)
+            splits[split] = loaded
     pred_dirs: dict[str, str] = {}
     reported: dict[str, dict[str, float]] = {}
     n_pred, pred_seconds = 0, 0.0
-    for split, (cases_or_ids, folder) in predict.items():
-        if not cases_or_ids:
+    for split, cases in splits.items():
+        if not cases:
             continue
-        cases = [c for c in cases_or_ids if isinstance(c, CaseData)]
-        if folder is not None:
-            cases = load(folder, None, [c for c in cases_or_ids if isinstance(c, str)])
-        dest_dir = out_dir / "predictions" / split
         for case in cases:
-            if folder is not None:
-                case.image = normalizer.apply(case.image)
             tic = time.perf_counter()
-            pred = predict_case(
-                model,
-                case.image,
-                patch,
-                device,
-                overlap=config.sw_overlap,
-                tta=config.tta,
-                amp=config.amp,
-                channels_last=device.type == "cuda",
-            )
+            label_map = predict_on_grid(model, case, grid, patch, device, config)
             pred_seconds += time.perf_counter() - tic
             n_pred += 1
-            label_map = pred.reshape(case.reference.shape)
-            write_like(label_map.astype(np.uint8), case.reference, dest_dir / f"{case.id}{ds.file_ending}")
+            write_like(
+                label_map,
+                case.reference,
+                out_dir / "predictions" / split / f"{case.id}{spec.dataset.file_ending}",
+            )
             if split == "internal_val":
+                from medloop.experiments.segmentation.inference import dice_per_class
+
                 assert case.label is not None
                 reported[case.id] = dice_per_class(
-                    label_map, case.label[0].reshape(label_map.shape), fg_labels
+                    label_map, case.label[0].reshape(label_map.shape), trial.fg_labels
                 )
         pred_dirs[split] = f"predictions/{split}"
 
@@ -234,7 +246,6 @@ def run_segmentation(spec: TrialSpec, in_dir: Path, out_dir: Path, emit: Any) ->
         "total_seconds": time.perf_counter() - t0,
         "peak_memory_mb": peak_memory_mb(device),
         "parameters": n_params,
-        "trainable_parameters": n_trainable,
         "patch": "x".join(str(p) for p in patch),
         "stopped_early": result.stopped_early,
         "best_epoch": result.best_epoch,
@@ -253,13 +264,36 @@ def run_segmentation(spec: TrialSpec, in_dir: Path, out_dir: Path, emit: Any) ->
     )
 
 
-def _cpus() -> set[int]:
-    import os
+def predict_on_grid(
+    model: Any, case: CaseData, grid: list[float] | None, patch: list[int], device: Any, config: SegConfig
+) -> np.ndarray:
+    """Label map (uint8) in the case's original geometry. With a target grid, the
+    probabilities are computed on the resampled image and interpolated back before argmax."""
+    import torch
 
-    try:
-        return os.sched_getaffinity(0)
-    except AttributeError:
-        return set(range(os.cpu_count() or 1))
+    from medloop.experiments.segmentation.inference import predict_probabilities
+
+    on_grid = to_grid(case, grid)
+    probs = predict_probabilities(
+        model,
+        on_grid.image,
+        patch,
+        device,
+        overlap=config.sw_overlap,
+        tta=config.tta,
+        amp=config.amp,
+        channels_last=device.type == "cuda",
+    )  # (K, X', Y', Z') on the device
+    if grid is not None and tuple(probs.shape[1:]) != case.spatial:
+        mode = "trilinear" if case.spatial[2] > 1 else "bilinear"
+        if mode == "bilinear":
+            probs = torch.nn.functional.interpolate(probs[None, ..., 0], size=case.spatial[:2], mode=mode)[
+                0, ..., None
+            ]
+        else:
+            probs = torch.nn.functional.interpolate(probs[None], size=case.spatial, mode=mode)[0]
+    label = probs.argmax(0).to(torch.uint8).cpu().numpy()
+    return np.asarray(label.reshape(case.reference.shape), dtype=np.uint8)
 
 
 def _device_name(device: Any) -> str:

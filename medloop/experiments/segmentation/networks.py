@@ -36,6 +36,9 @@ def dynunet_topology(
     return kernels, strides
 
 
+SWIN_MIN_PATCH = 64  # SwinUNETR halves 5 times; its bottleneck needs more than one voxel
+
+
 def patch_divisor(config: SegConfig, patch: Sequence[int], spacing: Sequence[float]) -> list[int]:
     """Per axis, the factor the input size must be a multiple of for this network."""
     if config.model == "swinunetr":
@@ -44,6 +47,11 @@ def patch_divisor(config: SegConfig, patch: Sequence[int], spacing: Sequence[flo
         _, strides = dynunet_topology(patch, spacing, config.depth)
         return [math.prod(s[axis] for s in strides) for axis in range(len(patch))]
     return [2 ** (config.depth - 1)] * len(patch)
+
+
+def min_patch(config: SegConfig) -> int:
+    """Smallest patch edge the network accepts when training."""
+    return SWIN_MIN_PATCH if config.model == "swinunetr" else 1
 
 
 def build_network(

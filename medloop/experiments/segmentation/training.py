@@ -83,12 +83,12 @@ def peak_memory_mb(device: torch.device) -> float:
 
 def save_checkpoint(model: nn.Module, path: Path, meta: dict[str, Any]) -> None:
     """Weights as safetensors (no pickle) plus a JSON sidecar; both written atomically."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save_model
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tmp = path.with_name(f".tmp-{path.name}")
-    save_file(state, str(tmp), metadata={"medloop": json.dumps(meta, default=str)})
+    # save_model stores each shared tensor once (DynUNet aliases its layers in skip_layers)
+    save_model(model, str(tmp), metadata={"medloop": json.dumps(meta, default=str)})
     tmp.replace(path)
 
 

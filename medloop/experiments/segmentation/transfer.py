@@ -37,6 +37,21 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
     return {str(k).removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
 
 
+def _fill_aliases(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A checkpoint stores a shared tensor under one name (safetensors' save_model); give
+    it every name the model uses for the same storage."""
+    groups: dict[int, list[str]] = {}
+    for name, tensor in own.items():
+        groups.setdefault(tensor.data_ptr(), []).append(name)
+    out = dict(state)
+    for names in groups.values():
+        present = next((n for n in names if n in state), None)
+        if present is not None:
+            for n in names:
+                out.setdefault(n, state[present])
+    return out
+
+
 def encoder_modules(model: nn.Module, config: SegConfig) -> list[nn.Module]:
     """The downsampling path of each supported network."""
     names = {
@@ -114,6 +129,7 @@ def initialise(
     path = (in_dir / spec.init_checkpoint).resolve()
     state = load_weights(path)
     own = model.state_dict()
+    state = _fill_aliases(state, own)
     loaded = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if not loaded:
         raise ValueError(

@@ -12,11 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from medloop.core.errors import MedloopError
 from medloop.core.settings import Settings
 from medloop.core.specs import SandboxSpec
 from medloop.sandbox.base import JobHandle, SandboxRuntime
 from medloop.sandbox.factory import make_runtime
 from medloop.sandbox.procs import is_running
+from tests.conftest import require
 
 
 @dataclass
@@ -45,9 +47,50 @@ def _local(settings: Settings) -> RuntimeCase:
     )
 
 
-BUILDERS: dict[str, Callable[[Settings], RuntimeCase]] = {"local": _local}
+def docker_available(image: str) -> tuple[bool, str]:
+    """Whether the Docker daemon answers and has the runtime image."""
+    try:
+        from medloop.sandbox.image import docker_client
+
+        client = docker_client()
+    except MedloopError as exc:
+        return False, exc.message
+    import docker
+
+    try:
+        client.images.get(image)
+    except docker.errors.ImageNotFound:
+        return (
+            False,
+            f"image {image} missing: run `medloop sandbox build-image --base debootstrap --wheelhouse DIR`",
+        )
+    return True, ""
 
 
-@pytest.fixture(params=sorted(BUILDERS))
+def _docker(settings: Settings) -> RuntimeCase:
+    ok, why = docker_available(settings.docker_image)
+    require("docker", ok, why)
+    spec = SandboxSpec(runtime="docker")
+    runtime = make_runtime(settings, spec)
+
+    def nothing_left(handle: JobHandle, _pids: list[int]) -> bool:
+        # Every process of a job lives in its container's PID namespace: gone with it.
+        from medloop.sandbox.image import docker_client
+
+        return not docker_client().containers.list(all=True, filters={"id": handle.ref})
+
+    return RuntimeCase(
+        name="docker",
+        runtime=runtime,
+        jobs_dir=settings.jobs_dir,
+        nothing_left=nothing_left,
+        restart=lambda: make_runtime(settings, spec),
+    )
+
+
+BUILDERS: dict[str, Callable[[Settings], RuntimeCase]] = {"local": _local, "docker": _docker}
+
+
+@pytest.fixture(params=[pytest.param("local"), pytest.param("docker", marks=pytest.mark.docker)])
 def case(request: pytest.FixtureRequest, settings: Settings) -> Iterator[RuntimeCase]:
     yield BUILDERS[request.param](settings)

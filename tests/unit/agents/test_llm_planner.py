@@ -183,7 +183,7 @@ def test_llm_campaign_end_to_end_through_litellm(tmp_path: Path, table: Path) ->
         services = CampaignServices(
             store=store,
             knowledge=kb,
-            make_trials=lambda spec: ReplayTrials(store, spec, table=spec.executor.table),  # type: ignore[arg-type]
+            make_trials=lambda spec, _cid: ReplayTrials(store, spec, table=spec.executor.table),  # type: ignore[arg-type]
             make_planner=lambda spec: LLMPlanner(client, fallback=OfflinePlanner()),
             checkpoints_path=tmp_path / "ck.sqlite",
         )

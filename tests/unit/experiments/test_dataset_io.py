@@ -20,7 +20,7 @@ from medloop.experiments.dataset import (
     stage_inputs,
     synth_phantom,
 )
-from medloop.experiments.dataset.manifest import stratified_holdout
+from medloop.experiments.dataset.splits import stratified_holdout
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +134,9 @@ def test_manifest_stage_and_held_out_labels(tmp_path: Path, phantom: Path) -> No
     manifest = build_manifest(phantom, eval_fraction=0.25, split_seed=12345)
     assert manifest.checksum == dataset_checksum(phantom)
     assert len(manifest.eval_cases) == 2 and len(manifest.train_cases) == 6
-    assert manifest.split["method"] == "holdout_stratified_by_site" and manifest.split["seed"] == 12345
+    assert manifest.split["method"] == "holdout" and manifest.split["seed"] == 12345
+    saved = json.loads((phantom / str(manifest.split["file"])).read_text())
+    assert saved == [{"train": manifest.train_cases, "val": manifest.eval_cases}]
     assert {manifest.sites[c] for c in manifest.eval_cases} == {"site_a", "site_b"}
 
     parts = stage_inputs(phantom, manifest, tmp_path / "staging")

@@ -1,0 +1,180 @@
+"""`medloop serve`, `medloop users` and `medloop audit`: the web server, its accounts,
+and the hash-chained audit log."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+from medloop.cli.common import console, print_json, settings
+
+if TYPE_CHECKING:
+    from medloop.core.store import SQLiteStore
+
+users_app = typer.Typer(
+    help="Users, roles and API tokens of the web API and dashboard.", no_args_is_help=True
+)
+audit_app = typer.Typer(help="Inspect and verify the hash-chained audit log.", no_args_is_help=True)
+
+
+def _store() -> SQLiteStore:
+    from medloop import bootstrap
+
+    return bootstrap.store(settings())
+
+
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Address to bind (keep 127.0.0.1 unless behind a proxy)"),
+    port: int = typer.Option(8000, min=1, max=65535),
+    workers: int = typer.Option(1, min=1, max=64, help="Server processes"),
+    examples: Path | None = typer.Option(
+        None, help="Folder of campaign YAML files the launch form offers (default: ./examples)"
+    ),
+    review_limit: int | None = typer.Option(
+        None, min=1, help="Review actions per user per minute (default 30)"
+    ),
+    log_level: str = typer.Option("info", help="uvicorn log level"),
+) -> None:
+    """Serve the REST API (/api/v1, docs at /api/docs) and the dashboard on the workspace."""
+    import uvicorn
+
+    st = settings()
+    _store()  # migrate (and fail with one line) before the workers start
+    folder = examples if examples is not None else Path("examples")
+    if folder.is_dir():
+        os.environ["MEDLOOP_WEB_EXAMPLES"] = str(folder.resolve())
+    if review_limit is not None:
+        os.environ["MEDLOOP_WEB_REVIEW_LIMIT"] = str(review_limit)
+    os.environ["MEDLOOP_WORKSPACE"] = str(st.workspace_dir)
+    console.print(f"medloop on http://{host}:{port}  (workspace {st.workspace_dir}; API docs at /api/docs)")
+    uvicorn.run(
+        "medloop.web.app:create_app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+        proxy_headers=False,
+    )
+
+
+@users_app.command("add")
+def users_add(
+    name: str = typer.Argument(..., help="User name (letters, digits, . _ - @)"),
+    role: str = typer.Option(..., "--role", help="viewer | reviewer | admin | agent"),
+    label: str = typer.Option("", help="What the first token is for"),
+    expires_days: float | None = typer.Option(None, min=0.01, help="Token lifetime in days (default: none)"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Add a user and print their first API token (shown once; only its hash is kept)."""
+    from medloop.web.accounts import add_user, issue_token
+
+    store, actor = _store(), settings().user
+    user = add_user(store, name, role, actor=actor)
+    token, secret = issue_token(store, user.name, actor=actor, label=label, expires_days=expires_days)
+    if as_json:
+        print_json({"name": user.name, "role": user.role, "token_id": token.id, "token": secret})
+        return
+    console.print(f"user {user.name} ({user.role}) added; API token (shown once):")
+    console.print(secret, markup=False, highlight=False, soft_wrap=True)
+
+
+@users_app.command("token")
+def users_token(
+    name: str = typer.Argument(...),
+    label: str = typer.Option("", help="What the token is for"),
+    expires_days: float | None = typer.Option(None, min=0.01, help="Token lifetime in days"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Create another API token for a user (shown once)."""
+    from medloop.web.accounts import issue_token
+
+    token, secret = issue_token(_store(), name, actor=settings().user, label=label, expires_days=expires_days)
+    if as_json:
+        print_json({"name": name, "token_id": token.id, "token": secret, "expires_at": token.expires_at})
+        return
+    console.print(secret, markup=False, highlight=False, soft_wrap=True)
+
+
+@users_app.command("revoke")
+def users_revoke(
+    token_id: str = typer.Argument(..., help="Token id (tok_..., the part before the dot)"),
+) -> None:
+    """Revoke an API token."""
+    from medloop.web.accounts import revoke_token
+
+    revoke_token(_store(), token_id.partition(".")[0], actor=settings().user)
+    console.print(f"{token_id.partition('.')[0]} revoked")
+
+
+@users_app.command("list")
+def users_list(as_json: bool = typer.Option(False, "--json")) -> None:
+    """List users, their roles and tokens (ids only)."""
+    store = _store()
+    users = store.list_users()
+    tokens = store.list_tokens()
+    if as_json:
+        print_json(
+            [
+                {
+                    **u.model_dump(exclude={"schema_version"}),
+                    "tokens": [
+                        t.model_dump(exclude={"schema_version", "hash", "user"})
+                        for t in tokens
+                        if t.user == u.name
+                    ],
+                }
+                for u in users
+            ]
+        )
+        return
+    from rich.table import Table
+
+    table = Table()
+    for col in ("name", "role", "active tokens", "created"):
+        table.add_column(col)
+    for u in users:
+        active = [t.id for t in tokens if t.user == u.name and t.revoked_at is None]
+        table.add_row(u.name, u.role, ", ".join(active) or "-", u.created_at[:19])
+    console.print(table)
+
+
+@audit_app.command("verify")
+def audit_verify(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Recompute the audit log's hash chain; exit 1 at the first entry that does not match."""
+    from medloop.core.errors import MedloopError
+
+    store = _store()
+    ok, bad = store.verify_audit()
+    entries = len(store.list_audit(limit=100_000_000))
+    if as_json:
+        print_json({"ok": ok, "first_bad_seq": bad, "entries": entries})
+        if not ok:
+            raise typer.Exit(1)
+        return
+    if not ok:
+        raise MedloopError(
+            f"audit chain broken at entry {bad} of {entries} (an entry was changed, removed or inserted)",
+            hint=f"compare with a backup; entries before {bad} are intact",
+        )
+    console.print(f"audit chain intact: {entries} entries")
+
+
+@audit_app.command("list")
+def audit_list(
+    object_id: str | None = typer.Option(None, "--object", help="Only entries about this id"),
+    limit: int = typer.Option(50, min=1, help="Last N entries"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Show the latest audit entries."""
+    entries = _store().list_audit(object_id=object_id, limit=100_000_000)[-limit:]
+    if as_json:
+        print_json([e.model_dump(mode="json", exclude={"schema_version"}) for e in entries])
+        return
+    for e in entries:
+        console.print(
+            f"{e.seq:>6} {e.ts[:19]} {e.actor:<10} {e.action:<26} {e.object_type} {e.object_id}", markup=False
+        )

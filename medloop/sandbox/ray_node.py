@@ -1,0 +1,159 @@
+"""What runs on a Ray node for one job: the configured sandbox runtime, on the node.
+
+A Ray task (`node_job`) unpacks the job's inputs into a node-local cache, runs the job in
+the node's own runtime (local process or Docker, with every limit that runtime enforces),
+streams log lines to the driver through the `LogHub` actor, obeys cancel requests posted
+there, and returns the JobResult with the job's `/out` folder as a tar archive, which
+the driver unpacks into the host workspace. Re-running the task for the same key on the
+same node re-attaches to the job instead of starting it again (the runtime reconciles
+by key first), which is how a restarted driver picks up running jobs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import tarfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from medloop.core.records import JobResult, JobSpec
+from medloop.core.settings import Settings
+from medloop.core.specs import SandboxSpec
+
+
+class LogHub:
+    """A Ray actor: log lines from nodes to the driver, cancel requests the other way."""
+
+    def __init__(self) -> None:
+        self._lines: dict[str, list[str]] = {}
+        self._cancelled: set[str] = set()
+        self._nodes: dict[str, str] = {}
+
+    def push(self, key: str, lines: list[str]) -> bool:
+        """Append lines; returns whether the driver asked to cancel this job."""
+        self._lines.setdefault(key, []).extend(lines)
+        return key in self._cancelled
+
+    def pull(self, key: str) -> list[str]:
+        return self._lines.pop(key, [])
+
+    def cancel(self, key: str) -> None:
+        self._cancelled.add(key)
+
+    def started(self, key: str, node_id: str) -> None:
+        self._nodes[key] = node_id
+
+    def node_of(self, key: str) -> str | None:
+        return self._nodes.get(key)
+
+
+def pack_dir(path: Path) -> bytes:
+    """A folder as an uncompressed tar archive (paths relative to it)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        if path.is_dir():
+            for child in sorted(path.iterdir()):
+                tar.add(child, arcname=child.name)
+        else:
+            tar.add(path, arcname=path.name)
+    return buffer.getvalue()
+
+
+def unpack(data: bytes, dest: Path) -> None:
+    """Extract an archive made by `pack_dir` (the `data` filter refuses links out of dest)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
+        tar.extractall(dest, filter="data")
+
+
+def _materialize(cache: Path, fingerprint: str, filename: str, data: bytes, is_dir: bool) -> Path:
+    """Unpack an input once per node (by content fingerprint); returns its node path."""
+    target = cache / fingerprint
+    if not target.exists():
+        tmp = cache / f".{fingerprint}.{os.getpid()}.{threading.get_ident()}"
+        unpack(data, tmp)
+        try:
+            tmp.rename(target)
+        except OSError:  # another task unpacked it first
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target if is_dir else target / filename
+
+
+def node_job(
+    job_json: str,
+    inputs: dict[str, tuple[str, bool, str, Any]],
+    sandbox_json: str,
+    node_root: str,
+    docker_image: str,
+    hub: Any,
+) -> tuple[str, bytes, str]:
+    """Run (or re-attach to) one job on this node. Returns (JobResult JSON, /out tar, node)."""
+    import ray
+
+    job = JobSpec.model_validate_json(job_json)
+    sandbox = SandboxSpec.model_validate_json(sandbox_json)
+    root = Path(node_root)
+    node_inputs: dict[str, Path] = {}
+    for name, (digest, is_dir, filename, ref) in inputs.items():
+        data = ray.get(ref) if isinstance(ref, ray.ObjectRef) else ref
+        node_inputs[name] = _materialize(root / "inputs", digest, filename, data, is_dir)
+    gpu_ids = [int(g) for g in ray.get_gpu_ids()]
+    job = job.model_copy(
+        update={"inputs": node_inputs, "limits": job.limits.model_copy(update={"gpu_ids": gpu_ids})}
+    )
+    node_id = ray.get_runtime_context().get_node_id()
+    hub.started.remote(job.key, node_id)
+
+    from medloop.sandbox.factory import make_runtime
+
+    settings = Settings(workspace=root / "workspace", docker_image=docker_image)
+    runtime = make_runtime(settings, sandbox)
+    found = runtime.reconcile([job.key]).get(job.key)
+    if isinstance(found, JobResult):
+        result = found
+    else:
+        handle = found if found is not None else runtime.submit(job)
+        pending: list[str] = []
+        lock = threading.Lock()
+        finished = threading.Event()
+
+        def flush() -> None:
+            # Every 0.2 s: ship new lines to the driver and check for a cancel request.
+            while not finished.wait(0.2):
+                with lock:
+                    batch, pending[:] = list(pending), []
+                if ray.get(hub.push.remote(job.key, batch)):
+                    runtime.cancel(handle)
+
+        def on_log(line: str) -> None:
+            with lock:
+                pending.append(line)
+
+        flusher = threading.Thread(target=flush, daemon=True)
+        flusher.start()
+        try:
+            result = runtime.wait(handle, on_log=on_log)
+        finally:
+            finished.set()
+            flusher.join(timeout=5)
+            with lock, contextlib.suppress(Exception):
+                ray.get(hub.push.remote(job.key, list(pending)))
+    return result.model_dump_json(), pack_dir(result.out_dir), node_id
+
+
+def fingerprint(path: Path) -> str:
+    """Cheap content fingerprint of an input: names, sizes and mtimes of its files."""
+    import hashlib
+
+    digest = hashlib.sha256(str(path).encode())
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        stat = file.stat()
+        digest.update(
+            f"{file.relative_to(path) if path.is_dir() else file.name}:{stat.st_size}:{stat.st_mtime_ns}".encode()
+        )
+    return digest.hexdigest()[:24]

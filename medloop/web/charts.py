@@ -1,0 +1,223 @@
+"""Plots as inline SVG strings, made on the server: no JavaScript library, no network, and
+the same markup in the dashboard and in self-contained HTML reports."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from html import escape
+
+from medloop.web.schemas import Graph
+
+COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#17becf", "#7f7f7f"]
+MAX_POINTS = 600  # per series drawn; longer series are thinned evenly (ends kept)
+
+
+@dataclass
+class Series:
+    name: str
+    points: list[tuple[float, float]]
+    colour: str = ""
+    step: bool = False  # draw as a step function (best-so-far)
+    dots: bool = False  # draw markers only
+    dashed: bool = False
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def _nice_ticks(lo: float, hi: float, n: int = 5, *, integer: bool = False) -> list[float]:
+    if hi <= lo:
+        hi = lo + 1.0
+    raw = max((hi - lo) / max(1, n), 1.0 if integer else 0.0) or 1.0
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    start = math.ceil(lo / step) * step
+    ticks: list[float] = []
+    v = start
+    while v <= hi + 1e-12 * abs(hi) and len(ticks) < 50:
+        ticks.append(round(v, 12))
+        v += step
+    return ticks
+
+
+def _fmt(v: float) -> str:
+    if v == 0:
+        return "0"
+    if abs(v) >= 1000 or abs(v) < 0.01:
+        return f"{v:.2g}"
+    return f"{v:.4g}"
+
+
+def _thin(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    if len(points) <= MAX_POINTS:
+        return points
+    stride = len(points) / MAX_POINTS
+    keep = [points[int(i * stride)] for i in range(MAX_POINTS)]
+    return [*keep, points[-1]]
+
+
+def line_chart(
+    series: Sequence[Series],
+    *,
+    title: str = "",
+    x_label: str = "",
+    y_label: str = "",
+    width: int = 640,
+    height: int = 280,
+    chart_id: str = "",
+) -> str:
+    """A line/step/scatter chart with axes, ticks and a legend."""
+    pts = [p for s in series for p in s.points if math.isfinite(p[0]) and math.isfinite(p[1])]
+    ml, mr, mt, mb = 58, 16, 28 if title else 12, 42
+    pw, ph = width - ml - mr, height - mt - mb
+    attrs = f'class="chart" role="img" viewBox="0 0 {width} {height}" width="{width}" height="{height}"'
+    if chart_id:
+        attrs += f' id="{escape(chart_id)}"'
+    out = [f"<svg {attrs}>"]
+    out.append(f"<title>{escape(title or y_label)}</title>")
+    if title:
+        out.append(f'<text x="{ml}" y="18" class="chart-title">{escape(title)}</text>')
+    if not pts:
+        out.append(
+            f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle" class="chart-empty">no data yet</text>'
+        )
+        out.append("</svg>")
+        return "".join(out)
+    x0, x1 = min(p[0] for p in pts), max(p[0] for p in pts)
+    y0, y1 = min(p[1] for p in pts), max(p[1] for p in pts)
+    if x1 == x0:
+        x0, x1 = x0 - 1, x1 + 1
+    pad = (y1 - y0) * 0.06 or abs(y0) * 0.05 or 0.5
+    y0, y1 = y0 - pad, y1 + pad
+
+    def sx(x: float) -> float:
+        return ml + (x - x0) / (x1 - x0) * pw
+
+    def sy(y: float) -> float:
+        return mt + ph - (y - y0) / (y1 - y0) * ph
+
+    out.append(f'<rect x="{ml}" y="{mt}" width="{pw}" height="{ph}" class="chart-frame"/>')
+    for t in _nice_ticks(y0, y1):
+        y = sy(t)
+        out.append(f'<line x1="{ml}" x2="{ml + pw}" y1="{y:.1f}" y2="{y:.1f}" class="chart-grid"/>')
+        out.append(
+            f'<text x="{ml - 6}" y="{y + 4:.1f}" text-anchor="end" class="chart-tick">{_fmt(t)}</text>'
+        )
+    integer_x = all(float(p[0]).is_integer() for p in pts)
+    for t in _nice_ticks(x0, x1, 6, integer=integer_x):
+        x = sx(t)
+        out.append(
+            f'<text x="{x:.1f}" y="{mt + ph + 16}" text-anchor="middle" class="chart-tick">{_fmt(t)}</text>'
+        )
+    if x_label:
+        out.append(
+            f'<text x="{ml + pw / 2}" y="{height - 6}" text-anchor="middle" class="chart-label">{escape(x_label)}</text>'
+        )
+    if y_label:
+        out.append(
+            f'<text x="14" y="{mt + ph / 2}" text-anchor="middle" class="chart-label" '
+            f'transform="rotate(-90 14 {mt + ph / 2})">{escape(y_label)}</text>'
+        )
+    for i, s in enumerate(series):
+        colour = s.colour or COLOURS[i % len(COLOURS)]
+        sp = _thin([p for p in s.points if math.isfinite(p[0]) and math.isfinite(p[1])])
+        if not sp:
+            continue
+        name = escape(s.name)
+        if s.dots:
+            circles = "".join(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.5"/>' for x, y in sp)
+            out.append(
+                f'<g class="series dots" data-series="{name}" fill="{colour}" fill-opacity="0.55">{circles}</g>'
+            )
+            continue
+        coords: list[str] = []
+        prev: tuple[float, float] | None = None
+        for x, y in sp:
+            if s.step and prev is not None:
+                coords.append(f"{sx(x):.1f},{sy(prev[1]):.1f}")
+            coords.append(f"{sx(x):.1f},{sy(y):.1f}")
+            prev = (x, y)
+        dash = ' stroke-dasharray="5,4"' if s.dashed else ""
+        out.append(
+            f'<polyline class="series line" data-series="{name}" fill="none" stroke="{colour}" '
+            f'stroke-width="2"{dash} points="{" ".join(coords)}"/>'
+        )
+    lx = ml + 8
+    for i, s in enumerate(series):
+        colour = s.colour or COLOURS[i % len(COLOURS)]
+        y = mt + 14 + 15 * i
+        out.append(f'<rect x="{lx}" y="{y - 8}" width="10" height="10" fill="{colour}"/>')
+        out.append(f'<text x="{lx + 14}" y="{y + 1}" class="chart-legend">{escape(s.name)}</text>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+TIER_COLOURS = {
+    "validated": "#1a7f37",
+    "reproduced": "#2da44e",
+    "supported": "#0969da",
+    "refuted": "#8250df",
+    "inconclusive": "#bf8700",
+    "external": "#54aeff",
+    "quarantined": "#cf222e",
+    "rejected": "#a40e26",
+    "superseded": "#8c959f",
+    "proposed": "#8c959f",
+}
+KIND_COLOURS = {
+    "trial": "#6e7781",
+    "dataset": "#953800",
+    "campaign": "#0550ae",
+    "hypothesis": "#116329",
+    "source": "#cf222e",
+    "metric": "#8250df",
+}
+
+
+def graph_svg(graph: Graph, *, width: int = 760, height: int = 520) -> str:
+    """The neighbourhood of a claim: the centre in the middle, direct neighbours on an
+    inner ring, their neighbours on an outer ring; edges labelled by kind."""
+    cx, cy = width / 2, height / 2
+    adjacency: dict[str, set[str]] = {}
+    for e in graph.edges:
+        adjacency.setdefault(e.src, set()).add(e.dst)
+        adjacency.setdefault(e.dst, set()).add(e.src)
+    ring1 = sorted(adjacency.get(graph.center, set()) - {graph.center})
+    ring2 = sorted({n.id for n in graph.nodes} - set(ring1) - {graph.center})
+    pos: dict[str, tuple[float, float]] = {graph.center: (cx, cy)}
+    for ring, radius in ((ring1, min(cx, cy) * 0.5), (ring2, min(cx, cy) * 0.88)):
+        for i, node in enumerate(ring):
+            angle = 2 * math.pi * i / max(1, len(ring)) - math.pi / 2 + (0.3 if ring is ring2 else 0)
+            pos[node] = (cx + radius * math.cos(angle), cy + radius * math.sin(angle))
+    out = [
+        f'<svg class="kgraph" role="img" viewBox="0 0 {width} {height}" '
+        f'width="{width}" height="{height}"><title>knowledge graph around {escape(graph.center)}</title>'
+    ]
+    for e in graph.edges:
+        if e.src not in pos or e.dst not in pos:
+            continue
+        (x1, y1), (x2, y2) = pos[e.src], pos[e.dst]
+        cls = "edge edge-" + escape(e.kind)
+        out.append(f'<line class="{cls}" x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}"/>')
+        if len(graph.edges) <= 24:  # beyond that the labels only add clutter; colours tell the kind
+            out.append(
+                f'<text class="edge-label" x="{(x1 + x2) / 2:.1f}" y="{(y1 + y2) / 2:.1f}">{escape(e.kind)}</text>'
+            )
+    for n in graph.nodes:
+        if n.id not in pos:
+            continue
+        x, y = pos[n.id]
+        colour = TIER_COLOURS.get(n.tier or "", KIND_COLOURS.get(n.kind, "#57606a"))
+        r = 13 if n.id == graph.center else 8
+        label = escape(n.label if len(n.label) <= 34 else n.label[:33] + "…")
+        href = f"/claims/{escape(n.id)}" if n.kind == "claim" else ""
+        node = (
+            f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{r}" fill="{colour}"><title>{escape(n.kind)} {escape(n.id)}'
+            f"{' (' + escape(n.tier) + ')' if n.tier else ''}: {escape(n.label)}</title></circle>"
+            f'<text class="node-label" x="{x + r + 3:.1f}" y="{y + 4:.1f}">{label}</text>'
+        )
+        if href:
+            node = f'<a href="{href}" class="node-link">{node}</a>'
+        out.append(f'<g class="node node-{escape(n.kind)}" data-id="{escape(n.id)}">{node}</g>')
+    out.append("</svg>")
+    return "".join(out)

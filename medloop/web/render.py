@@ -1,0 +1,138 @@
+"""Jinja2 environment shared by the dashboard and the HTML report, and the figures both
+show (best-so-far curve, training curves), built from the same views."""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
+
+from medloop.core.records import Trial
+from medloop.web import charts
+from medloop.web import schemas as S
+
+TEMPLATES = Path(__file__).parent / "templates"
+STATIC = Path(__file__).parent / "static"
+
+
+def num(value: Any, spec: str = ".4f") -> str:
+    if value is None:
+        return "–"
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if not math.isfinite(f):
+        return "–"
+    return format(f, spec)
+
+
+def signed(value: Any) -> str:
+    return num(value, "+.4f")
+
+
+def pvalue(value: Any) -> str:
+    if value is None:
+        return "–"
+    f = float(value)
+    return "<0.001" if f < 0.001 else f"{f:.3f}"
+
+
+def duration(seconds: Any) -> str:
+    if seconds is None:
+        return "–"
+    s = float(seconds)
+    if s < 90:
+        return f"{s:.0f} s"
+    if s < 5400:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.1f} h"
+
+
+def changes(items: Any) -> str:
+    out = []
+    for c in items or []:
+        data = c if isinstance(c, dict) else c.model_dump()
+        out.append(f"{data['factor']}: {data.get('from_value')} → {data['to_value']}")
+    return "; ".join(out)
+
+
+@lru_cache(maxsize=1)
+def environment() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(str(TEMPLATES)),
+        autoescape=select_autoescape(["html"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(num=num, signed=signed, pvalue=pvalue, duration=duration, changes=changes)
+    env.globals["tier_colour"] = charts.TIER_COLOURS
+    return env
+
+
+def render(name: str, **context: Any) -> str:
+    return environment().get_template(name).render(**context)
+
+
+def inline_static(name: str) -> Markup:
+    """A static file's text, for self-contained reports."""
+    return Markup((STATIC / name).read_text())
+
+
+# ---------------------------------------------------------------- figures
+
+
+def best_so_far_svg(detail: S.CampaignDetail) -> str:
+    curve = detail.best_so_far
+    metric = detail.campaign.metric
+    values = [(float(i), v) for i, v in enumerate(curve.objective, start=1) if v is not None]
+    best = [(float(i), v) for i, v in enumerate(curve.best, start=1) if v is not None]
+    # The running best is a step function: its corners are enough to draw it.
+    corners = [
+        p
+        for k, p in enumerate(best)
+        if k in (0, len(best) - 1) or p[1] != best[k - 1][1] or best[k + 1][1] != p[1]
+    ]
+    series = [
+        charts.Series("trial objective", values, dots=True, colour="#8c959f"),
+        charts.Series("best so far", corners, step=True, colour="#0969da"),
+    ]
+    n = len(curve.trial_id)
+    if detail.campaign.baseline_objective is not None and n:
+        b = detail.campaign.baseline_objective
+        series.append(charts.Series("baseline", [(1.0, b), (float(n), b)], dashed=True, colour="#bf8700"))
+    return charts.line_chart(
+        series,
+        title=f"{metric} over trials ({detail.campaign.direction})",
+        x_label="trials finished",
+        y_label=metric,
+        chart_id="best-so-far",
+    )
+
+
+def training_svgs(trial: Trial) -> list[str]:
+    """Loss and internal-validation Dice per epoch, from TrialResult.history."""
+    history = trial.result.history if trial.result else []
+    if not history:
+        return []
+    x_key = "iteration" if all("iteration" in h for h in history) else "epoch"
+    out = []
+    for key, title in (("loss", "training loss"), ("val_dice", "internal validation Dice")):
+        pts = [(float(h[x_key]), float(h[key])) for h in history if key in h and x_key in h]
+        if pts:
+            out.append(
+                charts.line_chart(
+                    [charts.Series(key, pts, colour="#d62728" if key == "loss" else "#2ca02c")],
+                    title=title,
+                    x_label=x_key,
+                    y_label=key,
+                    width=460,
+                    height=240,
+                    chart_id=f"curve-{key}",
+                )
+            )
+    return out

@@ -1,0 +1,1 @@
+"""HTTP routes: `api_*` under /api/v1 (JSON), `pages_*` for the dashboard (HTML)."""

@@ -1,0 +1,60 @@
+"""/api/v1: health, the caller, users (admins), and the hash-chained audit log."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from starlette.responses import Response
+
+from medloop.web import schemas as S
+from medloop.web import views
+from medloop.web.errors import ERROR_RESPONSES, FieldError, InvalidInput
+from medloop.web.policy import authorize
+from medloop.web.security import Caller, Ctx
+
+router = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)
+
+
+@router.get("/health", response_model=S.Health, tags=["meta"], summary="Liveness (no auth, no store access)")
+async def health() -> S.Health:
+    return S.Health()
+
+
+@router.get("/me", response_model=S.Me, tags=["meta"], summary="Who the credentials belong to")
+def me(who: Caller) -> S.Me:
+    return S.Me(name=who.name, role=who.role, via=who.via)
+
+
+@router.get("/users", response_model=list[S.UserOut], tags=["meta"], summary="Users and roles (admins only)")
+def users(ctx: Ctx, who: Caller) -> list[S.UserOut]:
+    authorize(who, "users.read")
+    return [S.UserOut(**u.model_dump(exclude={"schema_version"})) for u in ctx.store.list_users()]
+
+
+@router.get("/audit", response_model=S.AuditPage, tags=["audit"], summary="The audit log, oldest first")
+async def audit(
+    ctx: Ctx,
+    who: Caller,
+    object_id: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> Response:
+    authorize(who, "read")
+    after = S.decode_cursor("a", cursor)
+    if after is not None and not after.isdigit():
+        raise InvalidInput("invalid cursor", [FieldError(field="cursor", message="not an audit cursor")])
+    entries = ctx.store.list_audit(object_id=object_id, after=int(after or 0), limit=limit + 1)
+    items = [e.model_copy(update={"detail": views.clean(e.detail)}) for e in entries[:limit]]
+    more = len(entries) > limit
+    return S.json_response(
+        S.AuditPage(items=items, next_cursor=S.encode_cursor("a", items[-1].seq) if more else None)
+    )
+
+
+@router.get("/audit/verify", response_model=S.AuditCheck, tags=["audit"], summary="Recompute the hash chain")
+def audit_verify(ctx: Ctx, who: Caller) -> S.AuditCheck:
+    authorize(who, "read")
+    ok, bad = ctx.store.verify_audit()
+    count = len(ctx.store.list_audit(after=0, limit=100_000_000))
+    return S.AuditCheck(ok=ok, first_bad_seq=bad, entries=count)

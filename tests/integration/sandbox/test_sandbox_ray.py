@@ -1,0 +1,182 @@
+"""The Ray executor on a real local Ray head (RAY_AUTH_MODE=disabled, RAY_TMPDIR in the
+test's workspace). The head declares 2 GPUs as Ray resources (no hardware is touched)
+so GPU placement can be checked here; a real-GPU check runs on the device machine.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from medloop.core.errors import SandboxUnavailable, SpecError
+from medloop.core.records import JobLimits, JobSpec
+from medloop.core.settings import Settings
+from medloop.core.specs import Budget, ExecutorSpec, SandboxSpec
+from medloop.sandbox.base import JobEvent, JobHandle
+from medloop.sandbox.factory import make_executor
+from medloop.sandbox.ray_executor import RayExecutor, RayRuntime
+from tests.conftest import require
+from tests.contract.sandbox.conftest import docker_available
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="module")
+def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    try:
+        import ray
+    except ImportError:
+        require("ray", False, "the ray package is not installed")
+        return
+    tmp = tmp_path_factory.mktemp("ray")
+    saved = {name: os.environ.get(name) for name in ("RAY_AUTH_MODE", "RAY_TMPDIR")}
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    os.environ["RAY_TMPDIR"] = str(tmp)
+    ray.init(
+        num_cpus=2,
+        num_gpus=2,
+        include_dashboard=False,
+        configure_logging=False,
+        log_to_driver=False,
+        namespace="medloop-test",
+        object_store_memory=256 << 20,
+        _temp_dir=str(tmp),
+    )
+    yield
+    ray.shutdown()
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+def pyjob(key: str, code: str, inputs: dict[str, Path] | None = None, **limits: float) -> JobSpec:
+    return JobSpec(
+        key=key,
+        command=["python", "-c", code],
+        inputs=inputs or {},
+        limits=JobLimits(**{"timeout_s": 60.0, "memory_mb": 512, **limits}),
+    )
+
+
+def test_trials_run_on_ray_and_artifacts_come_back(
+    ray_head: None, settings: Settings, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "x.txt").write_text("21")
+    code = (
+        "import os\n"
+        "n = int(open('/in/data/x.txt').read())\n"
+        "os.makedirs('/out/predictions')\n"
+        "open('/out/predictions/answer.txt', 'w').write(str(2 * n))\n"
+        "print('progress', n, flush=True)\n"
+    )
+    events: list[JobEvent] = []
+    executor = make_executor(settings, SandboxSpec(), ExecutorSpec(kind="ray", slots=2))
+    try:
+        results = executor.run(
+            [pyjob("r1", code, {"data": data}), pyjob("r2", code, {"data": data})], on_event=events.append
+        )
+    finally:
+        executor.close()
+    for result in results:
+        assert result.status == "succeeded", result.log_tail
+        assert result.out_dir.is_relative_to(settings.jobs_dir)
+        assert (result.out_dir / "predictions" / "answer.txt").read_text() == "42"
+        assert result.provenance.runtime == "ray+local"
+        assert result.provenance.code_version
+    logs = [e.line for e in events if e.kind == "log"]
+    assert logs.count("progress 21") == 2
+
+
+def test_ray_places_gpus_and_the_job_sees_only_its_own(ray_head: None, settings: Settings) -> None:
+    code = "import os, time; print('gpu=' + os.environ['CUDA_VISIBLE_DEVICES'], flush=True); time.sleep(1.5)"
+    executor = RayExecutor(settings, SandboxSpec(gpus=1), ExecutorSpec(kind="ray", slots=2))
+    try:
+        results = executor.run([pyjob("g1", code), pyjob("g2", code)])
+        usage = executor.usage()
+    finally:
+        executor.close()
+    assert sorted(r.log_tail for r in results) == ["gpu=0", "gpu=1"]
+    assert sorted(r.provenance.gpu_ids for r in results) == [[0], [1]]
+    assert usage.gpu_hours > 2.5 / 3600
+
+
+def test_more_gpus_than_the_cluster_has_is_a_clear_error(ray_head: None, settings: Settings) -> None:
+    with pytest.raises(SpecError, match="cluster has 2 GPU"):
+        RayExecutor(settings, SandboxSpec(gpus=3), ExecutorSpec(kind="ray"))
+
+
+def test_failures_timeouts_and_cancel_on_ray(ray_head: None, settings: Settings) -> None:
+    executor = RayExecutor(
+        settings, SandboxSpec(), ExecutorSpec(kind="ray", slots=2), budget=Budget(max_trials=10)
+    )
+    jobs = [
+        pyjob("fails", "import sys; sys.exit(4)"),
+        pyjob("slow", "import time; time.sleep(120)", timeout_s=2.0),
+    ]
+    try:
+        results = executor.run(jobs)
+        threading.Timer(2.5, executor.cancel, args=("cancelme",)).start()
+        start = time.monotonic()
+        cancelled = executor.run(
+            [pyjob("cancelme", "import time; print('up', flush=True); time.sleep(120)")]
+        )[0]
+        cancel_s = time.monotonic() - start
+    finally:
+        executor.close()
+    assert (results[0].status, results[0].exit_code) == ("failed", 4)
+    assert results[1].status == "timed_out"
+    assert cancelled.status == "cancelled"
+    assert cancel_s < 20
+
+
+@pytest.mark.docker
+def test_a_restarted_driver_reattaches_to_a_docker_job_on_its_node(
+    ray_head: None, settings: Settings
+) -> None:
+    import ray
+
+    ok, why = docker_available(settings.docker_image)
+    require("docker", ok, why)
+    sandbox = SandboxSpec(runtime="docker")
+    node_root = settings.workspace_dir / "ray-node"
+    code = (
+        "import os, time; open('/out/ran-' + os.urandom(4).hex(), 'w').close(); time.sleep(4); print('done')"
+    )
+    first = RayRuntime(settings.jobs_dir, sandbox, docker_image=settings.docker_image, node_root=node_root)
+    handle = first.submit(pyjob("attach", code))
+    lost: list[BaseException] = []
+
+    def driver() -> None:
+        try:
+            first.wait(handle)
+        except SandboxUnavailable as exc:
+            lost.append(exc)
+
+    waiter = threading.Thread(target=driver)
+    waiter.start()
+    # Once the job runs on a node (and the driver recorded which), lose the driver's task;
+    # the job's container keeps running.
+    node_out = node_root / "workspace" / "jobs" / "attach" / "out"
+    deadline = time.monotonic() + 60
+    while not (list(node_out.glob("ran-*")) and (settings.jobs_dir / "attach" / "node.json").is_file()):
+        assert time.monotonic() < deadline, "the job never started"
+        time.sleep(0.1)
+    ray.cancel(first._refs["attach"], force=True)
+    waiter.join(timeout=30)
+    assert lost, "the first driver should have lost its task"
+    second = RayRuntime(settings.jobs_dir, sandbox, docker_image=settings.docker_image, node_root=node_root)
+    found = second.reconcile(["attach"])["attach"]
+    assert isinstance(found, JobHandle)
+    result = second.wait(found)
+    assert result.status == "succeeded", result.log_tail
+    assert "done" in result.log_tail
+    assert len(list(result.out_dir.glob("ran-*"))) == 1

@@ -1,0 +1,187 @@
+"""The dashboard in a real Chromium (Debian's, driven by Playwright): log in, open a
+finished campaign, a real trial's curves and overlay, validate a claim with a rationale,
+see its tier change and the audit entry. Saves screenshots to docs/screenshots/."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from medloop import bootstrap
+from tests.conftest import require
+from tests.web import builders as B
+from tests.web.conftest import Template, ws_settings
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+RATIONALE = "Effect reproduced with three fresh seeds; CI excludes zero on both sites."
+
+
+def chromium_path() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class Server:
+    """uvicorn serving the app on 127.0.0.1 in a thread."""
+
+    def __init__(self, app: Any) -> None:
+        import uvicorn
+
+        self.port = _free_port()
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.05)
+        return f"http://127.0.0.1:{self.port}"
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def site(template: Template, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    path = chromium_path()
+    require("browser", path is not None, "chromium is not installed (apt-get install -y chromium)")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        require("browser", False, "the playwright package is not installed")
+    root = tmp_path_factory.mktemp("browser")
+    shutil.copytree(template.root / "ws", root / "ws")
+    settings = ws_settings(root / "ws")
+    real = B.tiny_real_campaign(settings, root, owner="alice")
+    from medloop.web.app import create_app
+
+    app = create_app(settings, examples_dir=None)
+    with Server(app) as base:
+        yield {
+            "base": base,
+            "real": real,
+            "replay": template.campaign_id,
+            "tokens": template.tokens,
+            "store": bootstrap.store(settings),
+            "chromium": path,
+        }
+
+
+def test_review_flow_in_chromium(site: dict[str, Any]) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    base, store = site["base"], site["store"]
+    outside: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=site["chromium"], args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1360, "height": 900})
+        page.on(
+            "request",
+            lambda req: outside.append(req.url) if not req.url.startswith(("data:", base)) else None,
+        )
+        page.set_default_timeout(20_000)
+
+        # log in (the first visit redirects to the login form)
+        page.goto(base + "/")
+        expect(page).to_have_url(base + "/login?next=/")
+        page.fill("#token", site["tokens"]["bob"])
+        page.click("button[type=submit]")
+        expect(page.locator("#campaigns")).to_contain_text("tiny phantom")
+        page.screenshot(path=str(SHOTS / "campaigns.png"), full_page=True)
+
+        # the finished real campaign: status, best-so-far curve with one dot per trial
+        page.click("text=tiny phantom")
+        expect(page.locator("h1")).to_contain_text("completed")
+        dots = page.locator("#best-so-far g.dots circle")
+        expect(dots).to_have_count(len(store.list_trials(campaign_id=site["real"]).items))
+        page.screenshot(path=str(SHOTS / "campaign.png"), full_page=True)
+
+        # a trial: training curves from its history and the prediction/label overlay
+        page.locator("#trials a").first.click()
+        expect(page.locator("#curve-loss polyline")).to_have_count(1)
+        expect(page.locator("#curve-val_dice polyline")).to_have_count(1)
+        page.wait_for_function("document.getElementById('viewer').dataset.drawn !== undefined")
+        colours = page.evaluate(
+            """() => {
+              const c = document.getElementById('slice-canvas');
+              const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+              let grey = 0, tinted = 0;
+              for (let i = 0; i < d.length; i += 4) {
+                if (d[i] === d[i + 1] && d[i + 1] === d[i + 2]) grey++; else tinted++;
+              }
+              return {grey, tinted, w: c.width, h: c.height};
+            }"""
+        )
+        assert colours["w"] == 32 and colours["h"] == 32
+        assert colours["tinted"] > 20 and colours["grey"] > 100  # overlay drawn on the image
+        page.uncheck("#v-label")
+        page.uncheck("#v-pred")
+        plain = page.evaluate(
+            """() => { const c = document.getElementById('slice-canvas');
+              const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+              let t = 0; for (let i = 0; i < d.length; i += 4) if (d[i] !== d[i+1] || d[i+1] !== d[i+2]) t++; return t; }"""
+        )
+        assert plain == 0  # without overlays the slice is grey: the colour came from them
+        page.check("#v-label")
+        page.check("#v-pred")
+        expect(page.locator("#cases-eval tbody tr")).to_have_count(
+            len(store.list_trials(campaign_id=site["real"]).items[0].spec.dataset.eval_cases)
+        )
+        page.screenshot(path=str(SHOTS / "trial.png"), full_page=True)
+
+        # the review queue: validate a reproduced claim of alice's campaign with a rationale
+        claim_id = next(c.id for c in store.list_claims(tiers=["reproduced"], campaign_id=site["replay"]))
+        page.goto(base + "/claims")
+        card = page.locator(f"#claim-{claim_id}")
+        expect(card).to_contain_text("reproduced")
+        page.screenshot(path=str(SHOTS / "review-queue.png"), full_page=False)
+        card.locator("textarea[name=rationale]").fill(RATIONALE)
+        card.locator("button[value=validate]").click()
+        expect(page.locator(".flash")).to_contain_text("tier is now validated")
+        assert store.get_claim(claim_id).tier == "validated"
+
+        page.goto(base + f"/claims/{claim_id}")
+        expect(page.locator(".tier-box")).to_contain_text("validated")
+        row = page.locator("#history tbody tr").last
+        expect(row).to_contain_text("bob")
+        expect(row).to_contain_text("claim.transition")
+        expect(row).to_contain_text(RATIONALE)
+        expect(page.locator(".kgraph .node")).not_to_have_count(0)
+        page.screenshot(path=str(SHOTS / "claim.png"), full_page=True)
+
+        page.goto(base + "/audit")
+        expect(page.locator("#chain-status")).to_contain_text("intact")
+        expect(page.locator("#audit tbody tr").first).to_contain_text("claim.transition")
+        page.screenshot(path=str(SHOTS / "audit.png"), full_page=False)
+        browser.close()
+    assert outside == [], f"the dashboard fetched from outside: {outside}"
