@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -158,7 +159,25 @@ class MiniLMEmbedder:
     name = "minilm"
     dim = 384
 
+    def __init__(self) -> None:
+        # The planner asks the same question more than once per cycle: one short query
+        # text -> vector, kept for the last 256 distinct queries.
+        self._recent: OrderedDict[str, Vector] = OrderedDict()
+        self._recent_lock = threading.Lock()  # web handlers may share one embedder
+
     def embed(self, texts: Sequence[str]) -> Vector:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        return encoder().embed(texts)
+        if len(texts) == 1:
+            with self._recent_lock:
+                hit = self._recent.get(texts[0])
+                if hit is not None:
+                    self._recent.move_to_end(texts[0])
+                    return hit.copy()
+        out = encoder().embed(texts)
+        if len(texts) == 1:
+            with self._recent_lock:
+                self._recent[texts[0]] = out.copy()
+                while len(self._recent) > 256:
+                    self._recent.popitem(last=False)
+        return out

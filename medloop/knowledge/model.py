@@ -133,16 +133,17 @@ class Graphlet:
 
     def entity(self, node_id: str, kind: EntityKind, name: str, **attrs: Any) -> str:
         if node_id not in self.entities:
-            self.entities[node_id] = Entity(id=node_id, kind=kind, name=name, attrs=attrs)
+            # Built from validated records: skip re-validation (hot path of bulk ingest).
+            self.entities[node_id] = Entity.model_construct(id=node_id, kind=kind, name=name, attrs=attrs)
         return node_id
 
     def edge(
         self, src: str, src_kind: EntityKind, kind: EdgeKind, dst: str, dst_kind: EntityKind, **attrs: Any
     ) -> None:
-        self.edges.setdefault(
-            (src, dst, kind),
-            Edge(src=src, dst=dst, kind=kind, src_kind=src_kind, dst_kind=dst_kind, attrs=attrs),
-        )
+        if (src, dst, kind) not in self.edges:
+            self.edges[(src, dst, kind)] = Edge.model_construct(
+                src=src, dst=dst, kind=kind, src_kind=src_kind, dst_kind=dst_kind, attrs=attrs, seq=0
+            )
 
 
 def graphlet(claim: Claim, evidence: Sequence[Evidence], trials: dict[str, Trial]) -> Graphlet:

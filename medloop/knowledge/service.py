@@ -77,6 +77,7 @@ class KnowledgeService:
         self.writer_note = "see its writer.lock"
         self._seq = 0  # last kb_claim_facts seq applied to the vector index
         self._own: set[str] = set()  # claims this object indexed ahead of `_seq`
+        self._graph_dirty = False  # edges applied since the graph cache was loaded or saved
         # claim id -> (task, outcome, factors): immutable facts the retriever filters on
         self.facts: dict[str, tuple[str, str, frozenset[str]]] = {}
         if check:
@@ -298,6 +299,7 @@ class KnowledgeService:
                 self.graph.upsert_edge(src, dst, kind)
             self.graph.watermark = rows[-1][0]
             added += len(rows)
+        self._graph_dirty = self._graph_dirty or added > 0
         return added
 
     def reconcile(self) -> dict[str, int]:
@@ -322,8 +324,7 @@ class KnowledgeService:
             self.graph.clear()  # the cache is ahead of or unknown to SQL: rebuild it
             counts["graph_rebuilt"] = 1
         counts["edges_added"] = self._sync_graph()
-        if counts["edges_added"] and self.owner:
-            self.graph.save()
+        self.save_graph()
         return counts
 
     def _backfill_facts(self) -> int:
@@ -383,7 +384,8 @@ class KnowledgeService:
         self.graph.clear()
         self._seq, self._own = 0, set()
         counts = {"vectors": self.sync(), "edges": self.graph.watermark}
-        self.graph.save()
+        self._graph_dirty = True  # a rebuilt cache is always written, even if empty
+        self.save_graph()
         return counts
 
     def _reembed_all(self) -> None:
@@ -403,10 +405,14 @@ class KnowledgeService:
         self.store.set_meta("embedder", self.embedder.name)
         self.store.set_meta("embedder_dim", str(self.embedder.dim))
 
-    def close(self) -> None:
-        """Persist the graph cache (the vector index persists itself)."""
-        if self.owner:
+    def save_graph(self) -> None:
+        """Persist the graph cache if it changed (the vector index persists itself)."""
+        if self.owner and self._graph_dirty:
             self.graph.save()
+            self._graph_dirty = False
+
+    def close(self) -> None:
+        self.save_graph()
 
     # ------------------------------------------------------------ trust
 

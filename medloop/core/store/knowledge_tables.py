@@ -360,26 +360,24 @@ class KnowledgeTablesMixin:
         """Claims about the same intervention and outcome with a significant sign in
         `signs` (and, if given, from another campaign than `other_campaign`): same
         dataset first, then newest. Reads columns, not claim JSON."""
-        # Same-dataset rows are comparable without fingerprints: skip parsing them. The
-        # claims table is joined only to filter by campaign.
-        sql = (
-            "SELECT f.claim_id, f.task, f.outcome, f.dataset, f.dataset_checksum, "
-            "CASE WHEN f.dataset_checksum = ? THEN '{}' ELSE f.fingerprint_json END AS fingerprint_json, f.sign, "
-            + (
-                "c.campaign_id FROM kb_claim_facts f JOIN claims c ON c.id = f.claim_id "
-                if other_campaign is not None
-                else "NULL AS campaign_id FROM kb_claim_facts f "
-            )
-            + f"WHERE f.intervention = ? AND f.outcome = ? AND f.sign IN ({','.join('?' * len(signs))}) "
-            "AND f.claim_id != ?"
+        # Same-dataset rows first (comparable without fingerprints: not parsed), then other
+        # datasets; each an index-ordered scan. The claims table is joined only to filter
+        # by campaign.
+        join = "JOIN claims c ON c.id = f.claim_id " if other_campaign is not None else ""
+        base = (
+            "SELECT f.claim_id, f.task, f.outcome, f.dataset, f.dataset_checksum, {fp} AS fingerprint_json, "
+            f"f.sign, {'c.campaign_id' if join else 'NULL'} AS campaign_id FROM kb_claim_facts f {join}"
+            f"WHERE f.intervention = ? AND f.outcome = ? AND f.sign IN ({','.join('?' * len(signs))}) "
+            "AND f.claim_id != ? AND f.dataset_checksum {op} ?"
+            + (" AND c.campaign_id IS NOT ?" if join else "")
+            + " ORDER BY f.seq DESC LIMIT ?"
         )
-        params: list[Any] = [dataset_checksum, intervention, outcome, *signs, exclude]
-        if other_campaign is not None:
-            sql, params = sql + " AND c.campaign_id IS NOT ?", [*params, other_campaign]
-        rows = self._q(
-            sql + " ORDER BY (f.dataset_checksum = ?) DESC, f.seq DESC LIMIT ?",
-            (*params, dataset_checksum, limit),
-        )
+        params: list[Any] = [intervention, outcome, *signs, exclude, dataset_checksum]
+        if join:
+            params.append(other_campaign)
+        rows = self._q(base.format(fp="'{}'", op="="), (*params, limit))
+        if len(rows) < limit:
+            rows += self._q(base.format(fp="f.fingerprint_json", op="!="), (*params, limit - len(rows)))
         return [
             RelatedRow(
                 claim_id=r["claim_id"],

@@ -356,4 +356,15 @@ MIGRATIONS: list[tuple[str, str]] = [
         END;
         """,
     ),
+    (
+        "0203_knowledge_relation_indexes",
+        """
+        -- Relation lookups read the newest rows of one (intervention, outcome, sign)
+        -- group, same dataset first: two index-ordered scans instead of sorting the group.
+        DROP INDEX kb_claim_facts_intervention;
+        CREATE INDEX kb_claim_facts_group ON kb_claim_facts(intervention, outcome, sign, seq);
+        CREATE INDEX kb_claim_facts_group_dataset
+            ON kb_claim_facts(intervention, outcome, sign, dataset_checksum, seq);
+        """,
+    ),
 ]
