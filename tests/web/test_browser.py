@@ -157,6 +157,7 @@ def test_review_flow_in_chromium(site: dict[str, Any]) -> None:
         expect(page.locator("#cases-eval tbody tr")).to_have_count(
             len(store.list_trials(campaign_id=site["real"]).items[0].spec.dataset.eval_cases)
         )
+        expect(page.locator("pre.log")).to_contain_text('"event":"epoch"')  # the job's own log file
         page.screenshot(path=str(SHOTS / "trial.png"), full_page=True)
 
         # the review queue: validate a reproduced claim of alice's campaign with a rationale
@@ -185,3 +186,12 @@ def test_review_flow_in_chromium(site: dict[str, Any]) -> None:
         page.screenshot(path=str(SHOTS / "audit.png"), full_page=False)
         browser.close()
     assert outside == [], f"the dashboard fetched from outside: {outside}"
+
+
+def test_report_of_a_real_campaign_embeds_curves_and_overlay(site: dict[str, Any], tmp_path: Path) -> None:
+    from medloop.web.report import write_report
+
+    html = write_report(site["store"], site["real"], tmp_path / "report.html").read_text()
+    assert html.count('class="chart"') >= 3  # best-so-far + the best trial's loss and val Dice
+    assert 'id="overlay"' in html and 'src="data:image/png;base64,' in html
+    assert "<script" not in html

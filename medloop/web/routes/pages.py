@@ -298,7 +298,7 @@ def trial_page(trial_id: str, request: Request, ctx: Ctx, who: Caller) -> HTMLRe
         detail=detail,
         curves=render.training_svgs(trial),
         tables=tables,
-        logs=views.log_lines(trial, 80),
+        logs=views.log_lines(trial, 80, ctx.settings.jobs_dir),
         artifacts=views.artifacts(trial)[:200],
         viewer_cases=detail.cases,
         labels=trial.spec.dataset.labels,
