@@ -210,7 +210,7 @@ def graph_svg(graph: Graph, *, width: int = 760, height: int = 520) -> str:
         x, y = pos[n.id]
         colour = TIER_COLOURS.get(n.tier or "", KIND_COLOURS.get(n.kind, "#57606a"))
         r = 13 if n.id == graph.center else 8
-        label = escape(n.label if len(n.label) <= 34 else n.label[:33] + "…")
+        label = escape(n.label if len(n.label) <= 26 else n.label[:25] + "…")  # full text in the tooltip
         href = f"/claims/{escape(n.id)}" if n.kind == "claim" else ""
         node = (
             f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{r}" fill="{colour}"><title>{escape(n.kind)} {escape(n.id)}'
