@@ -180,6 +180,23 @@ def test_review_flow_in_chromium(site: dict[str, Any]) -> None:
         expect(page.locator(".kgraph .node")).not_to_have_count(0)
         page.screenshot(path=str(SHOTS / "claim.png"), full_page=True)
 
+        # the launch form: a mistake is shown next to the field it concerns, with its YAML line
+        page.goto(base + "/campaigns/new")
+        page.fill(
+            "#spec_yaml",
+            "name: broken\ngoal: show the errors\ndataset: {path: /nowhere}\n"
+            "search_space: {loss: [dice, dicece]}\nbudget: {max_cycles: many}\n",
+        )
+        page.fill("[id='f-budget.max_trials']", "-3")
+        page.uncheck("input[name=launch]")
+        page.click("text=Validate and create")
+        expect(page.locator("[data-field='budget.max_trials']")).to_have_text(
+            "Input should be greater than or equal to 1"
+        )
+        expect(page.locator("[data-field='budget.max_cycles']")).to_contain_text("YAML line 5")
+        page.screenshot(path=str(SHOTS / "launch-form.png"), full_page=False)
+        assert len(store.list_campaigns(limit=100).items) == 2  # nothing was created
+
         page.goto(base + "/audit")
         expect(page.locator("#chain-status")).to_contain_text("intact")
         expect(page.locator("#audit tbody tr").first).to_contain_text("claim.transition")

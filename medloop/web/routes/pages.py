@@ -183,7 +183,15 @@ async def create_campaign(request: Request, ctx: Ctx, who: Caller) -> Response:
             L.example_text(ctx.examples_dir, example) if example in L.list_examples(ctx.examples_dir) else ""
         )
         context = _form_context(ctx, values, shown, example, exc.details)
-        return page(request, who, "campaign_new.html", status_code=422, form_error=exc.message, **context)
+        return page(
+            request,
+            who,
+            "campaign_new.html",
+            status_code=422,
+            form_error=exc.message,
+            launch=launch,
+            **context,
+        )
     note = "created and launched" if launch else "created"
     return back(f"/campaigns/{campaign.id}", f"campaign {campaign.id} {note}")
 
