@@ -40,7 +40,7 @@ def main() -> int:
             "dataset": {"path": str(data)},
             "baseline": {"loss": "dicece", "lr": 0.003, "iterations": args.iterations},
             "search_space": {"augmentation": ["none", "light"], "loss": ["dice", "dicece"]},
-            "validation": {"seeds_per_arm": 2, "reproduction_seeds": 2},
+            "validation": {"seeds_per_arm": 2, "reproduction_seeds": 3},
             "budget": {"max_cycles": 1},
             "executor": {"kind": "local", "slots": 1},
             "planner": {"hypotheses_per_cycle": 2},

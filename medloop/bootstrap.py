@@ -17,12 +17,14 @@ if TYPE_CHECKING:
     from medloop.agents.base import Planner
     from medloop.agents.runner import CampaignRunner
     from medloop.agents.services import CampaignServices, EventCallback
+    from medloop.core.records import Campaign
     from medloop.core.specs import CampaignSpec
     from medloop.core.store import Store
     from medloop.knowledge.base import KnowledgeBase
     from medloop.llm.base import LLMClient
     from medloop.sandbox.base import Executor
     from medloop.tools.base import TrialService
+    from medloop.tools.context import Caller, ToolContext
 
 
 def store(settings: Settings) -> SQLiteStore:
@@ -87,7 +89,12 @@ def planner_factory(settings: Settings) -> Callable[[CampaignSpec], Planner]:
                 "planner.kind is llm but no model is set",
                 hint="set planner.model in the campaign file or MEDLOOP_LLM_MODEL",
             )
-        return LLMPlanner(llm(settings, model), fallback=offline, budget_usd=spec.budget.max_llm_usd)
+        return LLMPlanner(
+            llm(settings, model),
+            fallback=offline,
+            budget_usd=spec.budget.max_llm_usd,
+            budget_tokens=spec.budget.max_llm_tokens,
+        )
 
     return make
 
@@ -143,3 +150,55 @@ def campaign_runner(settings: Settings, on_event: EventCallback | None = None) -
     from medloop.agents.runner import CampaignRunner
 
     return CampaignRunner(campaign_services(settings), on_event)
+
+
+def tool_context(
+    settings: Settings, caller: Caller | None = None, *, store_: SQLiteStore | None = None
+) -> ToolContext:
+    """What the tool library runs with, acting as `caller` (default: MEDLOOP_USER as agent).
+
+    Campaigns started through tools run in their own `medloop campaign resume` process
+    (tools may not import the agent); the record is created here with the agents' runner.
+    """
+    import os
+    import sys
+
+    from medloop.tools.campaigns import ProcessLauncher
+    from medloop.tools.context import Caller, ToolContext, ToolLimits
+
+    st = store_ or store(settings)
+    kb = knowledge(settings, st)
+
+    def create(spec: CampaignSpec, owner: str) -> Campaign:
+        from medloop.agents.runner import CampaignRunner
+        from medloop.agents.services import CampaignServices
+
+        services = CampaignServices(
+            store=st,
+            knowledge=kb,
+            make_trials=trials_factory(settings, st),
+            make_planner=planner_factory(settings),
+            checkpoints_path=settings.checkpoints_path,
+            plan_baseline=plan_baseline,
+        )
+        return CampaignRunner(services).create(spec, owner=owner)
+
+    # The campaign process must see the same workspace and backends as this one.
+    env = dict(os.environ)
+    env.update({f"MEDLOOP_{k.upper()}": str(v) for k, v in settings.model_dump(exclude_none=True).items()})
+    launcher = ProcessLauncher(
+        create,
+        logs_dir=settings.workspace_dir / "logs" / "campaigns",
+        command=[sys.executable, "-m", "medloop"],
+        env=env,
+    )
+    return ToolContext(
+        store=st,
+        ledger=st,
+        knowledge=kb,
+        make_trials=trials_factory(settings, st),
+        caller=caller or Caller(settings.user),
+        limits=ToolLimits(),
+        workspace=settings.workspace_dir,
+        launcher=launcher,
+    )

@@ -1,7 +1,9 @@
 """A local OpenAI-compatible chat-completions server for tests (127.0.0.1 only).
 
 Replies are queued: a string becomes the assistant's text, a dict with "tool_calls"
-becomes a tool-call message. Every request body is recorded for assertions.
+becomes a tool-call message. Every request body is recorded for assertions. A `responder`,
+when given, computes each reply from the request body instead (e.g. by looking at the
+base64 images a vision request carries).
 """
 
 from __future__ import annotations
@@ -9,12 +11,16 @@ from __future__ import annotations
 import json
 import threading
 from collections import deque
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+Responder = Callable[[dict[str, Any]], "str | dict[str, Any]"]
+
 
 class FakeOpenAI:
-    def __init__(self) -> None:
+    def __init__(self, responder: Responder | None = None) -> None:
+        self.responder = responder
         self.replies: deque[str | dict[str, Any]] = deque()
         self.requests: list[dict[str, Any]] = []
         server = self
@@ -26,7 +32,10 @@ class FakeOpenAI:
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
                 server.requests.append(body)
-                reply = server.replies.popleft() if server.replies else "{}"
+                if server.responder is not None:
+                    reply = server.responder(body)
+                else:
+                    reply = server.replies.popleft() if server.replies else "{}"
                 message: dict[str, Any] = {"role": "assistant", "content": None}
                 if isinstance(reply, dict) and "tool_calls" in reply:
                     message["tool_calls"] = [

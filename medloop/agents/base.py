@@ -19,9 +19,11 @@ class HistoryRow(BaseModel):
 
     cycle: int
     changes: dict[str, Scalar]
+    before: dict[str, Scalar | None] = Field(default_factory=dict, description="Values before the change")
     verdict: str
     estimate: float | None = None
     p_adjusted: float | None = None
+    reproduction: str = "none"
 
 
 class PlanningContext(BaseModel):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from medloop.agents.graph import build_graph
@@ -30,6 +31,7 @@ class CampaignRunner:
     # ------------------------------------------------------------ lifecycle
 
     def create(self, spec: CampaignSpec, *, owner: str) -> Campaign:
+        self.s.make_planner(spec)  # e.g. `planner.kind: llm` without a model fails here, not mid-run
         planned = None
         if spec.baseline_auto:
             if self.s.plan_baseline is None:
@@ -52,52 +54,13 @@ class CampaignRunner:
     def run(self, campaign_id: str) -> Campaign:
         """Run from the start (a new campaign) or continue where it stopped."""
         campaign = self.s.store.get_campaign(campaign_id)
-        if campaign.status in ("completed", "stopped"):
+        if campaign.status in ("completed", "stopped", "failed"):
             raise ConflictError(f"campaign {campaign_id} is {campaign.status}")
-        self.s.store.update_campaign(campaign_id, status="running")
-        with self._graph() as graph:
-            config = self._config(campaign_id)
-            snapshot = graph.get_state(config)
-            if not snapshot.created_at:  # never started
-                initial: CampaignState = {
-                    "campaign_id": campaign_id,
-                    "cycle": 1,
-                    "phase": "explore",
-                    "no_gain_cycles": 0,
-                    "active_s": 0.0,
-                    "stop_reason": None,
-                }
-                result = graph.invoke(initial, config, durability="sync")
-            elif snapshot.interrupts:
-                from langgraph.types import Command
-
-                result = graph.invoke(Command(resume={}), config, durability="sync")
-            elif snapshot.next:
-                result = graph.invoke(None, config, durability="sync")
-            else:
-                result = {}
-            return self._settle(campaign_id, result)
+        return self._drive(campaign_id, decision=None)
 
     def resume(self, campaign_id: str, decision: dict[str, Any] | None = None) -> Campaign:
         """Continue after a crash, a pause, or a review interrupt (with the decisions)."""
-        campaign = self.s.store.get_campaign(campaign_id)
-        with self._graph() as graph:
-            config = self._config(campaign_id)
-            snapshot = graph.get_state(config)
-            if not snapshot.created_at:
-                return self.run(campaign_id)
-            if not snapshot.next:
-                raise ConflictError(f"campaign {campaign_id} is {campaign.status}; nothing to resume")
-            # A crash inside `finalize` can leave the store saying completed while the
-            # graph still has that node to finish; it re-runs idempotently.
-            self.s.store.update_campaign(campaign_id, status="running")
-            if snapshot.interrupts:
-                from langgraph.types import Command
-
-                result = graph.invoke(Command(resume=decision or {}), config, durability="sync")
-            else:
-                result = graph.invoke(None, config, durability="sync")
-            return self._settle(campaign_id, result)
+        return self._drive(campaign_id, decision=decision)
 
     def review(self, campaign_id: str, decisions: dict[str, dict[str, str]]) -> Campaign:
         """Answer a review interrupt: {claim_id: {"action", "reviewer", "reason"}}."""
@@ -113,12 +76,10 @@ class CampaignRunner:
         return self.resume(campaign_id, decisions)
 
     def pause(self, campaign_id: str, *, actor: str) -> Campaign:
-        self.s.store.append_audit(actor, "campaign.pause", "campaign", campaign_id, {})
-        return self.s.store.update_campaign(campaign_id, status="paused")
+        return request(self.s.store, campaign_id, "pause", actor=actor)
 
     def stop(self, campaign_id: str, *, actor: str) -> Campaign:
-        self.s.store.append_audit(actor, "campaign.stop", "campaign", campaign_id, {})
-        return self.s.store.update_campaign(campaign_id, status="stopping")
+        return request(self.s.store, campaign_id, "stop", actor=actor)
 
     def pending_interrupt(self, campaign_id: str) -> dict[str, Any] | None:
         with self._graph() as graph:
@@ -133,6 +94,50 @@ class CampaignRunner:
     @staticmethod
     def _config(campaign_id: str) -> dict[str, Any]:
         return {"configurable": {"thread_id": campaign_id}, "recursion_limit": 10_000}
+
+    def _drive(self, campaign_id: str, *, decision: dict[str, Any] | None) -> Campaign:
+        """Run the graph for one campaign, in this process only (a lock file), recording
+        what happened: paused (an interrupt), completed, or failed (with the error)."""
+        from langgraph.types import Command
+
+        with campaign_lock(self.s.checkpoints_path.parent / "locks", campaign_id), self._graph() as graph:
+            config = self._config(campaign_id)
+            snapshot = graph.get_state(config)
+            campaign = self.s.store.get_campaign(campaign_id)
+            if snapshot.created_at and not snapshot.next:
+                raise ConflictError(f"campaign {campaign_id} is {campaign.status}; nothing to resume")
+            # A stop asked for while paused is kept; reflect sees it and finalizes. A crash
+            # inside `finalize` can leave the store saying completed while the graph still
+            # has that node to finish; it re-runs idempotently.
+            if campaign.status != "stopping":
+                self.s.store.update_campaign(campaign_id, status="running")
+            try:
+                if not snapshot.created_at:
+                    initial: CampaignState = {
+                        "campaign_id": campaign_id,
+                        "cycle": 1,
+                        "phase": "explore",
+                        "no_gain_cycles": 0,
+                        "active_s": 0.0,
+                        "stop_reason": None,
+                    }
+                    result = graph.invoke(initial, config, durability="sync")
+                elif snapshot.interrupts:
+                    result = graph.invoke(Command(resume=decision or {}), config, durability="sync")
+                else:
+                    result = graph.invoke(None, config, durability="sync")
+            except KeyboardInterrupt:
+                self._mark(campaign_id, "paused", waiting_for="resume (interrupted)")
+                raise
+            except Exception as exc:
+                self._mark(campaign_id, "failed", error=f"{type(exc).__name__}: {exc}")
+                raise
+            return self._settle(campaign_id, result)
+
+    def _mark(self, campaign_id: str, status: str, **summary: Any) -> None:
+        campaign = self.s.store.get_campaign(campaign_id)
+        self.s.store.update_campaign(campaign_id, status=status, summary={**campaign.summary, **summary})
+        self.s.store.append_audit(self.s.actor, f"campaign.{status}", "campaign", campaign_id, summary)
 
     @contextmanager
     def _graph(self) -> Iterator[Any]:
@@ -151,13 +156,54 @@ class CampaignRunner:
     def _settle(self, campaign_id: str, result: Any) -> Campaign:
         campaign = self.s.store.get_campaign(campaign_id)
         interrupts = result.get("__interrupt__") if isinstance(result, dict) else None
+        summary = {k: v for k, v in campaign.summary.items() if k not in ("waiting_for", "error")}
         if interrupts:
             value = interrupts[0].value if interrupts else {}
             kind = value.get("kind") if isinstance(value, dict) else None
-            status = "paused"
             self.s.store.update_campaign(
-                campaign_id,
-                status=status,
-                summary={**campaign.summary, "waiting_for": kind or "resume"},
+                campaign_id, status="paused", summary={**summary, "waiting_for": kind or "resume"}
             )
+        elif campaign.status == "completed":
+            self.s.store.update_campaign(campaign_id, summary=summary)
         return self.s.store.get_campaign(campaign_id)
+
+
+def request(store: Any, campaign_id: str, what: str, *, actor: str) -> Campaign:
+    """Ask a campaign to pause (at the next cycle boundary) or stop (finish the cycle, then
+    report). Used by the CLI, the web API and the tools alike."""
+    campaign = store.get_campaign(campaign_id)
+    if campaign.status in ("completed", "stopped", "failed"):
+        raise ConflictError(f"campaign {campaign_id} is {campaign.status}; it cannot {what}")
+    status = "paused" if what == "pause" else "stopping"
+    with store.transaction():
+        store.append_audit(actor, f"campaign.{what}", "campaign", campaign_id, {})
+        updated: Campaign = store.update_campaign(campaign_id, status=status)
+    return updated
+
+
+@contextmanager
+def campaign_lock(folder: Path, campaign_id: str) -> Iterator[None]:
+    """One process drives a campaign at a time (the checkpointer is single-process)."""
+    import fcntl
+    import os
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{campaign_id}.lock"
+    with path.open("a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            raise ConflictError(
+                f"campaign {campaign_id} is being run by {holder}",
+                hint="wait for it, or pause/stop it; one process drives a campaign at a time",
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}")
+        fh.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

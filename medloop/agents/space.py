@@ -56,6 +56,28 @@ def neighbours(name: str, factor: Factor, value: Any) -> list[Scalar]:
     return out
 
 
+def grid_index(factor: IntRange | FloatRange, value: Any) -> int | None:
+    """Index of the grid point nearest to `value` (log distance for log factors)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    points = grid(factor)
+
+    def dist(p: Scalar) -> float:
+        a, b = float(p), float(value)
+        return abs(math.log(a) - math.log(b)) if factor.log and a > 0 and b > 0 else abs(a - b)
+
+    return min(range(len(points)), key=lambda i: dist(points[i]))
+
+
+def step(factor: IntRange | FloatRange, value: Any, k: int) -> Scalar | None:
+    """The grid value `k` steps from `value` (negative = down), or None past the edge."""
+    idx = grid_index(factor, value)
+    points = grid(factor)
+    if idx is None or not 0 <= idx + k < len(points):
+        return None
+    return points[idx + k]
+
+
 def apply_changes(config: dict[str, Any], changes: list[FactorChange]) -> dict[str, Any]:
     return {**config, **{c.factor: c.to_value for c in changes}}
 
@@ -63,7 +85,13 @@ def apply_changes(config: dict[str, Any], changes: list[FactorChange]) -> dict[s
 def validate_changes(spec: CampaignSpec, config: dict[str, Any], changes: list[FactorChange]) -> str | None:
     """Why these changes are not allowed, or None when they are."""
     new = apply_changes(config, changes)
+    if len({c.factor for c in changes}) != len(changes):
+        return "a factor is changed twice in one hypothesis"
+    if config_key(new) == config_key(config):
+        return "no change: every value equals the incumbent's"
     for change in changes:
+        if change.to_value == config.get(change.factor):
+            return f"{change.factor} is already {change.to_value!r} in the incumbent"
         factor = spec.search_space.get(change.factor)
         if factor is None:
             return f"{change.factor!r} is not in the search space ({sorted(spec.search_space)})"

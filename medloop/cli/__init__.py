@@ -16,8 +16,11 @@ from medloop.cli import (
     claims,
     dataset,
     knowledge,
+    mcp,
     report,  # noqa: F401  (registers `campaign report`)
     sandbox,
+    tools,
+    vqa,
     web,
 )
 from medloop.cli.common import console, err_console
@@ -38,6 +41,9 @@ app.add_typer(sandbox.app, name="sandbox")
 app.add_typer(web.users_app, name="users")
 app.add_typer(web.audit_app, name="audit")
 app.command("serve")(web.serve)
+app.add_typer(tools.app, name="tools")
+app.command("mcp")(mcp.serve)
+app.add_typer(vqa.app, name="vqa")
 
 
 @app.command()

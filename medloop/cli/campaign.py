@@ -31,7 +31,9 @@ def _show_final(campaign_id: str, runner: Any) -> None:
     reason = campaign.summary.get("stop_reason")
     console.print(f"status: {campaign.status}" + (f" ({reason})" if reason else ""))
     waiting = campaign.summary.get("waiting_for")
-    if campaign.status == "paused" and waiting:
+    if campaign.status == "paused" and waiting == "review":
+        console.print(f"waiting for a review: see and decide with `medloop campaign review {campaign_id}`")
+    elif campaign.status == "paused" and waiting:
         console.print(f"waiting for: {waiting}; continue with `medloop campaign resume {campaign_id}`")
 
 
@@ -56,6 +58,20 @@ def run(
     _show_final(campaign.id, runner)
 
 
+def _read_decisions(path: Path) -> dict[str, Any]:
+    from medloop.core.errors import SpecError
+
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SpecError(f"{path}: decisions file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise SpecError(f'{path}: expected {{"claim_id": {{"action": ..., "reviewer": ..., "reason": ...}}}}')
+    return data
+
+
 @app.command("resume")
 def resume(
     campaign_id: str,
@@ -63,7 +79,7 @@ def resume(
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Continue a campaign after a crash, a pause or a review."""
-    payload = json.loads(decisions.read_text()) if decisions else None
+    payload = _read_decisions(decisions) if decisions else None
     runner = _runner(verbose)
     runner.resume(campaign_id, payload)
     _show_final(campaign_id, runner)
@@ -73,22 +89,69 @@ def resume(
 def pause(campaign_id: str) -> None:
     """Ask a running campaign to pause at the next cycle boundary."""
     from medloop import bootstrap
+    from medloop.agents.runner import request
 
     st = settings()
-    bootstrap.store(st).update_campaign(campaign_id, status="paused")
-    bootstrap.store(st).append_audit(st.user, "campaign.pause", "campaign", campaign_id, {})
-    console.print(f"{campaign_id}: pause requested")
+    request(bootstrap.store(st), campaign_id, "pause", actor=st.user)
+    console.print(f"{campaign_id}: pause requested; it pauses at the next cycle boundary")
 
 
 @app.command("stop")
 def stop(campaign_id: str) -> None:
     """Ask a campaign to stop after the current cycle and write its final report."""
     from medloop import bootstrap
+    from medloop.agents.runner import request
 
     st = settings()
-    bootstrap.store(st).update_campaign(campaign_id, status="stopping")
-    bootstrap.store(st).append_audit(st.user, "campaign.stop", "campaign", campaign_id, {})
-    console.print(f"{campaign_id}: stop requested")
+    before = bootstrap.store(st).get_campaign(campaign_id).status
+    request(bootstrap.store(st), campaign_id, "stop", actor=st.user)
+    tail = (
+        f"; it is {before}: `medloop campaign resume {campaign_id}` finishes it" if before == "paused" else ""
+    )
+    console.print(f"{campaign_id}: stop requested; it stops after the current cycle and reports{tail}")
+
+
+@app.command("status")
+def status(
+    campaign_id: str,
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
+) -> None:
+    """Where a campaign stands: status, cycle, trials, budget used, what it waits for."""
+    from medloop import bootstrap
+
+    st = settings()
+    store = bootstrap.store(st)
+    campaign = store.get_campaign(campaign_id)
+    spent = bootstrap.spent_budget(store, campaign_id)
+    cycles = store.list_cycles(campaign_id)
+    budget = campaign.spec.budget
+    view = {
+        "id": campaign.id,
+        "name": campaign.name,
+        "status": campaign.status,
+        "owner": campaign.owner,
+        "cycles_done": len(cycles),
+        "max_cycles": budget.max_cycles,
+        "trials": len(store.list_trials(campaign_id=campaign_id, limit=100_000).items),
+        "max_trials": budget.max_trials,
+        "jobs_run": spent["trials"],
+        "wall_s": round(spent["wall_s"], 1),
+        "max_wall_s": budget.max_wall,
+        "gpu_hours": round(spent["gpu_hours"], 4),
+        "max_gpu_hours": budget.max_gpu_hours,
+        "llm": campaign.summary.get("planner", {}),
+        "baseline_objective": campaign.baseline_objective,
+        "incumbent_objective": campaign.incumbent_objective,
+        "waiting_for": campaign.summary.get("waiting_for"),
+        "stop_reason": campaign.summary.get("stop_reason"),
+        "error": campaign.summary.get("error"),
+    }
+    if as_json:
+        print_json(view)
+        return
+    for key, value in view.items():
+        if value not in (None, {}, ""):
+            console.print(f"{key:>19}: {value}", markup=False, highlight=False)
 
 
 @app.command("list")

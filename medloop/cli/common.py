@@ -22,7 +22,17 @@ err_console = _console(stderr=True)
 
 
 def settings() -> Settings:
-    return Settings()
+    """Settings from MEDLOOP_* variables; a bad value is a one-line error, not a traceback."""
+    from pydantic import ValidationError
+
+    from medloop.core.errors import SpecError
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = "MEDLOOP_" + str(first["loc"][0]).upper() if first["loc"] else "MEDLOOP_*"
+        raise SpecError(f"{name}: {first['msg']}", hint="fix or unset the environment variable") from None
 
 
 def print_json(data: Any) -> None:

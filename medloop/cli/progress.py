@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -47,13 +48,16 @@ class CampaignConsole:
     def on_hypotheses(self, cycle: int, items: list[dict[str, Any]]) -> None:
         for i, h in enumerate(items, 1):
             ev = f"  [dim](uses claims {', '.join(h['evidence'])})[/dim]" if h["evidence"] else ""
-            self.c.print(f"  H{i} {h['statement']}{ev}")
+            self.c.print(f"  H{i} {escape(h['statement'])}{ev}")
 
     def on_planner_rejected(self, cycle: int, statement: str, why: str) -> None:
-        self.c.print(f"  [yellow]planner output rejected[/yellow]: {statement}: {why}")
+        self.c.print(f"  [yellow]planner output rejected[/yellow]: {escape(statement)}: {escape(why)}")
 
     def on_execute(self, cycle: int, phase: str, trials: int) -> None:
-        what = "reproduction trials (fresh seeds)" if phase == "reproduce" else "trials"
+        what = {
+            "reproduce": "reproduction trials (fresh seeds)",
+            "final": "final runs, fresh seeds (test split)",
+        }.get(phase, "trials")
         self.progress = Progress(
             TextColumn(f"  {what}"),
             BarColumn(),
@@ -71,7 +75,7 @@ class CampaignConsole:
         if self.progress is not None:
             self.progress.advance(self.task)
         if status != "succeeded":
-            self.c.print(f"  [red]trial {id} (seed {seed}) {status}[/red]: {error}")
+            self.c.print(f"  [red]trial {id} (seed {seed}) {status}[/red]: {escape(str(error))}")
         elif self.verbose:
             self.c.print(f"  trial {id} seed={seed} objective={_fmt(objective, '.4f')}")
 

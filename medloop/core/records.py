@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from medloop.core.ids import canonical_json, sha256_hex
-from medloop.core.specs import CampaignSpec, Direction, Scalar, TaskKind, TrialConfig
+from medloop.core.specs import CampaignSpec, Direction, Scalar, Spec, TaskKind, TrialConfig
+
+ConfigT = TypeVar("ConfigT", bound=Spec)
 
 
 def utcnow() -> str:
@@ -64,6 +66,20 @@ class TrialSpec(Record):
     provenance: dict[str, Any] = Field(
         default_factory=dict, description="Where inputs came from (e.g. parent trial of init_checkpoint)"
     )
+
+    @model_validator(mode="after")
+    def _task_matches_config(self) -> TrialSpec:
+        if self.config.task != self.task:
+            raise ValueError(f"task is {self.task!r} but config.task is {self.config.task!r}")
+        return self
+
+    def config_as(self, model: type[ConfigT]) -> ConfigT:
+        """The config, narrowed to the config model of the trainer that runs it."""
+        if not isinstance(self.config, model):
+            raise ValueError(
+                f"task {self.task!r}: a {model.__name__} trainer cannot run a {type(self.config).__name__}"
+            )
+        return self.config
 
     def spec_hash(self) -> str:
         content = {
@@ -398,6 +414,7 @@ class ClaimFacts(Record):
     orientation: int = Field(description="+1 if the changes run in canonical order, -1 if reversed")
     sign: int = Field(default=0, description="Canonical direction of a significant effect; 0 if none")
     factors: list[str]
+    fingerprint: dict[str, float] = Field(default_factory=dict)
     seq: int = 0
 
 

@@ -10,7 +10,16 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    model_validator,
+)
 
 from medloop.core.errors import SpecError
 
@@ -134,10 +143,68 @@ class SegConfig(Spec):
     )
 
 
+# Category fields of a VQA item (the GMAI-MMBench "lexical tree").
+VQA_CATEGORY_FIELDS = ("task", "modality", "department", "granularity")
+_VQA_FIELD = "(?:" + "|".join(VQA_CATEGORY_FIELDS) + ")"
+# Objective metrics of a VQA campaign: overall accuracy or the accuracy of one category.
+VQA_METRIC = re.compile(rf"^accuracy(?::{_VQA_FIELD}=[^,=]+)?$")
+
+
+class VqaConfig(Spec):
+    """A VLM trial: fine-tune (or not) a vision-language model on VQA items, then answer the
+    evaluation items. Factors name these fields."""
+
+    task: Literal["vqa"] = "vqa"
+    model_path: str = Field(
+        default="tiny",
+        min_length=1,
+        description="'tiny' (a small randomly initialised LLaVA-style model built in code, for tests "
+        "and demos) or a folder with Hugging Face weights and processor (never downloaded)",
+    )
+    method: Literal["none", "lora", "full"] = Field(
+        default="lora", description="none: evaluate the model as it is; lora (peft) or full fine-tuning"
+    )
+    lora_rank: int = Field(default=8, ge=1, le=512)
+    lora_alpha: int = Field(default=16, ge=1, description="LoRA scaling numerator (scale = alpha / rank)")
+    lora_dropout: float = Field(default=0.0, ge=0, lt=1)
+    lr: float = Field(default=1e-4, gt=0, le=1)
+    weight_decay: float = Field(default=0.0, ge=0)
+    epochs: int = Field(default=1, ge=0, le=1000, description="Passes over the training items")
+    batch_size: int = Field(default=8, ge=1, le=1024)
+    image_size: int = Field(
+        default=32, ge=8, le=4096, description="Images are resized to this square size (px) before the model"
+    )
+    train_categories: str = Field(
+        default="all",
+        pattern=rf"^(all|{_VQA_FIELD}=[^,=]+(,{_VQA_FIELD}=[^,=]+)*)$",
+        description="Training items to use: all, or comma-separated field=value terms (an item is used "
+        "when it matches any), e.g. 'task=organ_recognition,task=laterality'",
+    )
+    captions: bool = Field(default=False, description="Also train on the image-caption pairs")
+    max_train_items: int = Field(default=0, ge=0, description="Cap on training items; 0 = all")
+    max_new_tokens: int = Field(default=8, ge=1, le=4096)
+    eval_batch_size: int = Field(default=16, ge=1, le=1024)
+    item_timeout: float = Field(default=60.0, gt=0, description="Seconds one answer may take")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="auto", description="auto: bfloat16 on CUDA, float32 on CPU"
+    )
+    num_threads: int = Field(default=1, ge=1, le=256, description="CPU threads for torch")
+
+
+def _task_of(value: Any) -> str:
+    # Configs stored before `task` was a discriminator are segmentation configs.
+    if isinstance(value, dict):
+        return str(value.get("task", "segmentation"))
+    return str(getattr(value, "task", "segmentation"))
+
+
 # The trial config of every task kind. A new task adds its config model here and to the
 # TrialConfig union (discriminated on `task`); agents use `config_model(task)`.
-TrialConfig = SegConfig
-CONFIG_MODELS: dict[str, type[Spec]] = {"segmentation": SegConfig}
+TrialConfig = Annotated[
+    Annotated[SegConfig, Tag("segmentation")] | Annotated[VqaConfig, Tag("vqa")],
+    Discriminator(_task_of),
+]
+CONFIG_MODELS: dict[str, type[Spec]] = {"segmentation": SegConfig, "vqa": VqaConfig}
 
 
 def config_model(task: str) -> type[Spec]:
@@ -174,9 +241,19 @@ Seconds = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
 
 
 class DatasetRef(Spec):
-    path: Path = Field(description="nnU-Net v2 raw dataset folder (with dataset.json)")
+    path: Path = Field(
+        description="nnU-Net v2 raw dataset folder (with dataset.json); for task vqa also a converted "
+        "VQA folder (with vqa.json, see `medloop vqa convert`)"
+    )
     eval_fraction: float = Field(default=0.3, gt=0, lt=1, description="Cases held out for search")
     split_seed: int = 12345
+
+
+# Metrics a campaign can optimise, per task, with the direction that is better. The host
+# recomputes exactly these from raw predictions (a typo must not become an empty campaign).
+METRICS: dict[str, dict[str, Direction]] = {
+    "segmentation": {"dice": "maximize", "nsd": "maximize", "hd95": "minimize"},
+}
 
 
 class Objective(Spec):
@@ -187,13 +264,23 @@ class Objective(Spec):
 
 
 class ValidationPolicy(Spec):
-    seeds_per_arm: int = Field(default=3, ge=1, le=50)
+    # >= 2: with one run per arm a seed's luck cannot be told from an effect.
+    seeds_per_arm: int = Field(default=3, ge=2, le=50)
     alpha: float = Field(default=0.05, gt=0, lt=1)
     min_effect: float = Field(default=0.0, ge=0, description="Pre-registered minimum effect")
-    test: Literal["wilcoxon", "permutation"] = "wilcoxon"
+    test: Literal["wilcoxon", "permutation", "mcnemar"] = Field(
+        default="wilcoxon",
+        description="Case-level paired test; mcnemar: exact sign test (McNemar's on 0/1 outcomes such as VQA items)",
+    )
     correction: Literal["holm", "none"] = "holm"
     bootstrap_resamples: int = Field(default=10_000, ge=100)
-    reproduction_seeds: int = Field(default=3, ge=0, le=50)
+    reproduction_seeds: int = Field(
+        default=3,
+        ge=0,
+        le=50,
+        description="Fresh seeds per arm to reproduce a supported claim (>= 3; 0 turns reproduction "
+        "off, and then no change ever becomes the incumbent)",
+    )
     human_review: bool = False
 
 
@@ -202,6 +289,7 @@ class Budget(Spec):
     max_wall: Seconds | None = None
     max_gpu_hours: float | None = Field(default=None, gt=0)
     max_llm_usd: float | None = Field(default=None, ge=0)
+    max_llm_tokens: int | None = Field(default=None, ge=0, description="Also a cap for unpriced models")
     max_cycles: int = Field(default=5, ge=1)
     patience: int = Field(default=2, ge=1, description="Stop after this many cycles without gain")
 
@@ -267,6 +355,24 @@ class CampaignSpec(Spec):
         return {k: v for k, v in self.baseline.items() if k != "auto"}
 
     @model_validator(mode="after")
+    def _objective_is_computed(self) -> CampaignSpec:
+        known = METRICS.get(self.task, {})
+        metric = self.objective.metric
+        if self.task == "vqa":  # accuracy or accuracy:<field>=<value>, checked below
+            known = {metric: "maximize"}
+        if metric not in known:
+            raise ValueError(
+                f"objective.metric: {metric!r} is not computed for {self.task}; use one of {sorted(known)}"
+            )
+        if self.objective.direction != known[metric]:
+            raise ValueError(f"objective.direction: {metric} is better when it is {known[metric]}d")
+        if 0 < self.validation.reproduction_seeds < 3:
+            raise ValueError(
+                "validation.reproduction_seeds: use 0 (no reproduction) or at least 3 fresh seeds"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _factors_are_config_fields(self) -> CampaignSpec:
         model = config_model(self.task)
         fields = set(model.model_fields) - {"task"}
@@ -284,9 +390,21 @@ class CampaignSpec(Spec):
                 except ValidationError as exc:
                     msg = exc.errors()[0]["msg"]
                     raise ValueError(f"search_space.{name}: value {value!r}: {msg}") from None
-            for other in factor.when or {}:
+            for other, allowed in (factor.when or {}).items():
                 if other not in self.search_space:
                     raise ValueError(f"search_space.{name}.when names unknown factor {other!r}")
+                target = self.search_space[other]
+                if isinstance(target, Categorical):
+                    bad = [v for v in allowed if v not in target.choices]
+                    if bad:
+                        raise ValueError(
+                            f"search_space.{name}.when.{other}: {bad} not among {target.choices}"
+                        )
+        if self.task == "vqa" and not VQA_METRIC.match(self.objective.metric):
+            raise ValueError(
+                f"objective.metric {self.objective.metric!r} is not a VQA metric; use accuracy or "
+                f"accuracy:<field>=<value> with field one of {', '.join(VQA_CATEGORY_FIELDS)}"
+            )
         return self
 
     def baseline_config(self, planned: dict[str, Scalar] | None = None) -> TrialConfig:
@@ -302,7 +420,10 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
     """One line: `source: key.path: message` for the first error (the rest are counted)."""
     errors = exc.errors()
     first = errors[0]
-    loc = ".".join(str(part) for part in first["loc"] if not str(part).startswith("function-"))
+    parts = [str(part) for part in first["loc"] if not str(part).startswith("function-")]
+    # the tag of a trial config union (config.segmentation.lr) is not a key the user wrote
+    parts = [p for i, p in enumerate(parts) if not (i and parts[i - 1] == "config" and p in CONFIG_MODELS)]
+    loc = ".".join(parts)
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         msg = "unknown key (check the spelling; see examples/ for the allowed keys)"
@@ -343,6 +464,8 @@ def parse_campaign_spec(data: Any, *, source: str, check_dataset: bool = True) -
             raise SpecError(f"{source}: executor.table: {table} does not exist")
     elif check_dataset:
         ds = spec.dataset.path
+        if spec.task == "vqa" and (ds / "vqa.json").is_file():
+            return spec  # a converted VQA dataset (`medloop vqa convert`)
         if not (ds / "dataset.json").is_file():
             what = "does not exist" if not ds.exists() else "has no dataset.json"
             raise SpecError(

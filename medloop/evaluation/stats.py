@@ -85,6 +85,23 @@ def wilcoxon_p(diff: np.ndarray) -> float:
     return 1.0 if math.isnan(p) else p
 
 
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar test on discordant pairs: b items only the first model got
+    right, c only the second. Under no difference b ~ Binomial(b + c, 1/2)."""
+    from scipy.stats import binom
+
+    n = b + c
+    if n == 0:
+        return 1.0
+    return float(min(1.0, 2.0 * binom.cdf(min(b, c), n, 0.5)))
+
+
+def sign_test_p(diff: np.ndarray) -> float:
+    """Exact two-sided sign test on paired differences (zeros dropped). On 0/1 outcomes, such
+    as per-item correctness, it is McNemar's exact test."""
+    return mcnemar_exact(int(np.sum(diff < 0)), int(np.sum(diff > 0)))
+
+
 def permutation_p(diff: np.ndarray, *, resamples: int = 20_000, seed: int = 0) -> float:
     """Two-sided paired sign-flip permutation test on the mean difference."""
     n = diff.size
@@ -129,6 +146,28 @@ def pooled_seed_variance(differences: Sequence[np.ndarray]) -> tuple[float, int]
     return ss / df, df
 
 
+# An arm whose seed-to-seed variance exceeds the pool's at this level keeps its own.
+HETEROGENEITY_ALPHA = 0.10
+
+
+def _noisier_than_pool(own: float, own_df: int, pooled: tuple[float, int]) -> bool:
+    """One-sided F-test of this comparison's variance against the pool of the others.
+
+    The pool includes this comparison, so the others' variance is recovered first. An
+    unstable arm (e.g. a learning rate near divergence) must not borrow the stable arms'
+    small variance; stable arms keep the pool's degrees of freedom (and their power)."""
+    from scipy import stats as st
+
+    var, df = pooled
+    other_df = df - own_df
+    if other_df <= 0:
+        return True
+    other = (var * df - own * own_df) / other_df
+    if other <= 0:
+        return own > 0
+    return float(st.f.sf(own / other, own_df, other_df)) < HETEROGENEITY_ALPHA
+
+
 def run_level_test(
     control: np.ndarray,
     treatment: np.ndarray,
@@ -140,14 +179,15 @@ def run_level_test(
     """t-test on run means (arrays of shape (S, n) -> S means). Returns (p, ci_low, ci_high)
     for mean(treatment) - mean(control); p = 1 and an infinite CI when it cannot be run.
     `pooled` = (variance of a per-seed difference, df) replaces this comparison's own
-    variance estimate in the paired case."""
+    variance estimate in the paired case when it is the larger of the two."""
     from scipy import stats as st
 
     r_c, r_t = control.mean(axis=1), treatment.mean(axis=1)
     df: float
     if paired and r_c.size == r_t.size and r_c.size >= 2:
         d = r_t - r_c
-        if pooled is not None:
+        own = float(d.var(ddof=1))
+        if pooled is not None and not _noisier_than_pool(own, d.size - 1, pooled):
             est, se, df = float(d.mean()), math.sqrt(pooled[0] / d.size), pooled[1]
         else:
             est, se, df = float(d.mean()), float(d.std(ddof=1) / math.sqrt(d.size)), d.size - 1
@@ -171,7 +211,7 @@ def compare_paired(
     control: Mapping[str, float] | Sequence[Mapping[str, float]],
     treatment: Mapping[str, float] | Sequence[Mapping[str, float]],
     *,
-    test: Literal["wilcoxon", "permutation"] = "wilcoxon",
+    test: Literal["wilcoxon", "permutation", "mcnemar"] = "wilcoxon",
     resamples: int = 10_000,
     level: float = 0.95,
     seed: int = 0,
@@ -186,7 +226,12 @@ def compare_paired(
     runs_t = [treatment] if isinstance(treatment, Mapping) else list(treatment)
     mean_c, mean_t = seed_mean(runs_c), seed_mean(runs_t)
     cases, diff = paired_differences(mean_c, mean_t)
-    p_case = wilcoxon_p(diff) if test == "wilcoxon" else permutation_p(diff, seed=seed)
+    if test == "wilcoxon":
+        p_case = wilcoxon_p(diff)
+    elif test == "mcnemar":
+        p_case = sign_test_p(diff)
+    else:
+        p_case = permutation_p(diff, seed=seed)
     low, high = bootstrap_ci(diff, resamples=resamples, level=level, seed=seed)
     p, name = p_case, str(test)
     p_run: float | None = None

@@ -66,11 +66,17 @@ def run_job(spec_path: Path, out_dir: Path) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     emit({"event": "start", "task": spec.task, "spec_hash": spec.spec_hash(), "seed": spec.seed})
     try:
-        if spec.task != "segmentation":
-            raise ValueError(f"task {spec.task!r} has no trainer in this job image")
-        from medloop.experiments.segmentation.job import run_segmentation
+        if spec.task == "segmentation":
+            check_inputs(spec, spec_path.parent)  # fail in a second, before torch is imported
+            from medloop.experiments.segmentation.job import run_segmentation
 
-        outcome = run_segmentation(spec, spec_path.parent, out_dir, emit)
+            outcome = run_segmentation(spec, spec_path.parent, out_dir, emit)
+        elif spec.task == "vqa":
+            from medloop.experiments.vlm.job import run_vqa
+
+            outcome = run_vqa(spec, spec_path.parent, out_dir, emit)
+        else:
+            raise ValueError(f"task {spec.task!r} has no trainer in this job image")
     except Exception as exc:  # noqa: BLE001 - any trial fault becomes a failed outcome (data)
         error = f"{type(exc).__name__}: {exc}"
         tail = traceback.format_exc(limit=-6)
@@ -81,6 +87,27 @@ def run_job(spec_path: Path, out_dir: Path) -> int:
     write_outcome(out_dir, outcome)
     emit({"event": "done", "status": outcome.status})
     return EXIT_OK
+
+
+def check_inputs(spec: TrialSpec, in_dir: Path) -> None:
+    """Every file the spec names must be staged: DatasetError naming the first missing one."""
+    from medloop.core.errors import DatasetError
+
+    ds = spec.dataset
+    channels = range(len(ds.channel_names))
+    wanted = [in_dir / "train" / "labelsTr" / f"{c}{ds.file_ending}" for c in ds.train_cases]
+    for folder, cases in (
+        ("train/imagesTr", ds.train_cases),
+        ("eval/imagesTs", ds.eval_cases),
+        ("test/imagesTs", ds.test_cases),
+    ):
+        wanted += [in_dir / folder / f"{c}_{ch:04d}{ds.file_ending}" for c in cases for ch in channels]
+    if spec.init_checkpoint is not None:
+        wanted.append(in_dir / spec.init_checkpoint)
+    missing = [p for p in wanted if not p.is_file()]
+    if missing:
+        more = f" (+{len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise DatasetError(f"input not staged: {missing[0].relative_to(in_dir)}{more}")
 
 
 def versions() -> dict[str, str]:
@@ -95,10 +122,14 @@ def versions() -> dict[str, str]:
         out["torch"] = str(torch.__version__)
         if torch.version.cuda:
             out["cuda"] = str(torch.version.cuda)
+            if torch.cuda.is_available():
+                out["cudnn"] = str(torch.backends.cudnn.version())
+                out["gpu"] = str(torch.cuda.get_device_name(0))
     monai = sys.modules.get("monai")
     if monai is not None:
         out["monai"] = str(monai.__version__)
-    numpy = sys.modules.get("numpy")
-    if numpy is not None:
-        out["numpy"] = str(numpy.__version__)
+    for name in ("numpy", "nibabel", "safetensors"):
+        module = sys.modules.get(name)
+        if module is not None:
+            out[name] = str(getattr(module, "__version__", "unknown"))
     return out

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,30 @@ from medloop.knowledge.base import Vector
 
 MAX_TOKENS = 256  # sentence_bert_config.json: max_seq_length
 BATCH = 64
+# A query or a handful of statements: one thread. Intra-op threads buy nothing on a
+# (1, ~20, 384) tensor and, on a busy machine, spin-wait for cores (measured here: 15 ms
+# on one thread vs 60-500 ms on two while other jobs train).
+SMALL = 4
 
 _lock = threading.Lock()
+_threads_lock = threading.Lock()
 _loaded: dict[str, _Encoder] = {}
+
+
+@contextmanager
+def _threads(n: int | None) -> Iterator[None]:
+    import torch
+
+    if n is None:
+        yield
+        return
+    with _threads_lock:  # torch's thread count is process-wide: one small batch at a time
+        before = torch.get_num_threads()
+        torch.set_num_threads(n)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
 
 
 def model_dir() -> Path:
@@ -107,7 +129,7 @@ class _Encoder:
         encodings = self.tokenizer.encode_batch(list(texts))
         # Sort by length so each batch pads little; write results back in input order.
         order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
-        with torch.inference_mode():
+        with torch.inference_mode(), _threads(1 if len(texts) <= SMALL else None):
             for start in range(0, len(order), BATCH):
                 idx = order[start : start + BATCH]
                 width = max(len(encodings[i].ids) for i in idx)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from medloop.core.ids import canonical_json
 from medloop.core.records import (
@@ -28,6 +28,7 @@ from medloop.core.records import (
     Trial,
 )
 from medloop.core.specs import Scalar
+from medloop.core.store import RelatedRow
 from medloop.knowledge.lifecycle import REPRODUCTION_ROLES
 
 PROVENANCE: tuple[EdgeKind, ...] = ("derived_from",)
@@ -78,6 +79,7 @@ def facts_of(claim: Claim) -> ClaimFacts:
         intervention=key,
         orientation=orientation,
         sign=significant_sign(claim, orientation),
+        fingerprint=dict(claim.context.fingerprint),
         factors=sorted({c.factor for c in claim.changes}),
     )
 
@@ -226,27 +228,40 @@ def significant_sign(claim: Claim, orientation: int) -> int:
     return orientation * (1 if e.estimate > 0 else -1)
 
 
-def comparable(a: Claim, b: Claim) -> bool:
+class Comparable(Protocol):
+    @property
+    def task(self) -> str: ...
+    @property
+    def outcome(self) -> str: ...
+    @property
+    def dataset(self) -> str: ...
+    @property
+    def dataset_checksum(self) -> str: ...
+    @property
+    def fingerprint(self) -> dict[str, float]: ...
+
+
+def comparable(a: Comparable, b: Comparable) -> bool:
     """Same task and outcome, and the same dataset or similar fingerprints."""
-    if a.context.task != b.context.task or a.outcome != b.outcome:
+    if a.task != b.task or a.outcome != b.outcome:
         return False
-    if a.context.dataset_checksum and a.context.dataset_checksum == b.context.dataset_checksum:
+    if a.dataset_checksum and a.dataset_checksum == b.dataset_checksum:
         return True
-    sim = fingerprint_similarity(a.context.fingerprint, b.context.fingerprint)
+    sim = fingerprint_similarity(a.fingerprint, b.fingerprint)
     if sim is None:
-        return a.context.dataset == b.context.dataset
+        return a.dataset == b.dataset
     return sim >= COMPARABLE_FINGERPRINT
 
 
-def relation(new: Claim, new_orient: int, old: Claim, old_orient: int) -> EdgeKind | None:
-    """How `new` bears on an earlier claim about the same intervention, if at all."""
-    if new.id == old.id or not comparable(new, old):
+def relation(new: ClaimFacts, new_tier: str, new_campaign: str | None, old: RelatedRow) -> EdgeKind | None:
+    """How a new claim bears on an earlier one about the same intervention, if at all.
+    Signs are canonical (orientation applied), so reversed change sets compare."""
+    if new.claim_id == old.claim_id or not comparable(new, old):
         return None
-    s_new, s_old = significant_sign(new, new_orient), significant_sign(old, old_orient)
-    if s_new and s_old:
-        if s_new != s_old:
+    if new.sign and old.sign:
+        if new.sign != old.sign:
             return "contradicts"
-        return "supports" if new.campaign_id != old.campaign_id else None
-    if s_old and new.tier == "refuted":
+        return "supports" if new_campaign != old.campaign_id else None
+    if old.sign and new_tier == "refuted":
         return "refutes"
     return None

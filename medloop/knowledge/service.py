@@ -8,14 +8,24 @@ repaired by `reconcile()` and other processes see new claims at their next query
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
 from medloop.core.errors import ConflictError, NotFoundError, TrustError
 from medloop.core.ids import sha256_hex
-from medloop.core.records import Claim, ClaimFacts, EdgeKind, Evidence, Quarantine, Tier, Trial
+from medloop.core.records import (
+    Claim,
+    ClaimFacts,
+    Edge,
+    EdgeKind,
+    Entity,
+    Evidence,
+    Quarantine,
+    Tier,
+    Trial,
+)
 from medloop.core.store import Store, VectorRow
 from medloop.knowledge import lifecycle, model, provenance, quarantine, retrieval
 from medloop.knowledge.base import (
@@ -32,7 +42,7 @@ from medloop.knowledge.vector import mismatch
 SYNC_BATCH = 2000
 # Caps on relation edges a new claim adds (most comparable first), so a popular
 # intervention does not turn into a dense graph.
-MAX_RELATIONS = {"contradicts": 50, "refutes": 20, "supports": 5}
+MAX_RELATIONS = {"contradicts": 20, "refutes": 10, "supports": 3}
 
 
 def text_hash(text: str) -> str:
@@ -67,6 +77,8 @@ class KnowledgeService:
         self.writer_note = "see its writer.lock"
         self._seq = 0  # last kb_claim_facts seq applied to the vector index
         self._own: set[str] = set()  # claims this object indexed ahead of `_seq`
+        # claim id -> (task, outcome, factors): immutable facts the retriever filters on
+        self.facts: dict[str, tuple[str, str, frozenset[str]]] = {}
         if check:
             self.check_embedder()
 
@@ -100,14 +112,8 @@ class KnowledgeService:
             vecs = self.embedder.embed([c.statement for c, _ in fresh])
             trials = self._trials([ev for _, evs in fresh for ev in evs])
             inherited = self._inherited_quarantines(fresh)
-            stored: list[tuple[Claim, ClaimFacts]] = []
             with self.store.transaction():
-                for (claim, evidence), vec in zip(fresh, vecs, strict=True):
-                    result = self._write_claim(
-                        claim, evidence, vec, trials, inherited.get(claim.id, []), actor
-                    )
-                    if result is not None:
-                        stored.append(result)
+                stored = self._write_claims(fresh, vecs, trials, inherited, actor)
             self._index_new(stored, {c.id: v for (c, _), v in zip(fresh, vecs, strict=True)})
             existing.update({c.id: c for c, _ in stored})
         return [existing[c.id] for c, _ in items if c.id in existing]
@@ -153,71 +159,82 @@ class KnowledgeService:
             frontier = nxt
         return seen
 
-    def _write_claim(
+    def _write_claims(
         self,
-        claim: Claim,
-        evidence: list[Evidence],
-        vec: Vector,
+        items: Sequence[tuple[Claim, list[Evidence]]],
+        vecs: Vector,
         trials: dict[str, Trial],
-        quarantines: list[str],
+        inherited: dict[str, list[str]],
         actor: str,
-    ) -> tuple[Claim, ClaimFacts] | None:
-        entered = claim.tier
-        if quarantines:
-            claim = claim.model_copy(update={"tier": "quarantined"})
-        if not self.store.put_claim(claim, evidence):
-            return None
-        facts = model.facts_of(claim)
-        facts = facts.model_copy(update={"seq": self.store.put_claim_facts(facts)})
-        g = model.graphlet(claim, evidence, trials)
-        relations = self._relations(claim, facts)
-        for kind, other in relations:
-            g.edge(claim.id, "claim", kind, other, "claim")
-        self.store.put_entities(list(g.entities.values()))
-        self.store.put_edges(list(g.edges.values()))
+    ) -> list[tuple[Claim, ClaimFacts]]:
+        """Everything SQL holds about new claims, in batches (called inside a transaction).
+        Relations are looked up claim by claim, so claims in one batch relate too."""
+        entered = {c.id: c.tier for c, _ in items}
+        placed = [
+            (c.model_copy(update={"tier": "quarantined"}) if c.id in inherited else c, ev) for c, ev in items
+        ]
+        new_ids = set(self.store.put_claims(placed))
+        rows = [(c, ev, v) for (c, ev), v in zip(placed, vecs, strict=True) if c.id in new_ids]
+        all_facts = [model.facts_of(c) for c, _, _ in rows]
+        seqs = self.store.put_claim_facts_many(all_facts)
+        entities: dict[str, Entity] = {}
+        edges: dict[tuple[str, str, str], Edge] = {}
+        audits: list[tuple[str, str, str, str, dict[str, Any]]] = []
+        stored: list[tuple[Claim, ClaimFacts]] = []
+        for (claim, evidence, _), facts in zip(rows, all_facts, strict=True):
+            g = model.graphlet(claim, evidence, trials)
+            relations = self._relations(claim, facts)
+            for kind, other in relations:
+                g.edge(claim.id, "claim", kind, other, "claim")
+            entities.update(g.entities)
+            edges.update(g.edges)
+            detail: dict[str, Any] = {
+                "tier": entered[claim.id],
+                "evidence": [f"{ev.kind}:{ev.ref_id}:{ev.role}" for ev in evidence],
+                "relations": [f"{kind} {other}" for kind, other in relations],
+            }
+            for qid in inherited.get(claim.id, []):
+                self.store.add_quarantine_members(qid, {claim.id: entered[claim.id]})
+                detail["quarantined_by"] = inherited[claim.id]
+            audits.append((actor, "claim.add", "claim", claim.id, detail))
+            stored.append((claim, facts.model_copy(update={"seq": seqs[claim.id]})))
+        self.store.put_entities(list(entities.values()))
+        self.store.put_edges(list(edges.values()))
         self.store.put_vectors(
             [
-                VectorRow(
-                    claim.id, self.embedder.name, self.embedder.dim, text_hash(claim.statement), vec.tobytes()
-                )
+                VectorRow(c.id, self.embedder.name, self.embedder.dim, text_hash(c.statement), v.tobytes())
+                for c, _, v in rows
             ]
         )
-        for qid in quarantines:
-            self.store.add_quarantine_members(qid, {claim.id: entered})
-        detail: dict[str, Any] = {
-            "tier": entered,
-            "evidence": [f"{ev.kind}:{ev.ref_id}:{ev.role}" for ev in evidence],
-            "relations": [f"{kind} {other}" for kind, other in relations],
-        }
-        if quarantines:
-            detail["quarantined_by"] = quarantines
-        self.store.append_audit(actor, "claim.add", "claim", claim.id, detail)
-        for kind, other in relations:
-            if kind == "contradicts":
-                self.store.append_audit(actor, "claim.contradiction", "claim", other, {"with": claim.id})
-        return claim, facts
+        self.store.append_audits(audits)
+        return stored
 
     def _relations(self, claim: Claim, facts: ClaimFacts) -> list[tuple[EdgeKind, str]]:
-        """contradicts / supports / refutes edges from the new claim to earlier ones."""
-        signs = [-1, 1] if facts.sign or claim.tier == "refuted" else []
-        if not signs:
-            return []
-        ids = self.store.related_claim_ids(
-            intervention=facts.intervention,
-            outcome=facts.outcome,
-            signs=signs,
-            dataset_checksum=facts.dataset_checksum,
-            exclude=claim.id,
-        )
-        others = self.store.get_claims(ids)
-        orient = {f.claim_id: f.orientation for f in self.store.list_claim_facts(claim_ids=ids)}
+        """contradicts / supports / refutes edges from the new claim to earlier ones:
+        a few small queries, each for one kind of relation, most comparable first."""
+        asks: list[tuple[list[int], str | None, int]] = []
+        if facts.sign:
+            asks.append(([-facts.sign], None, 2 * MAX_RELATIONS["contradicts"]))
+            asks.append(([facts.sign], claim.campaign_id or "", 2 * MAX_RELATIONS["supports"]))
+        elif claim.tier == "refuted":
+            asks.append(([-1, 1], None, 2 * MAX_RELATIONS["refutes"]))
         out: list[tuple[EdgeKind, str]] = []
         counts: dict[str, int] = {}
-        for other in others:
-            kind = model.relation(claim, facts.orientation, other, orient.get(other.id, 1))
-            if kind is not None and counts.get(kind, 0) < MAX_RELATIONS[kind]:
-                counts[kind] = counts.get(kind, 0) + 1
-                out.append((kind, other.id))
+        for signs, other_campaign, limit in asks:
+            rows = self.store.related_claims(
+                intervention=facts.intervention,
+                outcome=facts.outcome,
+                signs=signs,
+                dataset_checksum=facts.dataset_checksum,
+                exclude=claim.id,
+                other_campaign=other_campaign,
+                limit=limit,
+            )
+            for row in rows:
+                kind = model.relation(facts, claim.tier, claim.campaign_id, row)
+                if kind is not None and counts.get(kind, 0) < MAX_RELATIONS[kind]:
+                    counts[kind] = counts.get(kind, 0) + 1
+                    out.append((kind, row.claim_id))
         return out
 
     def _index_new(self, stored: Sequence[tuple[Claim, ClaimFacts]], vecs: dict[str, Vector]) -> None:
@@ -229,6 +246,7 @@ class KnowledgeService:
                 [model.vector_metadata(f) for _, f in stored],
             )
             self._own.update(ids)
+            self._remember(f for _, f in stored)
         self._sync_graph()
 
     # ------------------------------------------------------------ following SQL
@@ -238,6 +256,7 @@ class KnowledgeService:
         added = 0
         while self.store.max_claim_seq() > self._seq:
             rows = self.store.list_claim_facts(after_seq=self._seq, limit=SYNC_BATCH)
+            self._remember(rows)
             todo = [f for f in rows if f.claim_id not in self._own]
             if todo:
                 added += self._index_facts(todo)
@@ -245,6 +264,10 @@ class KnowledgeService:
             self._seq = rows[-1].seq
         self._sync_graph()
         return added
+
+    def _remember(self, facts: Iterable[ClaimFacts]) -> None:
+        for f in facts:
+            self.facts[f.claim_id] = (f.task, f.outcome, frozenset(f.factors))
 
     def _index_facts(self, facts: Sequence[ClaimFacts]) -> int:
         ids = [f.claim_id for f in facts]
@@ -268,19 +291,22 @@ class KnowledgeService:
     def _sync_graph(self) -> int:
         added = 0
         while self.store.max_edge_seq() > self.graph.watermark:
-            edges = self.store.list_edges(after_seq=self.graph.watermark, limit=50_000)
-            for e in edges:
-                self.graph.upsert_node(e.src, e.src_kind)
-                self.graph.upsert_node(e.dst, e.dst_kind)
-                self.graph.upsert_edge(e.src, e.dst, e.kind)
-            self.graph.watermark = edges[-1].seq
-            added += len(edges)
+            rows = self.store.edge_rows(after_seq=self.graph.watermark)
+            for _, src, dst, kind, src_kind, dst_kind in rows:
+                self.graph.upsert_node(src, src_kind)
+                self.graph.upsert_node(dst, dst_kind)
+                self.graph.upsert_edge(src, dst, kind)
+            self.graph.watermark = rows[-1][0]
+            added += len(rows)
         return added
 
     def reconcile(self) -> dict[str, int]:
         """Make the indexes hold exactly the claims in SQL (after a crash, or on start)."""
         self.check_embedder()
-        counts = {"facts_added": self._backfill_facts()}
+        counts = {"facts_added": self._backfill_facts(), "evidence_edges_added": self._backfill_edges()}
+        self.facts = {
+            cid: (task, outcome, frozenset(fs)) for cid, task, outcome, fs in self.store.claim_facts_rows()
+        }
         sql_ids = set(self.store.claim_tiers())
         index_ids = self.vectors.ids()
         extra = sorted(index_ids - sql_ids)
@@ -302,7 +328,7 @@ class KnowledgeService:
 
     def _backfill_facts(self) -> int:
         """Claims written straight through `store.put_claim` get their facts and edges."""
-        known = {f.claim_id for f in self.store.list_claim_facts(limit=10**9)}
+        known = {row[0] for row in self.store.claim_facts_rows()}
         todo = [cid for cid in self.store.claim_tiers() if cid not in known]
         for claim in self.store.get_claims(todo):
             evidence = self.store.list_evidence(claim.id)
@@ -325,6 +351,24 @@ class KnowledgeService:
                     ]
                 )
         return len(todo)
+
+    def _backfill_edges(self) -> int:
+        """Graph edges for evidence written straight through `store.add_evidence`."""
+        added = 0
+        while evidence := self.store.evidence_without_edges():
+            by_claim: dict[str, list[Evidence]] = {}
+            for ev in evidence:
+                by_claim.setdefault(ev.claim_id, []).append(ev)
+            new = 0
+            with self.store.transaction():
+                for claim in self.store.get_claims(sorted(by_claim)):
+                    g = model.graphlet(claim, by_claim[claim.id], self._trials(by_claim[claim.id]))
+                    self.store.put_entities(list(g.entities.values()))
+                    new += self.store.put_edges(list(g.edges.values()))
+            added += new
+            if new == 0:
+                break  # the rest cannot be linked (e.g. a claim citing itself)
+        return added
 
     def rebuild(self, *, reembed: bool = False) -> dict[str, int]:
         """Drop both indexes and rebuild them from SQL (re-embedding statements if asked)."""
@@ -415,4 +459,4 @@ class KnowledgeService:
     def retrieve(self, query: RetrievalQuery) -> list[RetrievedClaim]:
         """Hybrid retrieval over what SQL holds now (see retrieval.py for the ranking)."""
         self.sync()
-        return retrieval.Retriever(self.store, self.embedder, self.vectors, self.graph).run(query)
+        return retrieval.Retriever(self.store, self.embedder, self.vectors, self.graph, self.facts).run(query)

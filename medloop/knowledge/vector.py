@@ -215,7 +215,8 @@ class ChromaVectorIndex:
     def _open(self) -> Any:
         col = self.client.get_or_create_collection(
             self.name,
-            configuration={"hnsw": {"space": "cosine"}},
+            # ef 200 (default 100): near-exact recall at 100k claims for ~1 ms more per query
+            configuration={"hnsw": {"space": "cosine", "ef_construction": 200, "ef_search": 200}},
             metadata={"embedder": self.embedder, "dim": self.dim},
             embedding_function=None,
         )
@@ -247,8 +248,7 @@ class ChromaVectorIndex:
         )
         ids, dists = result["ids"][0], result["distances"][0]
         # cosine space: distance = 1 - cosine similarity
-        pairs = [(cid, 1.0 - float(d)) for cid, d in zip(ids, dists, strict=True)]
-        return sorted(pairs, key=lambda p: (-round(p[1], 6), p[0]))
+        return [(cid, 1.0 - float(d)) for cid, d in zip(ids, dists, strict=True)]  # best first
 
     def delete(self, ids: Sequence[str]) -> None:
         for start in range(0, len(ids), self._batch):

@@ -38,6 +38,9 @@ class LiteLLMClient:
     ) -> Completion:
         import litellm
 
+        # litellm prints provider help to stdout for models without a price entry; stdout
+        # belongs to the caller (`--json` output).
+        litellm.suppress_debug_info = True
         kwargs: dict[str, Any] = {
             "model": self.model,
             "messages": [m.model_dump(exclude_none=True) for m in messages],

@@ -8,13 +8,15 @@ key; GPUs only as explicit device ids (NVIDIA_VISIBLE_DEVICES is neutralised oth
 The image is resolved to its id once and containers are created from that id, so the
 digest in provenance is exactly what ran.
 
-Container name `medloop-<safe key>` is unique on the daemon, so a key can never run
-twice; `reconcile` finds containers again by the `medloop.job` label.
+Container name `medloop-<workspace hash>-<safe key>` is unique on the daemon, so a key can
+never run twice in a workspace; `reconcile` finds containers again by the `medloop.job`
+and `medloop.workspace` labels.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import signal
 import socket
@@ -31,10 +33,12 @@ from medloop.sandbox.base import IN_DIR, OUT_DIR, JobHandle, LogSink
 from medloop.sandbox.image import docker_client
 from medloop.sandbox.jobdir import JobDir, LogFollower, RunInfo, remove_tree, safe_key, write_json_atomic
 from medloop.sandbox.provenance import make_provenance
-from medloop.sandbox.staging import input_relpath, resolve_inputs
+from medloop.sandbox.staging import readable_by_others, readable_copy, resolve_inputs
 
 _MB = 1 << 20
 JOB_LABEL = "medloop.job"
+# Jobs of different workspaces on one daemon never see each other (same keys are fine).
+WORKSPACE_LABEL = "medloop.workspace"
 KEY_LABEL = "medloop.key"
 JOB_UID = 10001
 DOCKER_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock")
@@ -64,6 +68,7 @@ class DockerRuntime:
         self._client = client
         self._images: dict[str, tuple[str, str]] = {}
         self._lock = threading.Lock()
+        self.namespace = hashlib.sha256(str(self.jobs_dir).encode()).hexdigest()[:10]
 
     # ---------------------------------------------------------------- docker access
 
@@ -269,7 +274,9 @@ class DockerRuntime:
                         f"job {job.key}: input {rel.as_posix()!r} ({path}) would expose the Docker socket",
                         hint="mount only the data folders a job needs",
                     )
-            input_relpath(job, rel.as_posix())
+            # The container's user (uid 10001 when medloop runs as root) reads as "other".
+            if os.geteuid() == 0 and not readable_by_others(path):
+                path = readable_copy(path, self.jobs_dir.parent / "docker-inputs")
             mounts.append((str(path), f"{IN_DIR}/{rel.as_posix()}"))
         return mounts
 
@@ -337,10 +344,11 @@ class DockerRuntime:
         return {
             "image": image_id,
             "command": list(job.command),
-            "name": f"medloop-{safe_key(job.key)}",
+            "name": f"medloop-{self.namespace}-{safe_key(job.key)}",
             "labels": {
                 **job.labels,
                 JOB_LABEL: safe_key(job.key),
+                WORKSPACE_LABEL: self.namespace,
                 KEY_LABEL: job.key,
                 "medloop.image": pinned,
             },
@@ -444,7 +452,7 @@ class DockerRuntime:
                 "listing containers",
                 self.client.containers.list,
                 all=True,
-                filters={"label": f"{JOB_LABEL}={safe_key(key)}"},
+                filters={"label": [f"{JOB_LABEL}={safe_key(key)}", f"{WORKSPACE_LABEL}={self.namespace}"]},
             )
         )
 

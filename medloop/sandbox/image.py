@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import re
@@ -324,9 +325,10 @@ def build_image(
         (ctx / "Dockerfile").write_text(dockerfile)
         (ctx / "requirements.txt").write_text("\n".join(requirements) + "\n")
         _link_all(wheels, ctx / "wheels")
-        image_id = _docker_build(client, ctx, base, offline, content_hash, log)
+        image_id = _docker_build(client, ctx, base, offline, content_hash, _hash_repo(tag), log)
     image = client.images.get(image_id)
     _tag(image, tag)
+    prune_old_builds(client, _hash_repo(tag), content_hash, log)
     log(f"built {tag} ({image.id[:19]}) in {time.monotonic() - started:.0f} s")
     return BuildResult(
         tag=tag,
@@ -374,10 +376,31 @@ def _link_all(files: Iterable[Path], dest: Path) -> None:
             shutil.copyfile(src, dest / src.name)
 
 
-def _docker_build(client: Any, ctx: Path, base: str, offline: bool, content_hash: str, log: Log) -> str:
+def _hash_repo(tag: str) -> str:
+    """The repository of `tag`, where each build is also tagged by its content hash."""
+    last = tag.split("/")[-1]
+    return tag.rsplit(":", 1)[0] if ":" in last else tag
+
+
+def prune_old_builds(client: Any, repo: str, keep_hash: str, log: Log) -> None:
+    """Untag earlier content-hash builds of `repo`; Docker frees an image with no tags left."""
     import docker
 
-    repo_tag = f"medloop-runtime:{content_hash[:12]}"
+    for image in client.images.list(name=repo, filters={"label": HASH_LABEL}):
+        for tag in image.tags:
+            version = tag.rsplit(":", 1)[-1]
+            if re.fullmatch(r"[0-9a-f]{12}", version) and version != keep_hash[:12]:
+                with contextlib.suppress(docker.errors.APIError):
+                    client.images.remove(tag)
+                    log(f"untagged the earlier build {tag}")
+
+
+def _docker_build(
+    client: Any, ctx: Path, base: str, offline: bool, content_hash: str, repo: str, log: Log
+) -> str:
+    import docker
+
+    repo_tag = f"{repo}:{content_hash[:12]}"
     log(f"$ docker build --build-arg BASE_IMAGE={base} {'--network none ' if offline else ''}-t {repo_tag}")
     tail: list[str] = []
     image_id: str | None = None

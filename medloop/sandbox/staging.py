@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import stat
+import tempfile
 from pathlib import Path, PurePosixPath
 
 from medloop.core.errors import SpecError
@@ -92,3 +93,60 @@ def _make_read_only(root: Path) -> None:
         for dname in dirs:
             (Path(current) / dname).chmod(0o555)
     root.chmod(0o555)
+
+
+def readable_by_others(path: Path) -> bool:
+    """Whether a user other than the owner can read `path` (and walk into its folders)."""
+    if not path.is_dir():
+        return path.stat().st_mode & 0o004 != 0
+    for current, _dirs, files in os.walk(path):
+        if Path(current).stat().st_mode & 0o005 != 0o005:
+            return False
+        if any(Path(current, fname).stat().st_mode & 0o004 == 0 for fname in files):
+            return False
+    return True
+
+
+def readable_copy(path: Path, cache_root: Path) -> Path:
+    """A world-readable, read-only copy of `path`, made once per content fingerprint.
+
+    A container runs as an unprivileged user and cannot read owner-only (0600) inputs
+    such as files written through mkstemp; it gets this copy instead. The original's
+    modes are left alone (it may be a hardlink into the user's dataset).
+    """
+    import hashlib
+
+    digest = hashlib.sha256(str(path).encode())
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        stat_ = file.stat()
+        digest.update(f"{file}:{stat_.st_size}:{stat_.st_mtime_ns}".encode())
+    target = cache_root / digest.hexdigest()[:24] / path.name
+    if target.exists():
+        return target
+    cache_root.mkdir(parents=True, exist_ok=True)
+    # A private temp folder per call: concurrent submits of the same input each build one.
+    tmp = Path(tempfile.mkdtemp(dir=cache_root, prefix=f".{digest.hexdigest()[:24]}."))
+    if path.is_dir():
+        shutil.copytree(path, tmp / path.name, symlinks=False)
+    else:
+        shutil.copyfile(path, tmp / path.name)
+    for current, dirs, files_ in os.walk(tmp):
+        for fname in files_:
+            Path(current, fname).chmod(0o444)
+        for dname in dirs:
+            Path(current, dname).chmod(0o555)
+    tmp.chmod(0o555)
+    try:
+        tmp.rename(target.parent)
+    except OSError:  # made by a concurrent job first
+        remove_read_only(tmp)
+    return target
+
+
+def remove_read_only(path: Path) -> None:
+    for current, dirs, _files in os.walk(path):
+        Path(current).chmod(0o755)
+        for dname in dirs:
+            Path(current, dname).chmod(0o755)
+    shutil.rmtree(path, ignore_errors=True)

@@ -7,6 +7,7 @@ case by case. Failed or tampered trials never enter a comparison.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -38,6 +39,10 @@ class HypothesisAnalysis(BaseModel):
     p_adjusted: float | None = None
     verdict: str = "inconclusive"
     note: str = ""
+    by_group: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Subgroup (e.g. VQA category field=value) -> effect, CI, p, Holm p within the field",
+    )
 
 
 def arm_data(trials: Sequence[Trial], objective: Objective, *, split: str = "eval") -> ArmData:
@@ -78,6 +83,46 @@ def compare_arms(
     )
 
 
+def subgroup_metrics(trials: Sequence[Trial], metric: str, *, split: str = "eval") -> list[str]:
+    """Metrics that break `metric` down by subgroup: `<metric>:<group>` keys of the trials'
+    evaluation summaries (VQA categories such as `accuracy:modality=CT`). Segmentation
+    evaluations have none."""
+    keys: set[str] = set()
+    for t in trials:
+        if t.status == "succeeded" and t.result and split in t.result.evaluations:
+            keys |= {k for k in t.result.evaluations[split].summary if k.startswith(f"{metric}:")}
+    return sorted(keys)
+
+
+def subgroup_effects(
+    control: Sequence[Trial],
+    treatment: Sequence[Trial],
+    objective: Objective,
+    policy: ValidationPolicy,
+    *,
+    seed: int = 0,
+) -> dict[str, dict[str, Any]]:
+    """The paired comparison within each subgroup, Holm-adjusted across the groups of one
+    field (task=..., modality=...). Evidence beside the overall test, not separate claims."""
+    out: dict[str, dict[str, Any]] = {}
+    for metric in subgroup_metrics([*control, *treatment], objective.metric):
+        sub = objective.model_copy(update={"metric": metric})
+        c, t = arm_data(control, sub), arm_data(treatment, sub)
+        comparison = compare_arms(c, t, policy, seed=seed)
+        if comparison is None or comparison.n_cases == 0:
+            continue
+        out[metric.split(":", 1)[1]] = {
+            "control_objective": c.objective,
+            "treatment_objective": t.objective,
+            **comparison.model_dump(exclude={"cases"}),
+        }
+    for field in sorted({k.split("=", 1)[0] for k in out}):
+        keys = sorted(k for k in out if k.split("=", 1)[0] == field)
+        for key, p in zip(keys, stats.holm([out[k]["p_value"] for k in keys]), strict=True):
+            out[key]["p_holm_within_field"] = p
+    return out
+
+
 def analyze_hypotheses(
     store: Store,
     hypotheses: Sequence[Hypothesis],
@@ -101,6 +146,17 @@ def analyze_hypotheses(
     drafts: list[HypothesisAnalysis] = []
     for hyp, (control, treatment) in zip(hypotheses, arms, strict=True):
         comparison = compare_arms(control, treatment, policy, seed=seed, pooled=pooled)
+        by_group = (
+            subgroup_effects(
+                [store.get_trial(t) for t in hyp.control_trials],
+                [store.get_trial(t) for t in hyp.treatment_trials],
+                objective,
+                policy,
+                seed=seed,
+            )
+            if comparison is not None
+            else {}
+        )
         note = ""
         if comparison is None:
             failed = "treatment" if not treatment.usable else "control"
@@ -112,6 +168,7 @@ def analyze_hypotheses(
                 treatment=treatment,
                 comparison=comparison,
                 note=note,
+                by_group=by_group,
             )
         )
     tested = [a for a in drafts if a.comparison is not None]

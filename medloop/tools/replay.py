@@ -129,7 +129,9 @@ class ReplayTrials:
         )
 
     def lookup(self, spec: TrialSpec) -> ReplayOutcome | None:
-        key = (config_signature(spec.config.model_dump(), self.table.factors), spec.seed)
+        # Campaigns offset their seeds by a multiple of 10,000 (agents/seeds.py); the table
+        # records the role-and-index part.
+        key = (config_signature(spec.config.model_dump(), self.table.factors), spec.seed % 10_000)
         return self._index.get(key)
 
     def run(
@@ -197,7 +199,7 @@ def synthetic_table(
     space: dict[str, list[Scalar]],
     effect: Any,
     n_cases: int = 24,
-    seeds: Sequence[int] = (0, 1, 2, 1000, 1001, 1002),
+    seeds: Sequence[int] = (0, 1, 2, 1000, 1001, 1002, 2000, 2001, 2002),
     case_sd: float = 0.05,
     seed_sd: float = 0.01,
     noise_sd: float = 0.01,

@@ -13,6 +13,7 @@ import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -26,15 +27,23 @@ from medloop.core.records import (
     TrialResult,
     TrialSpec,
 )
-from medloop.core.specs import CampaignSpec, DatasetRef, Objective, SandboxSpec, TrialConfig
+from medloop.core.specs import CampaignSpec, DatasetRef, Objective, SandboxSpec, TrialConfig, VqaConfig
 from medloop.core.store import Store
 from medloop.evaluation.metrics import evaluate_split, tamper_gap
+from medloop.evaluation.vqa import evaluate_split as evaluate_vqa_split
 from medloop.experiments.dataset import (
     build_manifest,
     fingerprint_summary,
     held_out_labels,
     stage_inputs,
 )
+from medloop.experiments.vlm.manifest import (
+    build_vqa_manifest,
+    ensure_vqa_folder,
+    stage_vqa_inputs,
+    vqa_fingerprint,
+)
+from medloop.experiments.vlm.manifest import held_out_items as vqa_items
 from medloop.sandbox.base import EventSink, Executor, job_key, limits_for
 from medloop.tools.base import (
     FINAL_STATUSES,
@@ -55,16 +64,28 @@ def _write_atomic(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
+    Path(tmp).chmod(0o644)  # mkstemp makes it 0600; a container's non-root user must read it
     Path(tmp).replace(path)
 
 
-def prepare_dataset(ref: DatasetRef, staging_dir: Path) -> PreparedDataset:
+def prepare_dataset(ref: DatasetRef, staging_dir: Path, task: str = "segmentation") -> PreparedDataset:
     """Split the dataset (by case, seeded) and stage read-only job inputs."""
+    if task == "vqa":
+        return prepare_vqa_dataset(ref, staging_dir)
     if not (ref.path / "dataset.json").is_file():
         raise DatasetError(f"{ref.path}: no dataset.json", hint="is this an nnU-Net raw dataset?")
     manifest = build_manifest(ref.path, eval_fraction=ref.eval_fraction, split_seed=ref.split_seed)
     staged = stage_inputs(ref.path, manifest, staging_dir)
     return PreparedDataset(ref.path.resolve(), manifest, staged, fingerprint_summary(ref.path))
+
+
+def prepare_vqa_dataset(ref: DatasetRef, staging_dir: Path) -> PreparedDataset:
+    """A VQA folder (or an nnU-Net dataset, converted once) split by case and staged with
+    the answers of evaluation and test items left out."""
+    root = ensure_vqa_folder(ref.path, staging_dir, seed=ref.split_seed)
+    manifest = build_vqa_manifest(root, eval_fraction=ref.eval_fraction, split_seed=ref.split_seed)
+    staged = stage_vqa_inputs(root, manifest, staging_dir)
+    return PreparedDataset(root.resolve(), manifest, staged, vqa_fingerprint(root, manifest))
 
 
 class SandboxTrials:
@@ -83,6 +104,7 @@ class SandboxTrials:
         self.executor = executor
         self.sandbox: SandboxSpec = spec.sandbox
         self.objective: Objective = spec.objective
+        self.task = spec.task
         self.workspace = workspace
         self._ref = spec.dataset
         self._staging_dir = staging_dir
@@ -91,13 +113,18 @@ class SandboxTrials:
     @property
     def dataset(self) -> PreparedDataset:
         if self._dataset is None:
-            self._dataset = prepare_dataset(self._ref, self._staging_dir)
+            self._dataset = prepare_dataset(self._ref, self._staging_dir, self.task)
         return self._dataset
 
     def spec_for(self, config: TrialConfig, seed: int, *, max_seconds: float | None = None) -> TrialSpec:
         return TrialSpec(
             task=config.task, dataset=self.dataset.manifest, config=config, seed=seed, max_seconds=max_seconds
         )
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """Dice always (reports and tamper checks use it), plus the objective's metric."""
+        return tuple(dict.fromkeys(("dice", self.objective.metric)))
 
     def close(self) -> None:
         self.executor.close()
@@ -155,12 +182,17 @@ class SandboxTrials:
         _write_atomic(spec_path, req.spec.model_dump_json(indent=2))
         staged = self.dataset.staged
         threads = str(req.spec.config.num_threads)
+        inputs: dict[str, Path] = {"spec.json": spec_path, **staged}
+        config = req.spec.config
+        if isinstance(config, VqaConfig) and config.model_path != "tiny":
+            # real weights are mounted read-only at /in/model
+            inputs["model"] = Path(config.model_path).expanduser().resolve()
         return JobSpec(
             # Deterministic: after a crash the scheduler re-attaches to (or collects) the
             # job with this key instead of running it twice.
             key=job_key(campaign_id, spec_hash),
             command=list(JOB_COMMAND),
-            inputs={"spec.json": spec_path, **staged},
+            inputs=inputs,
             env={"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads},
             limits=limits_for(sandbox),
             image=sandbox.image,
@@ -193,6 +225,8 @@ class SandboxTrials:
         if outcome.status != "completed":
             return TrialResult(status="failed", error=outcome.error or "job reported failure", **base)
 
+        if spec.task == "vqa":
+            return self._collect_vqa(trial_id, spec, job, outcome, base)
         manifest, dataset, objective = spec.dataset, self.dataset, self.objective
         evaluation = evaluate_split(
             job.out_dir / "predictions" / "eval",
@@ -200,6 +234,7 @@ class SandboxTrials:
             labels=manifest.labels,
             sites=manifest.sites,
             split="eval",
+            metrics=self.metrics,
         )
         gap = self._tamper_gap(outcome, job)
         per_case = case_objective(evaluation, objective.metric)
@@ -213,6 +248,34 @@ class SandboxTrials:
             history=outcome.history,
             efficiency=outcome.efficiency,
             error="reported metrics differ from the host's recomputation" if status == "tampered" else None,
+            **base,
+        )
+
+    def _score_vqa(self, trial_id: str, spec: TrialSpec, job: JobResult, split: str) -> SplitEvaluation:
+        """Host scoring of a VQA job's raw answers (the path is fixed, never the job's word)."""
+        return evaluate_vqa_split(
+            vqa_items(self.dataset.path, spec.dataset, split),
+            job.out_dir / "predictions" / f"{split}.jsonl",
+            split=split,
+            model=trial_id,
+            report_path=self.workspace / "vqa_scores" / trial_id / f"{split}.json",
+        )
+
+    def _collect_vqa(
+        self, trial_id: str, spec: TrialSpec, job: JobResult, outcome: JobOutcome, base: dict[str, Any]
+    ) -> TrialResult:
+        try:
+            evaluation = self._score_vqa(trial_id, spec, job, "eval")
+        except DatasetError as exc:
+            return TrialResult(status="failed", error=f"VQA predictions unusable: {exc.message}", **base)
+        per_case = case_objective(evaluation, self.objective.metric)
+        return TrialResult(
+            status="succeeded",
+            objective=aggregate(list(per_case.values()), self.objective.aggregation),
+            evaluations={"eval": evaluation},
+            tamper_gap=None,
+            history=outcome.history,
+            efficiency=outcome.efficiency,
             **base,
         )
 
@@ -245,13 +308,26 @@ class SandboxTrials:
         if "test" in trial.result.evaluations:
             cached: SplitEvaluation = trial.result.evaluations["test"]
             return cached
-        labels = held_out_labels(dataset.path, trial.spec.dataset, "test")
-        pred_dir = trial.result.job.out_dir / "predictions" / "test"
-        if not labels or not pred_dir.is_dir():
-            return None
-        evaluation = evaluate_split(
-            pred_dir, labels, labels=trial.spec.dataset.labels, sites=trial.spec.dataset.sites, split="test"
-        )
+        if trial.spec.task == "vqa":
+            if not trial.spec.dataset.test_cases:
+                return None
+            try:
+                evaluation = self._score_vqa(trial.id, trial.spec, trial.result.job, "test")
+            except DatasetError:
+                return None
+        else:
+            labels = held_out_labels(dataset.path, trial.spec.dataset, "test")
+            pred_dir = trial.result.job.out_dir / "predictions" / "test"
+            if not labels or not pred_dir.is_dir():
+                return None
+            evaluation = evaluate_split(
+                pred_dir,
+                labels,
+                labels=trial.spec.dataset.labels,
+                sites=trial.spec.dataset.sites,
+                split="test",
+                metrics=self.metrics,
+            )
         updated = trial.result.model_copy(
             update={"evaluations": {**trial.result.evaluations, "test": evaluation}}
         )

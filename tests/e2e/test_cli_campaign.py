@@ -21,7 +21,7 @@ dataset: {path: DATA, eval_fraction: 0.4}
 baseline: {loss: dice, lr: 0.001, iterations: 40, batch_size: 4, base_features: 8, depth: 3}
 search_space:
   loss: [dice, dicece]
-validation: {seeds_per_arm: 2, reproduction_seeds: 2, min_effect: 0.0}
+validation: {seeds_per_arm: 2, reproduction_seeds: 3, min_effect: 0.0}
 budget: {max_cycles: 1}
 executor: {kind: local, slots: 2}
 sandbox: {timeout: 5m}

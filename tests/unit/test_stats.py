@@ -137,3 +137,39 @@ def test_reproduction_agreement() -> None:
     assert stats.reproduction_agrees(0.03, (0.01, 0.05), 0.02)
     assert not stats.reproduction_agrees(0.03, (0.01, 0.05), 0.06)
     assert not stats.reproduction_agrees(0.03, (0.01, 0.05), -0.02)
+
+
+def test_pooled_variance_does_not_lend_stability_to_an_unstable_arm() -> None:
+    """One unstable treatment (seed sd 15x the others) among stable ones, all null: the
+    cycle's pooled seed variance must not make its seed luck look like an effect."""
+    rng = np.random.default_rng(1)
+    seeds = [0, 1, 2]
+    case_fx = rng.normal(0, 0.05, 24)
+
+    def arm(sd: float, shared: np.ndarray) -> list[dict[str, float]]:
+        return [
+            {f"c{i}": float(0.7 + case_fx[i] + shared[s] + shift + rng.normal(0, 0.01)) for i in range(24)}
+            for s, shift in enumerate(rng.normal(0, sd, 3))
+        ]
+
+    cycles, hits = 400, 0
+    for k in range(cycles):
+        shared = rng.normal(0, 0.003, 3)
+        control = arm(0.002, shared)
+        treatments = [arm(0.03, shared), arm(0.002, shared), arm(0.002, shared)]
+        pooled = stats.pooled_seed_variance([stats.run_differences(control, t) for t in treatments])
+        comps = [
+            stats.compare_paired(
+                control, t, resamples=500, seed=k, control_seeds=seeds, treatment_seeds=seeds, pooled=pooled
+            )
+            for t in treatments
+        ]
+        adj = stats.holm([c.p_value for c in comps])
+        hits += any(
+            stats.verdict(
+                c.estimate, c.ci_low, c.ci_high, p, direction="maximize", alpha=0.05, min_effect=0.005
+            )
+            == "supported"
+            for c, p in zip(comps, adj, strict=True)
+        )
+    assert hits / cycles <= 0.05

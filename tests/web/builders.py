@@ -91,7 +91,7 @@ def tiny_real_campaign(settings: Settings, root: Path, *, owner: str) -> str:
             "batch_size": 4,
         },
         "search_space": {"loss": ["dice", "dicece"]},
-        "validation": {"seeds_per_arm": 1, "reproduction_seeds": 0, "bootstrap_resamples": 200},
+        "validation": {"seeds_per_arm": 2, "reproduction_seeds": 0, "bootstrap_resamples": 200},
         "budget": {"max_cycles": 1, "max_trials": 2},
         "executor": {"kind": "local", "slots": 2},
         "sandbox": {"timeout": "4m"},

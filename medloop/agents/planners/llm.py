@@ -75,21 +75,44 @@ class _LLMPlan(BaseModel):
 class LLMPlanner:
     name = "llm"
 
-    def __init__(self, llm: LLMClient, *, fallback: Planner, budget_usd: float | None = None) -> None:
+    def __init__(
+        self,
+        llm: LLMClient,
+        *,
+        fallback: Planner,
+        budget_usd: float | None = None,
+        budget_tokens: int | None = None,
+    ) -> None:
         self.llm = llm
         self.fallback = fallback
         self.budget_usd = budget_usd
+        self.budget_tokens = budget_tokens
         self.spent_usd = 0.0
         self.tokens = 0
+        self.unpriced = False  # the model has no price in litellm's map: USD budget is blind
         self.events: list[dict[str, Any]] = []
 
     def state(self) -> dict[str, Any]:
-        return {"spent_usd": self.spent_usd, "tokens": self.tokens, "fallbacks": self.events[-20:]}
+        return {
+            "spent_usd": self.spent_usd,
+            "tokens": self.tokens,
+            "unpriced": self.unpriced,
+            "fallbacks": self.events[-20:],
+        }
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.spent_usd = float(state.get("spent_usd", 0.0))
         self.tokens = int(state.get("tokens", 0))
+        self.unpriced = bool(state.get("unpriced", False))
         self.events = list(state.get("fallbacks", []))
+
+    def budget_left(self) -> str | None:
+        """Why no more LLM calls may be made, or None."""
+        if self.budget_usd is not None and self.spent_usd >= self.budget_usd:
+            return f"LLM budget spent (${self.spent_usd:.4f} of ${self.budget_usd})"
+        if self.budget_tokens is not None and self.tokens >= self.budget_tokens:
+            return f"LLM token budget spent ({self.tokens} of {self.budget_tokens})"
+        return None
 
     # ------------------------------------------------------------ prompt
 
@@ -182,16 +205,28 @@ class LLMPlanner:
                     evidence_ids=[e for e in h.evidence_ids if e in known],
                 )
             )
-        if problems and not drafts:
-            raise ValueError("; ".join(problems))
+        if not drafts:
+            raise ValueError("; ".join(problems) if problems else "the reply proposes no hypotheses")
         return drafts
 
     # ------------------------------------------------------------ planning
 
     def _call(self, messages: list[Message]) -> Completion:
+        spent = self.budget_left()
+        if spent:
+            raise LLMError(spent)
         reply = self.llm.complete(messages, tools=[PLAN_TOOL], temperature=0.2)
+        used = reply.usage.prompt_tokens + reply.usage.completion_tokens
         self.spent_usd += reply.usage.cost_usd
-        self.tokens += reply.usage.prompt_tokens + reply.usage.completion_tokens
+        self.tokens += used
+        if used and reply.usage.cost_usd == 0.0 and self.budget_usd is not None and not self.unpriced:
+            self.unpriced = True
+            why = (
+                f"model {reply.model or '?'} has no price in litellm's cost map: budget.max_llm_usd "
+                "cannot be enforced; set budget.max_llm_tokens"
+            )
+            log.warning(why)
+            self.events.append({"warning": why})
         return reply
 
     def _fallback(self, ctx: PlanningContext, why: str) -> list[HypothesisDraft]:
@@ -200,8 +235,9 @@ class LLMPlanner:
         return self.fallback.propose(ctx)
 
     def propose(self, context: PlanningContext) -> list[HypothesisDraft]:
-        if self.budget_usd is not None and self.spent_usd >= self.budget_usd:
-            return self._fallback(context, f"LLM budget spent (${self.spent_usd:.4f} of ${self.budget_usd})")
+        spent = self.budget_left()
+        if spent:
+            return self._fallback(context, spent)
         messages = self.messages(context)
         try:
             reply = self._call(messages)

@@ -19,4 +19,6 @@ def truncate(text: str, max_chars: int) -> str:
 
 def quote(text: str) -> str:
     """Quote untrusted text (claim statements) so it reads as data, never as instructions."""
-    return "> " + text.replace("\n", "\n> ")
+    # splitlines() also breaks on \r, \x0b, \x1c-\x1e, \x85, \u2028, \u2029: every line
+    # of untrusted text is quoted, whatever separator it uses.
+    return "\n".join("> " + line for line in (text.splitlines() or [""]))

@@ -1,6 +1,6 @@
 """The SQL store: the single source of truth for campaigns, trials, claims and audit."""
 
-from medloop.core.store.base import Page, Store, VectorRow
+from medloop.core.store.base import Page, RelatedRow, Store, VectorRow
 from medloop.core.store.sqlite import SQLiteStore, open_store
 
-__all__ = ["Page", "SQLiteStore", "Store", "VectorRow", "open_store"]
+__all__ = ["Page", "RelatedRow", "SQLiteStore", "Store", "VectorRow", "open_store"]

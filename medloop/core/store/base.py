@@ -54,6 +54,20 @@ class VectorRow:
     vector: bytes
 
 
+@dataclass(frozen=True)
+class RelatedRow:
+    """An earlier claim's comparable facts and campaign (for relation checks)."""
+
+    claim_id: str
+    task: str
+    outcome: str
+    dataset: str
+    dataset_checksum: str
+    fingerprint: dict[str, float]
+    sign: int
+    campaign_id: str | None = None  # filled only when the query filtered by campaign
+
+
 class Store(Protocol):
     """Campaigns, cycles, hypotheses, trials, claims and the audit log."""
 
@@ -112,12 +126,16 @@ class Store(Protocol):
     def append_audit(
         self, actor: str, action: str, object_type: str, object_id: str, detail: dict[str, Any]
     ) -> AuditEntry: ...
+    def append_audits(
+        self, entries: Sequence[tuple[str, str, str, str, dict[str, Any]]]
+    ) -> list[AuditEntry]: ...
     def list_audit(
         self, *, object_id: str | None = None, after: int = 0, limit: int = 1000
     ) -> list[AuditEntry]: ...
 
     # knowledge model (tables of migration 0200; the knowledge package owns their meaning)
     def get_claims(self, claim_ids: Sequence[str]) -> list[Claim]: ...
+    def put_claims(self, items: Sequence[tuple[Claim, list[Evidence]]]) -> list[str]: ...
     def claim_tiers(self, claim_ids: Sequence[str] | None = None) -> dict[str, Tier]: ...
     def put_entities(self, entities: Sequence[Entity]) -> int: ...
     def get_entity(self, entity_id: str) -> Entity: ...
@@ -132,9 +150,13 @@ class Store(Protocol):
         kinds: Sequence[str] | None = None,
         limit: int = 10_000,
     ) -> list[Edge]: ...
+    def edge_rows(
+        self, *, after_seq: int = 0, limit: int = 50_000
+    ) -> list[tuple[int, str, str, str, str, str]]: ...
     def edges_into(self, dst_ids: Sequence[str], kinds: Sequence[str]) -> list[tuple[str, str]]: ...
     def max_edge_seq(self) -> int: ...
     def put_claim_facts(self, facts: ClaimFacts) -> int: ...
+    def put_claim_facts_many(self, facts: Sequence[ClaimFacts]) -> dict[str, int]: ...
     def list_claim_facts(
         self,
         *,
@@ -145,7 +167,9 @@ class Store(Protocol):
         limit: int = 10_000,
     ) -> list[ClaimFacts]: ...
     def max_claim_seq(self) -> int: ...
-    def related_claim_ids(
+    def claim_facts_rows(self) -> list[tuple[str, str, str, list[str]]]: ...
+    def evidence_without_edges(self, limit: int = 10_000) -> list[Evidence]: ...
+    def related_claims(
         self,
         *,
         intervention: str,
@@ -153,8 +177,9 @@ class Store(Protocol):
         signs: Sequence[int],
         dataset_checksum: str,
         exclude: str,
-        limit: int = 300,
-    ) -> list[str]: ...
+        other_campaign: str | None = None,
+        limit: int = 50,
+    ) -> list[RelatedRow]: ...
     def find_claim_ids(
         self,
         *,

@@ -7,6 +7,7 @@ knowledge package wraps several of these calls in one `transaction()`.
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import threading
@@ -14,11 +15,19 @@ from collections.abc import Sequence
 from typing import Any
 
 from medloop.core.errors import NotFoundError
-from medloop.core.records import Claim, ClaimFacts, Edge, Entity, Quarantine, Tier, utcnow
-from medloop.core.store.base import VectorRow
+from medloop.core.records import Claim, ClaimFacts, Edge, Entity, Evidence, Quarantine, Tier, utcnow
+from medloop.core.store.base import RelatedRow, VectorRow
 
 # SQLite's default limit on host parameters is 32766; stay far below it.
 _CHUNK = 500
+
+
+@functools.lru_cache(maxsize=4096)
+def _fingerprint(raw: str) -> dict[str, float]:
+    # Fingerprints repeat per dataset, so relation checks parse each one once. Callers
+    # must not mutate the (shared) result.
+    parsed: dict[str, float] = json.loads(raw)
+    return parsed
 
 
 def _chunks(items: Sequence[str]) -> list[Sequence[str]]:
@@ -52,6 +61,42 @@ class KnowledgeTablesMixin:
                 claim = Claim.model_validate_json(row["json"])
                 found[claim.id] = claim
         return [found[i] for i in claim_ids if i in found]
+
+    def put_claims(self, items: Sequence[tuple[Claim, list[Evidence]]]) -> list[str]:
+        """Insert claims with their evidence in one batch; claims whose id exists are
+        skipped (idempotent). Returns the ids inserted. Call inside `transaction()`."""
+        existing = set(self.claim_tiers([c.id for c, _ in items]))
+        fresh: dict[str, tuple[Claim, list[Evidence]]] = {}
+        for claim, evidence in items:
+            if claim.id not in existing and claim.id not in fresh:
+                fresh[claim.id] = (claim, evidence)
+        self._xm(
+            "INSERT INTO claims VALUES (?,?,?,?,?,?,?,?,?,?)",
+            [
+                (
+                    c.id,
+                    c.campaign_id,
+                    c.hypothesis_id,
+                    c.tier,
+                    c.outcome,
+                    c.context.dataset,
+                    c.statement,
+                    c.model_dump_json(),
+                    c.created_at,
+                    c.updated_at,
+                )
+                for c, _ in fresh.values()
+            ],
+        )
+        self._xm(
+            "INSERT OR IGNORE INTO evidence VALUES (?,?,?,?,?)",
+            [
+                (e.claim_id, e.kind, e.ref_id, e.role, e.model_dump_json())
+                for _, evs in fresh.values()
+                for e in evs
+            ],
+        )
+        return list(fresh)
 
     def claim_tiers(self, claim_ids: Sequence[str] | None = None) -> dict[str, Tier]:
         """claim id -> tier, for the given ids or for every claim."""
@@ -132,6 +177,17 @@ class KnowledgeTablesMixin:
             for r in rows
         ]
 
+    def edge_rows(
+        self, *, after_seq: int = 0, limit: int = 50_000
+    ) -> list[tuple[int, str, str, str, str, str]]:
+        """(seq, src, dst, kind, src_kind, dst_kind) in seq order, without attrs: what a
+        graph index needs to follow the table cheaply."""
+        rows = self._q(
+            "SELECT seq, src, dst, kind, src_kind, dst_kind FROM kb_edges WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after_seq, limit),
+        )
+        return [tuple(r) for r in rows]  # type: ignore[misc]
+
     def edges_into(self, dst_ids: Sequence[str], kinds: Sequence[str]) -> list[tuple[str, str]]:
         """(src, dst) of edges of these kinds that end at any of `dst_ids`."""
         out: list[tuple[str, str]] = []
@@ -153,7 +209,7 @@ class KnowledgeTablesMixin:
         """Record a claim's facts once; returns its seq (the existing one on a repeat)."""
         self._x(
             "INSERT OR IGNORE INTO kb_claim_facts (claim_id, task, outcome, dataset, dataset_checksum, "
-            "intervention, orientation, sign, factors_json) VALUES (?,?,?,?,?,?,?,?,?)",
+            "intervention, orientation, sign, factors_json, fingerprint_json) VALUES (?,?,?,?,?,?,?,?,?,?)",
             (
                 facts.claim_id,
                 facts.task,
@@ -164,6 +220,7 @@ class KnowledgeTablesMixin:
                 facts.orientation,
                 facts.sign,
                 json.dumps(facts.factors),
+                json.dumps(facts.fingerprint),
             ),
         )
         self._xm(
@@ -171,6 +228,40 @@ class KnowledgeTablesMixin:
             [(facts.claim_id, f) for f in facts.factors],
         )
         return int(self._q("SELECT seq FROM kb_claim_facts WHERE claim_id = ?", (facts.claim_id,))[0]["seq"])
+
+    def put_claim_facts_many(self, facts: Sequence[ClaimFacts]) -> dict[str, int]:
+        """Batch form of `put_claim_facts`; returns claim id -> seq."""
+        self._xm(
+            "INSERT OR IGNORE INTO kb_claim_facts (claim_id, task, outcome, dataset, dataset_checksum, "
+            "intervention, orientation, sign, factors_json, fingerprint_json) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            [
+                (
+                    f.claim_id,
+                    f.task,
+                    f.outcome,
+                    f.dataset,
+                    f.dataset_checksum,
+                    f.intervention,
+                    f.orientation,
+                    f.sign,
+                    json.dumps(f.factors),
+                    json.dumps(f.fingerprint),
+                )
+                for f in facts
+            ],
+        )
+        self._xm(
+            "INSERT OR IGNORE INTO kb_claim_factors VALUES (?,?)",
+            [(f.claim_id, x) for f in facts for x in f.factors],
+        )
+        seqs: dict[str, int] = {}
+        for part in _chunks([f.claim_id for f in facts]):
+            rows = self._q(
+                f"SELECT claim_id, seq FROM kb_claim_facts WHERE claim_id IN ({','.join('?' * len(part))})",
+                tuple(part),
+            )
+            seqs.update({r["claim_id"]: r["seq"] for r in rows})
+        return seqs
 
     def _facts(self, row: sqlite3.Row) -> ClaimFacts:
         return ClaimFacts(
@@ -183,6 +274,7 @@ class KnowledgeTablesMixin:
             orientation=row["orientation"],
             sign=row["sign"],
             factors=json.loads(row["factors_json"]),
+            fingerprint=json.loads(row["fingerprint_json"]),
             seq=row["seq"],
         )
 
@@ -212,6 +304,22 @@ class KnowledgeTablesMixin:
         rows = self._q(sql + " ORDER BY seq LIMIT ?", (*params, limit))
         return [self._facts(r) for r in rows]
 
+    def claim_facts_rows(self) -> list[tuple[str, str, str, list[str]]]:
+        """(claim id, task, outcome, factors) of every claim, without building records."""
+        rows = self._q("SELECT claim_id, task, outcome, factors_json FROM kb_claim_facts ORDER BY seq")
+        return [(r[0], r[1], r[2], json.loads(r[3])) for r in rows]
+
+    def evidence_without_edges(self, limit: int = 10_000) -> list[Evidence]:
+        """Trial/source/claim evidence that has no graph edge yet (written straight to the
+        store, e.g. by `add_evidence`); the knowledge layer adds the edges."""
+        rows = self._q(
+            "SELECT e.json FROM evidence e WHERE e.kind IN ('trial', 'source', 'claim') AND NOT EXISTS "
+            "(SELECT 1 FROM kb_edges k WHERE k.src = e.claim_id AND k.dst = e.ref_id) "
+            "AND EXISTS (SELECT 1 FROM kb_claim_facts f WHERE f.claim_id = e.claim_id) LIMIT ?",
+            (limit,),
+        )
+        return [Evidence.model_validate_json(r["json"]) for r in rows]
+
     def max_claim_seq(self) -> int:
         return int(self._q("SELECT COALESCE(MAX(seq), 0) AS m FROM kb_claim_facts")[0]["m"])
 
@@ -224,24 +332,21 @@ class KnowledgeTablesMixin:
         factors: Sequence[str] = (),
         limit: int = 100,
     ) -> list[str]:
-        """Claims in `tiers` matching the structured filter, newest first."""
-        sql = "SELECT c.id FROM claims c JOIN kb_claim_facts f ON f.claim_id = c.id WHERE c.tier IN ({})".format(
-            ",".join("?" * len(tiers))
+        """Claims in `tiers` matching the structured filter (any of `factors`), newest first."""
+        keys = list(factors) or ["*"]
+        sql = (
+            "SELECT claim_id, MAX(seq) AS s FROM kb_claim_filter "
+            f"WHERE factor IN ({','.join('?' * len(keys))}) AND tier IN ({','.join('?' * len(tiers))})"
         )
-        params: list[Any] = list(tiers)
-        if task is not None:
-            sql, params = sql + " AND f.task = ?", [*params, task]
+        params: list[Any] = [*keys, *tiers]
         if outcome is not None:
-            sql, params = sql + " AND f.outcome = ?", [*params, outcome]
-        if factors:
-            sql += " AND c.id IN (SELECT claim_id FROM kb_claim_factors WHERE factor IN ({}))".format(
-                ",".join("?" * len(factors))
-            )
-            params += list(factors)
-        rows = self._q(sql + " ORDER BY f.seq DESC LIMIT ?", (*params, limit))
-        return [r["id"] for r in rows]
+            sql, params = sql + " AND outcome = ?", [*params, outcome]
+        if task is not None:
+            sql, params = sql + " AND task = ?", [*params, task]
+        rows = self._q(sql + " GROUP BY claim_id ORDER BY s DESC LIMIT ?", (*params, limit))
+        return [r["claim_id"] for r in rows]
 
-    def related_claim_ids(
+    def related_claims(
         self,
         *,
         intervention: str,
@@ -249,18 +354,45 @@ class KnowledgeTablesMixin:
         signs: Sequence[int],
         dataset_checksum: str,
         exclude: str,
-        limit: int = 300,
-    ) -> list[str]:
+        other_campaign: str | None = None,
+        limit: int = 50,
+    ) -> list[RelatedRow]:
         """Claims about the same intervention and outcome with a significant sign in
-        `signs`: same dataset first, then newest first."""
-        rows = self._q(
-            "SELECT claim_id FROM kb_claim_facts WHERE intervention = ? AND outcome = ? AND sign IN ({}) "
-            "AND claim_id != ? ORDER BY (dataset_checksum = ?) DESC, seq DESC LIMIT ?".format(
-                ",".join("?" * len(signs))
-            ),
-            (intervention, outcome, *signs, exclude, dataset_checksum, limit),
+        `signs` (and, if given, from another campaign than `other_campaign`): same
+        dataset first, then newest. Reads columns, not claim JSON."""
+        # Same-dataset rows are comparable without fingerprints: skip parsing them. The
+        # claims table is joined only to filter by campaign.
+        sql = (
+            "SELECT f.claim_id, f.task, f.outcome, f.dataset, f.dataset_checksum, "
+            "CASE WHEN f.dataset_checksum = ? THEN '{}' ELSE f.fingerprint_json END AS fingerprint_json, f.sign, "
+            + (
+                "c.campaign_id FROM kb_claim_facts f JOIN claims c ON c.id = f.claim_id "
+                if other_campaign is not None
+                else "NULL AS campaign_id FROM kb_claim_facts f "
+            )
+            + f"WHERE f.intervention = ? AND f.outcome = ? AND f.sign IN ({','.join('?' * len(signs))}) "
+            "AND f.claim_id != ?"
         )
-        return [r["claim_id"] for r in rows]
+        params: list[Any] = [dataset_checksum, intervention, outcome, *signs, exclude]
+        if other_campaign is not None:
+            sql, params = sql + " AND c.campaign_id IS NOT ?", [*params, other_campaign]
+        rows = self._q(
+            sql + " ORDER BY (f.dataset_checksum = ?) DESC, f.seq DESC LIMIT ?",
+            (*params, dataset_checksum, limit),
+        )
+        return [
+            RelatedRow(
+                claim_id=r["claim_id"],
+                task=r["task"],
+                outcome=r["outcome"],
+                dataset=r["dataset"],
+                dataset_checksum=r["dataset_checksum"],
+                fingerprint=_fingerprint(r["fingerprint_json"]),
+                sign=r["sign"],
+                campaign_id=r["campaign_id"],
+            )
+            for r in rows
+        ]
 
     # ------------------------------------------------------------ vectors and meta
 

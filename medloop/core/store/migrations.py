@@ -279,4 +279,81 @@ MIGRATIONS: list[tuple[str, str]] = [
         END;
         """,
     ),
+    (
+        "0400_tools",
+        """
+        -- What each tool caller has used (trials, GPU-hours, campaigns), for per-caller
+        -- budgets. One row per (caller, resource, ref_id): charging is idempotent, and a
+        -- GPU-hour reservation is settled to the measured value when its trial ends.
+        CREATE TABLE tool_charges (
+            caller TEXT NOT NULL,
+            resource TEXT NOT NULL,
+            ref_id TEXT NOT NULL,
+            amount REAL NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            PRIMARY KEY (caller, resource, ref_id)
+        );
+        CREATE INDEX tool_charges_window ON tool_charges(caller, resource, created_at);
+
+        -- Handles that long-running tools return (a trial, a campaign process).
+        CREATE TABLE tool_jobs (
+            handle TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,
+            caller TEXT NOT NULL,
+            ref_id TEXT NOT NULL,
+            json TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE INDEX tool_jobs_caller ON tool_jobs(caller, kind, created_at);
+        """,
+    ),
+    (
+        "0201_knowledge_fingerprints",
+        """
+        -- Relation checks compare contexts from these columns instead of parsing claims.
+        ALTER TABLE kb_claim_facts ADD COLUMN fingerprint_json TEXT NOT NULL DEFAULT '{}';
+        UPDATE kb_claim_facts SET fingerprint_json = COALESCE(
+            (SELECT json_extract(c.json, '$.context.fingerprint') FROM claims c WHERE c.id = kb_claim_facts.claim_id),
+            '{}'
+        );
+        """,
+    ),
+    (
+        "0202_knowledge_claim_filter",
+        """
+        -- One row per (claim, factor), plus a '*' row per claim, carrying the claim's
+        -- current tier: the structured filter of planning retrieval reads one index.
+        -- Triggers keep it current, also for writes that bypass the knowledge layer.
+        CREATE TABLE kb_claim_filter (
+            claim_id TEXT NOT NULL REFERENCES claims(id) ON DELETE CASCADE,
+            factor TEXT NOT NULL,
+            task TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            tier TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            PRIMARY KEY (claim_id, factor)
+        );
+        CREATE INDEX kb_claim_filter_lookup ON kb_claim_filter(factor, tier, outcome, seq);
+        INSERT INTO kb_claim_filter
+            SELECT f.claim_id, '*', f.task, f.outcome, c.tier, f.seq
+            FROM kb_claim_facts f JOIN claims c ON c.id = f.claim_id;
+        INSERT INTO kb_claim_filter
+            SELECT x.claim_id, x.factor, f.task, f.outcome, c.tier, f.seq
+            FROM kb_claim_factors x JOIN kb_claim_facts f ON f.claim_id = x.claim_id JOIN claims c ON c.id = x.claim_id;
+        CREATE TRIGGER kb_claim_filter_facts AFTER INSERT ON kb_claim_facts BEGIN
+            INSERT OR IGNORE INTO kb_claim_filter
+                SELECT NEW.claim_id, '*', NEW.task, NEW.outcome, c.tier, NEW.seq FROM claims c WHERE c.id = NEW.claim_id;
+        END;
+        CREATE TRIGGER kb_claim_filter_factor AFTER INSERT ON kb_claim_factors BEGIN
+            INSERT OR IGNORE INTO kb_claim_filter
+                SELECT NEW.claim_id, NEW.factor, f.task, f.outcome, c.tier, f.seq
+                FROM kb_claim_facts f JOIN claims c ON c.id = f.claim_id WHERE f.claim_id = NEW.claim_id;
+        END;
+        CREATE TRIGGER kb_claim_filter_tier AFTER UPDATE OF tier ON claims BEGIN
+            UPDATE kb_claim_filter SET tier = NEW.tier WHERE claim_id = NEW.id;
+        END;
+        """,
+    ),
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from medloop.core.specs import CampaignSpec
 from medloop.core.store.base import Page
 from medloop.core.store.knowledge_tables import KnowledgeTablesMixin
 from medloop.core.store.migrations import MIGRATIONS
+from medloop.core.store.tool_tables import ToolTablesMixin
 from medloop.core.store.web_tables import WebTablesMixin
 
 GENESIS_HASH = "0" * 64
@@ -48,7 +49,7 @@ def open_store(path: Path) -> SQLiteStore:
     return SQLiteStore(path)
 
 
-class SQLiteStore(KnowledgeTablesMixin, WebTablesMixin):
+class SQLiteStore(KnowledgeTablesMixin, WebTablesMixin, ToolTablesMixin):
     def __init__(self, path: Path | str, *, busy_timeout_ms: int = 10_000) -> None:
         self.path = Path(path)
         if str(path) != ":memory:":
@@ -409,26 +410,48 @@ class SQLiteStore(KnowledgeTablesMixin, WebTablesMixin):
     def append_audit(
         self, actor: str, action: str, object_type: str, object_id: str, detail: dict[str, Any]
     ) -> AuditEntry:
+        return self.append_audits([(actor, action, object_type, object_id, detail)])[0]
+
+    def append_audits(self, entries: Sequence[tuple[str, str, str, str, dict[str, Any]]]) -> list[AuditEntry]:
+        """Append (actor, action, object_type, object_id, detail) entries in order, chained,
+        in one transaction and one INSERT batch."""
+        out: list[AuditEntry] = []
         with self.transaction():
             last = self._q("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
             prev_hash = last[0]["hash"] if last else GENESIS_HASH
-            seq = (last[0]["seq"] if last else 0) + 1
-            ts = utcnow()
-            body = {
-                "seq": seq,
-                "ts": ts,
-                "actor": actor,
-                "action": action,
-                "object_type": object_type,
-                "object_id": object_id,
-                "detail": detail,
-            }
-            digest = sha256_hex(prev_hash + canonical_json(body))
-            self._x(
-                "INSERT INTO audit VALUES (?,?,?,?,?,?,?,?,?)",
-                (seq, ts, actor, action, object_type, object_id, canonical_json(detail), prev_hash, digest),
-            )
-        return AuditEntry(prev_hash=prev_hash, hash=digest, **body)
+            seq = last[0]["seq"] if last else 0
+            rows = []
+            for actor, action, object_type, object_id, detail in entries:
+                seq += 1
+                ts = utcnow()
+                body = {
+                    "seq": seq,
+                    "ts": ts,
+                    "actor": actor,
+                    "action": action,
+                    "object_type": object_type,
+                    "object_id": object_id,
+                    "detail": detail,
+                }
+                digest = sha256_hex(prev_hash + canonical_json(body))
+                rows.append(
+                    (
+                        seq,
+                        ts,
+                        actor,
+                        action,
+                        object_type,
+                        object_id,
+                        canonical_json(detail),
+                        prev_hash,
+                        digest,
+                    )
+                )
+                out.append(AuditEntry(prev_hash=prev_hash, hash=digest, **body))
+                prev_hash = digest
+            with self._lock:
+                self._conn.executemany("INSERT INTO audit VALUES (?,?,?,?,?,?,?,?,?)", rows)
+        return out
 
     def list_audit(
         self, *, object_id: str | None = None, after: int = 0, limit: int = 1000

@@ -145,6 +145,7 @@ def save_nifti(
     os.close(fd)
     try:
         nib.save(img, tmp)
+        Path(tmp).chmod(0o644)  # mkstemp makes it 0600: datasets are read by sandbox users too
         Path(tmp).replace(dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -8,7 +8,6 @@ the image's shape and affine), checkpoints/{last,best}.safetensors, and the JobO
 from __future__ import annotations
 
 import random
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -38,13 +37,6 @@ from medloop.experiments.segmentation.data import (
 
 INTERNAL_VAL_SEED = 0  # the same internal split for every trial of a dataset, so trials compare
 Emit = Callable[[dict[str, Any]], None]
-
-
-def _quiet_imports() -> None:
-    # MONAI imports `transformers` when it is installed (for a network this job never
-    # builds), which costs ~4 s of start-up per trial. Mark it unavailable: MONAI's
-    # optional imports then skip it.
-    sys.modules.setdefault("transformers", None)  # type: ignore[arg-type]
 
 
 def seed_everything(seed: int) -> None:
@@ -84,7 +76,7 @@ class Trial:
 
     def __init__(self, spec: TrialSpec, in_dir: Path, out_dir: Path, emit: Emit) -> None:
         self.spec, self.in_dir, self.out_dir, self.emit = spec, in_dir, out_dir, emit
-        self.config = spec.config
+        self.config = spec.config_as(SegConfig)
         self.labels = spec.dataset.labels
         self.fg_labels = {k: v for k, v in self.labels.items() if v != 0}
 
@@ -117,17 +109,20 @@ class Trial:
 
 
 def run_segmentation(spec: TrialSpec, in_dir: Path, out_dir: Path, emit: Emit) -> JobOutcome:
-    _quiet_imports()
     import torch
+    from monai.data.meta_obj import set_track_meta
 
     from medloop.experiments.segmentation.data import make_loader
     from medloop.experiments.segmentation.networks import build_network, min_patch, patch_divisor
     from medloop.experiments.segmentation.training import peak_memory_mb, train
     from medloop.experiments.segmentation.transfer import initialise
 
+    # Plain tensors through the transforms: the job keeps geometry itself (CaseData.reference),
+    # and MetaTensor bookkeeping costs time on every item.
+    set_track_meta(False)
     t0 = time.perf_counter()
     trial = Trial(spec, in_dir, out_dir, emit)
-    config = spec.config
+    config = spec.config_as(SegConfig)
     torch.set_num_threads(config.num_threads)
     seed_everything(spec.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -215,7 +215,10 @@ def test_no_gpu_is_visible_unless_asked_even_if_the_image_says_all(
         "print('CUDA', repr(os.environ.get('CUDA_VISIBLE_DEVICES')))\n"
         "print('devices', glob.glob('/dev/nvidia*'))\n"
     )
-    result = run(rt, "gpu-none", code)
+    try:
+        result = run(rt, "gpu-none", code)
+    finally:
+        client.images.remove(tag, force=True)
     assert result.status == "succeeded", result.log_tail
     assert "NVIDIA void" in result.log_tail
     assert "CUDA ''" in result.log_tail

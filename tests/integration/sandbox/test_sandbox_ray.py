@@ -34,6 +34,7 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         require("ray", False, "the ray package is not installed")
         return
     tmp = tmp_path_factory.mktemp("ray")
+    saved = {name: os.environ.get(name) for name in ("RAY_AUTH_MODE", "RAY_TMPDIR")}
     os.environ["RAY_AUTH_MODE"] = "disabled"
     os.environ["RAY_TMPDIR"] = str(tmp)
     ray.init(
@@ -48,6 +49,11 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     )
     yield
     ray.shutdown()
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def pyjob(key: str, code: str, inputs: dict[str, Path] | None = None, **limits: float) -> JobSpec:

@@ -45,8 +45,16 @@ def _ledger(store: SQLiteStore, campaign_id: str) -> dict[str, Any]:
     trials = store.list_trials(campaign_id=campaign_id).items
     claims = store.list_claims(campaign_id=campaign_id).items
     return {
+        # Seeds carry a per-campaign base (agents/seeds.py); compare what they stand for.
         "trials": sorted(
-            (t.spec_hash, t.arm, t.status, t.result.objective if t.result else None) for t in trials
+            (
+                t.spec.config.model_dump_json(),
+                t.spec.seed % 10_000,
+                t.arm,
+                t.status,
+                t.result.objective if t.result else None,
+            )
+            for t in trials
         ),
         "hypotheses": [
             (h.cycle, [c.to_value for c in h.changes], h.verdict, h.reproduction)

@@ -38,19 +38,16 @@ def test_review_interrupt_and_decisions(tmp_path: Path, table: Path) -> None:  #
     assert pending is not None and pending["claims"]
     claim_id = next(c for c in pending["claims"] if store.get_claim(c).tier == "reproduced")
 
-    # The campaign owner cannot validate their own claim: refused, nothing changes.
+    # The campaign owner cannot validate their own claim: refused, the campaign keeps waiting.
     decision = {"action": "validate", "reviewer": "alice", "reason": "looks right"}
     campaign = runner.review(campaign.id, {claim_id: decision})
     assert store.get_claim(claim_id).tier == "reproduced"
     assert any(k == "review_refused" and p["claim"] == claim_id for k, p in events)
+    assert campaign.status == "paused" and runner.pending_interrupt(campaign.id) is not None
 
-    # The next review pause (if any) or the end: validate with another reviewer on a fresh run.
-    second = runner.run(runner.create(spec, owner="alice").id)
-    pending = runner.pending_interrupt(second.id)
-    assert pending is not None
-    claim_id = next(c for c in pending["claims"] if store.get_claim(c).tier == "reproduced")
+    # Another reviewer validates: the claim moves, the incumbent follows, the run goes on.
     decision = {"action": "validate", "reviewer": "bob", "reason": "checked the per-case table"}
-    after = runner.review(second.id, {claim_id: decision})
+    after = runner.review(campaign.id, {claim_id: decision})
     assert store.get_claim(claim_id).tier == "validated"
     assert after.incumbent != after.baseline
     audit = [e for e in store.list_audit(object_id=claim_id) if e.detail.get("to") == "validated"]

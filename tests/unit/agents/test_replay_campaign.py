@@ -124,7 +124,8 @@ def test_second_campaign_plans_with_the_first_campaigns_claims(tmp_path: Path, t
 def test_trial_budget_is_respected(tmp_path: Path, table: Path) -> None:
     store = SQLiteStore(tmp_path / "m.db")
     runner = CampaignRunner(services(tmp_path, store))
-    campaign = runner.run(runner.create(make_spec(table, max_trials=12), owner="a").id)
+    campaign = runner.run(runner.create(make_spec(table, max_trials=24), owner="a").id)
     assert campaign.status == "completed"
-    assert len(store.list_trials(campaign_id=campaign.id).items) <= 12 + 6  # + one reproduction pair
-    assert "budget" in campaign.summary["stop_reason"] or campaign.summary["cycles"] >= 1
+    # Planning keeps room for the cycle's reproduction and the final fresh-seed runs.
+    assert len(store.list_trials(campaign_id=campaign.id).items) <= 24
+    assert "budget" in campaign.summary["stop_reason"]

@@ -35,3 +35,20 @@ def test_synth_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
     assert (tmp_path / "taken" / "notes.txt").read_text() == "mine"
     bad = medloop("dataset", "synth", str(tmp_path / "x"), "--kind", "cat")
     assert bad.returncode == 2 and "--kind 'cat'" in bad.stderr and not (tmp_path / "x").exists()
+
+
+def test_fingerprint_and_split_commands(tmp_path: Path) -> None:
+    ds = tmp_path / "Dataset900_Cli"
+    assert medloop("dataset", "synth", str(ds), "--cases", "6", "--seed", "1").returncode == 0
+    proc = medloop("dataset", "fingerprint", str(ds), "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["plans_file"].endswith("medloop_plans.json") and out["default"] == "2d"
+    assert out["summary"]["n_cases"] == 6 and out["baseline"]["model"] == "dynunet"
+    assert "shapes" not in out["fingerprint"]  # per-case lists stay in the plans file
+    split = medloop("dataset", "split", str(ds), "--method", "kfold", "--k", "3", "--json")
+    assert split.returncode == 0, split.stderr
+    folds = json.loads(split.stdout)
+    assert folds["file"] == "medloop_splits_kfold3_s12345.json" and len(folds["splits"]) == 3
+    bad = medloop("dataset", "split", str(ds), "--method", "random")
+    assert bad.returncode == 2 and "unknown split method" in bad.stderr

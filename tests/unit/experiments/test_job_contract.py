@@ -139,8 +139,7 @@ def test_missing_spec_exits_2(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "spec file not found" in proc.stderr
 
 
-@pytest.mark.slow
-def test_training_failure_writes_failed_result_and_exits_1(tmp_path: Path, staged) -> None:
+def test_missing_input_fails_fast_with_a_failed_result(tmp_path: Path, staged) -> None:
     _, manifest, parts = staged
     broken = manifest.model_copy(update={"train_cases": [*manifest.train_cases, "phantom_999"]})
     spec_path = _job_dir(tmp_path, parts, TrialSpec(dataset=broken, config=TINY, seed=0))
@@ -149,3 +148,23 @@ def test_training_failure_writes_failed_result_and_exits_1(tmp_path: Path, stage
     result = JobOutcome.model_validate_json((tmp_path / "out" / "result.json").read_text())
     assert result.status == "failed" and "phantom_999" in str(result.error)
     assert json.loads(proc.stdout.splitlines()[-1])["event"] == "failed"
+
+
+def test_error_inside_the_trainer_is_a_failed_outcome(tmp_path: Path, staged, capsys) -> None:
+    import torch
+
+    from medloop.experiments.job import EXIT_FAILED, run_job
+
+    threads = torch.get_num_threads()  # the job sets its own; restore this process's value
+
+    _, manifest, parts = staged
+    bad = TINY.model_copy(update={"patch_size": "32x32x32"})  # three axes for a 2D model
+    spec_path = _job_dir(tmp_path, parts, TrialSpec(dataset=manifest, config=bad, seed=0))
+    try:
+        assert run_job(spec_path, tmp_path / "out") == EXIT_FAILED
+    finally:
+        torch.set_num_threads(threads)
+    result = JobOutcome.model_validate_json((tmp_path / "out" / "result.json").read_text())
+    assert result.status == "failed" and "does not have 2 axes" in str(result.error)
+    assert "torch" in result.versions
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["event"] == "failed"

@@ -3,28 +3,33 @@ sliding-window inference with TTA, resampling and transfer (finetune/freeze/adap
 
 from __future__ import annotations
 
-import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-sys.modules.setdefault("transformers", None)  # type: ignore[arg-type]  # as in the job
+from medloop.core.records import DatasetManifest, TrialSpec
+from medloop.core.specs import SegConfig
+from medloop.experiments.dataset.imageio import Volume
+from medloop.experiments.segmentation.data import CaseData, fit_patch, make_loader
+from medloop.experiments.segmentation.inference import predict_case, predict_probabilities
+from medloop.experiments.segmentation.job import predict_on_grid, to_grid
+from medloop.experiments.segmentation.networks import build_network, patch_divisor
+from medloop.experiments.segmentation.training import build_loss, lr_factor, save_checkpoint, train
+from medloop.experiments.segmentation.transfer import ConvAdapter, encoder_modules, initialise
 
-import torch  # noqa: E402
-
-from medloop.core.records import DatasetManifest, TrialSpec  # noqa: E402
-from medloop.core.specs import SegConfig  # noqa: E402
-from medloop.experiments.dataset.imageio import Volume  # noqa: E402
-from medloop.experiments.segmentation.data import CaseData, fit_patch, make_loader  # noqa: E402
-from medloop.experiments.segmentation.inference import predict_case, predict_probabilities  # noqa: E402
-from medloop.experiments.segmentation.job import predict_on_grid, to_grid  # noqa: E402
-from medloop.experiments.segmentation.networks import build_network, patch_divisor  # noqa: E402
-from medloop.experiments.segmentation.training import build_loss, lr_factor, save_checkpoint, train  # noqa: E402
-from medloop.experiments.segmentation.transfer import ConvAdapter, encoder_modules, initialise  # noqa: E402
-
-torch.set_num_threads(1)
 LABELS = {"background": 0, "a": 1, "b": 2}
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Like a trial: one torch thread; the process-wide setting is restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _case(shape: tuple[int, int, int], seed: int, spacing=(1.0, 1.0, 1.0)) -> CaseData:

@@ -155,3 +155,11 @@ def test_quarantine_one_trial_in_10k_claims_under_5s(kb: KnowledgeService, store
     demoted = {c for c in after if after[c] != before[c]}
     assert demoted == expected == set(q.members) and len(expected) >= 60
     assert elapsed < 5.0, f"quarantine took {elapsed:.2f} s"
+
+
+def test_reconcile_links_evidence_written_straight_to_the_store(
+    world: KnowledgeService, store: SQLiteStore
+) -> None:
+    store.add_evidence(trial_evidence("clm_free", "trl_bad", role="reproduction"))
+    assert world.reconcile()["evidence_edges_added"] == 1
+    assert ("trl_bad", "derived_from") in world.graph.neighbors("clm_free", direction="out")

@@ -1,0 +1,132 @@
+"""Nodes that end a cycle or the campaign: reflect (stop rules, budgets, pause) and
+finalize (the test split, touched once)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph.types import interrupt
+
+from medloop.agents.node_base import NodeBase
+from medloop.agents.seeds import final_seeds
+from medloop.agents.state import CampaignState
+from medloop.core.specs import make_config
+from medloop.tools.analysis import arm_data, compare_arms
+from medloop.tools.base import TrialRequest, trial_id_for
+
+
+class ClosingNodes(NodeBase):
+    def reflect(self, state: CampaignState) -> dict[str, Any]:
+        campaign = self.campaign(state)
+        budget = campaign.spec.budget
+        cycle = state["cycle"]
+        no_gain = 0 if state.get("incumbent_changed") else int(state.get("no_gain_cycles", 0)) + 1
+        hyps = self.s.store.list_hypotheses(campaign.id, cycle)
+        self.s.store.record_cycle(
+            campaign.id,
+            cycle,
+            {
+                "hypotheses": [
+                    {"id": h.id, "verdict": h.verdict, "reproduction": h.reproduction} for h in hyps
+                ],
+                "retrieved": state.get("retrieved", []),
+                "incumbent": campaign.incumbent,
+                "incumbent_objective": campaign.incumbent_objective,
+                "active_s": state.get("active_s", 0.0),
+            },
+        )
+        reason = state.get("stop_reason")
+        n_trials = len(self.s.store.list_trials(campaign_id=campaign.id, limit=100_000).items)
+        if reason:
+            pass
+        elif campaign.status == "stopping":
+            reason = "stopped by user"
+        elif cycle >= budget.max_cycles:
+            reason = f"reached max_cycles={budget.max_cycles}"
+        elif no_gain >= budget.patience:
+            reason = f"no improvement in {no_gain} cycles (patience {budget.patience})"
+        elif budget.max_trials is not None and n_trials >= budget.max_trials:
+            reason = f"trial budget spent ({n_trials}/{budget.max_trials})"
+        elif budget.max_wall is not None and state.get("active_s", 0.0) >= budget.max_wall:
+            reason = f"wall-time budget spent ({state.get('active_s', 0.0):.0f}s)"
+        self.emit(
+            "cycle_end",
+            cycle=cycle,
+            incumbent_objective=campaign.incumbent_objective,
+            trials=n_trials,
+            stop=reason,
+        )
+        if reason:
+            return {"stop_reason": reason, "no_gain_cycles": no_gain}
+        if campaign.status == "paused":
+            interrupt({"kind": "paused", "cycle": cycle})
+        return {
+            "cycle": cycle + 1,
+            "phase": "explore",
+            "hypothesis_ids": [],
+            "reproduce_ids": [],
+            "new_claim_ids": [],
+            "incumbent_changed": False,
+            "no_gain_cycles": no_gain,
+        }
+
+    def finalize(self, state: CampaignState) -> dict[str, Any]:
+        """Touch the test split once: baseline vs final incumbent, retrained on fresh seeds.
+
+        The incumbent was selected on its explore runs' evaluation scores; a seed's luck
+        lifts a run's test cases too, so reusing those runs would inflate the reported
+        gain. Both arms are therefore run again with seeds no decision has seen."""
+        campaign = self.campaign(state)
+        service = self.trials(campaign)
+        seeds = final_seeds(campaign.id, campaign.spec.validation.seeds_per_arm)
+        summary: dict[str, Any] = {
+            "stop_reason": state.get("stop_reason"),
+            "cycles": state["cycle"],
+            "active_s": state.get("active_s", 0.0),
+            "final_seeds": seeds,
+        }
+        plan: dict[str, list[TrialRequest]] = {}
+        for name, config in (("baseline", campaign.baseline), ("incumbent", campaign.incumbent)):
+            plan[name] = []
+            for seed in seeds:
+                spec = service.spec_for(make_config(campaign.spec.task, dict(config)), seed)
+                plan[name].append(TrialRequest(trial_id_for(campaign.id, spec), None, "final", spec))
+        requests = list({r.trial_id: r for reqs in plan.values() for r in reqs}.values())
+        self.emit("execute", cycle=state["cycle"], phase="final", trials=len(requests))
+        service.run(
+            campaign.id,
+            requests,
+            on_trial=lambda t: self.emit(
+                "trial",
+                cycle=state["cycle"],
+                id=t.id,
+                status=t.status,
+                seed=t.spec.seed,
+                objective=t.result.objective if t.result else None,
+                error=t.result.error if t.result else None,
+            ),
+        )
+        test_arms = {}
+        for name, reqs in plan.items():
+            trials = []
+            for req in reqs:
+                trial = self.s.store.get_trial(req.trial_id)
+                if service.evaluate_test(trial) is not None:
+                    trials.append(self.s.store.get_trial(req.trial_id))
+            test_arms[name] = arm_data(trials, campaign.spec.objective, split="test")
+        summary["test"] = {
+            name: {"objective": a.objective, "trials": a.usable} for name, a in test_arms.items()
+        }
+        same = campaign.baseline == campaign.incumbent
+        if not same and test_arms["baseline"].per_case and test_arms["incumbent"].per_case:
+            comp = compare_arms(test_arms["baseline"], test_arms["incumbent"], campaign.spec.validation)
+            if comp is not None:
+                summary["test"]["effect"] = comp.model_dump(exclude={"cases"})
+        first_time = campaign.status != "completed"
+        self.s.store.update_campaign(campaign.id, status="completed", summary={**campaign.summary, **summary})
+        if first_time:  # a re-run after a crash must not audit the completion twice
+            self.s.store.append_audit(self.s.actor, "campaign.complete", "campaign", campaign.id, summary)
+        self.emit("final", summary=summary)
+        return {}
+
+    # ------------------------------------------------------------ helpers

@@ -1,0 +1,248 @@
+"""Nodes that decide: analyze (paired statistics, Holm) -> record (claims, reproduction,
+incumbent) -> review (a human, when the policy asks)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph.types import interrupt
+
+from medloop.agents.claims import build_claim, claim_id_for, reproduction_evidence
+from medloop.agents.node_base import NodeBase
+from medloop.agents.space import apply_changes
+from medloop.agents.state import CampaignState
+from medloop.core.errors import TrustError
+from medloop.core.records import Campaign, Hypothesis
+from medloop.core.specs import make_config
+from medloop.tools.analysis import analyze_hypotheses, arm_data, compare_arms, reproduction_agrees
+
+
+class DecisionNodes(NodeBase):
+    def analyze(self, state: CampaignState) -> dict[str, Any]:
+        campaign = self.campaign(state)
+        spec = campaign.spec
+        if state.get("phase") == "reproduce":
+            for hyp in self.hypotheses(state.get("reproduce_ids", [])):
+                control = arm_data(
+                    [self.s.store.get_trial(t) for t in hyp.reproduction_control], spec.objective
+                )
+                treat = arm_data(
+                    [self.s.store.get_trial(t) for t in hyp.reproduction_treatment], spec.objective
+                )
+                comparison = compare_arms(control, treat, spec.validation, seed=state["cycle"])
+                detail: dict[str, Any]
+                if comparison is None:
+                    outcome, detail = "failed", {"note": "reproduction trials failed"}
+                else:
+                    agrees = reproduction_agrees(hyp.analysis, comparison.estimate)
+                    outcome = "agreed" if agrees else "disagreed"
+                    detail = {**comparison.model_dump(exclude={"cases"}), "seeds": treat.seeds}
+                merged = {**hyp.analysis, "reproduction": {"outcome": outcome, **detail}}
+                self.s.store.put_hypothesis(
+                    hyp.model_copy(update={"reproduction": outcome, "analysis": merged})
+                )
+                self.emit(
+                    "reproduction",
+                    cycle=state["cycle"],
+                    hypothesis=hyp.id,
+                    outcome=outcome,
+                    estimate=detail.get("estimate"),
+                )
+            return {}
+        hyps = self.hypotheses(state.get("hypothesis_ids", []))
+        analyses = analyze_hypotheses(
+            self.s.store, hyps, objective=spec.objective, policy=spec.validation, seed=state["cycle"]
+        )
+        for hyp, a in zip(hyps, analyses, strict=True):
+            analysis: dict[str, Any] = {
+                "control_objective": a.control.objective,
+                "treatment_objective": a.treatment.objective,
+                "note": a.note,
+            }
+            if a.comparison is not None:
+                analysis.update(a.comparison.model_dump(exclude={"cases"}))
+                analysis.update(
+                    p_adjusted=a.p_adjusted, n_seeds=min(len(a.control.seeds), len(a.treatment.seeds))
+                )
+            if a.by_group:  # per-category effects (VQA), kept as the claim's evidence
+                analysis["by_category"] = a.by_group
+            self.s.store.put_hypothesis(hyp.model_copy(update={"verdict": a.verdict, "analysis": analysis}))
+        self.emit(
+            "verdicts",
+            cycle=state["cycle"],
+            items=[
+                {
+                    "hypothesis": h.id,
+                    "statement": h.statement,
+                    "verdict": a.verdict,
+                    "estimate": a.comparison.estimate if a.comparison else None,
+                    "ci": [a.comparison.ci_low, a.comparison.ci_high] if a.comparison else None,
+                    "p_adjusted": a.p_adjusted,
+                }
+                for h, a in zip(hyps, analyses, strict=True)
+            ],
+        )
+        return {}
+
+    def record(self, state: CampaignState) -> dict[str, Any]:
+        campaign = self.campaign(state)
+        kb, actor = self.s.knowledge, self.s.actor
+        if state.get("phase") == "reproduce":
+            return self._record_reproduction(state, campaign)
+        fingerprint = self.dataset(campaign).fingerprint
+        new_claims, to_reproduce = [], []
+        for hyp in self.hypotheses(state.get("hypothesis_ids", [])):
+            if hyp.verdict not in ("supported", "refuted", "inconclusive") or "estimate" not in hyp.analysis:
+                continue
+            trials = [self.s.store.get_trial(t) for t in hyp.control_trials + hyp.treatment_trials]
+            claim, evidence = build_claim(campaign, hyp, trials, fingerprint=fingerprint, verdict=hyp.verdict)
+            kb.add_claim(claim, evidence, actor=actor)
+            current = self.s.store.get_claim(claim.id)
+            if current.tier == "proposed":
+                kb.transition(
+                    claim.id,
+                    hyp.verdict,
+                    actor=actor,
+                    role="agent",  # type: ignore[arg-type]
+                    reason=f"paired test on cycle {hyp.cycle}",
+                )
+            self.s.store.put_hypothesis(hyp.model_copy(update={"claim_id": claim.id}))
+            new_claims.append(claim.id)
+            if hyp.verdict == "supported":
+                to_reproduce.append(hyp.id)
+        self.emit("claims", cycle=state["cycle"], ids=new_claims)
+        if to_reproduce and campaign.spec.validation.reproduction_seeds > 0:
+            # Only the best supported change can become the incumbent this cycle, so only it
+            # is reproduced now; the others stay `supported` claims and, being re-tested on
+            # the new incumbent next cycle, are reproduced when they win there.
+            sign = 1.0 if campaign.spec.objective.direction == "maximize" else -1.0
+            best = max(
+                to_reproduce,
+                key=lambda h: sign * float(self.s.store.get_hypothesis(h).analysis.get("estimate", 0.0)),
+            )
+            return {"new_claim_ids": new_claims, "reproduce_ids": [best], "phase": "reproduce"}
+        # Reproduction is off (reproduction_seeds: 0): claims stay `supported` and, since the
+        # incumbent changes only on a reproduced improvement, it stays where it is.
+        return {"new_claim_ids": new_claims, "reproduce_ids": [], "incumbent_changed": False}
+
+    def _record_reproduction(self, state: CampaignState, campaign: Campaign) -> dict[str, Any]:
+        kb, actor = self.s.knowledge, self.s.actor
+        agreed = []
+        for hyp in self.hypotheses(state.get("reproduce_ids", [])):
+            claim_id = hyp.claim_id or claim_id_for(hyp)
+            trials = [
+                self.s.store.get_trial(t) for t in hyp.reproduction_control + hyp.reproduction_treatment
+            ]
+            self.s.store.add_evidence(reproduction_evidence(claim_id, hyp, trials))
+            tier = self.s.store.get_claim(claim_id).tier
+            if tier != "supported":
+                if tier == "reproduced":
+                    agreed.append(hyp)
+                continue
+            if hyp.reproduction == "agreed":
+                kb.transition(
+                    claim_id,
+                    "reproduced",
+                    actor=actor,
+                    role="agent",
+                    reason="reproduction with fresh seeds agreed",
+                )
+                agreed.append(hyp)
+            elif hyp.reproduction == "failed":
+                # The reproduction runs did not finish (budget, infrastructure): that says
+                # nothing against the claim, which stays supported.
+                self.emit(
+                    "reproduction", cycle=state["cycle"], hypothesis=hyp.id, outcome="not run", estimate=None
+                )
+            else:
+                kb.transition(
+                    claim_id,
+                    "inconclusive",
+                    actor=actor,
+                    role="agent",
+                    reason=f"reproduction {hyp.reproduction}",
+                )
+        if campaign.spec.validation.human_review:
+            # The incumbent waits for a reviewer: the review node promotes what is validated.
+            return {
+                "phase": "explore",
+                "reproduce_ids": [],
+                "incumbent_changed": False,
+                "awaiting_review": [h.id for h in agreed],
+            }
+        changed = self._promote(campaign, agreed)
+        return {"phase": "explore", "reproduce_ids": [], "incumbent_changed": changed}
+
+    def _promote(self, campaign: Campaign, candidates: list[Hypothesis]) -> bool:
+        """The incumbent changes only on a supported, reproduced improvement whose estimate
+        reaches the pre-registered minimum effect: the best such one."""
+        sign = 1.0 if campaign.spec.objective.direction == "maximize" else -1.0
+        min_effect = campaign.spec.validation.min_effect
+        candidates = [h for h in candidates if sign * float(h.analysis.get("estimate", 0.0)) >= min_effect]
+        if not candidates:
+            return False
+        best = max(candidates, key=lambda h: sign * float(h.analysis.get("estimate", 0.0)))
+        new_config = make_config(
+            campaign.spec.task, apply_changes(campaign.incumbent, best.changes)
+        ).model_dump()
+        if new_config == campaign.incumbent:  # re-run after a crash: already promoted
+            return True
+        treat = [self.s.store.get_trial(t) for t in best.treatment_trials + best.reproduction_treatment]
+        value = arm_data(treat, campaign.spec.objective).objective
+        self.s.store.update_campaign(campaign.id, incumbent=new_config, incumbent_objective=value)
+        self.s.store.append_audit(
+            self.s.actor,
+            "campaign.incumbent",
+            "campaign",
+            campaign.id,
+            {"hypothesis": best.id, "config": new_config, "objective": value},
+        )
+        self.emit(
+            "incumbent", hypothesis=best.id, changes=[c.model_dump() for c in best.changes], objective=value
+        )
+        return True
+
+    def review(self, state: CampaignState) -> dict[str, Any]:
+        """By policy, pause for a human decision on reproduced claims before they steer
+        planning (and before one can move the incumbent).
+
+        Resumed with {claim_id: {"action": "validate" | "reject", "reviewer": name,
+        "reason": text}}. The knowledge lifecycle enforces who may decide (not the campaign
+        owner, not an agent). A refused or missing decision keeps the campaign waiting.
+        """
+        campaign = self.campaign(state)
+        if not campaign.spec.validation.human_review:
+            return {}
+        new = state.get("new_claim_ids", [])
+
+        def undecided() -> list[str]:
+            return [c for c in new if self.s.store.get_claim(c).tier == "reproduced"]
+
+        pending = undecided()
+        while pending:
+            # On resume the node re-runs from its start and earlier answers are replayed to
+            # the earlier interrupts; decisions already applied are skipped below.
+            decisions = interrupt({"kind": "review", "claims": pending})
+            for claim_id, decision in dict(decisions or {}).items():
+                action = decision.get("action") if isinstance(decision, dict) else None
+                if claim_id not in pending or action not in ("validate", "reject"):
+                    self.emit("review_refused", claim=claim_id, why="not awaiting review, or unknown action")
+                    continue
+                try:
+                    self.s.knowledge.transition(
+                        claim_id,
+                        "validated" if action == "validate" else "rejected",
+                        actor=str(decision.get("reviewer", "")),
+                        role="reviewer",
+                        reason=str(decision.get("reason", "")),
+                    )
+                except TrustError as exc:
+                    self.emit("review_refused", claim=claim_id, why=str(exc))
+            pending = undecided()
+        validated = [
+            h
+            for h in self.hypotheses(state.get("awaiting_review", []))
+            if h.claim_id and self.s.store.get_claim(h.claim_id).tier == "validated"
+        ]
+        changed = self._promote(campaign, validated)
+        return {"incumbent_changed": bool(state.get("incumbent_changed")) or changed, "awaiting_review": []}

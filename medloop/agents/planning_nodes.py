@@ -1,0 +1,247 @@
+"""Nodes that plan and run a cycle: retrieve -> propose -> design -> execute -> evaluate.
+
+Idempotent: hypothesis and trial ids come from their content, the store ignores
+duplicates and the trial service reuses finished trials, so a node that re-runs after a
+crash (LangGraph restarts the interrupted node) repeats no work.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from medloop.agents.base import PlanningContext
+from medloop.agents.node_base import NodeBase
+from medloop.agents.seeds import explore_seeds, reproduction_seeds
+from medloop.agents.space import apply_changes, validate_changes
+from medloop.agents.state import CampaignState
+from medloop.core.ids import content_id
+from medloop.core.records import Hypothesis, Trial
+from medloop.core.specs import make_config
+from medloop.sandbox.base import JobEvent
+from medloop.tools.analysis import arm_data
+from medloop.tools.base import TrialRequest, trial_id_for
+
+
+class PlanningNodes(NodeBase):
+    def retrieve(self, state: CampaignState) -> dict[str, Any]:
+        campaign = self.campaign(state)
+        found = self.retrieval(campaign)
+        self.emit(
+            "retrieved",
+            cycle=state["cycle"],
+            claims=[
+                {
+                    "id": r.claim.id,
+                    "tier": r.claim.tier,
+                    "role": r.role,
+                    "score": round(r.score, 3),
+                    "statement": r.claim.statement,
+                }
+                for r in found
+            ],
+        )
+        return {"retrieved": [r.claim.id for r in found]}
+
+    def propose(self, state: CampaignState) -> dict[str, Any]:
+        campaign = self.campaign(state)
+        spec = campaign.spec
+        cid, cycle = campaign.id, state["cycle"]
+        existing = self.s.store.list_hypotheses(cid, cycle)
+        if existing:  # re-run after a crash: the plan was already made
+            return {"hypothesis_ids": [h.id for h in existing]}
+        n = min(spec.planner.hypotheses_per_cycle, self.affordable_hypotheses(campaign))
+        if n <= 0:
+            return {"hypothesis_ids": [], "stop_reason": "trial budget spent"}
+        retrieved_ids = set(state.get("retrieved", []))
+        retrieved = [r for r in self.retrieval(campaign) if r.claim.id in retrieved_ids]
+        trials = self.s.store.list_trials(campaign_id=cid).items
+        context = PlanningContext(
+            campaign_id=cid,
+            cycle=cycle,
+            spec=spec,
+            incumbent=campaign.incumbent,
+            incumbent_objective=campaign.incumbent_objective,
+            history=self.history(cid),
+            retrieved=retrieved,
+            tested_configs=[t.spec.config.model_dump(mode="json") for t in trials],
+            measured=self.measured(trials),
+            n=n,
+        )
+        planner = self.s.make_planner(spec)
+        planner.load_state(campaign.summary.get("planner", {}))
+        drafts = planner.propose(context)
+        hypotheses: dict[str, Hypothesis] = {}
+        for draft in drafts:
+            problem = validate_changes(spec, campaign.incumbent, draft.changes)
+            if problem:
+                self.emit("planner_rejected", cycle=cycle, statement=draft.statement, why=problem)
+                continue
+            changes = sorted(
+                (
+                    c.model_copy(update={"from_value": campaign.incumbent.get(c.factor)})
+                    for c in draft.changes
+                ),
+                key=lambda c: c.factor,
+            )
+            hyp = Hypothesis(
+                id=content_id("hyp", cid, cycle, [c.model_dump(mode="json") for c in changes]),
+                campaign_id=cid,
+                cycle=cycle,
+                statement=draft.statement,
+                changes=changes,
+                expected_effect=draft.expected_effect,
+                rationale=draft.rationale,
+                evidence_ids=[e for e in draft.evidence_ids if e in retrieved_ids],
+                source="llm" if spec.planner.kind == "llm" else "offline",
+            )
+            if hyp.id in hypotheses:  # the same change twice would be tested (and counted) twice
+                self.emit("planner_rejected", cycle=cycle, statement=draft.statement, why="duplicate")
+                continue
+            hypotheses[hyp.id] = hyp
+            if len(hypotheses) == n:
+                break
+        # All of the cycle's plan or none of it: a crash half-way must not shrink the plan.
+        with self.s.store.transaction():
+            for hyp in hypotheses.values():
+                self.s.store.put_hypothesis(hyp)
+            self.s.store.update_campaign(
+                cid, summary={**campaign.summary, "planner": {"name": planner.name, **planner.state()}}
+            )
+        hyps = list(hypotheses.values())
+        self.emit(
+            "hypotheses",
+            cycle=cycle,
+            items=[
+                {"id": h.id, "statement": h.statement, "evidence": h.evidence_ids, "rationale": h.rationale}
+                for h in hyps
+            ],
+        )
+        update: dict[str, Any] = {"hypothesis_ids": [h.id for h in hyps]}
+        if not hyps:
+            update["stop_reason"] = "no untested hypotheses left in the search space"
+        return update
+
+    def design(self, state: CampaignState) -> dict[str, Any]:
+        campaign = self.campaign(state)
+        policy = campaign.spec.validation
+        reproducing = state.get("phase") == "reproduce"
+        ids = state.get("reproduce_ids", []) if reproducing else state.get("hypothesis_ids", [])
+        if reproducing:
+            seeds = reproduction_seeds(campaign.id, policy.reproduction_seeds)
+        else:
+            seeds = explore_seeds(campaign.id, policy.seeds_per_arm)
+        for hyp in self.hypotheses(ids):
+            task = campaign.spec.task
+            control_cfg = make_config(
+                task, campaign.incumbent if not reproducing else self._config_of(hyp.control_trials[0])
+            )
+            treat_cfg = make_config(task, apply_changes(control_cfg.model_dump(), hyp.changes))
+            control: list[str] = []
+            treatment: list[str] = []
+            for seed in seeds:
+                for cfg, arm, bucket in (
+                    (control_cfg, "control", control),
+                    (treat_cfg, "treatment", treatment),
+                ):
+                    spec = self.trials(campaign).spec_for(
+                        cfg, seed, max_seconds=campaign.spec.sandbox.timeout
+                    )
+                    tid = trial_id_for(campaign.id, spec)
+                    self.s.store.put_trial(
+                        Trial(
+                            id=tid,
+                            campaign_id=campaign.id,
+                            hypothesis_id=hyp.id,
+                            arm="reproduction" if reproducing else arm,  # type: ignore[arg-type]
+                            spec=spec,
+                            spec_hash=spec.spec_hash(),
+                        )
+                    )
+                    bucket.append(tid)
+            if reproducing:
+                hyp = hyp.model_copy(
+                    update={
+                        "reproduction_control": control,
+                        "reproduction_treatment": treatment,
+                        "reproduction": "pending",
+                    }
+                )
+            else:
+                hyp = hyp.model_copy(update={"control_trials": control, "treatment_trials": treatment})
+            self.s.store.put_hypothesis(hyp)
+        return {}
+
+    def _config_of(self, trial_id: str) -> dict[str, Any]:
+        return self.s.store.get_trial(trial_id).spec.config.model_dump()
+
+    def _phase_trials(self, state: CampaignState) -> list[tuple[str, str | None]]:
+        reproducing = state.get("phase") == "reproduce"
+        ids = state.get("reproduce_ids", []) if reproducing else state.get("hypothesis_ids", [])
+        out: dict[str, str | None] = {}
+        for hyp in self.hypotheses(ids):
+            arms = (
+                hyp.reproduction_control + hyp.reproduction_treatment
+                if reproducing
+                else hyp.control_trials + hyp.treatment_trials
+            )
+            for tid in arms:
+                out.setdefault(tid, hyp.id)
+        return list(out.items())
+
+    def execute(self, state: CampaignState) -> dict[str, Any]:
+        campaign = self.campaign(state)
+        requests = []
+        for tid, hyp_id in self._phase_trials(state):
+            trial = self.s.store.get_trial(tid)
+            requests.append(TrialRequest(trial_id=tid, hypothesis_id=hyp_id, arm=trial.arm, spec=trial.spec))
+
+        def on_job(event: JobEvent) -> None:
+            if event.kind == "log" and event.line:
+                self.emit("job_log", key=event.key, line=event.line)
+
+        def on_trial(trial: Trial) -> None:
+            self.emit(
+                "trial",
+                cycle=state["cycle"],
+                id=trial.id,
+                status=trial.status,
+                seed=trial.spec.seed,
+                objective=trial.result.objective if trial.result else None,
+                error=trial.result.error if trial.result else None,
+            )
+
+        self.emit("execute", cycle=state["cycle"], phase=state.get("phase"), trials=len(requests))
+        self.trials(campaign).run(
+            campaign.id,
+            requests,
+            on_event=on_job,
+            on_trial=on_trial,
+        )
+        return {}
+
+    def evaluate(self, state: CampaignState) -> dict[str, Any]:
+        """Summarise the arms; set the baseline's objective from the first control arm."""
+        campaign = self.campaign(state)
+        objective = campaign.spec.objective
+        reproducing = state.get("phase") == "reproduce"
+        rows = []
+        ids = state.get("reproduce_ids", []) if reproducing else state.get("hypothesis_ids", [])
+        for hyp in self.hypotheses(ids):
+            c_ids = hyp.reproduction_control if reproducing else hyp.control_trials
+            t_ids = hyp.reproduction_treatment if reproducing else hyp.treatment_trials
+            control = arm_data([self.s.store.get_trial(t) for t in c_ids], objective)
+            treat = arm_data([self.s.store.get_trial(t) for t in t_ids], objective)
+            rows.append(
+                {
+                    "hypothesis": hyp.id,
+                    "control": control.objective,
+                    "treatment": treat.objective,
+                    "failed": len(c_ids) + len(t_ids) - len(control.usable) - len(treat.usable),
+                }
+            )
+            if campaign.baseline_objective is None and not reproducing and control.objective is not None:
+                campaign = self.s.store.update_campaign(
+                    campaign.id, baseline_objective=control.objective, incumbent_objective=control.objective
+                )
+        self.emit("evaluated", cycle=state["cycle"], phase=state.get("phase"), arms=rows)
+        return {}

@@ -1,0 +1,39 @@
+"""Seeds of a campaign's runs.
+
+Every campaign draws its own seeds, so a second campaign produces new runs rather than
+reusing the first one's (its claims are independent evidence, not the same data twice).
+Within a campaign, seeds are shared by design: control and treatment arms run the same
+seeds (paired), and an incumbent's earlier runs serve as the next cycle's control.
+
+    explore        base + 0 .. base + seeds_per_arm - 1
+    reproduction   base + 1000 ..           (fresh for the explore runs)
+    final          base + 2000 ..           (fresh for everything that selected the incumbent)
+
+`base` is a multiple of SEED_STRIDE, so `seed % SEED_STRIDE` is the role-and-index that
+replay tables are keyed by.
+"""
+
+from __future__ import annotations
+
+from medloop.core.ids import sha256_hex
+
+SEED_STRIDE = 10_000
+REPRODUCTION_OFFSET = 1000
+FINAL_OFFSET = 2000
+
+
+def seed_base(campaign_id: str) -> int:
+    """A stable per-campaign base below 2**31 (torch and numpy accept it)."""
+    return (int(sha256_hex(campaign_id)[:8], 16) % 200_000) * SEED_STRIDE
+
+
+def explore_seeds(campaign_id: str, n: int) -> list[int]:
+    return [seed_base(campaign_id) + i for i in range(n)]
+
+
+def reproduction_seeds(campaign_id: str, n: int) -> list[int]:
+    return [seed_base(campaign_id) + REPRODUCTION_OFFSET + i for i in range(n)]
+
+
+def final_seeds(campaign_id: str, n: int) -> list[int]:
+    return [seed_base(campaign_id) + FINAL_OFFSET + i for i in range(n)]
