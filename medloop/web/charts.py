@@ -185,7 +185,8 @@ def graph_svg(graph: Graph, *, width: int = 760, height: int = 520) -> str:
     ring1 = sorted(adjacency.get(graph.center, set()) - {graph.center})
     ring2 = sorted({n.id for n in graph.nodes} - set(ring1) - {graph.center})
     pos: dict[str, tuple[float, float]] = {graph.center: (cx, cy)}
-    for ring, radius in ((ring1, min(cx, cy) * 0.5), (ring2, min(cx, cy) * 0.88)):
+    inner = 0.5 if ring2 else 0.8  # one ring only: use the room
+    for ring, radius in ((ring1, min(cx, cy) * inner), (ring2, min(cx, cy) * 0.88)):
         for i, node in enumerate(ring):
             angle = 2 * math.pi * i / max(1, len(ring)) - math.pi / 2 + (0.3 if ring is ring2 else 0)
             pos[node] = (cx + radius * math.cos(angle), cy + radius * math.sin(angle))
@@ -209,12 +210,16 @@ def graph_svg(graph: Graph, *, width: int = 760, height: int = 520) -> str:
         x, y = pos[n.id]
         colour = TIER_COLOURS.get(n.tier or "", KIND_COLOURS.get(n.kind, "#57606a"))
         r = 13 if n.id == graph.center else 8
-        label = escape(n.label if len(n.label) <= 34 else n.label[:33] + "…")
+        label = escape(n.label if len(n.label) <= 26 else n.label[:25] + "…")  # full text in the tooltip
         href = f"/claims/{escape(n.id)}" if n.kind == "claim" else ""
         node = (
             f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{r}" fill="{colour}"><title>{escape(n.kind)} {escape(n.id)}'
             f"{' (' + escape(n.tier) + ')' if n.tier else ''}: {escape(n.label)}</title></circle>"
-            f'<text class="node-label" x="{x + r + 3:.1f}" y="{y + 4:.1f}">{label}</text>'
+            + (  # labels point away from the centre
+                f'<text class="node-label" x="{x - r - 3:.1f}" y="{y + 4:.1f}" text-anchor="end">{label}</text>'
+                if x < cx - 1
+                else f'<text class="node-label" x="{x + r + 3:.1f}" y="{y + 4:.1f}">{label}</text>'
+            )
         )
         if href:
             node = f'<a href="{href}" class="node-link">{node}</a>'

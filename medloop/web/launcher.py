@@ -124,6 +124,7 @@ def parse_spec(text: str, overrides: dict[str, str] | None = None) -> CampaignSp
             [FieldError(field="yaml", message="expected `key: value` lines at the top level", line=1)],
         )
     lines = _key_lines(text)
+    from_form: set[str] = set()
     for path, value in (overrides or {}).items():
         if path not in FORM_FIELDS:
             raise InvalidInput(
@@ -132,7 +133,7 @@ def parse_spec(text: str, overrides: dict[str, str] | None = None) -> CampaignSp
             )
         if value is not None and str(value).strip():
             _set_path(data, path, _scalar(str(value)) if path not in ("name", "goal") else str(value))
-            lines.pop(path, None)  # the form's value, not a YAML line
+            from_form.add(path)  # the form's value: no YAML line to point at
     try:
         CampaignSpec.model_validate(data)
     except ValidationError as exc:
@@ -147,9 +148,8 @@ def parse_spec(text: str, overrides: dict[str, str] | None = None) -> CampaignSp
                 msg = "unknown key (check the spelling; see examples/ for the allowed keys)"
             elif err["type"] == "missing":
                 msg = "required key is missing"
-            details.append(
-                FieldError(field=field, message=msg, line=_line_for(field, lines) if field else None)
-            )
+            line = _line_for(field, lines) if field and field not in from_form else None
+            details.append(FieldError(field=field, message=msg, line=line))
         raise InvalidInput(format_validation_error(exc, _SOURCE), details) from None
     try:
         return parse_campaign_spec(data, source=_SOURCE, check_dataset=True)
@@ -157,7 +157,8 @@ def parse_spec(text: str, overrides: dict[str, str] | None = None) -> CampaignSp
         match = _PREFIXED.match(exc.message)
         field = (match.group("field") or "") if match else ""
         msg = match.group("msg") if match else exc.message
-        detail = FieldError(field=field, message=msg, line=_line_for(field, lines) if field else None)
+        line = _line_for(field, lines) if field and field not in from_form else None
+        detail = FieldError(field=field, message=msg, line=line)
         raise InvalidInput(exc.message, [detail]) from None
 
 

@@ -179,7 +179,9 @@ class TrialDetail(Out):
 
 class TrialLogs(Out):
     trial_id: str
-    source: Literal["job", "none"]
+    source: Literal["file", "job", "none"] = Field(
+        description="file: the job's log file (live while it runs); job: the tail kept with the result"
+    )
     lines: list[str]
     truncated: bool
 

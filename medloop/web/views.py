@@ -11,6 +11,7 @@ from typing import Any
 from medloop.core.errors import NotFoundError
 from medloop.core.records import AuditEntry, Campaign, Claim, SplitEvaluation, Trial
 from medloop.core.store.web_tables import AppStore, TrialRow
+from medloop.sandbox.base import job_key
 from medloop.web import schemas as S
 from medloop.web.launcher import Launcher
 
@@ -218,7 +219,40 @@ def metrics_table(evaluation: SplitEvaluation) -> S.MetricsTable:
     )
 
 
-def log_lines(trial: Trial, tail: int) -> S.TrialLogs:
+def _tail(path: Path, lines: int, max_bytes: int = 256_000) -> tuple[list[str], bool]:
+    with path.open("rb") as fh:
+        fh.seek(0, 2)
+        size = fh.tell()
+        fh.seek(max(0, size - max_bytes))
+        text = fh.read().decode("utf-8", errors="replace")
+    rows = text.splitlines()
+    if size > max_bytes and rows:
+        rows = rows[1:]  # the first line was cut
+    return rows[-lines:], len(rows) > lines or size > max_bytes
+
+
+def job_log(trial: Trial, jobs_dir: Path) -> Path | None:
+    """The job's log file (`log.txt` in its job folder): beside the output folder of a
+    finished trial, or found by the trial's job key while it runs (latest retry)."""
+    root = out_dir(trial)
+    if root is not None:
+        path = root.parent / "log.txt"
+        return path if path.is_file() else None
+    key = job_key(trial.campaign_id, trial.spec_hash)
+    if not jobs_dir.is_dir():
+        return None
+    found = sorted(
+        (p / "log.txt" for p in jobs_dir.glob(f"{key}*") if (p / "log.txt").is_file()),
+        key=lambda p: p.stat().st_mtime,
+    )
+    return found[-1] if found else None
+
+
+def log_lines(trial: Trial, tail: int, jobs_dir: Path) -> S.TrialLogs:
+    path = job_log(trial, jobs_dir)
+    if path is not None:
+        lines, truncated = _tail(path, tail)
+        return S.TrialLogs(trial_id=trial.id, source="file", lines=lines, truncated=truncated)
     job = trial.result.job if trial.result else None
     if job is None or not job.log_tail:
         return S.TrialLogs(trial_id=trial.id, source="none", lines=[], truncated=False)

@@ -347,3 +347,26 @@ def test_quarantine_and_lift_through_the_knowledge_base(web: Web) -> None:
     assert r.status_code == 201
     tiers = {c.tier for c in web.store.list_claims(campaign_id=web.campaign_id, limit=1000)}
     assert tiers == {"quarantined"}
+
+
+def test_logs_of_a_running_trial_come_from_its_job_folder(web: Web) -> None:
+    from medloop.sandbox.base import job_key
+
+    done = web.store.list_trials(campaign_id=web.campaign_id, limit=1).items[0]
+    running = done.model_copy(
+        update={"id": "trl_running", "status": "running", "result": None, "spec_hash": "f" * 64}
+    )
+    web.store.put_trial(running)
+    assert (
+        web.client.get("/api/v1/trials/trl_running/logs", headers=web.auth("vic")).json()["source"] == "none"
+    )
+    folder = web.settings.jobs_dir / job_key(web.campaign_id, "f" * 64)
+    folder.mkdir(parents=True)
+    (folder / "log.txt").write_text(
+        "".join(f'{{"event": "progress", "iteration": {i}}}\n' for i in range(500))
+    )
+    logs = web.client.get(
+        "/api/v1/trials/trl_running/logs", params={"tail": 3}, headers=web.auth("vic")
+    ).json()
+    assert logs["source"] == "file" and logs["truncated"] is True
+    assert [line[-4:] for line in logs["lines"]] == ["497}", "498}", "499}"]

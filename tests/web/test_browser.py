@@ -157,6 +157,7 @@ def test_review_flow_in_chromium(site: dict[str, Any]) -> None:
         expect(page.locator("#cases-eval tbody tr")).to_have_count(
             len(store.list_trials(campaign_id=site["real"]).items[0].spec.dataset.eval_cases)
         )
+        expect(page.locator("pre.log")).to_contain_text('"event":"epoch"')  # the job's own log file
         page.screenshot(path=str(SHOTS / "trial.png"), full_page=True)
 
         # the review queue: validate a reproduced claim of alice's campaign with a rationale
@@ -179,9 +180,35 @@ def test_review_flow_in_chromium(site: dict[str, Any]) -> None:
         expect(page.locator(".kgraph .node")).not_to_have_count(0)
         page.screenshot(path=str(SHOTS / "claim.png"), full_page=True)
 
+        # the launch form: a mistake is shown next to the field it concerns, with its YAML line
+        page.goto(base + "/campaigns/new")
+        page.fill(
+            "#spec_yaml",
+            "name: broken\ngoal: show the errors\ndataset: {path: /nowhere}\n"
+            "search_space: {loss: [dice, dicece]}\nbudget: {max_cycles: many}\n",
+        )
+        page.fill("[id='f-budget.max_trials']", "-3")
+        page.uncheck("input[name=launch]")
+        page.click("text=Validate and create")
+        expect(page.locator("[data-field='budget.max_trials']")).to_have_text(
+            "Input should be greater than or equal to 1"
+        )
+        expect(page.locator("[data-field='budget.max_cycles']")).to_contain_text("YAML line 5")
+        page.screenshot(path=str(SHOTS / "launch-form.png"), full_page=False)
+        assert len(store.list_campaigns(limit=100).items) == 2  # nothing was created
+
         page.goto(base + "/audit")
         expect(page.locator("#chain-status")).to_contain_text("intact")
         expect(page.locator("#audit tbody tr").first).to_contain_text("claim.transition")
         page.screenshot(path=str(SHOTS / "audit.png"), full_page=False)
         browser.close()
     assert outside == [], f"the dashboard fetched from outside: {outside}"
+
+
+def test_report_of_a_real_campaign_embeds_curves_and_overlay(site: dict[str, Any], tmp_path: Path) -> None:
+    from medloop.web.report import write_report
+
+    html = write_report(site["store"], site["real"], tmp_path / "report.html").read_text()
+    assert html.count('class="chart"') >= 3  # best-so-far + the best trial's loss and val Dice
+    assert 'id="overlay"' in html and 'src="data:image/png;base64,' in html
+    assert "<script" not in html

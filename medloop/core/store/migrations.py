@@ -367,4 +367,61 @@ MIGRATIONS: list[tuple[str, str]] = [
             ON kb_claim_facts(intervention, outcome, sign, dataset_checksum, seq);
         """,
     ),
+    (
+        "0301_web_listings",
+        """
+        -- Workspaces that applied the first 0300 script lack what listings now read: the
+        -- trial indexes that cover the listing columns and the web_claim_list table with
+        -- its triggers. Idempotent: a no-op in effect where 0300 already made them.
+        DROP INDEX IF EXISTS claims_campaign_id;
+        DROP INDEX IF EXISTS claims_tier_id;
+        CREATE INDEX IF NOT EXISTS trials_list ON trials(id, campaign_id, hypothesis_id, arm, seed, status, objective, created_at, updated_at);
+        DROP INDEX IF EXISTS trials_campaign_id;
+        CREATE INDEX trials_campaign_id ON trials(campaign_id, id, hypothesis_id, arm, seed, status, objective, created_at, updated_at);
+        DROP INDEX IF EXISTS trials_status_id;
+        CREATE INDEX trials_status_id ON trials(status, id, campaign_id, hypothesis_id, arm, seed, objective, created_at, updated_at);
+        CREATE TABLE IF NOT EXISTS web_claim_list (
+            claim_id TEXT PRIMARY KEY REFERENCES claims(id) ON DELETE CASCADE,
+            campaign_id TEXT,
+            hypothesis_id TEXT,
+            tier TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            dataset TEXT NOT NULL,
+            statement TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            estimate REAL,
+            ci_low REAL,
+            ci_high REAL,
+            p_adjusted REAL,
+            author TEXT
+        );
+        CREATE INDEX IF NOT EXISTS web_claim_list_tier ON web_claim_list(tier, claim_id);
+        CREATE INDEX IF NOT EXISTS web_claim_list_campaign ON web_claim_list(campaign_id, claim_id);
+        CREATE INDEX IF NOT EXISTS web_claim_list_dataset ON web_claim_list(dataset, outcome, claim_id);
+        CREATE INDEX IF NOT EXISTS web_claim_list_outcome ON web_claim_list(outcome, claim_id);
+        INSERT OR REPLACE INTO web_claim_list
+            SELECT id, campaign_id, hypothesis_id, tier, outcome, dataset, statement, created_at, updated_at,
+                   json_extract(json, '$.effect.estimate'), json_extract(json, '$.effect.ci_low'),
+                   json_extract(json, '$.effect.ci_high'), json_extract(json, '$.effect.p_adjusted'),
+                   json_extract(json, '$.author')
+            FROM claims;
+        CREATE TRIGGER IF NOT EXISTS web_claim_list_insert AFTER INSERT ON claims BEGIN
+            INSERT OR REPLACE INTO web_claim_list VALUES (
+                NEW.id, NEW.campaign_id, NEW.hypothesis_id, NEW.tier, NEW.outcome, NEW.dataset, NEW.statement,
+                NEW.created_at, NEW.updated_at,
+                json_extract(NEW.json, '$.effect.estimate'), json_extract(NEW.json, '$.effect.ci_low'),
+                json_extract(NEW.json, '$.effect.ci_high'), json_extract(NEW.json, '$.effect.p_adjusted'),
+                json_extract(NEW.json, '$.author'));
+        END;
+        CREATE TRIGGER IF NOT EXISTS web_claim_list_update AFTER UPDATE ON claims BEGIN
+            INSERT OR REPLACE INTO web_claim_list VALUES (
+                NEW.id, NEW.campaign_id, NEW.hypothesis_id, NEW.tier, NEW.outcome, NEW.dataset, NEW.statement,
+                NEW.created_at, NEW.updated_at,
+                json_extract(NEW.json, '$.effect.estimate'), json_extract(NEW.json, '$.effect.ci_low'),
+                json_extract(NEW.json, '$.effect.ci_high'), json_extract(NEW.json, '$.effect.p_adjusted'),
+                json_extract(NEW.json, '$.author'));
+        END;
+        """,
+    ),
 ]

@@ -57,7 +57,7 @@ def trial_logs(
     trial_id: TrialId, ctx: Ctx, who: Caller, tail: Annotated[int, Query(ge=1, le=5000)] = 200
 ) -> S.TrialLogs:
     authorize(who, "read")
-    return views.log_lines(ctx.store.get_trial(trial_id), tail)
+    return views.log_lines(ctx.store.get_trial(trial_id), tail, ctx.settings.jobs_dir)
 
 
 @router.get(

@@ -183,7 +183,15 @@ async def create_campaign(request: Request, ctx: Ctx, who: Caller) -> Response:
             L.example_text(ctx.examples_dir, example) if example in L.list_examples(ctx.examples_dir) else ""
         )
         context = _form_context(ctx, values, shown, example, exc.details)
-        return page(request, who, "campaign_new.html", status_code=422, form_error=exc.message, **context)
+        return page(
+            request,
+            who,
+            "campaign_new.html",
+            status_code=422,
+            form_error=exc.message,
+            launch=launch,
+            **context,
+        )
     note = "created and launched" if launch else "created"
     return back(f"/campaigns/{campaign.id}", f"campaign {campaign.id} {note}")
 
@@ -298,7 +306,7 @@ def trial_page(trial_id: str, request: Request, ctx: Ctx, who: Caller) -> HTMLRe
         detail=detail,
         curves=render.training_svgs(trial),
         tables=tables,
-        logs=views.log_lines(trial, 80),
+        logs=views.log_lines(trial, 80, ctx.settings.jobs_dir),
         artifacts=views.artifacts(trial)[:200],
         viewer_cases=detail.cases,
         labels=trial.spec.dataset.labels,
