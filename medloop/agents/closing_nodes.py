@@ -11,7 +11,7 @@ from medloop.agents.node_base import NodeBase
 from medloop.agents.seeds import final_seeds
 from medloop.agents.state import CampaignState
 from medloop.core.specs import make_config
-from medloop.tools.analysis import arm_data, compare_arms
+from medloop.tools.analysis import arm_data, compare_arms, split_breakdown
 from medloop.tools.base import TrialRequest, trial_id_for
 
 
@@ -116,6 +116,10 @@ class ClosingNodes(NodeBase):
             test_arms[name] = arm_data(trials, campaign.spec.objective, split="test")
         summary["test"] = {
             name: {"objective": a.objective, "trials": a.usable} for name, a in test_arms.items()
+        }
+        summary["test_report"] = {
+            name: split_breakdown([self.s.store.get_trial(t) for t in test_arms[name].usable], "test")
+            for name in test_arms
         }
         same = campaign.baseline == campaign.incumbent
         if not same and test_arms["baseline"].per_case and test_arms["incumbent"].per_case:

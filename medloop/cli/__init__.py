@@ -59,7 +59,10 @@ def main() -> None:
     for key, value in OFFLINE_ENV.items():
         os.environ.setdefault(key, value)
     try:
-        app(standalone_mode=False)
+        # With standalone_mode=False click returns (not raises) the code of typer.Exit(n).
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except MedloopError as exc:
         err_console.print(f"error: {exc.message}", markup=False, highlight=False)
         if exc.hint:

@@ -21,13 +21,16 @@ def _runner(verbose: bool = False) -> Any:
 
 
 def _show_final(campaign_id: str, runner: Any) -> None:
-    from medloop.cli.progress import final_table, incumbent_table
+    from medloop.cli.progress import final_table, incumbent_table, test_report_table
 
     store = runner.s.store
     campaign = store.get_campaign(campaign_id)
     console.print()
     console.print(final_table(campaign, store.list_hypotheses(campaign_id)))
     console.print(incumbent_table(campaign))
+    report = test_report_table(campaign)
+    if report is not None:
+        console.print(report)
     reason = campaign.summary.get("stop_reason")
     console.print(f"status: {campaign.status}" + (f" ({reason})" if reason else ""))
     waiting = campaign.summary.get("waiting_for")

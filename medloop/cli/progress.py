@@ -164,3 +164,28 @@ def incumbent_table(campaign: Campaign) -> Table:
             f"{effect['n_cases']} held-out cases, touched once)"
         )
     return table
+
+
+def test_report_table(campaign: Campaign) -> Table | None:
+    """The test split, once, per metric: overall, per class and per site, baseline vs
+    incumbent (final fresh-seed runs)."""
+    report = campaign.summary.get("test_report") or {}
+    base, inc = report.get("baseline") or {}, report.get("incumbent") or {}
+    if not base and not inc:
+        return None
+    table = Table(title="test split (touched once): baseline -> incumbent")
+    table.add_column("metric")
+    table.add_column("where")
+    table.add_column("baseline")
+    table.add_column("incumbent")
+    for metric in sorted(set(base) | set(inc)):
+        b, i = base.get(metric, {}), inc.get(metric, {})
+        table.add_row(metric, "all", _fmt(b.get("overall"), ".4f"), _fmt(i.get("overall"), ".4f"))
+        for group in ("per_class", "per_site"):
+            keys = sorted(set(b.get(group, {})) | set(i.get(group, {})))
+            for key in keys:
+                label = ("class " if group == "per_class" else "site ") + key
+                table.add_row(
+                    "", label, _fmt(b.get(group, {}).get(key), ".4f"), _fmt(i.get(group, {}).get(key), ".4f")
+                )
+    return table

@@ -203,3 +203,34 @@ def reproduction_agrees(original: dict[str, float], pooled_estimate: float) -> b
     return stats.reproduction_agrees(
         float(original["estimate"]), (float(original["ci_low"]), float(original["ci_high"])), pooled_estimate
     )
+
+
+def split_breakdown(trials: Sequence[Trial], split: str = "test") -> dict[str, Any]:
+    """Per metric: the mean over an arm's runs and cases, overall, per class and per site
+    (DSC/NSD/HD95 for segmentation), from host-recomputed evaluations."""
+    evals = [t.result.evaluations[split] for t in trials if t.result and split in t.result.evaluations]
+    out: dict[str, Any] = {}
+    if not evals:
+        return out
+    metrics = sorted({m for e in evals for case in e.cases for m in case.metrics})
+    for metric in metrics:
+        per_class: dict[str, list[float]] = {}
+        per_site: dict[str, list[float]] = {}
+        overall: list[float] = []
+        for e in evals:
+            for case in e.cases:
+                values = {k: v for k, v in case.metrics.get(metric, {}).items() if v is not None}
+                for name, value in values.items():
+                    per_class.setdefault(name, []).append(value)
+                if values:
+                    fg = sum(values.values()) / len(values)
+                    overall.append(fg)
+                    if case.site is not None:
+                        per_site.setdefault(case.site, []).append(fg)
+        out[metric] = {
+            "overall": sum(overall) / len(overall) if overall else None,
+            "per_class": {k: sum(v) / len(v) for k, v in sorted(per_class.items())},
+            "per_site": {k: sum(v) / len(v) for k, v in sorted(per_site.items())},
+            "runs": len(evals),
+        }
+    return out

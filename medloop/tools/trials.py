@@ -27,7 +27,15 @@ from medloop.core.records import (
     TrialResult,
     TrialSpec,
 )
-from medloop.core.specs import CampaignSpec, DatasetRef, Objective, SandboxSpec, TrialConfig, VqaConfig
+from medloop.core.specs import (
+    CampaignSpec,
+    DatasetRef,
+    Objective,
+    SandboxSpec,
+    SegConfig,
+    TrialConfig,
+    VqaConfig,
+)
 from medloop.core.store import Store
 from medloop.evaluation.metrics import evaluate_split, tamper_gap
 from medloop.evaluation.vqa import evaluate_split as evaluate_vqa_split
@@ -37,6 +45,7 @@ from medloop.experiments.dataset import (
     held_out_labels,
     stage_inputs,
 )
+from medloop.experiments.dataset.checkpoints import resolve_init, stage_checkpoint
 from medloop.experiments.vlm.manifest import (
     build_vqa_manifest,
     ensure_vqa_folder,
@@ -109,6 +118,7 @@ class SandboxTrials:
         self._ref = spec.dataset
         self._staging_dir = staging_dir
         self._dataset: PreparedDataset | None = None
+        self._init_folders: dict[str, Path] = {}
 
     @property
     def dataset(self) -> PreparedDataset:
@@ -117,14 +127,52 @@ class SandboxTrials:
         return self._dataset
 
     def spec_for(self, config: TrialConfig, seed: int, *, max_seconds: float | None = None) -> TrialSpec:
+        init: dict[str, Any] = {}
+        if isinstance(config, SegConfig) and config.init != "scratch":
+            # Transfer: the parent checkpoint (an earlier trial's, or a file) is staged
+            # content-addressed and mounted read-only as the job input `init`.
+            resolved = resolve_init(config.init, self._trial_checkpoint)
+            if resolved is not None:
+                staged = stage_checkpoint(resolved[0], resolved[1], self._staging_dir)
+                self._init_folders[staged.relative] = staged.folder
+                init = {"init_checkpoint": staged.relative, "provenance": dict(staged.provenance)}
         return TrialSpec(
-            task=config.task, dataset=self.dataset.manifest, config=config, seed=seed, max_seconds=max_seconds
+            task=config.task,
+            dataset=self.dataset.manifest,
+            config=config,
+            seed=seed,
+            max_seconds=max_seconds,
+            **init,
         )
+
+    def _trial_checkpoint(self, trial_id: str) -> Path | None:
+        """The checkpoint a finished trial kept (best, else last), on the host."""
+        trial = self.store.get_trial(trial_id)
+        job = trial.result.job if trial.result else None
+        if job is None or trial.status != "succeeded":
+            return None
+        for name in ("best.safetensors", "last.safetensors"):
+            path = job.out_dir / "checkpoints" / name
+            if path.is_file():
+                return path
+        return None
 
     @property
     def metrics(self) -> tuple[str, ...]:
-        """Dice always (reports and tamper checks use it), plus the objective's metric."""
-        return tuple(dict.fromkeys(("dice", self.objective.metric)))
+        """DSC, NSD and HD95 (mm), per case, class and site: what challenges report and
+        what the objective may name. MONAI's implementation, recorded in every result."""
+        return tuple(dict.fromkeys(("dice", "nsd", "hd95", self.objective.metric)))
+
+    def _restage(self, spec: TrialSpec) -> Path:
+        """The staged parent checkpoint of a spec made by an earlier process (a resume)."""
+        sha = str(spec.provenance.get("init_sha256", ""))
+        folder = self._staging_dir / f"init-{sha[:16]}"
+        if not sha or not folder.is_dir():
+            raise DatasetError(
+                f"trial spec {spec.spec_hash()[:12]}: its init checkpoint is no longer staged",
+                hint="re-run from a config whose init trial still has its checkpoint",
+            )
+        return folder
 
     def close(self) -> None:
         self.executor.close()
@@ -184,6 +232,8 @@ class SandboxTrials:
         threads = str(req.spec.config.num_threads)
         inputs: dict[str, Path] = {"spec.json": spec_path, **staged}
         config = req.spec.config
+        if req.spec.init_checkpoint:
+            inputs["init"] = self._init_folders.get(req.spec.init_checkpoint) or self._restage(req.spec)
         if isinstance(config, VqaConfig) and config.model_path != "tiny":
             # real weights are mounted read-only at /in/model
             inputs["model"] = Path(config.model_path).expanduser().resolve()
