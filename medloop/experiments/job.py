@@ -72,6 +72,10 @@ def run_job(spec_path: Path, out_dir: Path) -> int:
 
             outcome = run_segmentation(spec, spec_path.parent, out_dir, emit)
         elif spec.task == "vqa":
+            # The entry point hides `transformers` from MONAI for segmentation jobs; a VLM
+            # job runs on it.
+            if "transformers" in sys.modules and sys.modules["transformers"] is None:
+                del sys.modules["transformers"]
             from medloop.experiments.vlm.job import run_vqa
 
             outcome = run_vqa(spec, spec_path.parent, out_dir, emit)

@@ -98,10 +98,10 @@ def test_campaign_on_phantom_items_makes_claims_with_category_evidence(
     store = runner.s.store
     assert campaign.status == "completed", campaign.summary
 
-    trials = store.list_trials(campaign_id=campaign.id).items
-    # 2 control + 2 treatment runs, then the final fresh-seed runs for the test split.
-    assert len(trials) == 6 and all(t.status == "succeeded" for t in trials), [t.result for t in trials]
-    assert sorted(t.arm for t in trials).count("final") == 2
+    every = store.list_trials(campaign_id=campaign.id).items
+    assert all(t.status == "succeeded" for t in every), [t.result for t in every]
+    trials = [t for t in every if t.arm in ("control", "treatment")]
+    assert len(trials) == 4  # 2 seeds x 2 arms; the rest are the final test-split runs
     evaluation = trials[0].result.evaluations["eval"]  # type: ignore[union-attr]
     n_items = len(evaluation.cases)
     assert n_items == trials[0].spec.dataset.split["n_eval_items"] > 10
@@ -122,5 +122,7 @@ def test_campaign_on_phantom_items_makes_claims_with_category_evidence(
         assert effect["p_holm_within_field"] >= effect["p_value"]
     tasks = [k for k in by_category if k.startswith("task=")]
     assert sum(by_category[k]["n_cases"] for k in tasks) == n_items  # each item has one task
-    # the test split was touched once, at the end, for the baseline
+    # the test split was touched once, at the end, by fresh-seed runs of baseline and incumbent
+    final = [t for t in every if t.arm == "final"]
+    assert final and all("test" in (t.result.evaluations if t.result else {}) for t in final)
     assert campaign.summary["test"]["baseline"]["objective"] is not None
