@@ -247,6 +247,14 @@ class DatasetRef(Spec):
     )
     eval_fraction: float = Field(default=0.3, gt=0, lt=1, description="Cases held out for search")
     split_seed: int = 12345
+    split: Literal["holdout", "kfold", "leave_site_out"] = Field(
+        default="holdout",
+        description="How the evaluation cases are chosen: a site-stratified holdout, one fold of "
+        "a seeded k-fold by case, or every case of one site (out-of-domain evaluation)",
+    )
+    folds: int = Field(default=5, ge=2, le=50, description="k for split: kfold")
+    fold: int = Field(default=0, ge=0, description="Which fold (kfold), or which site by index")
+    held_out_site: str | None = Field(default=None, description="The site for split: leave_site_out")
 
 
 # Metrics a campaign can optimise, per task, with the direction that is better. The host

@@ -83,7 +83,15 @@ def prepare_dataset(ref: DatasetRef, staging_dir: Path, task: str = "segmentatio
         return prepare_vqa_dataset(ref, staging_dir)
     if not (ref.path / "dataset.json").is_file():
         raise DatasetError(f"{ref.path}: no dataset.json", hint="is this an nnU-Net raw dataset?")
-    manifest = build_manifest(ref.path, eval_fraction=ref.eval_fraction, split_seed=ref.split_seed)
+    manifest = build_manifest(
+        ref.path,
+        eval_fraction=ref.eval_fraction,
+        split_seed=ref.split_seed,
+        method=ref.split,
+        k=ref.folds,
+        fold=ref.fold,
+        site=ref.held_out_site,
+    )
     staged = stage_inputs(ref.path, manifest, staging_dir)
     return PreparedDataset(ref.path.resolve(), manifest, staged, fingerprint_summary(ref.path))
 
