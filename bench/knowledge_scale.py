@@ -34,6 +34,7 @@ from medloop.core.specs import parse_campaign_spec
 from medloop.core.store import open_store
 from medloop.knowledge.base import RetrievalQuery
 from medloop.knowledge.factory import make_knowledge_base
+from medloop.knowledge.model import embedding_text
 
 FACTORS: dict[str, list[object]] = {
     "loss": ["dice", "dicece", "dicefocal"],
@@ -206,7 +207,7 @@ def main() -> int:
     )
 
     # ---------------------------------------------------------------- ingest
-    sample = [World(args.seed + 1).claim(i, campaigns[0])[0].statement for i in range(500)]
+    sample = [embedding_text(World(args.seed + 1).claim(i, campaigns[0])[0].statement) for i in range(500)]
     t, c = time.perf_counter(), time.process_time()
     kb.embedder.embed(sample)
     embed_wall, embed_cpu_s = (time.perf_counter() - t) / 500, (time.process_time() - c) / 500

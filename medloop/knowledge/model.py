@@ -12,6 +12,7 @@ Quarantine follows `derived_from` backwards: everything derived from a poisoned 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -66,6 +67,18 @@ def intervention_key(changes: Sequence[FactorChange]) -> tuple[str, int]:
     return " & ".join(
         f"{c.factor}:{_v(c.from_value)}->{_v(c.to_value)}" for c in sorted(changes, key=lambda c: c.factor)
     ), 1
+
+
+_STATS = re.compile(r"\s*\([^()]*\d[^()]*\)")
+
+
+def embedding_text(statement: str) -> str:
+    """What is embedded for a claim: its statement without parenthesised statistics
+    ("(95% CI +0.01 to +0.03; p=0.002; 24 cases x 3 seeds)"). Those numbers live in the
+    structured effect; as text they cost most of the tokens (MiniLM time grows with
+    length) and only blur what the claim is about."""
+    stripped = _STATS.sub("", statement).strip()
+    return stripped or statement
 
 
 def facts_of(claim: Claim) -> ClaimFacts:

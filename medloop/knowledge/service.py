@@ -110,7 +110,7 @@ class KnowledgeService:
         # First occurrence of each new id (a batch may repeat one).
         fresh = list({c.id: (c, ev) for c, ev in reversed(items) if c.id not in existing}.values())[::-1]
         if fresh:
-            vecs = self.embedder.embed([c.statement for c, _ in fresh])
+            vecs = self.embedder.embed([model.embedding_text(c.statement) for c, _ in fresh])
             trials = self._trials([ev for _, evs in fresh for ev in evs])
             inherited = self._inherited_quarantines(fresh)
             with self.store.transaction():
@@ -203,7 +203,13 @@ class KnowledgeService:
         self.store.put_edges(list(edges.values()))
         self.store.put_vectors(
             [
-                VectorRow(c.id, self.embedder.name, self.embedder.dim, text_hash(c.statement), v.tobytes())
+                VectorRow(
+                    c.id,
+                    self.embedder.name,
+                    self.embedder.dim,
+                    text_hash(model.embedding_text(c.statement)),
+                    v.tobytes(),
+                )
                 for c, _, v in rows
             ]
         )
@@ -276,9 +282,15 @@ class KnowledgeService:
         missing = [i for i in ids if i not in stored or stored[i].embedder != self.embedder.name]
         if missing:
             claims = self.store.get_claims(missing)
-            vecs = self.embedder.embed([c.statement for c in claims])
+            vecs = self.embedder.embed([model.embedding_text(c.statement) for c in claims])
             rows = [
-                VectorRow(c.id, self.embedder.name, self.embedder.dim, text_hash(c.statement), v.tobytes())
+                VectorRow(
+                    c.id,
+                    self.embedder.name,
+                    self.embedder.dim,
+                    text_hash(model.embedding_text(c.statement)),
+                    v.tobytes(),
+                )
                 for c, v in zip(claims, vecs, strict=True)
             ]
             self.store.put_vectors(rows)  # SQL is safe to write from any process
@@ -333,7 +345,7 @@ class KnowledgeService:
         todo = [cid for cid in self.store.claim_tiers() if cid not in known]
         for claim in self.store.get_claims(todo):
             evidence = self.store.list_evidence(claim.id)
-            vec = self.embedder.embed([claim.statement])[0]
+            vec = self.embedder.embed([model.embedding_text(claim.statement)])[0]
             with self.store.transaction():
                 facts = model.facts_of(claim)
                 self.store.put_claim_facts(facts)
@@ -346,7 +358,7 @@ class KnowledgeService:
                             claim.id,
                             self.embedder.name,
                             self.embedder.dim,
-                            text_hash(claim.statement),
+                            text_hash(model.embedding_text(claim.statement)),
                             vec.tobytes(),
                         )
                     ]
@@ -392,9 +404,15 @@ class KnowledgeService:
         after: str | None = None
         while True:
             page = self.store.list_claims(after=after, limit=SYNC_BATCH)
-            vecs = self.embedder.embed([c.statement for c in page])
+            vecs = self.embedder.embed([model.embedding_text(c.statement) for c in page])
             rows = [
-                VectorRow(c.id, self.embedder.name, self.embedder.dim, text_hash(c.statement), v.tobytes())
+                VectorRow(
+                    c.id,
+                    self.embedder.name,
+                    self.embedder.dim,
+                    text_hash(model.embedding_text(c.statement)),
+                    v.tobytes(),
+                )
                 for c, v in zip(page, vecs, strict=True)
             ]
             with self.store.transaction():

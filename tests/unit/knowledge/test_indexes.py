@@ -147,3 +147,13 @@ def test_graph_roundtrip_descendants_and_atomic_save(tmp_path: Path) -> None:
     path.write_text("{not json")
     broken = NetworkXGraph(path)
     assert broken.watermark == 0 and broken.nodes() == set()
+
+
+def test_embedding_text_drops_parenthesised_statistics_only() -> None:
+    from medloop.knowledge.model import embedding_text
+
+    s = "On D1 (liver CT), changing lr 0.001 -> 0.0003 raised dice by +0.012 (95% CI +0.001 to +0.02; p=0.01): supported"
+    assert (
+        embedding_text(s) == "On D1 (liver CT), changing lr 0.001 -> 0.0003 raised dice by +0.012: supported"
+    )
+    assert embedding_text("(p=0.1)") == "(p=0.1)"  # never an empty text
