@@ -44,6 +44,10 @@ class _NoKnowledge:
         self.store.put_claim(claim, evidence)
         return self.store.get_claim(claim.id)
 
+    def add_evidence(self, claim_id: str, evidence: Any, *, actor: str) -> Any:
+        self.store.add_evidence(evidence)
+        return self.store.get_claim(claim_id)
+
     def retrieve(self, query: Any) -> list[Any]:
         return []
 

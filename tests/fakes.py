@@ -22,6 +22,10 @@ class FakeKnowledge:
             self.store.append_audit(actor, "claim.add", "claim", claim.id, {"tier": claim.tier})
         return self.store.get_claim(claim.id)
 
+    def add_evidence(self, claim_id: str, evidence: list[Evidence], *, actor: str) -> Claim:
+        self.store.add_evidence(evidence)
+        return self.store.get_claim(claim_id)
+
     def retrieve(self, query: RetrievalQuery) -> list[RetrievedClaim]:
         out = []
         for claim in self.store.list_claims(limit=10_000):

@@ -133,7 +133,11 @@ class DecisionNodes(NodeBase):
             trials = [
                 self.s.store.get_trial(t) for t in hyp.reproduction_control + hyp.reproduction_treatment
             ]
-            self.s.store.add_evidence(reproduction_evidence(claim_id, hyp, trials))
+            if not any(e.role == "reproduction" for e in self.s.store.list_evidence(claim_id)):
+                # once: a node re-run after a crash must not audit the same evidence twice
+                self.s.knowledge.add_evidence(
+                    claim_id, reproduction_evidence(claim_id, hyp, trials), actor=actor
+                )
             tier = self.s.store.get_claim(claim_id).tier
             if tier != "supported":
                 if tier == "reproduced":

@@ -115,6 +115,10 @@ class KnowledgeBase(Protocol):
 
     def retrieve(self, query: RetrievalQuery) -> list[RetrievedClaim]: ...
 
+    def add_evidence(self, claim_id: str, evidence: list[Evidence], *, actor: str) -> Claim:
+        """Attach more evidence (reproduction runs) with its graph edges; audited."""
+        ...
+
     def transition(self, claim_id: str, tier: Tier, *, actor: str, role: str, reason: str) -> Claim:
         """Change a claim's tier under the lifecycle rules; audited. Raises TrustError."""
         ...
