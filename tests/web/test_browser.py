@@ -143,7 +143,10 @@ def test_review_flow_in_chromium(site: dict[str, Any]) -> None:
             }"""
         )
         assert colours["w"] == 32 and colours["h"] == 32
-        assert colours["tinted"] > 20 and colours["grey"] > 100  # overlay drawn on the image
+        # Overlay drawn on the image. How much of the slice is tinted depends on what the
+        # tiny model predicts, so only its presence is checked; the plain check below shows
+        # that the colour came from the overlays.
+        assert colours["tinted"] > 20
         page.uncheck("#v-label")
         page.uncheck("#v-pred")
         plain = page.evaluate(
