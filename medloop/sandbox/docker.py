@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import signal
 import socket
 import threading
 import time
@@ -30,6 +29,7 @@ from medloop.core.errors import ConflictError, ImageNotFound, SandboxUnavailable
 from medloop.core.records import JobResult, JobSpec, JobStatus, utcnow
 from medloop.core.settings import OFFLINE_ENV
 from medloop.sandbox.base import IN_DIR, OUT_DIR, JobHandle, LogSink
+from medloop.sandbox.docker_outcome import classify, copy_logs, parse_docker_time
 from medloop.sandbox.image import docker_client
 from medloop.sandbox.jobdir import JobDir, LogFollower, RunInfo, remove_tree, safe_key, write_json_atomic
 from medloop.sandbox.provenance import make_provenance
@@ -164,7 +164,7 @@ class DockerRuntime:
             return self._finish(jd, job, None)
         stream_ended = threading.Event()
         reader = threading.Thread(
-            target=_copy_logs,
+            target=copy_logs,
             args=(container, jd.log_path, stream_ended),
             name=f"medloop-logs-{job.key}",
             daemon=True,
@@ -409,7 +409,7 @@ class DockerRuntime:
                     )
         kill = jd.kill_reason()
         exit_code = state.get("ExitCode") if state else None
-        status, reason = _classify(jd, job, state, container is None)
+        status, reason = classify(jd, job, state, container is None)
         if kill is not None:
             status, reason = kill.status, kill.reason
         ended_unix = time.time()
@@ -417,7 +417,7 @@ class DockerRuntime:
         if finished and not finished.startswith("0001"):
             ended_at = finished
             with contextlib.suppress(ValueError):
-                ended_unix = _parse_docker_time(finished)
+                ended_unix = parse_docker_time(finished)
         else:
             ended_at = utcnow()
         started_unix = info.started_unix if info else ended_unix
@@ -462,43 +462,3 @@ class DockerRuntime:
 
         with contextlib.suppress(docker.errors.NotFound):
             container.remove(force=True)
-
-
-def _classify(
-    jd: JobDir, job: JobSpec, state: dict[str, Any], vanished: bool
-) -> tuple[JobStatus, str | None]:
-    if vanished:
-        return "failed", "the job's container disappeared before its result was collected"
-    code = state.get("ExitCode")
-    if state.get("OOMKilled"):
-        return "oom", f"killed by the kernel: memory limit of {job.limits.memory_mb} MB reached"
-    if code == 128 + signal.SIGXFSZ or jd.written_bytes() > job.limits.output_mb * _MB:
-        return "quota_exceeded", f"wrote more than the {job.limits.output_mb} MB output limit"
-    if code == 0:
-        return "succeeded", None
-    if state.get("Error"):
-        return "failed", f"Docker could not run the job: {state['Error']}"
-    return "failed", f"exited with code {code}"
-
-
-def _parse_docker_time(stamp: str) -> float:
-    from datetime import datetime
-
-    # Docker prints nanoseconds; Python parses up to microseconds.
-    head, _, frac = stamp.rstrip("Z").partition(".")
-    micro = (frac + "000000")[:6] if frac else "000000"
-    return datetime.fromisoformat(f"{head}.{micro}+00:00").timestamp()
-
-
-def _copy_logs(container: Any, log_path: Path, ended: threading.Event) -> None:
-    """Copy the container's stdout+stderr into the job's log file, from the container's
-    start (the daemon keeps it all), so a re-attached job's log is complete too."""
-    try:
-        with log_path.open("wb") as log:
-            for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=True):
-                log.write(chunk)
-                log.flush()
-    except Exception:  # noqa: BLE001 - a lost stream only costs log lines; the exit is polled
-        return
-    finally:
-        ended.set()
