@@ -54,7 +54,10 @@ def _idle_cores() -> int:
     (measured here, load 1.6 on 2 cores: 59 GFLOPS on one thread, 46 on two)."""
     import torch
 
-    free = (os.cpu_count() or 1) - int(os.getloadavg()[0])
+    # The load average counts this process too: while it ingests, its own busy thread
+    # is one unit of it, so only the rest belongs to other work.
+    others = max(0.0, os.getloadavg()[0] - 1.0)
+    free = (os.cpu_count() or 1) - round(others)
     return max(1, min(torch.get_num_threads(), free))
 
 
