@@ -99,8 +99,12 @@ def planner_factory(settings: Settings) -> Callable[[CampaignSpec], Planner]:
     return make
 
 
-def trials_factory(settings: Settings, store: Store) -> Callable[[CampaignSpec, str], TrialService]:
-    """Sandbox-backed trials, or the replay table when `executor.kind` is `table`."""
+def trials_factory(
+    settings: Settings, store: Store, *, charge_campaign: bool = True
+) -> Callable[[CampaignSpec, str], TrialService]:
+    """Sandbox-backed trials, or the replay table when `executor.kind` is `table`.
+    `charge_campaign=False` (reviewer-requested reproductions) starts the budget at zero:
+    the campaign's limits still cap the request, but what the campaign spent does not."""
     from medloop.sandbox.factory import make_executor
 
     def make(spec: CampaignSpec, campaign_id: str) -> TrialService:
@@ -113,7 +117,7 @@ def trials_factory(settings: Settings, store: Store) -> Callable[[CampaignSpec, 
         from medloop.sandbox.scheduler import BudgetUsage
         from medloop.tools.trials import SandboxTrials
 
-        spent = BudgetUsage(**spent_budget(store, campaign_id))
+        spent = BudgetUsage(**spent_budget(store, campaign_id)) if charge_campaign else BudgetUsage()
         executor = make_executor(settings, spec.sandbox, spec.executor, spec.budget, spent=spent)
         return SandboxTrials(
             store, spec, executor=executor, workspace=settings.workspace_dir, staging_dir=settings.staging_dir
@@ -122,14 +126,16 @@ def trials_factory(settings: Settings, store: Store) -> Callable[[CampaignSpec, 
     return make
 
 
-def campaign_services(settings: Settings, *, store_: Store | None = None) -> CampaignServices:
+def campaign_services(
+    settings: Settings, *, store_: Store | None = None, charge_campaign: bool = True
+) -> CampaignServices:
     from medloop.agents.services import CampaignServices
 
     st = store_ or store(settings)
     return CampaignServices(
         store=st,
         knowledge=knowledge(settings, st),
-        make_trials=trials_factory(settings, st),
+        make_trials=trials_factory(settings, st, charge_campaign=charge_campaign),
         make_planner=planner_factory(settings),
         checkpoints_path=settings.checkpoints_path,
         actor="agent",

@@ -8,6 +8,7 @@ seeds (paired), and an incumbent's earlier runs serve as the next cycle's contro
     explore        base + 0 .. base + seeds_per_arm - 1
     reproduction   base + 1000 ..           (fresh for the explore runs)
     final          base + 2000 ..           (fresh for everything that selected the incumbent)
+    requested      base + 3000 + 20 k ..    (the k-th reproduction a reviewer asked for)
 
 `base` is a multiple of SEED_STRIDE, so `seed % SEED_STRIDE` is the role-and-index that
 replay tables are keyed by.
@@ -20,6 +21,9 @@ from medloop.core.ids import sha256_hex
 SEED_STRIDE = 10_000
 REPRODUCTION_OFFSET = 1000
 FINAL_OFFSET = 2000
+REQUESTED_OFFSET = 3000
+REQUESTED_BLOCK = 20
+MAX_REQUESTS = (SEED_STRIDE - REQUESTED_OFFSET) // REQUESTED_BLOCK
 
 
 def seed_base(campaign_id: str) -> int:
@@ -37,3 +41,12 @@ def reproduction_seeds(campaign_id: str, n: int) -> list[int]:
 
 def final_seeds(campaign_id: str, n: int) -> list[int]:
     return [seed_base(campaign_id) + FINAL_OFFSET + i for i in range(n)]
+
+
+def requested_seeds(campaign_id: str, index: int, n: int) -> list[int]:
+    """Seeds of the `index`-th reviewer-requested reproduction in a campaign (0-based):
+    fresh for every earlier run of the campaign and every other request."""
+    if not 0 <= index < MAX_REQUESTS or not 0 < n <= REQUESTED_BLOCK:
+        raise ValueError(f"requested reproduction {index} with {n} seeds is outside the seed plan")
+    start = seed_base(campaign_id) + REQUESTED_OFFSET + REQUESTED_BLOCK * index
+    return [start + i for i in range(n)]

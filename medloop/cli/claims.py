@@ -192,3 +192,77 @@ def review(
         print_json(claim.model_dump(mode="json"))
         return
     console.print(f"{claim.id} is now {claim.tier}", markup=False)
+
+
+@app.command()
+def requests(
+    status: str = typer.Option("open", "--status", help="open, done, withdrawn or all"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Reproduction requests reviewers filed (web API or dashboard)."""
+    from medloop.core.errors import SpecError
+
+    if status not in ("open", "done", "withdrawn", "all"):
+        raise SpecError(f"--status {status!r} is not open, done, withdrawn or all")
+    rows = _store().list_reproduction_requests(status=None if status == "all" else status)
+    if as_json:
+        print_json([r.model_dump(mode="json") for r in rows])
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{len(rows)} {'' if status == 'all' else status + ' '}reproduction request(s)")
+    for col in ("id", "claim", "status", "by", "created", "rationale"):
+        table.add_column(col, overflow="fold" if col == "rationale" else "ellipsis")
+    for r in rows:
+        table.add_row(r.id, r.claim_id, r.status, r.actor, r.created_at[:19], r.rationale)
+    console.print(table, markup=False)
+
+
+@app.command()
+def reproduce(
+    request_ids: list[str] = typer.Argument(None, help="Request ids (rrq_...); default: every open one"),
+    claim: str = typer.Option(None, "--claim", help="Only the open requests on this claim"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Run reviewers' reproduction requests: both arms of the claim's hypothesis on fresh
+    seeds, compared on the host; the result is evidence on the claim (a supported claim
+    becomes reproduced or inconclusive). Exit 1 if a request could not run to its end."""
+    from medloop import bootstrap
+    from medloop.agents.requested import run_request
+
+    services = bootstrap.campaign_services(settings(), charge_campaign=False)
+    store: Any = services.store
+    ids = list(request_ids or [])
+    if not ids:
+        ids = [r.id for r in store.list_reproduction_requests(claim_id=claim, status="open")]
+    elif claim:
+        ids = [i for i in ids if store.get_reproduction_request(i).claim_id == claim]
+    results = []
+    for request_id in ids:
+        if not as_json:
+            console.print(f"{request_id}: running", markup=False)
+        result = run_request(
+            services,
+            request_id,
+            on_trial=None
+            if as_json
+            else lambda t: console.print(
+                f"  {t.id} seed {t.spec.seed} {t.status}"
+                + (f" {t.result.objective:.4f}" if t.result and t.result.objective is not None else ""),
+                markup=False,
+            ),
+        )
+        results.append(result)
+        if not as_json:
+            est = "-" if result.estimate is None else f"{result.estimate:+.4f}"
+            console.print(
+                f"{request_id}: {result.outcome} (effect {est}); claim {result.claim_id} "
+                f"{result.tier_before} -> {result.tier_after}",
+                markup=False,
+            )
+    if as_json:
+        print_json([r.model_dump(mode="json") for r in results])
+    elif not ids:
+        console.print("no open reproduction requests", markup=False)
+    if any(r.outcome == "failed" for r in results):
+        raise typer.Exit(1)

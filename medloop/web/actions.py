@@ -9,7 +9,7 @@ from typing import Literal
 from medloop.core.errors import ConflictError, NotFoundError
 from medloop.core.ids import new_id
 from medloop.core.records import AuditEntry, Campaign, Claim, Quarantine, Tier
-from medloop.core.store.web_tables import ReproductionRequest
+from medloop.core.store.review_tables import ReproductionRequest
 from medloop.web import launcher as L
 from medloop.web.accounts import Principal
 from medloop.web.context import WebContext

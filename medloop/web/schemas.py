@@ -12,7 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.responses import Response
 
 from medloop.core.records import AuditEntry, Claim, Hypothesis, Quarantine, Trial
-from medloop.core.store.web_tables import ClaimRow, ReproductionRequest, TrialRow
+from medloop.core.store.review_tables import ReproductionRequest
+from medloop.core.store.web_tables import ClaimRow, TrialRow
 from medloop.web.errors import FieldError, InvalidInput
 
 RATIONALE_MIN = 10

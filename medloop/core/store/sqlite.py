@@ -31,6 +31,7 @@ from medloop.core.specs import CampaignSpec
 from medloop.core.store.base import Page
 from medloop.core.store.knowledge_tables import KnowledgeTablesMixin
 from medloop.core.store.migrations import MIGRATIONS
+from medloop.core.store.review_tables import ReviewTablesMixin
 from medloop.core.store.tool_tables import ToolTablesMixin
 from medloop.core.store.web_tables import WebTablesMixin
 
@@ -49,7 +50,7 @@ def open_store(path: Path) -> SQLiteStore:
     return SQLiteStore(path)
 
 
-class SQLiteStore(KnowledgeTablesMixin, WebTablesMixin, ToolTablesMixin):
+class SQLiteStore(KnowledgeTablesMixin, WebTablesMixin, ReviewTablesMixin, ToolTablesMixin):
     def __init__(self, path: Path | str, *, busy_timeout_ms: int = 10_000) -> None:
         self.path = Path(path)
         if str(path) != ":memory:":

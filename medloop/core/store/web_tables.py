@@ -1,5 +1,5 @@
 """SQLite tables of the web layer (migration 0300): users, API tokens, dashboard sessions,
-rate-limit events and reproduction requests, plus column-only listings that let the API
+rate-limit events, plus column-only listings that let the API
 page through 10k trials or claims without parsing every record's JSON.
 
 Secrets are never stored: tokens and session ids are kept as SHA-256 hashes (they are
@@ -19,6 +19,7 @@ from pydantic import Field
 from medloop.core.errors import ConflictError, NotFoundError
 from medloop.core.records import Record, Tier, utcnow
 from medloop.core.store.base import Page, Store
+from medloop.core.store.review_tables import ReviewStore
 
 Role = Literal["viewer", "reviewer", "admin", "agent"]
 
@@ -51,15 +52,6 @@ class WebSession(Record):
     created_at: str = Field(default_factory=utcnow)
     expires_at: str
     revoked_at: str | None = None
-
-
-class ReproductionRequest(Record):
-    id: str
-    claim_id: str
-    actor: str
-    rationale: str
-    status: Literal["open", "done", "withdrawn"] = "open"
-    created_at: str = Field(default_factory=utcnow)
 
 
 class TrialRow(Record):
@@ -155,10 +147,6 @@ class WebStore(Protocol):
     def get_session(self, id_hash: str) -> WebSession: ...
     def revoke_session(self, id_hash: str) -> None: ...
     def rate_hit(self, user: str, action: str, *, limit: int, window_s: float) -> float: ...
-    def add_reproduction_request(self, request: ReproductionRequest) -> None: ...
-    def list_reproduction_requests(
-        self, *, claim_id: str | None = None, status: str | None = None
-    ) -> list[ReproductionRequest]: ...
     def list_trial_rows(
         self,
         *,
@@ -184,8 +172,8 @@ class WebStore(Protocol):
     def campaign_progress(self, campaign_id: str) -> dict[str, Any]: ...
 
 
-class AppStore(Store, WebStore, Protocol):
-    """The store the web layer is given: `Store` + `WebStore` + the audit check."""
+class AppStore(Store, WebStore, ReviewStore, Protocol):
+    """The store the web layer is given: `Store` + `WebStore` + `ReviewStore` + the audit check."""
 
     def verify_audit(self) -> tuple[bool, int | None]: ...
 
@@ -366,42 +354,6 @@ class WebTablesMixin:
                 return max(0.001, float(rows[0]["at"]) + window_s - now)
             self._x("INSERT INTO web_rate_events VALUES (?,?,?)", (user, action, now))
         return 0.0
-
-    # ------------------------------------------------------------ reproduction requests
-
-    def add_reproduction_request(self, request: ReproductionRequest) -> None:
-        self._x(
-            "INSERT INTO web_reproduction_requests VALUES (?,?,?,?,?,?)",
-            (
-                request.id,
-                request.claim_id,
-                request.actor,
-                request.rationale,
-                request.status,
-                request.created_at,
-            ),
-        )
-
-    def list_reproduction_requests(
-        self, *, claim_id: str | None = None, status: str | None = None
-    ) -> list[ReproductionRequest]:
-        sql, params = "SELECT * FROM web_reproduction_requests WHERE 1=1", list[Any]()
-        if claim_id is not None:
-            sql, params = sql + " AND claim_id = ?", [*params, claim_id]
-        if status is not None:
-            sql, params = sql + " AND status = ?", [*params, status]
-        rows = self._q(sql + " ORDER BY created_at", tuple(params))
-        return [
-            ReproductionRequest(
-                id=r["id"],
-                claim_id=r["claim_id"],
-                actor=r["actor"],
-                rationale=r["rationale"],
-                status=r["status"],
-                created_at=r["created_at"],
-            )
-            for r in rows
-        ]
 
     # ------------------------------------------------------------ column-only listings
 
