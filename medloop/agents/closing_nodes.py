@@ -8,8 +8,10 @@ from typing import Any
 from langgraph.types import interrupt
 
 from medloop.agents.node_base import NodeBase
+from medloop.agents.requested import run_request
 from medloop.agents.seeds import final_seeds
 from medloop.agents.state import CampaignState
+from medloop.core.errors import MedloopError
 from medloop.core.specs import make_config
 from medloop.tools.analysis import arm_data, compare_arms, split_breakdown
 from medloop.tools.base import TrialRequest, trial_id_for
@@ -21,6 +23,7 @@ class ClosingNodes(NodeBase):
         budget = campaign.spec.budget
         cycle = state["cycle"]
         no_gain = 0 if state.get("incumbent_changed") else int(state.get("no_gain_cycles", 0)) + 1
+        self._run_requests(campaign.id, cycle)
         hyps = self.s.store.list_hypotheses(campaign.id, cycle)
         self.s.store.record_cycle(
             campaign.id,
@@ -69,6 +72,32 @@ class ClosingNodes(NodeBase):
             "incumbent_changed": False,
             "no_gain_cycles": no_gain,
         }
+
+    def _run_requests(self, campaign_id: str, cycle: int) -> None:
+        """Reproductions reviewers asked for on this campaign's claims run between cycles,
+        charged to the campaign (agents/requested.py). One that cannot run to its end
+        stays open for `medloop claims reproduce`. Idempotent, so a re-run of this node
+        after a crash repeats nothing."""
+        store: Any = self.s.store
+        if not hasattr(store, "list_reproduction_requests"):
+            return
+        for req in store.list_reproduction_requests(status="open"):
+            if store.get_claim(req.claim_id).campaign_id != campaign_id:
+                continue
+            try:
+                result = run_request(self.s, req.id)
+            except MedloopError as exc:
+                self.emit(
+                    "reproduction_request", cycle=cycle, request=req.id, claim=req.claim_id, outcome=str(exc)
+                )
+                continue
+            self.emit(
+                "reproduction_request",
+                cycle=cycle,
+                request=req.id,
+                claim=req.claim_id,
+                outcome=f"{result.outcome}, claim {result.tier_before} -> {result.tier_after}",
+            )
 
     def finalize(self, state: CampaignState) -> dict[str, Any]:
         """Touch the test split once: baseline vs final incumbent, retrained on fresh seeds.

@@ -95,6 +95,9 @@ class CampaignConsole:
     def on_reproduction(self, cycle: int, hypothesis: str, outcome: str, estimate: float | None) -> None:
         self.c.print(f"  reproduction of {hypothesis}: {outcome} (effect {_fmt(estimate)})")
 
+    def on_reproduction_request(self, cycle: int, request: str, claim: str, outcome: str) -> None:
+        self.c.print(f"  reviewer's reproduction request {request} on {claim}: {escape(outcome)}")
+
     def on_claims(self, cycle: int, ids: list[str]) -> None:
         if ids:
             self.c.print(f"  claims recorded: {', '.join(ids)}")

@@ -117,3 +117,55 @@ def test_requested_reproduction_runs_once_and_moves_evidence_and_tier(tmp_path: 
     assert len(store.list_trials(campaign_id=target.campaign_id)) == n_trials
     assert len([e for e in store.list_evidence(target.id) if e.detail.get("request") == request.id]) == 7
     store.close()
+
+
+def test_running_campaign_runs_requests_between_cycles(tmp_path: Path) -> None:
+    from medloop.agents.planners.offline import OfflinePlanner
+    from medloop.agents.runner import CampaignRunner
+    from medloop.agents.services import CampaignServices
+    from medloop.core.settings import Settings
+    from medloop.knowledge.factory import make_knowledge_base
+    from medloop.tools.replay import ReplayTrials
+    from tests.unit.agents.test_replay_campaign import make_spec
+
+    lrs = grid(FloatRange(type="float", low=0.0003, high=0.003, log=True))
+    space = {"loss": ["dice", "dicece"], "augmentation": ["none", "light"], "lr": lrs}
+    table = tmp_path / "table.json"
+    save_table(synthetic_table(space=space, effect=effect, n_cases=24, rng_seed=3, seeds=SEEDS), table)
+    store = SQLiteStore(tmp_path / "m.db")
+    settings = Settings(workspace=tmp_path, embedder="hash", vector_index="memory")
+    events: list[tuple[str, dict[str, Any]]] = []
+    services = CampaignServices(
+        store=store,
+        knowledge=make_knowledge_base(settings, store),
+        make_trials=lambda spec, _cid: ReplayTrials(store, spec, table=spec.executor.table),  # type: ignore[arg-type]
+        make_planner=lambda spec: OfflinePlanner(),
+        checkpoints_path=tmp_path / "ck.sqlite",
+    )
+    runner = CampaignRunner(services, on_event=lambda k, p: events.append((k, p)))
+    spec = make_spec(table)
+    spec = spec.model_copy(update={"validation": spec.validation.model_copy(update={"human_review": True})})
+    campaign = runner.run(runner.create(spec, owner="alice").id)
+    pending = runner.pending_interrupt(campaign.id)
+    assert campaign.status == "paused" and pending is not None
+    claim_id = next(c for c in pending["claims"] if store.get_claim(c).tier == "reproduced")
+
+    # While the campaign waits, a reviewer asks for another reproduction of the claim.
+    request = ReproductionRequest(id=new_id("rrq"), claim_id=claim_id, actor="rita", rationale="fresh seeds")
+    store.add_reproduction_request(request)
+    decision = {"action": "validate", "reviewer": "bob", "reason": "checked the per-case table"}
+    runner.review(campaign.id, {claim_id: decision})
+
+    ran = [p for k, p in events if k == "reproduction_request" and p["request"] == request.id]
+    assert len(ran) == 1 and ran[0]["outcome"].startswith("agreed")
+    assert store.get_reproduction_request(request.id).status == "done"
+    # A validated claim gains the evidence; its tier stays a reviewer's decision.
+    assert store.get_claim(claim_id).tier == "validated"
+    stat = [e for e in store.list_evidence(claim_id) if e.kind == "statistic" and e.ref_id == request.id]
+    assert len(stat) == 1 and stat[0].detail["outcome"] == "agreed"
+    requested = [
+        t
+        for t in store.list_trials(campaign_id=campaign.id, limit=10_000).items
+        if t.spec.seed % SEED_STRIDE >= REQUESTED_OFFSET
+    ]
+    assert len(requested) == 6 and all(t.status == "succeeded" for t in requested)
