@@ -239,6 +239,7 @@ def reproduce(
         ids = [i for i in ids if store.get_reproduction_request(i).claim_id == claim]
     results = []
     for request_id in ids:
+        store.get_reproduction_request(request_id)  # an unknown id: one line, before any work
         if not as_json:
             console.print(f"{request_id}: running", markup=False)
         result = run_request(
