@@ -14,7 +14,13 @@ from medloop.agents.state import CampaignState
 from medloop.core.errors import TrustError
 from medloop.core.records import Campaign, Hypothesis
 from medloop.core.specs import make_config
-from medloop.tools.analysis import analyze_hypotheses, arm_data, compare_arms, reproduction_agrees
+from medloop.tools.analysis import (
+    analyze_hypotheses,
+    arm_data,
+    compare_arms,
+    pooled_estimate,
+    reproduction_agrees,
+)
 
 
 class DecisionNodes(NodeBase):
@@ -34,9 +40,22 @@ class DecisionNodes(NodeBase):
                 if comparison is None:
                     outcome, detail = "failed", {"note": "reproduction trials failed"}
                 else:
-                    agrees = reproduction_agrees(hyp.analysis, comparison.estimate)
+                    pooled = pooled_estimate(
+                        self.s.store,
+                        hyp.control_trials + hyp.reproduction_control,
+                        hyp.treatment_trials + hyp.reproduction_treatment,
+                        spec.objective,
+                        spec.validation,
+                    )
+                    agrees = pooled is not None and reproduction_agrees(
+                        hyp.analysis, comparison.estimate, pooled
+                    )
                     outcome = "agreed" if agrees else "disagreed"
-                    detail = {**comparison.model_dump(exclude={"cases"}), "seeds": treat.seeds}
+                    detail = {
+                        **comparison.model_dump(exclude={"cases"}),
+                        "seeds": treat.seeds,
+                        "pooled_estimate": pooled,
+                    }
                 merged = {**hyp.analysis, "reproduction": {"outcome": outcome, **detail}}
                 self.s.store.put_hypothesis(
                     hyp.model_copy(update={"reproduction": outcome, "analysis": merged})

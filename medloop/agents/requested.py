@@ -27,7 +27,7 @@ from medloop.core.errors import ConflictError
 from medloop.core.records import Evidence, Hypothesis, Trial
 from medloop.core.specs import CampaignSpec, make_config
 from medloop.core.store.review_tables import ReproductionRequest, ReviewStore
-from medloop.tools.analysis import arm_data, compare_arms, reproduction_agrees
+from medloop.tools.analysis import arm_data, compare_arms, pooled_estimate, reproduction_agrees
 from medloop.tools.base import TrialRequest, TrialService, trial_id_for
 
 Outcome = Literal["agreed", "disagreed", "failed"]
@@ -131,9 +131,12 @@ def run_request(
     if comparison is None or "estimate" not in hyp.analysis:
         outcome, detail = "failed", {"note": "the reproduction runs did not finish"}
     else:
-        agrees = reproduction_agrees(hyp.analysis, comparison.estimate)
+        pooled = pooled_estimate(
+            store, hyp.control_trials + control, hyp.treatment_trials + treatment, spec.objective, policy
+        )
+        agrees = pooled is not None and reproduction_agrees(hyp.analysis, comparison.estimate, pooled)
         outcome = "agreed" if agrees else "disagreed"
-        detail = {**comparison.model_dump(exclude={"cases"}), "seeds": t_arm.seeds}
+        detail = {**comparison.model_dump(exclude={"cases"}), "seeds": t_arm.seeds, "pooled_estimate": pooled}
     detail = {**detail, "outcome": outcome, "request": request.id, "requested_by": request.actor}
     tier_before = store.get_claim(claim.id).tier
     if outcome != "failed":

@@ -197,12 +197,30 @@ def analyze_hypotheses(
     return out
 
 
-def reproduction_agrees(original: dict[str, float], pooled_estimate: float) -> bool:
-    """Does a reproduction's estimate (pooled over its fresh seeds) agree with the original
-    analysis: same sign, inside the original CI?"""
+def reproduction_agrees(original: dict[str, float], fresh_estimate: float, pooled_estimate: float) -> bool:
+    """Does a reproduction agree with the original analysis: the fresh seeds' estimate has
+    its sign, and the estimate pooled over original and fresh seeds lies in its CI?"""
     return stats.reproduction_agrees(
-        float(original["estimate"]), (float(original["ci_low"]), float(original["ci_high"])), pooled_estimate
+        float(original["estimate"]),
+        (float(original["ci_low"]), float(original["ci_high"])),
+        fresh_estimate,
+        pooled_estimate,
     )
+
+
+def pooled_estimate(
+    store: Any,
+    control: Sequence[str],
+    treatment: Sequence[str],
+    objective: Objective,
+    policy: ValidationPolicy,
+) -> float | None:
+    """The paired effect over the original and the reproduction runs together (trial ids
+    of both arms, all seeds); None if the arms cannot be compared."""
+    c = arm_data([store.get_trial(t) for t in control], objective)
+    t = arm_data([store.get_trial(t) for t in treatment], objective)
+    comparison = compare_arms(c, t, policy)
+    return None if comparison is None else comparison.estimate
 
 
 def split_breakdown(trials: Sequence[Trial], split: str = "test") -> dict[str, Any]:

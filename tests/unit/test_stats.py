@@ -134,9 +134,17 @@ def test_run_level_paired_t_by_hand() -> None:
 
 
 def test_reproduction_agreement() -> None:
-    assert stats.reproduction_agrees(0.03, (0.01, 0.05), 0.02)
-    assert not stats.reproduction_agrees(0.03, (0.01, 0.05), 0.06)
-    assert not stats.reproduction_agrees(0.03, (0.01, 0.05), -0.02)
+    # fresh 0.02, pooled with the original 0.025: same sign, inside [0.01, 0.05]
+    assert stats.reproduction_agrees(0.03, (0.01, 0.05), 0.02, 0.025)
+    # a larger fresh effect is not held against the claim: pooled 0.045 is inside
+    assert stats.reproduction_agrees(0.03, (0.01, 0.05), 0.06, 0.045)
+    # pooled outside the CI, on either side
+    assert not stats.reproduction_agrees(0.03, (0.01, 0.05), 0.15, 0.09)
+    assert not stats.reproduction_agrees(0.03, (0.02, 0.05), 0.001, 0.0155)
+    # the fresh seeds point the other way: never agrees, even if pooling lands inside
+    assert not stats.reproduction_agrees(0.03, (0.001, 0.05), -0.02, 0.005)
+    assert not stats.reproduction_agrees(0.03, (0.01, 0.05), 0.0, 0.015)
+    assert not stats.reproduction_agrees(0.03, (0.01, 0.05), float("nan"), 0.02)
 
 
 def test_pooled_variance_does_not_lend_stability_to_an_unstable_arm() -> None:
