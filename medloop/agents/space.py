@@ -42,16 +42,21 @@ def neighbours(name: str, factor: Factor, value: Any) -> list[Scalar]:
         return points
 
     # nearest grid index, then one step down and up (on the log scale when log=True)
-    def dist(p: Scalar) -> float:
-        a, b = float(p), float(value)
+    def apart(a: float, b: float) -> float:
         return abs(math.log(a) - math.log(b)) if factor.log and a > 0 and b > 0 else abs(a - b)
+
+    def dist(p: Scalar) -> float:
+        return apart(float(p), float(value))
 
     idx = min(range(len(points)), key=lambda i: dist(points[i]))
     out = []
     for j in (idx - 1, idx + 1):
         if 0 <= j < len(points) and dist(points[j]) > 1e-12:
             out.append(points[j])
-    if dist(points[idx]) > 1e-9:  # off-grid incumbent: the nearest grid point is a move too
+    # An off-grid incumbent: the nearest grid point is a move too, unless it is so close
+    # (within a quarter grid step) that testing it would spend runs on no change at all.
+    grid_step = apart(float(points[1]), float(points[0])) if len(points) > 1 else 0.0
+    if dist(points[idx]) > max(0.25 * grid_step, 1e-9):
         out.append(points[idx])
     return out
 
