@@ -10,13 +10,13 @@ from __future__ import annotations
 import functools
 import json
 import sqlite3
-import threading
 from collections.abc import Sequence
 from typing import Any
 
 from medloop.core.errors import NotFoundError
 from medloop.core.records import Claim, ClaimFacts, Edge, Entity, Evidence, Quarantine, Tier, utcnow
 from medloop.core.store.base import RelatedRow, VectorRow
+from medloop.core.store.sqlite_base import SQLiteBase
 
 # SQLite's default limit on host parameters is 32766; stay far below it.
 _CHUNK = 500
@@ -34,17 +34,8 @@ def _chunks(items: Sequence[str]) -> list[Sequence[str]]:
     return [items[i : i + _CHUNK] for i in range(0, len(items), _CHUNK)]
 
 
-class KnowledgeTablesMixin:
+class KnowledgeTablesMixin(SQLiteBase):
     """Mixed into `SQLiteStore`; relies on its connection, lock and query helpers."""
-
-    _conn: sqlite3.Connection
-    _lock: threading.RLock
-
-    def _q(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> list[sqlite3.Row]:
-        raise NotImplementedError
-
-    def _x(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> int:
-        raise NotImplementedError
 
     def _xm(self, sql: str, rows: Sequence[tuple[Any, ...]]) -> int:
         with self._lock:

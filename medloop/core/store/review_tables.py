@@ -9,13 +9,13 @@ runs the open ones and closes them.
 from __future__ import annotations
 
 import sqlite3
-import threading
 from typing import Any, Literal, Protocol
 
 from pydantic import Field
 
 from medloop.core.errors import ConflictError, NotFoundError
 from medloop.core.records import Record, utcnow
+from medloop.core.store.sqlite_base import SQLiteBase
 
 RequestStatus = Literal["open", "done", "withdrawn"]
 
@@ -49,17 +49,8 @@ def _request(r: sqlite3.Row) -> ReproductionRequest:
     )
 
 
-class ReviewTablesMixin:
+class ReviewTablesMixin(SQLiteBase):
     """Mixed into `SQLiteStore`; relies on its connection, lock and query helpers."""
-
-    _conn: sqlite3.Connection
-    _lock: threading.RLock
-
-    def _q(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> list[sqlite3.Row]:
-        raise NotImplementedError
-
-    def _x(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> int:
-        raise NotImplementedError
 
     def add_reproduction_request(self, request: ReproductionRequest) -> None:
         self._x(

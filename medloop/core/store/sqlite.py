@@ -9,8 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,36 +70,6 @@ class SQLiteStore(KnowledgeTablesMixin, WebTablesMixin, ReviewTablesMixin, ToolT
         self.migrate()
 
     # ------------------------------------------------------------ plumbing
-
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()
-
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        """Atomic unit of work. Nested calls join the outer transaction."""
-        with self._lock:
-            if self._depth == 0:
-                self._conn.execute("BEGIN IMMEDIATE")
-            self._depth += 1
-            try:
-                yield
-            except BaseException:
-                self._depth -= 1
-                if self._depth == 0:
-                    self._conn.execute("ROLLBACK")
-                raise
-            self._depth -= 1
-            if self._depth == 0:
-                self._conn.execute("COMMIT")
-
-    def _q(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return self._conn.execute(sql, params).fetchall()
-
-    def _x(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> int:
-        with self._lock:
-            return self._conn.execute(sql, params).rowcount
 
     def migrate(self) -> list[str]:
         """Apply pending migrations in order; refuse a database newer than this code."""

@@ -7,25 +7,16 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 from typing import Any
 
 from medloop.core.errors import NotFoundError
 from medloop.core.ids import canonical_json
 from medloop.core.records import utcnow
+from medloop.core.store.sqlite_base import SQLiteBase
 
 
-class ToolTablesMixin:
+class ToolTablesMixin(SQLiteBase):
     """Mixed into `SQLiteStore`; relies on its connection, lock and query helpers."""
-
-    _conn: sqlite3.Connection
-    _lock: threading.RLock
-
-    def _q(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> list[sqlite3.Row]:
-        raise NotImplementedError
-
-    def _x(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> int:
-        raise NotImplementedError
 
     # ------------------------------------------------------------ charges
 

@@ -9,7 +9,6 @@ Secrets are never stored: tokens and session ids are kept as SHA-256 hashes (the
 from __future__ import annotations
 
 import sqlite3
-import threading
 import time
 from collections.abc import Sequence
 from typing import Any, Literal, NamedTuple, Protocol, TypedDict
@@ -20,6 +19,7 @@ from medloop.core.errors import ConflictError, NotFoundError
 from medloop.core.records import Record, Tier, utcnow
 from medloop.core.store.base import Page, Store
 from medloop.core.store.review_tables import ReviewStore
+from medloop.core.store.sqlite_base import SQLiteBase
 
 Role = Literal["viewer", "reviewer", "admin", "agent"]
 
@@ -210,20 +210,8 @@ def _claim_listing(row: tuple[Any, ...]) -> ClaimListing:
     return out
 
 
-class WebTablesMixin:
+class WebTablesMixin(SQLiteBase):
     """Mixed into `SQLiteStore`; relies on its connection, lock and query helpers."""
-
-    _conn: sqlite3.Connection
-    _lock: threading.RLock
-
-    def _q(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> list[sqlite3.Row]:
-        raise NotImplementedError
-
-    def _x(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> int:
-        raise NotImplementedError
-
-    def transaction(self) -> Any:
-        raise NotImplementedError
 
     # ------------------------------------------------------------ users and tokens
 
