@@ -20,11 +20,11 @@ from medloop import bootstrap
 from medloop.agents.space import grid
 from medloop.core.settings import Settings
 from medloop.core.specs import FloatRange, make_config, parse_campaign_spec
+from medloop.engine.base import TrialRequest, case_objective, trial_id_for
+from medloop.engine.replay import ReplayOutcome, ReplayTable, save_table
+from medloop.engine.trials import SandboxTrials
 from medloop.experiments.dataset import synth_phantom
 from medloop.experiments.dataset.phantom import SiteStyle
-from medloop.tools.base import TrialRequest, case_objective, trial_id_for
-from medloop.tools.replay import ReplayOutcome, ReplayTable, save_table
-from medloop.tools.trials import SandboxTrials
 
 # The search space the planner benchmark uses; lr on the planners' own grid.
 LR_RANGE = FloatRange(type="float", low=0.0003, high=0.01, log=True)

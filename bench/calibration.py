@@ -24,7 +24,7 @@ from medloop.agents.runner import CampaignRunner
 from medloop.agents.services import CampaignServices
 from medloop.core.specs import CampaignSpec, parse_campaign_spec
 from medloop.core.store import SQLiteStore
-from medloop.tools.replay import ReplayTrials, save_table, synthetic_table
+from medloop.engine.replay import ReplayTrials, save_table, synthetic_table
 
 SPACE: dict[str, list[Any]] = {
     "loss": ["dice", "dicece"],

@@ -29,9 +29,9 @@ from medloop.agents.services import CampaignServices
 from medloop.core.settings import Settings
 from medloop.core.specs import CampaignSpec, parse_campaign_spec
 from medloop.core.store import SQLiteStore
+from medloop.engine.replay import ReplayTable, ReplayTrials, config_signature, load_table
 from medloop.knowledge.base import KnowledgeBase
 from medloop.knowledge.factory import make_knowledge_base
-from medloop.tools.replay import ReplayTable, ReplayTrials, config_signature, load_table
 
 SEEDS = (0, 1, 2)
 BUDGETS = (15, 30, 60, 90)

@@ -20,10 +20,10 @@ if TYPE_CHECKING:
     from medloop.core.records import Campaign
     from medloop.core.specs import CampaignSpec
     from medloop.core.store import Store
+    from medloop.engine.base import TrialService
     from medloop.knowledge.base import KnowledgeBase
     from medloop.llm.base import LLMClient
     from medloop.sandbox.base import Executor
-    from medloop.tools.base import TrialService
     from medloop.tools.context import Caller, ToolContext
 
 
@@ -109,13 +109,13 @@ def trials_factory(
 
     def make(spec: CampaignSpec, campaign_id: str) -> TrialService:
         if spec.executor.kind == "table":
-            from medloop.tools.replay import ReplayTrials
+            from medloop.engine.replay import ReplayTrials
 
             if spec.executor.table is None:
                 raise SpecError("executor.kind is table but executor.table is not set")
             return ReplayTrials(store, spec, table=spec.executor.table)
+        from medloop.engine.trials import SandboxTrials
         from medloop.sandbox.scheduler import BudgetUsage
-        from medloop.tools.trials import SandboxTrials
 
         spent = BudgetUsage(**spent_budget(store, campaign_id)) if charge_campaign else BudgetUsage()
         executor = make_executor(settings, spec.sandbox, spec.executor, spec.budget, spent=spent)

@@ -13,8 +13,8 @@ from medloop.agents.seeds import final_seeds
 from medloop.agents.state import CampaignState
 from medloop.core.errors import MedloopError
 from medloop.core.specs import make_config
-from medloop.tools.analysis import arm_data, compare_arms, split_breakdown
-from medloop.tools.base import TrialRequest, trial_id_for
+from medloop.engine.analysis import arm_data, compare_arms, split_breakdown
+from medloop.engine.base import TrialRequest, trial_id_for
 
 
 class ClosingNodes(NodeBase):

@@ -14,7 +14,7 @@ from medloop.agents.state import CampaignState
 from medloop.core.errors import TrustError
 from medloop.core.records import Campaign, Hypothesis
 from medloop.core.specs import make_config
-from medloop.tools.analysis import (
+from medloop.engine.analysis import (
     analyze_hypotheses,
     arm_data,
     compare_arms,

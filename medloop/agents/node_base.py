@@ -11,8 +11,8 @@ from medloop.agents.services import CampaignServices, EventCallback
 from medloop.agents.space import config_key
 from medloop.agents.state import CampaignState
 from medloop.core.records import Campaign, Hypothesis, Trial
+from medloop.engine.base import PreparedDataset, TrialService
 from medloop.knowledge.base import RetrievalQuery, RetrievedClaim
-from medloop.tools.base import PreparedDataset, TrialService
 
 NodeFn = Callable[[CampaignState], dict[str, Any]]
 

@@ -17,9 +17,9 @@ from medloop.agents.state import CampaignState
 from medloop.core.ids import content_id
 from medloop.core.records import Hypothesis, Trial
 from medloop.core.specs import make_config
+from medloop.engine.analysis import arm_data
+from medloop.engine.base import TrialRequest, trial_id_for
 from medloop.sandbox.base import JobEvent
-from medloop.tools.analysis import arm_data
-from medloop.tools.base import TrialRequest, trial_id_for
 
 
 class PlanningNodes(NodeBase):

@@ -27,8 +27,8 @@ from medloop.core.errors import ConflictError
 from medloop.core.records import Evidence, Hypothesis, Trial
 from medloop.core.specs import CampaignSpec, make_config
 from medloop.core.store.review_tables import ReproductionRequest, ReviewStore
-from medloop.tools.analysis import arm_data, compare_arms, pooled_estimate, reproduction_agrees
-from medloop.tools.base import TrialRequest, TrialService, trial_id_for
+from medloop.engine.analysis import arm_data, compare_arms, pooled_estimate, reproduction_agrees
+from medloop.engine.base import TrialRequest, TrialService, trial_id_for
 
 Outcome = Literal["agreed", "disagreed", "failed"]
 

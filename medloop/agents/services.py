@@ -10,8 +10,8 @@ from typing import Any
 from medloop.agents.base import Planner
 from medloop.core.specs import CampaignSpec
 from medloop.core.store import Store
+from medloop.engine.base import TrialService
 from medloop.knowledge.base import KnowledgeBase
-from medloop.tools.base import TrialService
 
 EventCallback = Callable[[str, dict[str, Any]], None]
 

@@ -70,7 +70,7 @@ def convert(
 def _judge(name: str | None, api_base: str | None, api_key: str | None) -> Judge | None:
     if not name:
         return None
-    from medloop.evaluation.vqa_api import LLMJudge
+    from medloop.engine.vqa_api import LLMJudge
 
     return LLMJudge(_llm(name, api_base, api_key), name=name)
 
@@ -98,8 +98,8 @@ def score(
     json_out: JsonOut = False,
 ) -> None:
     """Score a model's answers: accuracy overall and per category, random baseline, CIs."""
+    from medloop.engine.vqa_bench import save_json
     from medloop.evaluation.vqa import score_files
-    from medloop.evaluation.vqa_bench import save_json
 
     report = score_files(
         benchmark, predictions, model=model, judge=_judge(judge, api_base, api_key), resamples=resamples
@@ -155,8 +155,8 @@ def bench(
 ) -> None:
     """Answer a benchmark with one or two models, score each on the host and compare them."""
     from medloop.core.errors import SpecError
+    from medloop.engine.vqa_bench import save_json
     from medloop.evaluation.vqa import score_files
-    from medloop.evaluation.vqa_bench import save_json
     from medloop.evaluation.vqa_stats import compare_reports
     from medloop.experiments.vlm.tsv import read_tsv
 
@@ -212,8 +212,8 @@ def _answer(
     """Raw answers of one model: in a sandbox job for local models, on the host for APIs."""
     local = name == "tiny" or name.startswith("hf:") or Path(name).expanduser().is_dir()
     if not local:
-        from medloop.evaluation.vqa_api import ChatAnswerModel
-        from medloop.evaluation.vqa_bench import run_api_model
+        from medloop.engine.vqa_api import ChatAnswerModel
+        from medloop.engine.vqa_bench import run_api_model
 
         answers = folder / "predictions.jsonl"
         run_api_model(
@@ -225,7 +225,7 @@ def _answer(
         )
         return answers
     from medloop.core.specs import ExecutorSpec, SandboxSpec, VqaConfig
-    from medloop.evaluation.vqa_bench import run_local_model
+    from medloop.engine.vqa_bench import run_local_model
     from medloop.sandbox.factory import make_executor
 
     conf = settings()

@@ -1,5 +1,5 @@
 """Which option did a free-text answer choose? Exact option letter first, then option text;
-what neither settles goes to an optional LLM judge (medloop.evaluation.vqa_api.LLMJudge).
+what neither settles goes to an optional LLM judge (medloop.engine.vqa_api.LLMJudge).
 
 Letter rules, in order: the whole answer is a letter ("B", "(B)", "B.", "**B**"); it starts
 with a letter and punctuation ("B. liver", "(C) left"); an explicit phrase ("the answer is

@@ -17,8 +17,8 @@ from medloop.core.errors import SpecError
 from medloop.core.records import Campaign
 from medloop.core.specs import CampaignSpec
 from medloop.core.store import Store
+from medloop.engine.base import TrialService
 from medloop.knowledge.base import KnowledgeBase
-from medloop.tools.base import TrialService
 
 Role = Literal["viewer", "agent", "reviewer", "admin"]
 ROLES: tuple[str, ...] = get_args(Role)

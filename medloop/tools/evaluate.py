@@ -11,11 +11,11 @@ from pydantic import Field, model_validator
 from medloop.core.errors import ConflictError, PermissionDenied, SpecError
 from medloop.core.records import DatasetManifest, SplitEvaluation, Trial
 from medloop.core.specs import Objective, ValidationPolicy
+from medloop.engine.analysis import ArmData, arm_data, compare_arms
+from medloop.engine.base import FINAL_STATUSES
 from medloop.evaluation import stats
 from medloop.evaluation.metrics import HIGHER_IS_BETTER, evaluate_split
 from medloop.experiments.dataset import held_out_labels, read_dataset
-from medloop.tools.analysis import ArmData, arm_data, compare_arms
-from medloop.tools.base import FINAL_STATUSES
 from medloop.tools.common import resolve_path
 from medloop.tools.context import READ, TEST_SPLIT, ToolContext
 from medloop.tools.datasets import EXAMPLE_DATASET

@@ -22,8 +22,8 @@ from typing import Any
 from medloop.core.errors import MedloopError
 from medloop.core.records import Trial
 from medloop.core.store import Store
+from medloop.engine.base import TrialRequest, TrialService
 from medloop.sandbox.base import JobEvent
-from medloop.tools.base import TrialRequest, TrialService
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from medloop.core.errors import ConflictError, NotFoundError, SpecError
 from medloop.core.ids import content_id
 from medloop.core.records import Campaign, Trial
 from medloop.core.specs import CampaignSpec, SegConfig
-from medloop.tools.base import FINAL_STATUSES, TrialRequest, case_objective, trial_id_for
+from medloop.engine.base import FINAL_STATUSES, TrialRequest, case_objective, trial_id_for
 from medloop.tools.common import GPU_HOURS, TRIALS, Budgeted, budget_view, require_budget, resolve_path
 from medloop.tools.context import ACT, READ, ToolContext
 from medloop.tools.datasets import EXAMPLE_DATASET

@@ -19,7 +19,7 @@ def replay_table(path: Path) -> Path:
     """A table with a planted effect: dicece +0.04 Dice, lr best at 1e-3, augmentation none."""
     from medloop.agents.space import grid
     from medloop.core.specs import FloatRange
-    from medloop.tools.replay import save_table, synthetic_table
+    from medloop.engine.replay import save_table, synthetic_table
 
     lrs = grid(FloatRange(type="float", low=0.0003, high=0.003, log=True))
     space: dict[str, list[Any]] = {"loss": ["dice", "dicece"], "augmentation": ["none", "light"], "lr": lrs}

@@ -1,7 +1,7 @@
 """The model boundary of the benchmark runner: anything that answers a batch of VQA items.
 
 Backends: a local Hugging Face model (`hf.py`, runs in the sandbox) and, on the host, any
-litellm chat model (`medloop.evaluation.vqa_api`). Models answer in free text; the host
+litellm chat model (`medloop.engine.vqa_api`). Models answer in free text; the host
 extracts the chosen option later, so a backend never sees the answers.
 """
 

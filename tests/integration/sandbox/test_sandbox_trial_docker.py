@@ -12,10 +12,10 @@ from medloop.core.records import JobResult, JobSpec, TrialSpec
 from medloop.core.settings import Settings
 from medloop.core.specs import CampaignSpec, SegConfig
 from medloop.core.store import open_store
+from medloop.engine.trials import JOB_COMMAND, SandboxTrials
 from medloop.experiments.dataset import synth_phantom
 from medloop.sandbox.base import JobEvent, job_key, limits_for
 from medloop.sandbox.factory import make_executor
-from medloop.tools.trials import JOB_COMMAND, SandboxTrials
 from tests.conftest import require
 from tests.contract.sandbox.conftest import docker_available
 

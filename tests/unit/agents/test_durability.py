@@ -16,7 +16,7 @@ from medloop.agents.planners.offline import OfflinePlanner
 from medloop.agents.runner import CampaignRunner
 from medloop.agents.services import CampaignServices
 from medloop.core.store import SQLiteStore
-from medloop.tools.replay import ReplayTrials
+from medloop.engine.replay import ReplayTrials
 from tests.fakes import FakeKnowledge
 from tests.unit.agents.test_replay_campaign import make_spec, table  # noqa: F401 - fixture
 

@@ -11,8 +11,8 @@ from medloop.agents.runner import CampaignRunner
 from medloop.agents.services import CampaignServices
 from medloop.core.settings import Settings
 from medloop.core.store import SQLiteStore
+from medloop.engine.replay import ReplayTrials
 from medloop.knowledge.factory import make_knowledge_base
-from medloop.tools.replay import ReplayTrials
 from tests.unit.agents.test_replay_campaign import make_spec, table  # noqa: F401 - fixture
 
 

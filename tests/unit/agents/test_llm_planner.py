@@ -14,9 +14,9 @@ from medloop.agents.runner import CampaignRunner
 from medloop.agents.services import CampaignServices
 from medloop.core.records import Claim, ClaimContext, Effect, FactorChange
 from medloop.core.store import SQLiteStore
+from medloop.engine.replay import ReplayTrials
 from medloop.knowledge.base import RetrievedClaim
 from medloop.llm.litellm_client import LiteLLMClient
-from medloop.tools.replay import ReplayTrials
 from tests.fakes import FakeKnowledge
 from tests.openai_server import FakeOpenAI
 from tests.unit.agents.test_replay_campaign import make_spec, table  # noqa: F401 - fixture

@@ -18,7 +18,7 @@ from medloop.core.ids import new_id
 from medloop.core.specs import FloatRange
 from medloop.core.store import SQLiteStore
 from medloop.core.store.review_tables import ReproductionRequest
-from medloop.tools.replay import save_table, synthetic_table
+from medloop.engine.replay import save_table, synthetic_table
 
 CAMPAIGN = """\
 name: replay
@@ -124,8 +124,8 @@ def test_running_campaign_runs_requests_between_cycles(tmp_path: Path) -> None:
     from medloop.agents.runner import CampaignRunner
     from medloop.agents.services import CampaignServices
     from medloop.core.settings import Settings
+    from medloop.engine.replay import ReplayTrials
     from medloop.knowledge.factory import make_knowledge_base
-    from medloop.tools.replay import ReplayTrials
     from tests.unit.agents.test_replay_campaign import make_spec
 
     lrs = grid(FloatRange(type="float", low=0.0003, high=0.003, log=True))

@@ -14,10 +14,10 @@ from medloop.core.records import Trial
 from medloop.core.settings import Settings
 from medloop.core.specs import CampaignSpec
 from medloop.core.store import SQLiteStore
+from medloop.engine.base import TrialCallback, TrialRequest, TrialService
+from medloop.engine.replay import ReplayTrials, save_table, synthetic_table
 from medloop.sandbox.base import EventSink
-from medloop.tools.base import TrialCallback, TrialRequest, TrialService
 from medloop.tools.context import Caller, ToolContext, ToolLimits
-from medloop.tools.replay import ReplayTrials, save_table, synthetic_table
 
 # The replay table's true effect of loss=dicece over loss=dice on every case.
 PLANTED = 0.04

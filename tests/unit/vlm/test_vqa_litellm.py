@@ -13,9 +13,9 @@ import pytest
 from typer.testing import CliRunner
 
 from medloop.cli import app
+from medloop.engine.vqa_api import ChatAnswerModel
+from medloop.engine.vqa_bench import run_api_model
 from medloop.evaluation.vqa import score_files
-from medloop.evaluation.vqa_api import ChatAnswerModel
-from medloop.evaluation.vqa_bench import run_api_model
 from medloop.llm.litellm_client import LiteLLMClient
 from tests.openai_server import FakeOpenAI
 from tests.unit.vlm.builders import COLOURS, colour_row, dominant_colour, write_rows
@@ -118,7 +118,7 @@ def test_judge_use_is_logged_per_item(benchmark: Path, tmp_path: Path) -> None:
         answers = tmp_path / "vague.jsonl"
         summary = run_api_model(benchmark, ChatAnswerModel(client, name="vague"), answers, batch_size=4)
         assert summary.answered == 12 and summary.skipped == 1
-        from medloop.evaluation.vqa_api import LLMJudge
+        from medloop.engine.vqa_api import LLMJudge
 
         judge = LLMJudge(
             LiteLLMClient("openai/judge", api_base=server.api_base, api_key="test"), name="judge"

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from medloop.core.errors import DatasetError
+from medloop.engine.base import case_objective
+from medloop.engine.vqa_api import LLMJudge
 from medloop.evaluation.vqa import read_predictions, score, score_files, to_split_evaluation
-from medloop.evaluation.vqa_api import LLMJudge
 from medloop.experiments.vlm.tsv import read_tsv
 from medloop.llm.scripted import ScriptedLLM
-from medloop.tools.base import case_objective
 from tests.unit.vlm.builders import colour_row, write_rows
 
 

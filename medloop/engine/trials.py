@@ -37,6 +37,14 @@ from medloop.core.specs import (
     VqaConfig,
 )
 from medloop.core.store import Store
+from medloop.engine.base import (
+    FINAL_STATUSES,
+    PreparedDataset,
+    TrialCallback,
+    TrialRequest,
+    aggregate,
+    case_objective,
+)
 from medloop.evaluation.metrics import evaluate_split, tamper_gap
 from medloop.evaluation.vqa import evaluate_split as evaluate_vqa_split
 from medloop.experiments.dataset import (
@@ -54,14 +62,6 @@ from medloop.experiments.vlm.manifest import (
 )
 from medloop.experiments.vlm.manifest import held_out_items as vqa_items
 from medloop.sandbox.base import EventSink, Executor, job_key, limits_for
-from medloop.tools.base import (
-    FINAL_STATUSES,
-    PreparedDataset,
-    TrialCallback,
-    TrialRequest,
-    aggregate,
-    case_objective,
-)
 
 JOB_COMMAND = ["python", "-m", "medloop.experiments", "run", "--spec", "/in/spec.json", "--out", "/out"]
 # Reported vs recomputed Dice may differ by resampling/rounding; anything beyond is tampering.

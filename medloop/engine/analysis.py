@@ -14,8 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from medloop.core.records import Hypothesis, Trial
 from medloop.core.specs import Objective, ValidationPolicy
 from medloop.core.store import Store
+from medloop.engine.base import aggregate, case_objective
 from medloop.evaluation import stats
-from medloop.tools.base import aggregate, case_objective
 
 
 class ArmData(BaseModel):

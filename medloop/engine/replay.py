@@ -34,8 +34,8 @@ from medloop.core.records import (
 )
 from medloop.core.specs import CampaignSpec, Scalar, TrialConfig
 from medloop.core.store import Store
+from medloop.engine.base import FINAL_STATUSES, PreparedDataset, TrialCallback, TrialRequest, aggregate
 from medloop.sandbox.base import EventSink
-from medloop.tools.base import FINAL_STATUSES, PreparedDataset, TrialCallback, TrialRequest, aggregate
 
 
 class ReplayOutcome(BaseModel):
