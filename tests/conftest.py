@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from medloop.core.settings import OFFLINE_ENV, Settings
+from tests.postgres import Cluster, start_cluster, unavailable
 
 for _key, _value in OFFLINE_ENV.items():
     os.environ.setdefault(_key, _value)
@@ -43,3 +44,22 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
 @pytest.fixture
 def settings(workspace: Path) -> Settings:
     return Settings()
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[Cluster]:
+    """One throwaway Postgres cluster for the whole run (tests/postgres.py)."""
+    why = unavailable()
+    require("postgres", why is None, why or "")
+    # Durability off: the cluster dies with the run.
+    cluster = start_cluster("fsync=off", "synchronous_commit=off", "full_page_writes=off")
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_cluster: Cluster) -> str:
+    """A fresh, empty database of the session's cluster (SQLAlchemy URL)."""
+    return postgres_cluster.create_database()

@@ -1,15 +1,16 @@
-"""The `Store` boundary. SQLite is the default backend; others implement the same protocol.
+"""The store boundary: one repository per aggregate, each a small Protocol, and the `Store`
+that holds them (`store.trials.get(id)`, `store.claims.put(...)`) with `transaction()`.
 
 Writes that belong together (a claim, its evidence and the audit entry) go through one
-`transaction()` so a crash never leaves half a record.
+`transaction()`, so a crash never leaves half a record. `put` methods are idempotent on
+content-derived ids and say what was new; the agent relies on that after a crash.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Protocol
 
 from medloop.core.records import (
     AuditEntry,
@@ -25,73 +26,51 @@ from medloop.core.records import (
     Trial,
     TrialResult,
 )
+from medloop.core.store.rows import (
+    ApiToken,
+    ClaimListing,
+    Page,
+    RelatedRow,
+    ReproductionRequest,
+    RequestStatus,
+    TokenLogin,
+    ToolJob,
+    TrialListing,
+    User,
+    VectorRow,
+    WebSession,
+)
 
-T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Page(Generic[T]):
-    """One page of a cursor-paginated listing. Pass `next_cursor` back as `after`."""
-
-    items: list[T]
-    next_cursor: str | None
-
-    def __iter__(self) -> Iterator[T]:
-        return iter(self.items)
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-
-@dataclass(frozen=True)
-class VectorRow:
-    """A claim statement's embedding: float32 bytes of shape (dim,), L2-normalised."""
-
-    claim_id: str
-    embedder: str
-    dim: int
-    text_hash: str
-    vector: bytes
+EdgeRow = tuple[int, str, str, str, str, str]  # seq, src, dst, kind, src_kind, dst_kind
+AuditItem = tuple[str, str, str, str, dict[str, Any]]  # actor, action, object_type, object_id, detail
 
 
-@dataclass(frozen=True)
-class RelatedRow:
-    """An earlier claim's comparable facts and campaign (for relation checks)."""
+class Campaigns(Protocol):
+    def add(self, campaign: Campaign) -> None: ...
+    def get(self, campaign_id: str) -> Campaign: ...
+    def list(self, *, status: str | None = None, after: str | None = None, limit: int = 100) -> Page[Campaign]:
+        """Newest first."""
 
-    claim_id: str
-    task: str
-    outcome: str
-    dataset: str
-    dataset_checksum: str
-    fingerprint: dict[str, float]
-    sign: int
-    campaign_id: str | None = None  # filled only when the query filtered by campaign
+    def update(self, campaign_id: str, **changes: Any) -> Campaign: ...
 
 
-class Store(Protocol):
-    """Campaigns, cycles, hypotheses, trials, claims and the audit log."""
+class Cycles(Protocol):
+    """A campaign's cycle summaries and the hypotheses it tested."""
 
-    def transaction(self) -> AbstractContextManager[None]: ...
-
-    # campaigns
-    def add_campaign(self, campaign: Campaign) -> None: ...
-    def get_campaign(self, campaign_id: str) -> Campaign: ...
-    def list_campaigns(
-        self, *, status: str | None = None, after: str | None = None, limit: int = 100
-    ) -> Page[Campaign]: ...
-    def update_campaign(self, campaign_id: str, **changes: Any) -> Campaign: ...
-    def record_cycle(self, campaign_id: str, idx: int, summary: dict[str, Any]) -> None: ...
-    def list_cycles(self, campaign_id: str) -> list[dict[str, Any]]: ...
-
-    # hypotheses
+    def record(self, campaign_id: str, idx: int, summary: dict[str, Any]) -> None: ...
+    def list(self, campaign_id: str) -> list[dict[str, Any]]: ...
     def put_hypothesis(self, hypothesis: Hypothesis) -> None: ...
     def get_hypothesis(self, hypothesis_id: str) -> Hypothesis: ...
-    def list_hypotheses(self, campaign_id: str, cycle: int | None = None) -> list[Hypothesis]: ...
+    def hypotheses(self, campaign_id: str, cycle: int | None = None) -> list[Hypothesis]:
+        """In insertion order."""
 
-    # trials
-    def put_trial(self, trial: Trial) -> bool: ...
-    def get_trial(self, trial_id: str) -> Trial: ...
-    def list_trials(
+
+class Trials(Protocol):
+    def put(self, trial: Trial) -> bool:
+        """Insert; False (and nothing changed) if the id exists."""
+
+    def get(self, trial_id: str) -> Trial: ...
+    def list(
         self,
         *,
         campaign_id: str | None = None,
@@ -100,64 +79,114 @@ class Store(Protocol):
         after: str | None = None,
         limit: int = 1000,
     ) -> Page[Trial]: ...
-    def set_trial_result(self, trial_id: str, result: TrialResult) -> Trial: ...
-    def set_trial_status(self, trial_id: str, status: str) -> None: ...
-    def find_trial(self, spec_hash: str, *, status: str = "succeeded") -> Trial | None: ...
+    def set_result(self, trial_id: str, result: TrialResult) -> Trial: ...
+    def set_status(self, trial_id: str, status: str) -> None: ...
+    def find(self, spec_hash: str, *, status: str = "succeeded") -> Trial | None:
+        """The oldest trial of this spec in this status (a re-run is reused, not repeated)."""
 
-    # claims
-    def put_claim(self, claim: Claim, evidence: list[Evidence]) -> bool: ...
-    def get_claim(self, claim_id: str) -> Claim: ...
-    def list_claims(
+
+class Listings(Protocol):
+    """Column-only reads for the dashboard and the API (no record JSON parsed)."""
+
+    def trials(
         self,
         *,
-        tiers: list[Tier] | None = None,
+        campaign_id: str | None = None,
+        hypothesis_id: str | None = None,
+        status: str | None = None,
+        after: str | None = None,
+        limit: int = 50,
+    ) -> Page[TrialListing]:
+        """Same order and cursor as `Trials.list`."""
+
+    def claims(
+        self,
+        *,
+        tiers: Sequence[str] | None = None,
+        dataset: str | None = None,
+        outcome: str | None = None,
+        campaign_id: str | None = None,
+        after: str | None = None,
+        limit: int = 50,
+    ) -> Page[ClaimListing]:
+        """Same order and cursor as `Claims.list`."""
+
+    def trial_counts(self, campaign_id: str) -> dict[str, int]: ...
+    def trial_curve(self, campaign_id: str) -> list[tuple[str, str, str, float | None]]:
+        """(id, arm, status, objective) of finished trials in the order results arrived."""
+
+    def recent_trials(self, campaign_id: str, limit: int = 30) -> list[TrialListing]: ...
+    def campaign_progress(self, campaign_id: str) -> dict[str, Any]:
+        """A cheap fingerprint of a campaign's state: changes whenever anything visible does."""
+
+
+class Claims(Protocol):
+    def put(self, items: Sequence[tuple[Claim, Sequence[Evidence]]]) -> list[str]:
+        """Insert claims with their evidence; ids that exist are skipped. Returns the new ids."""
+
+    def get(self, claim_id: str) -> Claim: ...
+    def get_many(self, claim_ids: Sequence[str]) -> list[Claim]:
+        """In the order asked; unknown ids are left out."""
+
+    def list(
+        self,
+        *,
+        tiers: Sequence[Tier] | None = None,
         dataset: str | None = None,
         outcome: str | None = None,
         campaign_id: str | None = None,
         after: str | None = None,
         limit: int = 1000,
     ) -> Page[Claim]: ...
-    def set_claim_tier(self, claim_id: str, tier: Tier) -> Claim: ...
-    def add_evidence(self, evidence: list[Evidence]) -> None: ...
-    def list_evidence(self, claim_id: str) -> list[Evidence]: ...
-    def claims_citing(self, ref_id: str) -> list[str]: ...
+    def set_tier(self, claim_id: str, tier: Tier) -> Claim:
+        """Low-level; callers go through the knowledge lifecycle, which audits."""
 
-    # audit
-    def append_audit(
-        self, actor: str, action: str, object_type: str, object_id: str, detail: dict[str, Any]
-    ) -> AuditEntry: ...
-    def append_audits(
-        self, entries: Sequence[tuple[str, str, str, str, dict[str, Any]]]
-    ) -> list[AuditEntry]: ...
-    def list_audit(
-        self, *, object_id: str | None = None, after: int = 0, limit: int = 1000
-    ) -> list[AuditEntry]: ...
+    def tiers(self, claim_ids: Sequence[str] | None = None) -> dict[str, Tier]:
+        """claim id -> tier, for these ids or every claim."""
 
-    # knowledge model (tables of migration 0200; the knowledge package owns their meaning)
-    def get_claims(self, claim_ids: Sequence[str]) -> list[Claim]: ...
-    def put_claims(self, items: Sequence[tuple[Claim, list[Evidence]]]) -> list[str]: ...
-    def claim_tiers(self, claim_ids: Sequence[str] | None = None) -> dict[str, Tier]: ...
+
+class EvidenceLinks(Protocol):
+    def add(self, evidence: Sequence[Evidence]) -> None:
+        """Attach evidence to existing claims (NotFoundError otherwise). Idempotent."""
+
+    def list(self, claim_id: str) -> list[Evidence]: ...
+    def citing(self, ref_id: str) -> list[str]:
+        """Ids of the claims with evidence that refers to `ref_id`."""
+
+    def without_edges(self, limit: int = 10_000) -> list[Evidence]:
+        """Trial/source/claim evidence of claims with facts but no graph edge yet."""
+
+
+class Graph(Protocol):
+    """Knowledge graph nodes other than claims, and typed edges in `seq` order."""
+
     def put_entities(self, entities: Sequence[Entity]) -> int: ...
     def get_entity(self, entity_id: str) -> Entity: ...
-    def list_entities(self, *, kind: str | None = None, limit: int = 1000) -> list[Entity]: ...
-    def put_edges(self, edges: Sequence[Edge]) -> int: ...
-    def list_edges(
+    def put_edges(self, edges: Sequence[Edge]) -> int:
+        """Insert edges (unique on src, dst, kind); returns how many were new."""
+
+    def edges(
         self,
         *,
         after_seq: int = 0,
         src: str | None = None,
-        dst: str | None = None,
+        dst: Sequence[str] | None = None,
         kinds: Sequence[str] | None = None,
         limit: int = 10_000,
     ) -> list[Edge]: ...
-    def edge_rows(
-        self, *, after_seq: int = 0, limit: int = 50_000
-    ) -> list[tuple[int, str, str, str, str, str]]: ...
-    def edges_into(self, dst_ids: Sequence[str], kinds: Sequence[str]) -> list[tuple[str, str]]: ...
-    def max_edge_seq(self) -> int: ...
-    def put_claim_facts(self, facts: ClaimFacts) -> int: ...
-    def put_claim_facts_many(self, facts: Sequence[ClaimFacts]) -> dict[str, int]: ...
-    def list_claim_facts(
+    def edge_rows(self, *, after_seq: int = 0, limit: int = 50_000) -> list[EdgeRow]:
+        """Without attrs: what a graph index needs to follow the table cheaply."""
+
+    def max_seq(self) -> int: ...
+
+
+class Facts(Protocol):
+    """Queryable facts per claim, in ingest order (`seq`)."""
+
+    def put(self, facts: Sequence[ClaimFacts]) -> dict[str, int]:
+        """Record facts once per claim; returns claim id -> seq (the existing one on a repeat)."""
+
+    def list(
         self,
         *,
         after_seq: int = 0,
@@ -166,10 +195,11 @@ class Store(Protocol):
         claim_ids: Sequence[str] | None = None,
         limit: int = 10_000,
     ) -> list[ClaimFacts]: ...
-    def max_claim_seq(self) -> int: ...
-    def claim_facts_rows(self) -> list[tuple[str, str, str, list[str]]]: ...
-    def evidence_without_edges(self, limit: int = 10_000) -> list[Evidence]: ...
-    def related_claims(
+    def rows(self) -> list[tuple[str, str, str, list[str]]]:
+        """(claim id, task, outcome, factors) of every claim, without building records."""
+
+    def max_seq(self) -> int: ...
+    def related(
         self,
         *,
         intervention: str,
@@ -179,8 +209,11 @@ class Store(Protocol):
         exclude: str,
         other_campaign: str | None = None,
         limit: int = 50,
-    ) -> list[RelatedRow]: ...
-    def find_claim_ids(
+    ) -> list[RelatedRow]:
+        """Claims about the same change and outcome with a sign in `signs` (and from another
+        campaign than `other_campaign`, if given): same dataset first, then newest."""
+
+    def find_ids(
         self,
         *,
         tiers: Sequence[Tier],
@@ -188,16 +221,109 @@ class Store(Protocol):
         outcome: str | None = None,
         factors: Sequence[str] = (),
         limit: int = 100,
-    ) -> list[str]: ...
-    def put_vectors(self, rows: Sequence[VectorRow]) -> None: ...
-    def get_vectors(self, claim_ids: Sequence[str]) -> dict[str, VectorRow]: ...
-    def get_meta(self, key: str) -> str | None: ...
-    def set_meta(self, key: str, value: str) -> None: ...
-    def put_quarantine(self, quarantine: Quarantine) -> None: ...
-    def add_quarantine_members(self, quarantine_id: str, members: dict[str, str]) -> None: ...
-    def get_quarantine(self, quarantine_id: str) -> Quarantine: ...
-    def list_quarantines(
-        self, *, active_only: bool = False, target_id: str | None = None
-    ) -> list[Quarantine]: ...
-    def lift_quarantine(self, quarantine_id: str, *, actor: str, reason: str) -> None: ...
-    def active_quarantine_holds(self, claim_ids: Sequence[str]) -> dict[str, list[str]]: ...
+    ) -> list[str]:
+        """Claims in `tiers` matching the structured filter (any of `factors`), newest first."""
+
+
+class Vectors(Protocol):
+    def put(self, rows: Sequence[VectorRow]) -> None: ...
+    def get(self, claim_ids: Sequence[str]) -> dict[str, VectorRow]: ...
+
+
+class Meta(Protocol):
+    def get(self, key: str) -> str | None: ...
+    def set(self, key: str, value: str) -> None: ...
+
+
+class Quarantines(Protocol):
+    def put(self, quarantine: Quarantine) -> None: ...
+    def add_members(self, quarantine_id: str, members: dict[str, str]) -> None: ...
+    def get(self, quarantine_id: str) -> Quarantine: ...
+    def list(self, *, active_only: bool = False, target_id: str | None = None) -> list[Quarantine]: ...
+    def lift(self, quarantine_id: str, *, actor: str, reason: str) -> None: ...
+    def holds(self, claim_ids: Sequence[str]) -> dict[str, list[str]]:
+        """claim id -> ids of the active quarantines that hold it."""
+
+
+class Audit(Protocol):
+    """Append-only, hash-chained: hash = sha256(prev_hash + canonical entry)."""
+
+    def append(
+        self, actor: str, action: str, object_type: str, object_id: str, detail: dict[str, Any]
+    ) -> AuditEntry: ...
+    def append_many(self, entries: Sequence[AuditItem]) -> list[AuditEntry]: ...
+    def list(self, *, object_id: str | None = None, after: int = 0, limit: int = 1000) -> list[AuditEntry]: ...
+    def verify(self) -> tuple[bool, int | None]:
+        """Recompute the chain: (ok, first bad seq)."""
+
+
+class Users(Protocol):
+    def add(self, user: User) -> None: ...
+    def get(self, name: str) -> User: ...
+    def list(self) -> list[User]: ...
+    def rate_hit(self, user: str, action: str, *, limit: int, window_s: float) -> float:
+        """Count one `action` if fewer than `limit` happened in the last `window_s` seconds:
+        0.0 if counted, else the seconds until one frees up. Shared by every process."""
+
+
+class Tokens(Protocol):
+    def add(self, token: ApiToken) -> None: ...
+    def get(self, token_id: str) -> ApiToken: ...
+    def list(self, user: str | None = None) -> list[ApiToken]: ...
+    def revoke(self, token_id: str) -> None: ...
+    def login(self, token_id: str) -> TokenLogin | None: ...
+
+
+class Sessions(Protocol):
+    def add(self, session: WebSession) -> None: ...
+    def get(self, id_hash: str) -> WebSession: ...
+    def revoke(self, id_hash: str) -> None: ...
+
+
+class Reviews(Protocol):
+    """Reviewers' reproduction requests."""
+
+    def add(self, request: ReproductionRequest) -> None: ...
+    def get(self, request_id: str) -> ReproductionRequest: ...
+    def list(self, *, claim_id: str | None = None, status: str | None = None) -> list[ReproductionRequest]: ...
+    def close(self, request_id: str, status: RequestStatus = "done") -> None:
+        """open -> done | withdrawn; again with the same status is a no-op, another a conflict."""
+
+
+class ToolLedger(Protocol):
+    """Per-caller charges (for budgets) and job handles of the tool library."""
+
+    def charge(self, caller: str, resource: str, ref_id: str, amount: float, *, settle: bool = False) -> bool:
+        """Idempotent per (caller, resource, ref_id) unless `settle`, which replaces the
+        amount (a reservation becoming the measured value). True if a row was written."""
+
+    def usage(self, caller: str, *, since: str = "") -> dict[str, float]:
+        """resource -> total charged since the ISO time `since` ('' = ever)."""
+
+    def charges(self, caller: str, resource: str) -> dict[str, float]: ...
+    def put_job(self, job: ToolJob) -> bool: ...
+    def get_job(self, handle: str) -> ToolJob: ...
+    def list_jobs(self, *, caller: str | None = None, kind: str | None = None, limit: int = 1000) -> list[ToolJob]: ...
+
+
+class Store(Protocol):
+    campaigns: Campaigns
+    cycles: Cycles
+    trials: Trials
+    listings: Listings
+    claims: Claims
+    evidence: EvidenceLinks
+    graph: Graph
+    facts: Facts
+    vectors: Vectors
+    meta: Meta
+    quarantines: Quarantines
+    audit: Audit
+    users: Users
+    tokens: Tokens
+    sessions: Sessions
+    reviews: Reviews
+    ledger: ToolLedger
+
+    def transaction(self) -> AbstractContextManager[None]: ...
+    def close(self) -> None: ...

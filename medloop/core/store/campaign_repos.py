@@ -1,0 +1,270 @@
+"""Campaigns, cycles and hypotheses, trials, their column-only listings, and the audit log."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any, cast
+
+import sqlalchemy as sa
+
+from medloop.core.errors import NotFoundError
+from medloop.core.ids import canonical_json, sha256_hex
+from medloop.core.records import AuditEntry, Campaign, Hypothesis, Trial, TrialResult, utcnow
+from medloop.core.store import schema as s
+from medloop.core.store.base import AuditItem
+from medloop.core.store.db import Database, eq
+from medloop.core.store.mapper import Mapper, R
+from medloop.core.store.rows import ClaimListing, Page, TrialListing
+
+GENESIS_HASH = "0" * 64
+CAMPAIGN = Mapper(
+    Campaign,
+    s.campaigns,
+    json={
+        "spec_json": "spec",
+        "state_json": ("baseline", "incumbent", "incumbent_objective", "baseline_objective", "summary"),
+    },
+)
+HYPOTHESIS = Mapper(Hypothesis, s.hypotheses, json={"json": "*"})
+TRIAL = Mapper(
+    Trial,
+    s.trials,
+    json={"spec_json": "spec", "result_json": "result"},
+    columns={"seed": "spec.seed", "objective": "result.objective"},
+)
+AUDIT = Mapper(AuditEntry, s.audit, json={"detail_json": "detail"})
+
+
+def one(db: Database, mapper: Mapper[R], key: str, missing: str, hint: str | None = None) -> R:
+    """The record whose primary key is `key`, or NotFoundError(missing)."""
+    table = mapper.table
+    rows = db.all(sa.select(table).where(table.primary_key.columns[0] == key))
+    if not rows:
+        raise NotFoundError(missing, hint=hint)
+    return mapper.record(rows[0])
+
+
+class SqlCampaigns:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def add(self, campaign: Campaign) -> None:
+        self.db.write(sa.insert(s.campaigns), CAMPAIGN.row(campaign))
+
+    def get(self, campaign_id: str) -> Campaign:
+        return one(self.db, CAMPAIGN, campaign_id, f"campaign {campaign_id} not found", "see `medloop campaign list`")
+
+    def list(self, *, status: str | None = None, after: str | None = None, limit: int = 100) -> Page[Campaign]:
+        t = s.campaigns
+        stmt = sa.select(t).where(*eq(t, status=status))
+        return self.db.page(stmt, t.c.id, CAMPAIGN.record, after=after, limit=limit, desc=True)
+
+    def update(self, campaign_id: str, **changes: Any) -> Campaign:
+        with self.db.transaction():
+            updated = self.get(campaign_id).model_copy(update={**changes, "updated_at": utcnow()})
+            Campaign.model_validate(updated.model_dump())  # type-check the changes
+            self.db.write(sa.update(s.campaigns).where(s.campaigns.c.id == campaign_id), CAMPAIGN.row(updated))
+        return updated
+
+
+class SqlCycles:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def record(self, campaign_id: str, idx: int, summary: dict[str, Any]) -> None:
+        row = {"campaign_id": campaign_id, "idx": idx, "summary_json": json.dumps(summary, default=str)}
+        self.db.put(s.cycles, [row | {"created_at": utcnow()}], update=["summary_json"])
+
+    def list(self, campaign_id: str) -> list[dict[str, Any]]:
+        c = s.cycles
+        rows = self.db.all(sa.select(c.c.idx, c.c.summary_json).where(c.c.campaign_id == campaign_id).order_by(c.c.idx))
+        return [{"idx": r.idx, **json.loads(r.summary_json)} for r in rows]
+
+    def put_hypothesis(self, hypothesis: Hypothesis) -> None:
+        h = s.hypotheses
+        seq = sa.select(sa.func.coalesce(sa.func.max(h.c.seq), 0) + 1).scalar_subquery()
+        self.db.put(h, [HYPOTHESIS.row(hypothesis, created_at=utcnow(), seq=seq)], update=["verdict", "json"])
+
+    def get_hypothesis(self, hypothesis_id: str) -> Hypothesis:
+        return one(self.db, HYPOTHESIS, hypothesis_id, f"hypothesis {hypothesis_id} not found")
+
+    def hypotheses(self, campaign_id: str, cycle: int | None = None) -> list[Hypothesis]:
+        h = s.hypotheses
+        stmt = sa.select(h.c.json).where(*eq(h, campaign_id=campaign_id, cycle=cycle)).order_by(h.c.cycle, h.c.seq)
+        return [HYPOTHESIS.record(r) for r in self.db.all(stmt)]
+
+
+class SqlTrials:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def put(self, trial: Trial) -> bool:
+        return bool(self.db.put(s.trials, [TRIAL.row(trial, updated_at=utcnow())]))
+
+    def get(self, trial_id: str) -> Trial:
+        return one(self.db, TRIAL, trial_id, f"trial {trial_id} not found")
+
+    def list(
+        self,
+        *,
+        campaign_id: str | None = None,
+        hypothesis_id: str | None = None,
+        status: str | None = None,
+        after: str | None = None,
+        limit: int = 1000,
+    ) -> Page[Trial]:
+        t = s.trials
+        stmt = sa.select(t).where(*eq(t, campaign_id=campaign_id, hypothesis_id=hypothesis_id, status=status))
+        return self.db.page(stmt, t.c.id, TRIAL.record, after=after, limit=limit)
+
+    def set_result(self, trial_id: str, result: TrialResult) -> Trial:
+        values = {"status": result.status, "objective": result.objective, "result_json": result.model_dump_json()}
+        if not self.db.write(sa.update(s.trials).where(s.trials.c.id == trial_id), values | {"updated_at": utcnow()}):
+            raise NotFoundError(f"trial {trial_id} not found")
+        return self.get(trial_id)
+
+    def set_status(self, trial_id: str, status: str) -> None:
+        self.db.write(sa.update(s.trials).where(s.trials.c.id == trial_id), {"status": status, "updated_at": utcnow()})
+
+    def find(self, spec_hash: str, *, status: str = "succeeded") -> Trial | None:
+        t = s.trials
+        stmt = sa.select(t).where(*eq(t, spec_hash=spec_hash, status=status)).order_by(t.c.created_at).limit(1)
+        rows = self.db.all(stmt)
+        return TRIAL.record(rows[0]) if rows else None
+
+
+_TRIAL_COLS = [s.trials.c[k] for k in TrialListing.__annotations__]
+_CLAIM_COLS = [s.claim_list.c[k] for k in ClaimListing.__annotations__ if k != "id"]
+
+
+class SqlListings:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def trials(
+        self,
+        *,
+        campaign_id: str | None = None,
+        hypothesis_id: str | None = None,
+        status: str | None = None,
+        after: str | None = None,
+        limit: int = 50,
+    ) -> Page[TrialListing]:
+        t = s.trials
+        stmt = sa.select(*_TRIAL_COLS).where(*eq(t, campaign_id=campaign_id, hypothesis_id=hypothesis_id, status=status))
+        return self.db.page(stmt, t.c.id, _trial_listing, after=after, limit=limit)
+
+    def claims(
+        self,
+        *,
+        tiers: Sequence[str] | None = None,
+        dataset: str | None = None,
+        outcome: str | None = None,
+        campaign_id: str | None = None,
+        after: str | None = None,
+        limit: int = 50,
+    ) -> Page[ClaimListing]:
+        c = s.claim_list
+        stmt = sa.select(c.c.claim_id, *_CLAIM_COLS).where(*eq(c, dataset=dataset, outcome=outcome, campaign_id=campaign_id))
+        if tiers:
+            stmt = stmt.where(c.c.tier.in_(tiers))
+        return self.db.page(stmt, c.c.claim_id, _claim_listing, after=after, limit=limit)
+
+    def trial_counts(self, campaign_id: str) -> dict[str, int]:
+        t = s.trials
+        stmt = sa.select(t.c.status, sa.func.count()).where(t.c.campaign_id == campaign_id).group_by(t.c.status)
+        return {r[0]: int(r[1]) for r in self.db.all(stmt)}
+
+    def trial_curve(self, campaign_id: str) -> list[tuple[str, str, str, float | None]]:
+        t = s.trials
+        stmt = (
+            sa.select(t.c.id, t.c.arm, t.c.status, t.c.objective)
+            .where(t.c.campaign_id == campaign_id, t.c.status.not_in(["pending", "running"]))
+            .order_by(t.c.updated_at, t.c.id)
+        )
+        return [(r[0], r[1], r[2], r[3]) for r in self.db.all(stmt)]
+
+    def recent_trials(self, campaign_id: str, limit: int = 30) -> list[TrialListing]:
+        t = s.trials
+        stmt = sa.select(*_TRIAL_COLS).where(t.c.campaign_id == campaign_id)
+        return [_trial_listing(r) for r in self.db.all(stmt.order_by(t.c.updated_at.desc(), t.c.id).limit(limit))]
+
+    def campaign_progress(self, campaign_id: str) -> dict[str, Any]:
+        c = s.campaigns
+
+        def of(table: sa.Table, value: Any) -> Any:
+            return sa.select(value).where(table.c.campaign_id == c.c.id).scalar_subquery()
+
+        stmt = sa.select(
+            c.c.status,
+            c.c.updated_at,
+            of(s.trials, sa.func.count()).label("trials"),
+            of(s.trials, sa.func.max(s.trials.c.updated_at)).label("trial_at"),
+            of(s.hypotheses, sa.func.count()).label("hypotheses"),
+            of(s.cycles, sa.func.count()).label("cycles"),
+            of(s.claims, sa.func.max(s.claims.c.updated_at)).label("claim_at"),
+        ).where(c.c.id == campaign_id)
+        rows = self.db.all(stmt)
+        if not rows:
+            raise NotFoundError(f"campaign {campaign_id} not found")
+        return dict(rows[0]._mapping)
+
+
+def _trial_listing(row: sa.Row[Any]) -> TrialListing:
+    return cast(TrialListing, dict(row._mapping))
+
+
+def _claim_listing(row: sa.Row[Any]) -> ClaimListing:
+    out = dict(row._mapping)
+    out["id"] = out.pop("claim_id")
+    return cast(ClaimListing, out)
+
+
+class SqlAudit:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def append(
+        self, actor: str, action: str, object_type: str, object_id: str, detail: dict[str, Any]
+    ) -> AuditEntry:
+        return self.append_many([(actor, action, object_type, object_id, detail)])[0]
+
+    def append_many(self, entries: Sequence[AuditItem]) -> list[AuditEntry]:
+        """Entries in order, chained, in one transaction and one INSERT batch."""
+        a, out = s.audit, list[AuditEntry]()
+        with self.db.transaction():
+            last = self.db.all(sa.select(a.c.seq, a.c.hash).order_by(a.c.seq.desc()).limit(1))
+            seq, prev_hash = (last[0].seq, last[0].hash) if last else (0, GENESIS_HASH)
+            for actor, action, object_type, object_id, detail in entries:
+                seq += 1
+                body = {
+                    "seq": seq,
+                    "ts": utcnow(),
+                    "actor": actor,
+                    "action": action,
+                    "object_type": object_type,
+                    "object_id": object_id,
+                    "detail": detail,
+                }
+                digest = sha256_hex(prev_hash + canonical_json(body))
+                out.append(AuditEntry(prev_hash=prev_hash, hash=digest, **body))
+                prev_hash = digest
+            self.db.write(sa.insert(a), [AUDIT.row(e) for e in out])
+        return out
+
+    def list(self, *, object_id: str | None = None, after: int = 0, limit: int = 1000) -> list[AuditEntry]:
+        a = s.audit
+        stmt = sa.select(a).where(a.c.seq > after, *eq(a, object_id=object_id)).order_by(a.c.seq).limit(limit)
+        return [AUDIT.record(r) for r in self.db.all(stmt)]
+
+    def verify(self) -> tuple[bool, int | None]:
+        prev, after = GENESIS_HASH, 0
+        while batch := self.list(after=after, limit=5000):
+            for e in batch:
+                body = e.model_dump(include={"seq", "ts", "actor", "action", "object_type", "object_id", "detail"})
+                if e.prev_hash != prev or sha256_hex(prev + canonical_json(body)) != e.hash:
+                    return False, e.seq
+                prev = e.hash
+            after = batch[-1].seq
+        return True, None

@@ -1,0 +1,116 @@
+"""Claims and their evidence. A claim write also keeps its listing row (`web_claim_list`)
+and its tier in the retrieval filter (`kb_claim_filter`) current, in the same transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+
+from medloop.core.errors import NotFoundError, StoreError
+from medloop.core.records import Claim, Evidence, Tier, utcnow
+from medloop.core.store import schema as s
+from medloop.core.store.campaign_repos import one
+from medloop.core.store.db import Database, chunks, eq
+from medloop.core.store.mapper import Mapper
+from medloop.core.store.rows import Page
+
+CLAIM = Mapper(Claim, s.claims, json={"json": "*"}, columns={"dataset": "context.dataset"})
+LISTING = Mapper(
+    Claim,
+    s.claim_list,
+    columns={"claim_id": "id", "dataset": "context.dataset"}
+    | {k: f"effect.{k}" for k in ("estimate", "ci_low", "ci_high", "p_adjusted")},
+)
+EVIDENCE = Mapper(Evidence, s.evidence, json={"json": "*"})
+_LISTED = [c.name for c in s.claim_list.columns if c.name != "claim_id"]
+
+
+class SqlClaims:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def put(self, items: Sequence[tuple[Claim, Sequence[Evidence]]]) -> list[str]:
+        fresh: dict[str, tuple[Claim, Sequence[Evidence]]] = {}
+        for claim, evidence in items:
+            if bad := [e.claim_id for e in evidence if e.claim_id != claim.id]:
+                raise StoreError(f"evidence for {bad[0]} passed with claim {claim.id}")
+            fresh.setdefault(claim.id, (claim, evidence))
+        with self.db.transaction():
+            new = {r[0] for r in self.db.put(s.claims, [CLAIM.row(c) for c, _ in fresh.values()])}
+            claims = [fresh[i] for i in fresh if i in new]
+            self.db.put(s.evidence, [EVIDENCE.row(e) for _, evs in claims for e in evs])
+            self.db.put(s.claim_list, [LISTING.row(c) for c, _ in claims], update=_LISTED)
+        return [i for i in fresh if i in new]
+
+    def get(self, claim_id: str) -> Claim:
+        return one(self.db, CLAIM, claim_id, f"claim {claim_id} not found", "see `medloop claims list`")
+
+    def get_many(self, claim_ids: Sequence[str]) -> list[Claim]:
+        c, found = s.claims, dict[str, Claim]()
+        for part in chunks(list(dict.fromkeys(claim_ids))):
+            found.update((r.id, CLAIM.record(r)) for r in self.db.all(sa.select(c.c.id, c.c.json).where(c.c.id.in_(part))))
+        return [found[i] for i in claim_ids if i in found]
+
+    def list(
+        self,
+        *,
+        tiers: Sequence[Tier] | None = None,
+        dataset: str | None = None,
+        outcome: str | None = None,
+        campaign_id: str | None = None,
+        after: str | None = None,
+        limit: int = 1000,
+    ) -> Page[Claim]:
+        c = s.claims
+        stmt = sa.select(c.c.json, c.c.id).where(*eq(c, dataset=dataset, outcome=outcome, campaign_id=campaign_id))
+        if tiers:
+            stmt = stmt.where(c.c.tier.in_(tiers))
+        return self.db.page(stmt, c.c.id, CLAIM.record, after=after, limit=limit)
+
+    def set_tier(self, claim_id: str, tier: Tier) -> Claim:
+        with self.db.transaction():
+            claim = self.get(claim_id).model_copy(update={"tier": tier, "updated_at": utcnow()})
+            self.db.write(sa.update(s.claims).where(s.claims.c.id == claim_id), CLAIM.row(claim))
+            listed = {"tier": tier, "updated_at": claim.updated_at}
+            self.db.write(sa.update(s.claim_list).where(s.claim_list.c.claim_id == claim_id), listed)
+            self.db.write(sa.update(s.claim_filter).where(s.claim_filter.c.claim_id == claim_id), {"tier": tier})
+        return claim
+
+    def tiers(self, claim_ids: Sequence[str] | None = None) -> dict[str, Tier]:
+        c = s.claims
+        stmt = sa.select(c.c.id, c.c.tier)
+        if claim_ids is None:
+            return {r[0]: r[1] for r in self.db.all(stmt)}
+        return {r[0]: r[1] for part in chunks(list(claim_ids)) for r in self.db.all(stmt.where(c.c.id.in_(part)))}
+
+
+class SqlEvidence:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def add(self, evidence: Sequence[Evidence]) -> None:
+        with self.db.transaction():
+            known = SqlClaims(self.db).tiers(sorted({e.claim_id for e in evidence}))
+            if missing := sorted({e.claim_id for e in evidence} - set(known)):
+                raise NotFoundError(f"claim {missing[0]} not found", hint="see `medloop claims list`")
+            self.db.put(s.evidence, [EVIDENCE.row(e) for e in evidence])
+
+    def list(self, claim_id: str) -> list[Evidence]:
+        e = s.evidence
+        stmt = sa.select(e.c.json).where(e.c.claim_id == claim_id).order_by(e.c.kind, e.c.role, e.c.ref_id)
+        return [EVIDENCE.record(r) for r in self.db.all(stmt)]
+
+    def citing(self, ref_id: str) -> list[str]:
+        e = s.evidence
+        stmt = sa.select(e.c.claim_id).where(e.c.ref_id == ref_id).distinct().order_by(e.c.claim_id)
+        return [r[0] for r in self.db.all(stmt)]
+
+    def without_edges(self, limit: int = 10_000) -> list[Evidence]:
+        e, k, f = s.evidence, s.edges, s.facts
+        stmt = sa.select(e.c.json).where(
+            e.c.kind.in_(["trial", "source", "claim"]),
+            ~sa.exists().where(k.c.src == e.c.claim_id, k.c.dst == e.c.ref_id),
+            sa.exists().where(f.c.claim_id == e.c.claim_id),
+        )
+        return [EVIDENCE.record(r) for r in self.db.all(stmt.limit(limit))]

@@ -1,0 +1,255 @@
+"""The knowledge model's tables: graph entities and typed edges, claim facts (and the
+retrieval filter kept from them), statement vectors, index bookkeeping, quarantines.
+These rows are the truth the knowledge indexes (Chroma, networkx) are rebuilt from."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from medloop.core.errors import NotFoundError
+from medloop.core.records import ClaimFacts, Edge, Entity, Quarantine, Tier, utcnow
+from medloop.core.store import schema as s
+from medloop.core.store.base import EdgeRow
+from medloop.core.store.campaign_repos import one
+from medloop.core.store.claim_repos import SqlClaims
+from medloop.core.store.db import Database, chunks, eq
+from medloop.core.store.mapper import Mapper
+from medloop.core.store.rows import RelatedRow, VectorRow
+
+ENTITY = Mapper(Entity, s.entities, json={"json": "attrs"})
+EDGE = Mapper(Edge, s.edges, json={"json": "attrs"}, generated=("seq",))
+FACTS = Mapper(
+    ClaimFacts, s.facts, json={"factors_json": "factors", "fingerprint_json": "fingerprint"}, generated=("seq",)
+)
+QUARANTINE = Mapper(Quarantine, s.quarantines)
+
+
+@functools.lru_cache(maxsize=4096)
+def _fingerprint(raw: str) -> dict[str, float]:
+    # Fingerprints repeat per dataset, so relation checks parse each one once. Callers
+    # must not mutate the (shared) result.
+    parsed: dict[str, float] = json.loads(raw)
+    return parsed
+
+
+def _max(db: Database, column: sa.Column[Any]) -> int:
+    return int(db.all(sa.select(sa.func.coalesce(sa.func.max(column), 0)))[0][0])
+
+
+class SqlGraph:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def put_entities(self, entities: Sequence[Entity]) -> int:
+        now = utcnow()
+        return len(self.db.put(s.entities, [ENTITY.row(e, created_at=now) for e in entities]))
+
+    def get_entity(self, entity_id: str) -> Entity:
+        return one(self.db, ENTITY, entity_id, f"knowledge entity {entity_id} not found")
+
+    def put_edges(self, edges: Sequence[Edge]) -> int:
+        now = utcnow()
+        return len(self.db.put(s.edges, [EDGE.row(e, created_at=now) for e in edges], returning=["seq"]))
+
+    def edges(
+        self,
+        *,
+        after_seq: int = 0,
+        src: str | None = None,
+        dst: Sequence[str] | None = None,
+        kinds: Sequence[str] | None = None,
+        limit: int = 10_000,
+    ) -> list[Edge]:
+        k = s.edges
+        stmt = sa.select(k).where(k.c.seq > after_seq, *eq(k, src=src))
+        if kinds:
+            stmt = stmt.where(k.c.kind.in_(kinds))
+        parts = [stmt] if dst is None else [stmt.where(k.c.dst.in_(p)) for p in chunks(list(dst))]
+        rows = [r for p in parts for r in self.db.all(p.order_by(k.c.seq).limit(limit))]
+        return [EDGE.record(r) for r in sorted(rows, key=lambda r: r.seq)[:limit]]
+
+    def edge_rows(self, *, after_seq: int = 0, limit: int = 50_000) -> list[EdgeRow]:
+        k = s.edges
+        cols = (k.c.seq, k.c.src, k.c.dst, k.c.kind, k.c.src_kind, k.c.dst_kind)
+        rows = self.db.all(sa.select(*cols).where(k.c.seq > after_seq).order_by(k.c.seq).limit(limit))
+        return [(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
+
+    def max_seq(self) -> int:
+        return _max(self.db, s.edges.c.seq)
+
+
+class SqlFacts:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def put(self, facts: Sequence[ClaimFacts]) -> dict[str, int]:
+        f, ids = s.facts, [x.claim_id for x in facts]
+        with self.db.transaction():
+            self.db.put(f, [FACTS.row(x) for x in facts])
+            self.db.put(s.factors, [{"claim_id": x.claim_id, "factor": k} for x in facts for k in x.factors])
+            seqs: dict[str, int] = {}
+            for part in chunks(ids):
+                seqs.update((r[0], r[1]) for r in self.db.all(sa.select(f.c.claim_id, f.c.seq).where(f.c.claim_id.in_(part))))
+            tiers = SqlClaims(self.db).tiers(ids)
+            keys = ("claim_id", "task", "outcome")
+            rows = [
+                {k: getattr(x, k) for k in keys} | {"factor": k, "tier": tiers[x.claim_id], "seq": seqs[x.claim_id]}
+                for x in facts
+                for k in ("*", *x.factors)
+            ]
+            self.db.put(s.claim_filter, rows)
+        return seqs
+
+    def list(
+        self,
+        *,
+        after_seq: int = 0,
+        intervention: str | None = None,
+        outcome: str | None = None,
+        claim_ids: Sequence[str] | None = None,
+        limit: int = 10_000,
+    ) -> list[ClaimFacts]:
+        f = s.facts
+        if claim_ids is not None:
+            rows = [r for p in chunks(list(claim_ids)) for r in self.db.all(sa.select(f).where(f.c.claim_id.in_(p)))]
+            return sorted((FACTS.record(r) for r in rows), key=lambda x: x.seq)
+        stmt = sa.select(f).where(f.c.seq > after_seq, *eq(f, intervention=intervention, outcome=outcome))
+        return [FACTS.record(r) for r in self.db.all(stmt.order_by(f.c.seq).limit(limit))]
+
+    def rows(self) -> list[tuple[str, str, str, list[str]]]:
+        f = s.facts
+        stmt = sa.select(f.c.claim_id, f.c.task, f.c.outcome, f.c.factors_json).order_by(f.c.seq)
+        return [(r[0], r[1], r[2], json.loads(r[3])) for r in self.db.all(stmt)]
+
+    def max_seq(self) -> int:
+        return _max(self.db, s.facts.c.seq)
+
+    def related(
+        self,
+        *,
+        intervention: str,
+        outcome: str,
+        signs: Sequence[int],
+        dataset_checksum: str,
+        exclude: str,
+        other_campaign: str | None = None,
+        limit: int = 50,
+    ) -> list[RelatedRow]:
+        # Same-dataset rows first (comparable without fingerprints: not read), then other
+        # datasets; each an index-ordered scan. Claims are joined only to filter by campaign.
+        f, c = s.facts, s.claims
+        where = [f.c.intervention == intervention, f.c.outcome == outcome, f.c.sign.in_(signs), f.c.claim_id != exclude]
+        campaign: Any = sa.null()
+        source: Any = f
+        if other_campaign is not None:
+            campaign, source = c.c.campaign_id, f.join(c, c.c.id == f.c.claim_id)
+            where.append(c.c.campaign_id.is_distinct_from(other_campaign))
+        cols = [f.c.claim_id, f.c.task, f.c.outcome, f.c.dataset, f.c.dataset_checksum, f.c.sign]
+        same = sa.select(*cols, sa.literal("{}").label("fp"), campaign.label("campaign_id"))
+        other = sa.select(*cols, f.c.fingerprint_json.label("fp"), campaign.label("campaign_id"))
+        rows = self.db.all(
+            same.select_from(source).where(*where, f.c.dataset_checksum == dataset_checksum).order_by(f.c.seq.desc()).limit(limit)
+        )
+        if len(rows) < limit:
+            rows += self.db.all(
+                other.select_from(source)
+                .where(*where, f.c.dataset_checksum != dataset_checksum)
+                .order_by(f.c.seq.desc())
+                .limit(limit - len(rows))
+            )
+        return [RelatedRow(r[0], r[1], r[2], r[3], r[4], _fingerprint(r[6]), r[5], r[7]) for r in rows]
+
+    def find_ids(
+        self,
+        *,
+        tiers: Sequence[Tier],
+        task: str | None = None,
+        outcome: str | None = None,
+        factors: Sequence[str] = (),
+        limit: int = 100,
+    ) -> list[str]:
+        x = s.claim_filter
+        newest = sa.func.max(x.c.seq)
+        stmt = sa.select(x.c.claim_id, newest).where(
+            x.c.factor.in_(list(factors) or ["*"]), x.c.tier.in_(tiers), *eq(x, outcome=outcome, task=task)
+        )
+        return [r[0] for r in self.db.all(stmt.group_by(x.c.claim_id).order_by(newest.desc()).limit(limit))]
+
+
+class SqlVectors:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def put(self, rows: Sequence[VectorRow]) -> None:
+        cols = ("claim_id", "embedder", "dim", "text_hash", "vector")
+        self.db.put(s.vectors, [{k: getattr(r, k) for k in cols} for r in rows], update=cols[1:])
+
+    def get(self, claim_ids: Sequence[str]) -> dict[str, VectorRow]:
+        v = s.vectors
+        rows = [r for p in chunks(list(claim_ids)) for r in self.db.all(sa.select(v).where(v.c.claim_id.in_(p)))]
+        return {r.claim_id: VectorRow(**r._mapping) for r in rows}
+
+
+class SqlMeta:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def get(self, key: str) -> str | None:
+        rows = self.db.all(sa.select(s.meta.c.value).where(s.meta.c.key == key))
+        return str(rows[0][0]) if rows else None
+
+    def set(self, key: str, value: str) -> None:
+        self.db.put(s.meta, [{"key": key, "value": value}], update=["value"])
+
+
+class SqlQuarantines:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def put(self, quarantine: Quarantine) -> None:
+        with self.db.transaction():
+            self.db.write(sa.insert(s.quarantines), QUARANTINE.row(quarantine))
+            self.add_members(quarantine.id, quarantine.members)
+
+    def add_members(self, quarantine_id: str, members: dict[str, str]) -> None:
+        rows = [{"quarantine_id": quarantine_id, "claim_id": c, "prev_tier": t} for c, t in members.items()]
+        self.db.put(s.quarantine_members, rows)
+
+    def get(self, quarantine_id: str) -> Quarantine:
+        found = self._load([s.quarantines.c.id == quarantine_id])
+        if not found:
+            raise NotFoundError(f"quarantine {quarantine_id} not found", hint="see `medloop knowledge quarantines`")
+        return found[0]
+
+    def list(self, *, active_only: bool = False, target_id: str | None = None) -> list[Quarantine]:
+        q = s.quarantines
+        return self._load([*eq(q, target_id=target_id), *([q.c.lifted_at.is_(None)] if active_only else [])])
+
+    def _load(self, where: list[sa.ColumnElement[bool]]) -> list[Quarantine]:
+        q, m = s.quarantines, s.quarantine_members
+        rows = self.db.all(sa.select(q).where(*where).order_by(q.c.created_at, q.c.id))
+        members: dict[str, dict[str, str]] = {r.id: {} for r in rows}
+        for part in chunks(list(members)):
+            stmt = sa.select(m).where(m.c.quarantine_id.in_(part)).order_by(m.c.quarantine_id, m.c.claim_id)
+            for r in self.db.all(stmt):
+                members[r.quarantine_id][r.claim_id] = r.prev_tier
+        return [QUARANTINE.record(r, members=members[r.id]) for r in rows]
+
+    def lift(self, quarantine_id: str, *, actor: str, reason: str) -> None:
+        q = s.quarantines
+        stmt = sa.update(q).where(q.c.id == quarantine_id, q.c.lifted_at.is_(None))
+        self.db.write(stmt, {"lifted_at": utcnow(), "lifted_by": actor, "lift_reason": reason})
+
+    def holds(self, claim_ids: Sequence[str]) -> dict[str, list[str]]:
+        q, m = s.quarantines, s.quarantine_members
+        out: dict[str, list[str]] = {}
+        base = sa.select(m.c.claim_id, m.c.quarantine_id).join(q, q.c.id == m.c.quarantine_id).where(q.c.lifted_at.is_(None))
+        for part in chunks(list(claim_ids)):
+            for r in self.db.all(base.where(m.c.claim_id.in_(part)).order_by(m.c.quarantine_id)):
+                out.setdefault(r[0], []).append(r[1])
+        return out
