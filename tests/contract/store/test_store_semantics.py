@@ -113,3 +113,21 @@ def test_json_and_timestamps_round_trip_exactly(store: SqlStore) -> None:
     assert store.listings.trials().items[0]["objective"] == 0.1 + 0.2 and store.trials.get("trl_1").spec.seed == 2**62
     with pytest.raises(NotFoundError):
         store.trials.get("trl_2")
+
+
+def _open(url: str, start: Any, out: Any) -> None:
+    start.wait(timeout=120)
+    out.put(open_store(url).audit.append("p", "open", "store", "s", {}).seq)
+
+
+def test_processes_opening_a_new_database_at_once_create_it_once(case: StoreCase) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    start, out = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=_open, args=(case.url, start, out)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=300)
+        assert p.exitcode == 0
+    assert sorted(out.get(timeout=10) for _ in procs) == [1, 2]
+    assert case.open().audit.verify() == (True, None)
