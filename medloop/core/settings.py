@@ -29,7 +29,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MEDLOOP_", extra="ignore")
 
     workspace: Path = Field(default=Path(".medloop"), description="Folder for the store and indexes")
-    db_url: str | None = Field(default=None, description="sqlite:///path; default in the workspace")
+    db_url: str | None = Field(
+        default=None, description="sqlite:///path or postgresql+psycopg://...; default: medloop.db in the workspace"
+    )
     embedder: str = Field(default="minilm", description="minilm | hash | litellm:<model>")
     vector_index: str = Field(default="chroma", description="chroma | memory | http(s)://chroma")
     embedder_api_base: str | None = Field(default=None, description="API base for litellm:<model> embedders")
@@ -49,17 +51,37 @@ class Settings(BaseSettings):
         return self.workspace.expanduser().resolve()
 
     @property
-    def db_path(self) -> Path:
-        if self.db_url:
-            if not self.db_url.startswith("sqlite:///"):
-                from medloop.core.errors import SpecError
+    def store_url(self) -> str:
+        """The store's database: `MEDLOOP_DB_URL` (sqlite:///path or
+        postgresql+psycopg://user@host:port/db), else medloop.db in the workspace."""
+        if not self.db_url:
+            return f"sqlite:///{self.workspace_dir / 'medloop.db'}"
+        url = self.db_url.strip()
+        if url.startswith(("postgres://", "postgresql://")):  # the usual libpq spelling
+            url = "postgresql+psycopg://" + url.split("://", 1)[1]
+        if url.startswith("sqlite:///"):  # absolute: campaign processes may start elsewhere
+            return f"sqlite:///{Path(url.removeprefix('sqlite:///')).expanduser().resolve()}"
+        if not url.startswith("postgresql+psycopg://"):
+            from medloop.core.errors import SpecError
 
-                raise SpecError(
-                    f"MEDLOOP_DB_URL={self.db_url!r} is not supported",
-                    hint="use sqlite:///path/to/medloop.db",
-                )
-            return Path(self.db_url.removeprefix("sqlite:///")).expanduser().resolve()
-        return self.workspace_dir / "medloop.db"
+            raise SpecError(
+                f"MEDLOOP_DB_URL={self.db_url!r} is not supported",
+                hint="use sqlite:///path/to/medloop.db or postgresql+psycopg://user@host:5432/medloop",
+            )
+        return url
+
+    @property
+    def postgres(self) -> bool:
+        return self.store_url.startswith("postgresql")
+
+    @property
+    def db_path(self) -> Path:
+        """The SQLite file of the store (a SpecError when the store is Postgres)."""
+        if self.postgres:
+            from medloop.core.errors import SpecError
+
+            raise SpecError("the store is Postgres (MEDLOOP_DB_URL), not a SQLite file")
+        return Path(self.store_url.removeprefix("sqlite:///")).expanduser().resolve()
 
     @property
     def chroma_dir(self) -> Path:
@@ -75,6 +97,7 @@ class Settings(BaseSettings):
 
     @property
     def checkpoints_path(self) -> Path:
+        """LangGraph checkpoints beside a SQLite store (a Postgres store keeps them in Postgres)."""
         return self.workspace_dir / "checkpoints.sqlite"
 
     @property

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from typing import Any, cast
@@ -13,7 +14,7 @@ from medloop.core.ids import canonical_json, sha256_hex
 from medloop.core.records import AuditEntry, Campaign, Hypothesis, Trial, TrialResult, utcnow
 from medloop.core.store import schema as s
 from medloop.core.store.base import AuditItem
-from medloop.core.store.db import Database, eq
+from medloop.core.store.db import Database, given, select, update, upsert
 from medloop.core.store.mapper import Mapper, R
 from medloop.core.store.rows import ClaimListing, Page, TrialListing
 
@@ -38,8 +39,8 @@ AUDIT = Mapper(AuditEntry, s.audit, json={"detail_json": "detail"})
 
 def one(db: Database, mapper: Mapper[R], key: str, missing: str, hint: str | None = None) -> R:
     """The record whose primary key is `key`, or NotFoundError(missing)."""
-    table = mapper.table
-    rows = db.all(sa.select(table).where(table.primary_key.columns[0] == key))
+    name = mapper.table.primary_key.columns[0].name
+    rows = db.all(select(mapper.table, (name,)), {name: key})
     if not rows:
         raise NotFoundError(missing, hint=hint)
     return mapper.record(rows[0])
@@ -56,15 +57,13 @@ class SqlCampaigns:
         return one(self.db, CAMPAIGN, campaign_id, f"campaign {campaign_id} not found", "see `medloop campaign list`")
 
     def list(self, *, status: str | None = None, after: str | None = None, limit: int = 100) -> Page[Campaign]:
-        t = s.campaigns
-        stmt = sa.select(t).where(*eq(t, status=status))
-        return self.db.page(stmt, t.c.id, CAMPAIGN.record, after=after, limit=limit, desc=True)
+        return self.db.page(s.campaigns, CAMPAIGN.record, after=after, limit=limit, where=given(status=status), desc=True)
 
     def update(self, campaign_id: str, **changes: Any) -> Campaign:
         with self.db.transaction():
             updated = self.get(campaign_id).model_copy(update={**changes, "updated_at": utcnow()})
             Campaign.model_validate(updated.model_dump())  # type-check the changes
-            self.db.write(sa.update(s.campaigns).where(s.campaigns.c.id == campaign_id), CAMPAIGN.row(updated))
+            self.db.write(update(s.campaigns, ("id",)), CAMPAIGN.row(updated) | {"_id": campaign_id})
         return updated
 
 
@@ -74,28 +73,35 @@ class SqlCycles:
 
     def record(self, campaign_id: str, idx: int, summary: dict[str, Any]) -> None:
         row = {"campaign_id": campaign_id, "idx": idx, "summary_json": json.dumps(summary, default=str)}
-        self.db.put(s.cycles, [row | {"created_at": utcnow()}], update=["summary_json"])
+        self.db.put(s.cycles, [row | {"created_at": utcnow()}], set_=["summary_json"])
 
     def list(self, campaign_id: str) -> list[dict[str, Any]]:
-        c = s.cycles
-        rows = self.db.all(sa.select(c.c.idx, c.c.summary_json).where(c.c.campaign_id == campaign_id).order_by(c.c.idx))
-        return [{"idx": r.idx, **json.loads(r.summary_json)} for r in rows]
+        stmt = select(s.cycles, ("campaign_id",), cols=("idx", "summary_json"), order=("idx",))
+        return [{"idx": r.idx, **json.loads(r.summary_json)} for r in self.db.all(stmt, {"campaign_id": campaign_id})]
 
     def put_hypothesis(self, hypothesis: Hypothesis) -> None:
-        h = s.hypotheses
-        seq = sa.select(sa.func.coalesce(sa.func.max(h.c.seq), 0) + 1).scalar_subquery()
-        self.db.put(h, [HYPOTHESIS.row(hypothesis, created_at=utcnow(), seq=seq)], update=["verdict", "json"])
+        with self.db.transaction():  # the write lock makes MAX(seq) + 1 unique
+            self.db.all(_put_hypothesis(self.db.dialect), HYPOTHESIS.row(hypothesis, created_at=utcnow()))
 
     def get_hypothesis(self, hypothesis_id: str) -> Hypothesis:
         return one(self.db, HYPOTHESIS, hypothesis_id, f"hypothesis {hypothesis_id} not found")
 
     def hypotheses(self, campaign_id: str, cycle: int | None = None) -> list[Hypothesis]:
-        h = s.hypotheses
-        stmt = sa.select(h.c.json).where(*eq(h, campaign_id=campaign_id, cycle=cycle)).order_by(h.c.cycle, h.c.seq)
-        return [HYPOTHESIS.record(r) for r in self.db.all(stmt)]
+        where = given(campaign_id=campaign_id, cycle=cycle)
+        stmt = select(s.hypotheses, tuple(where), cols=("json",), order=("cycle", "seq"))
+        return [HYPOTHESIS.record(r) for r in self.db.all(stmt, where)]
+
+
+@functools.cache
+def _put_hypothesis(dialect: str) -> Any:
+    h = s.hypotheses
+    stmt = upsert(dialect, h, ("verdict", "json"), ())
+    return stmt.values(seq=sa.select(sa.func.coalesce(sa.func.max(h.c.seq), 0) + 1).scalar_subquery())
 
 
 class SqlTrials:
+    _RESULT = ("status", "objective", "result_json", "updated_at")
+
     def __init__(self, db: Database) -> None:
         self.db = db
 
@@ -114,28 +120,33 @@ class SqlTrials:
         after: str | None = None,
         limit: int = 1000,
     ) -> Page[Trial]:
-        t = s.trials
-        stmt = sa.select(t).where(*eq(t, campaign_id=campaign_id, hypothesis_id=hypothesis_id, status=status))
-        return self.db.page(stmt, t.c.id, TRIAL.record, after=after, limit=limit)
+        where = given(campaign_id=campaign_id, hypothesis_id=hypothesis_id, status=status)
+        return self.db.page(s.trials, TRIAL.record, after=after, limit=limit, where=where)
 
     def set_result(self, trial_id: str, result: TrialResult) -> Trial:
         values = {"status": result.status, "objective": result.objective, "result_json": result.model_dump_json()}
-        if not self.db.write(sa.update(s.trials).where(s.trials.c.id == trial_id), values | {"updated_at": utcnow()}):
+        rows = self.db.all(_set_result(), values | {"updated_at": utcnow(), "_id": trial_id})
+        if not rows:
             raise NotFoundError(f"trial {trial_id} not found")
-        return self.get(trial_id)
+        return TRIAL.record(rows[0], result=result)
 
     def set_status(self, trial_id: str, status: str) -> None:
-        self.db.write(sa.update(s.trials).where(s.trials.c.id == trial_id), {"status": status, "updated_at": utcnow()})
+        self.db.write(update(s.trials, ("id",)), {"status": status, "updated_at": utcnow(), "_id": trial_id})
 
     def find(self, spec_hash: str, *, status: str = "succeeded") -> Trial | None:
-        t = s.trials
-        stmt = sa.select(t).where(*eq(t, spec_hash=spec_hash, status=status)).order_by(t.c.created_at).limit(1)
-        rows = self.db.all(stmt)
+        stmt = select(s.trials, ("spec_hash", "status"), order=("created_at",), limit=True)
+        rows = self.db.all(stmt, {"spec_hash": spec_hash, "status": status, "limit": 1})
         return TRIAL.record(rows[0]) if rows else None
 
 
-_TRIAL_COLS = [s.trials.c[k] for k in TrialListing.__annotations__]
-_CLAIM_COLS = [s.claim_list.c[k] for k in ClaimListing.__annotations__ if k != "id"]
+@functools.cache
+def _set_result() -> sa.Update:
+    t = s.trials
+    return update(t, ("id",)).returning(*(c for c in t.c if c.name != "result_json"))
+
+
+_TRIAL_COLS = tuple(TrialListing.__annotations__)
+_CLAIM_COLS = tuple(k for k in ClaimListing.__annotations__ if k != "id")
 
 
 class SqlListings:
@@ -151,9 +162,8 @@ class SqlListings:
         after: str | None = None,
         limit: int = 50,
     ) -> Page[TrialListing]:
-        t = s.trials
-        stmt = sa.select(*_TRIAL_COLS).where(*eq(t, campaign_id=campaign_id, hypothesis_id=hypothesis_id, status=status))
-        return self.db.page(stmt, t.c.id, _trial_listing, after=after, limit=limit)
+        where = given(campaign_id=campaign_id, hypothesis_id=hypothesis_id, status=status)
+        return self.db.page(s.trials, _trial_listing, after=after, limit=limit, where=where, cols=_TRIAL_COLS)
 
     def claims(
         self,
@@ -165,11 +175,11 @@ class SqlListings:
         after: str | None = None,
         limit: int = 50,
     ) -> Page[ClaimListing]:
-        c = s.claim_list
-        stmt = sa.select(c.c.claim_id, *_CLAIM_COLS).where(*eq(c, dataset=dataset, outcome=outcome, campaign_id=campaign_id))
-        if tiers:
-            stmt = stmt.where(c.c.tier.in_(tiers))
-        return self.db.page(stmt, c.c.claim_id, _claim_listing, after=after, limit=limit)
+        where = given(dataset=dataset, outcome=outcome, campaign_id=campaign_id)
+        cols = ("claim_id", *_CLAIM_COLS)
+        return self.db.page(
+            s.claim_list, _claim_listing, key="claim_id", after=after, limit=limit, where=where, within={"tier": tiers or []}, cols=cols
+        )
 
     def trial_counts(self, campaign_id: str) -> dict[str, int]:
         t = s.trials
@@ -187,28 +197,32 @@ class SqlListings:
 
     def recent_trials(self, campaign_id: str, limit: int = 30) -> list[TrialListing]:
         t = s.trials
-        stmt = sa.select(*_TRIAL_COLS).where(t.c.campaign_id == campaign_id)
+        stmt = sa.select(*(t.c[k] for k in _TRIAL_COLS)).where(t.c.campaign_id == campaign_id)
         return [_trial_listing(r) for r in self.db.all(stmt.order_by(t.c.updated_at.desc(), t.c.id).limit(limit))]
 
     def campaign_progress(self, campaign_id: str) -> dict[str, Any]:
-        c = s.campaigns
-
-        def of(table: sa.Table, value: Any) -> Any:
-            return sa.select(value).where(table.c.campaign_id == c.c.id).scalar_subquery()
-
-        stmt = sa.select(
-            c.c.status,
-            c.c.updated_at,
-            of(s.trials, sa.func.count()).label("trials"),
-            of(s.trials, sa.func.max(s.trials.c.updated_at)).label("trial_at"),
-            of(s.hypotheses, sa.func.count()).label("hypotheses"),
-            of(s.cycles, sa.func.count()).label("cycles"),
-            of(s.claims, sa.func.max(s.claims.c.updated_at)).label("claim_at"),
-        ).where(c.c.id == campaign_id)
-        rows = self.db.all(stmt)
+        rows = self.db.all(_progress(), {"id": campaign_id})
         if not rows:
             raise NotFoundError(f"campaign {campaign_id} not found")
         return dict(rows[0]._mapping)
+
+
+@functools.cache
+def _progress() -> sa.Select[Any]:
+    c = s.campaigns
+
+    def of(table: sa.Table, value: Any) -> Any:
+        return sa.select(value).where(table.c.campaign_id == c.c.id).scalar_subquery()
+
+    return sa.select(
+        c.c.status,
+        c.c.updated_at,
+        of(s.trials, sa.func.count()).label("trials"),
+        of(s.trials, sa.func.max(s.trials.c.updated_at)).label("trial_at"),
+        of(s.hypotheses, sa.func.count()).label("hypotheses"),
+        of(s.cycles, sa.func.count()).label("cycles"),
+        of(s.claims, sa.func.max(s.claims.c.updated_at)).label("claim_at"),
+    ).where(c.c.id == sa.bindparam("id"))
 
 
 def _trial_listing(row: sa.Row[Any]) -> TrialListing:
@@ -234,7 +248,7 @@ class SqlAudit:
         """Entries in order, chained, in one transaction and one INSERT batch."""
         a, out = s.audit, list[AuditEntry]()
         with self.db.transaction():
-            last = self.db.all(sa.select(a.c.seq, a.c.hash).order_by(a.c.seq.desc()).limit(1))
+            last = self.db.all(select(a, cols=("seq", "hash"), order=("seq",), desc=True, limit=True), {"limit": 1})
             seq, prev_hash = (last[0].seq, last[0].hash) if last else (0, GENESIS_HASH)
             for actor, action, object_type, object_id, detail in entries:
                 seq += 1
@@ -254,9 +268,9 @@ class SqlAudit:
         return out
 
     def list(self, *, object_id: str | None = None, after: int = 0, limit: int = 1000) -> list[AuditEntry]:
-        a = s.audit
-        stmt = sa.select(a).where(a.c.seq > after, *eq(a, object_id=object_id)).order_by(a.c.seq).limit(limit)
-        return [AUDIT.record(r) for r in self.db.all(stmt)]
+        where = given(object_id=object_id)
+        stmt = select(s.audit, tuple(where), order=("seq",), after="seq", limit=True)
+        return [AUDIT.record(r) for r in self.db.all(stmt, where | {"after": after, "limit": limit})]
 
     def verify(self) -> tuple[bool, int | None]:
         prev, after = GENESIS_HASH, 0

@@ -11,7 +11,7 @@ from medloop.core.errors import NotFoundError, StoreError
 from medloop.core.records import Claim, Evidence, Tier, utcnow
 from medloop.core.store import schema as s
 from medloop.core.store.campaign_repos import one
-from medloop.core.store.db import Database, chunks, eq
+from medloop.core.store.db import Database, chunks, given, select, update
 from medloop.core.store.mapper import Mapper
 from medloop.core.store.rows import Page
 
@@ -40,16 +40,16 @@ class SqlClaims:
             new = {r[0] for r in self.db.put(s.claims, [CLAIM.row(c) for c, _ in fresh.values()])}
             claims = [fresh[i] for i in fresh if i in new]
             self.db.put(s.evidence, [EVIDENCE.row(e) for _, evs in claims for e in evs])
-            self.db.put(s.claim_list, [LISTING.row(c) for c, _ in claims], update=_LISTED)
+            self.db.put(s.claim_list, [LISTING.row(c) for c, _ in claims], set_=_LISTED)
         return [i for i in fresh if i in new]
 
     def get(self, claim_id: str) -> Claim:
         return one(self.db, CLAIM, claim_id, f"claim {claim_id} not found", "see `medloop claims list`")
 
     def get_many(self, claim_ids: Sequence[str]) -> list[Claim]:
-        c, found = s.claims, dict[str, Claim]()
+        stmt, found = select(s.claims, within=("id",), cols=("id", "json")), dict[str, Claim]()
         for part in chunks(list(dict.fromkeys(claim_ids))):
-            found.update((r.id, CLAIM.record(r)) for r in self.db.all(sa.select(c.c.id, c.c.json).where(c.c.id.in_(part))))
+            found.update((r.id, CLAIM.record(r)) for r in self.db.all(stmt, {"id": list(part)}))
         return [found[i] for i in claim_ids if i in found]
 
     def list(
@@ -62,27 +62,24 @@ class SqlClaims:
         after: str | None = None,
         limit: int = 1000,
     ) -> Page[Claim]:
-        c = s.claims
-        stmt = sa.select(c.c.json, c.c.id).where(*eq(c, dataset=dataset, outcome=outcome, campaign_id=campaign_id))
-        if tiers:
-            stmt = stmt.where(c.c.tier.in_(tiers))
-        return self.db.page(stmt, c.c.id, CLAIM.record, after=after, limit=limit)
+        where = given(dataset=dataset, outcome=outcome, campaign_id=campaign_id)
+        within = {"tier": tiers or []}
+        return self.db.page(s.claims, CLAIM.record, after=after, limit=limit, where=where, within=within, cols=("json", "id"))
 
     def set_tier(self, claim_id: str, tier: Tier) -> Claim:
         with self.db.transaction():
             claim = self.get(claim_id).model_copy(update={"tier": tier, "updated_at": utcnow()})
-            self.db.write(sa.update(s.claims).where(s.claims.c.id == claim_id), CLAIM.row(claim))
-            listed = {"tier": tier, "updated_at": claim.updated_at}
-            self.db.write(sa.update(s.claim_list).where(s.claim_list.c.claim_id == claim_id), listed)
-            self.db.write(sa.update(s.claim_filter).where(s.claim_filter.c.claim_id == claim_id), {"tier": tier})
+            self.db.write(update(s.claims, ("id",)), CLAIM.row(claim) | {"_id": claim_id})
+            listed = {"tier": tier, "updated_at": claim.updated_at, "_claim_id": claim_id}
+            self.db.write(update(s.claim_list, ("claim_id",)), listed)
+            self.db.write(update(s.claim_filter, ("claim_id",)), {"tier": tier, "_claim_id": claim_id})
         return claim
 
     def tiers(self, claim_ids: Sequence[str] | None = None) -> dict[str, Tier]:
-        c = s.claims
-        stmt = sa.select(c.c.id, c.c.tier)
         if claim_ids is None:
-            return {r[0]: r[1] for r in self.db.all(stmt)}
-        return {r[0]: r[1] for part in chunks(list(claim_ids)) for r in self.db.all(stmt.where(c.c.id.in_(part)))}
+            return {r[0]: r[1] for r in self.db.all(select(s.claims, cols=("id", "tier")))}
+        stmt = select(s.claims, within=("id",), cols=("id", "tier"))
+        return {r[0]: r[1] for part in chunks(list(claim_ids)) for r in self.db.all(stmt, {"id": list(part)})}
 
 
 class SqlEvidence:
@@ -97,9 +94,8 @@ class SqlEvidence:
             self.db.put(s.evidence, [EVIDENCE.row(e) for e in evidence])
 
     def list(self, claim_id: str) -> list[Evidence]:
-        e = s.evidence
-        stmt = sa.select(e.c.json).where(e.c.claim_id == claim_id).order_by(e.c.kind, e.c.role, e.c.ref_id)
-        return [EVIDENCE.record(r) for r in self.db.all(stmt)]
+        stmt = select(s.evidence, ("claim_id",), cols=("json",), order=("kind", "role", "ref_id"))
+        return [EVIDENCE.record(r) for r in self.db.all(stmt, {"claim_id": claim_id})]
 
     def citing(self, ref_id: str) -> list[str]:
         e = s.evidence

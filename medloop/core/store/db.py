@@ -1,19 +1,23 @@
-"""Connection plumbing every repository shares, and the few places SQLite and Postgres differ.
+"""Connection plumbing every repository shares, the statement builders they query with,
+and the few places SQLite and Postgres differ.
 
 One connection per store object, guarded by a re-entrant lock so scheduler threads can
-share it; other processes open their own. Statements outside `transaction()` commit one
-by one; a transaction takes the database's write lock when it begins (SQLite's BEGIN
-IMMEDIATE, a Postgres transaction-scoped advisory lock), so writers from several
-processes queue instead of interleaving: read-then-write steps (the audit chain, idempotent
-puts, sequence numbers that indexes follow) see the same serial order on both backends.
+share it; other processes open their own. A statement outside `transaction()` commits on
+its own (atomic, and on SQLite serialised by its write lock). A transaction takes the
+database's write lock when it begins (SQLite's BEGIN IMMEDIATE, a Postgres
+transaction-scoped advisory lock), so read-then-write steps (the audit chain, idempotent
+multi-row puts, sequence numbers indexes follow) run in one serial order on both backends.
+
+Statements are built once per shape (`select`, `update`, `upsert` are cached) and run
+with parameters: building and hashing a SQLAlchemy statement costs more than running it.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from medloop.core.errors import ConflictError, StoreError
-from medloop.core.store.base import Page
+from medloop.core.store.rows import Page
 
 T = TypeVar("T")
 CHUNK = 500  # ids per IN (...) list: far below either backend's parameter limit
@@ -29,6 +33,7 @@ _BEGIN = {
     "sqlite": ("BEGIN IMMEDIATE",),
     "postgresql": ("BEGIN", "SELECT pg_advisory_xact_lock(7236820963)"),  # 'medloop' writers
 }
+_INSERT = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
 
 def store_url(target: str | Path) -> str:
@@ -42,9 +47,54 @@ def chunks(items: Sequence[T]) -> list[Sequence[T]]:
     return [items[i : i + CHUNK] for i in range(0, len(items), CHUNK)]
 
 
-def eq(table: sa.Table, **values: Any) -> list[sa.ColumnElement[bool]]:
-    """`column = value` for every value that is not None."""
-    return [table.c[k] == v for k, v in values.items() if v is not None]
+def given(**values: Any) -> dict[str, Any]:
+    """The filters that were given (not None)."""
+    return {k: v for k, v in values.items() if v is not None}
+
+
+@functools.cache
+def select(
+    table: sa.Table,
+    where: tuple[str, ...] = (),
+    *,
+    cols: tuple[str, ...] | None = None,
+    within: tuple[str, ...] = (),
+    order: tuple[str, ...] = (),
+    desc: bool = False,
+    after: str | None = None,
+    limit: bool = False,
+) -> sa.Select[Any]:
+    """SELECT `cols` (default all) WHERE `c = :c` for `where`, `c IN :c` for `within`,
+    `after > :after` (< when `desc`), ORDER BY `order`, LIMIT :limit."""
+    c = table.c
+    stmt = sa.select(*(c[n] for n in cols)) if cols else sa.select(table)
+    stmt = stmt.where(*(c[n] == sa.bindparam(n) for n in where))
+    stmt = stmt.where(*(c[n].in_(sa.bindparam(n, expanding=True)) for n in within))
+    if after:
+        stmt = stmt.where(c[after] < sa.bindparam("after") if desc else c[after] > sa.bindparam("after"))
+    stmt = stmt.order_by(*(c[n].desc() if desc else c[n] for n in order))
+    return stmt.limit(sa.bindparam("limit")) if limit else stmt
+
+
+@functools.cache
+def update(table: sa.Table, where: tuple[str, ...], unset: tuple[str, ...] = ()) -> sa.Update:
+    """UPDATE ... WHERE `c = :_c` for `where` (AND `c IS NULL` for `unset`); the other
+    parameters are the columns to set."""
+    c = table.c
+    return sa.update(table).where(*(c[n] == sa.bindparam(f"_{n}") for n in where), *(c[n].is_(None) for n in unset))
+
+
+@functools.cache
+def upsert(dialect: str, table: sa.Table, set_: tuple[str, ...], returning: tuple[str, ...]) -> Any:
+    """INSERT that leaves an existing key alone, or sets `set_` from the new row; the
+    dialects' own ON CONFLICT (both backends have it)."""
+    stmt = _INSERT[dialect](table)
+    if set_:
+        keys = [c.name for c in table.primary_key]
+        stmt = stmt.on_conflict_do_update(index_elements=keys, set_={c: stmt.excluded[c] for c in set_})
+    else:
+        stmt = stmt.on_conflict_do_nothing()
+    return stmt.returning(*(table.c[c] for c in returning or [c.name for c in table.primary_key]))
 
 
 class Database:
@@ -68,7 +118,6 @@ class Database:
             self.conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         except (sa.exc.SQLAlchemyError, ImportError) as exc:
             raise StoreError(f"cannot open the store at {self.url.render_as_string()}: {exc}") from None
-        self.insert: Callable[[sa.Table], Any] = sqlite.insert if self.dialect == "sqlite" else postgresql.insert
         self.lock = threading.RLock()
         self._depth = 0
 
@@ -82,7 +131,7 @@ class Database:
         with self.lock:
             if self._depth == 0:
                 for sql in _BEGIN[self.dialect]:
-                    self._run(partial(self.conn.exec_driver_sql, sql))
+                    self._run(functools.partial(self.conn.exec_driver_sql, sql))
             self._depth += 1
             try:
                 yield
@@ -94,7 +143,7 @@ class Database:
             self._depth -= 1
             if self._depth == 0:
                 try:
-                    self._run(partial(self.conn.exec_driver_sql, "COMMIT"))
+                    self._run(functools.partial(self.conn.exec_driver_sql, "COMMIT"))
                 except StoreError:
                     self.conn.exec_driver_sql("ROLLBACK")  # SQLite keeps a failed COMMIT open
                     raise
@@ -112,53 +161,40 @@ class Database:
             return self._run(lambda: list(self.conn.execute(stmt, params).all()))
 
     def write(self, stmt: sa.Executable, params: Any = None) -> int:
-        """Run a write in a transaction (its own, or the caller's); returns the rows matched."""
+        """Run a write; returns the number of rows it matched."""
         if params == []:
             return 0
-        with self.transaction():
+        with self.lock:
             return int(self._run(lambda: self.conn.execute(stmt, params)).rowcount)
 
     def put(
-        self,
-        table: sa.Table,
-        rows: Sequence[dict[str, Any]],
-        *,
-        update: Sequence[str] = (),
-        returning: Sequence[str] = (),
+        self, table: sa.Table, rows: Sequence[dict[str, Any]], *, set_: Sequence[str] = (), returning: Sequence[str] = ()
     ) -> list[sa.Row[Any]]:
-        """Insert rows, leaving rows whose key exists alone, or with `update` set from the
-        new row. Returns `returning` columns (default: the primary key) of the rows written."""
+        """Insert rows, leaving rows whose key exists alone, or with `set_` columns taken
+        from the new row. Returns `returning` columns (default: the key) of rows written."""
         if not rows:
             return []
-        stmt, params = self.insert(table), list(rows)
-        if len(rows) == 1:  # values may be SQL expressions (a sequence number)
-            stmt, params = stmt.values(rows[0]), None
-        if update:
-            keys = [c.name for c in table.primary_key]
-            stmt = stmt.on_conflict_do_update(
-                index_elements=keys, set_={c: stmt.excluded[c] for c in update}
-            )
-        else:
-            stmt = stmt.on_conflict_do_nothing()
-        stmt = stmt.returning(*(table.c[c] for c in returning or [c.name for c in table.primary_key]))
-        with self.transaction():
-            return self._run(lambda: list(self.conn.execute(stmt, params).all()))
+        return self.all(upsert(self.dialect, table, tuple(set_), tuple(returning)), list(rows))
 
     def page(
         self,
-        stmt: sa.Select[Any],
-        key: sa.ColumnElement[Any],
+        table: sa.Table,
         convert: Callable[[sa.Row[Any]], T],
         *,
+        key: str = "id",
         after: str | None,
         limit: int,
+        where: dict[str, Any],
+        within: dict[str, Sequence[Any]] | None = None,
+        cols: tuple[str, ...] | None = None,
         desc: bool = False,
     ) -> Page[T]:
-        """One cursor page ordered by a unique `key` (a selected column); the cursor is the
-        last key of the page."""
-        if after:
-            stmt = stmt.where(key < after if desc else key > after)
-        rows = self.all(stmt.order_by(key.desc() if desc else key).limit(limit + 1))
+        """One cursor page ordered by the unique column `key`; the cursor is the page's
+        last key. `where`: column = value filters; `within`: column IN values."""
+        within = {k: list(v) for k, v in (within or {}).items() if v}
+        stmt = select(table, tuple(where), cols=cols, within=tuple(within), order=(key,), desc=desc,
+                      after=key if after else None, limit=True)  # fmt: skip
+        rows = self.all(stmt, {**where, **within, "limit": limit + 1} | ({"after": after} if after else {}))
         more = len(rows) > limit
         return Page([convert(r) for r in rows[:limit]], rows[limit - 1]._mapping[key] if more else None)
 

@@ -17,7 +17,7 @@ from medloop.core.store import schema as s
 from medloop.core.store.base import EdgeRow
 from medloop.core.store.campaign_repos import one
 from medloop.core.store.claim_repos import SqlClaims
-from medloop.core.store.db import Database, chunks, eq
+from medloop.core.store.db import Database, chunks, given, select, update
 from medloop.core.store.mapper import Mapper
 from medloop.core.store.rows import RelatedRow, VectorRow
 
@@ -54,7 +54,8 @@ class SqlGraph:
 
     def put_edges(self, edges: Sequence[Edge]) -> int:
         now = utcnow()
-        return len(self.db.put(s.edges, [EDGE.row(e, created_at=now) for e in edges], returning=["seq"]))
+        with self.db.transaction():  # the write lock: seq numbers commit in their order
+            return len(self.db.put(s.edges, [EDGE.row(e, created_at=now) for e in edges], returning=["seq"]))
 
     def edges(
         self,
@@ -65,19 +66,18 @@ class SqlGraph:
         kinds: Sequence[str] | None = None,
         limit: int = 10_000,
     ) -> list[Edge]:
-        k = s.edges
-        stmt = sa.select(k).where(k.c.seq > after_seq, *eq(k, src=src))
-        if kinds:
-            stmt = stmt.where(k.c.kind.in_(kinds))
-        parts = [stmt] if dst is None else [stmt.where(k.c.dst.in_(p)) for p in chunks(list(dst))]
-        rows = [r for p in parts for r in self.db.all(p.order_by(k.c.seq).limit(limit))]
+        where, within = given(src=src), {"kind": list(kinds or [])} if kinds else {}
+        stmt = select(s.edges, tuple(where), within=(*within, *(["dst"] if dst is not None else [])), order=("seq",),
+                      after="seq", limit=True)  # fmt: skip
+        params = where | within | {"after": after_seq, "limit": limit}
+        parts = [params] if dst is None else [params | {"dst": list(p)} for p in chunks(list(dst))]
+        rows = [r for p in parts for r in self.db.all(stmt, p)]
         return [EDGE.record(r) for r in sorted(rows, key=lambda r: r.seq)[:limit]]
 
     def edge_rows(self, *, after_seq: int = 0, limit: int = 50_000) -> list[EdgeRow]:
-        k = s.edges
-        cols = (k.c.seq, k.c.src, k.c.dst, k.c.kind, k.c.src_kind, k.c.dst_kind)
-        rows = self.db.all(sa.select(*cols).where(k.c.seq > after_seq).order_by(k.c.seq).limit(limit))
-        return [(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
+        cols = ("seq", "src", "dst", "kind", "src_kind", "dst_kind")
+        stmt = select(s.edges, cols=cols, order=("seq",), after="seq", limit=True)
+        return [(r[0], r[1], r[2], r[3], r[4], r[5]) for r in self.db.all(stmt, {"after": after_seq, "limit": limit})]
 
     def max_seq(self) -> int:
         return _max(self.db, s.edges.c.seq)
@@ -93,8 +93,9 @@ class SqlFacts:
             self.db.put(f, [FACTS.row(x) for x in facts])
             self.db.put(s.factors, [{"claim_id": x.claim_id, "factor": k} for x in facts for k in x.factors])
             seqs: dict[str, int] = {}
+            stmt = select(f, within=("claim_id",), cols=("claim_id", "seq"))
             for part in chunks(ids):
-                seqs.update((r[0], r[1]) for r in self.db.all(sa.select(f.c.claim_id, f.c.seq).where(f.c.claim_id.in_(part))))
+                seqs.update((r[0], r[1]) for r in self.db.all(stmt, {"claim_id": list(part)}))
             tiers = SqlClaims(self.db).tiers(ids)
             keys = ("claim_id", "task", "outcome")
             rows = [
@@ -114,16 +115,16 @@ class SqlFacts:
         claim_ids: Sequence[str] | None = None,
         limit: int = 10_000,
     ) -> list[ClaimFacts]:
-        f = s.facts
         if claim_ids is not None:
-            rows = [r for p in chunks(list(claim_ids)) for r in self.db.all(sa.select(f).where(f.c.claim_id.in_(p)))]
+            stmt = select(s.facts, within=("claim_id",))
+            rows = [r for p in chunks(list(claim_ids)) for r in self.db.all(stmt, {"claim_id": list(p)})]
             return sorted((FACTS.record(r) for r in rows), key=lambda x: x.seq)
-        stmt = sa.select(f).where(f.c.seq > after_seq, *eq(f, intervention=intervention, outcome=outcome))
-        return [FACTS.record(r) for r in self.db.all(stmt.order_by(f.c.seq).limit(limit))]
+        where = given(intervention=intervention, outcome=outcome)
+        stmt = select(s.facts, tuple(where), order=("seq",), after="seq", limit=True)
+        return [FACTS.record(r) for r in self.db.all(stmt, where | {"after": after_seq, "limit": limit})]
 
     def rows(self) -> list[tuple[str, str, str, list[str]]]:
-        f = s.facts
-        stmt = sa.select(f.c.claim_id, f.c.task, f.c.outcome, f.c.factors_json).order_by(f.c.seq)
+        stmt = select(s.facts, cols=("claim_id", "task", "outcome", "factors_json"), order=("seq",))
         return [(r[0], r[1], r[2], json.loads(r[3])) for r in self.db.all(stmt)]
 
     def max_seq(self) -> int:
@@ -173,12 +174,11 @@ class SqlFacts:
         factors: Sequence[str] = (),
         limit: int = 100,
     ) -> list[str]:
-        x = s.claim_filter
+        x, where = s.claim_filter, given(outcome=outcome, task=task)
         newest = sa.func.max(x.c.seq)
-        stmt = sa.select(x.c.claim_id, newest).where(
-            x.c.factor.in_(list(factors) or ["*"]), x.c.tier.in_(tiers), *eq(x, outcome=outcome, task=task)
-        )
-        return [r[0] for r in self.db.all(stmt.group_by(x.c.claim_id).order_by(newest.desc()).limit(limit))]
+        stmt = select(x, tuple(where), cols=("claim_id",), within=("factor", "tier")).add_columns(newest)
+        params = where | {"factor": list(factors) or ["*"], "tier": list(tiers)}
+        return [r[0] for r in self.db.all(stmt.group_by(x.c.claim_id).order_by(newest.desc()).limit(limit), params)]
 
 
 class SqlVectors:
@@ -187,11 +187,11 @@ class SqlVectors:
 
     def put(self, rows: Sequence[VectorRow]) -> None:
         cols = ("claim_id", "embedder", "dim", "text_hash", "vector")
-        self.db.put(s.vectors, [{k: getattr(r, k) for k in cols} for r in rows], update=cols[1:])
+        self.db.put(s.vectors, [{k: getattr(r, k) for k in cols} for r in rows], set_=cols[1:])
 
     def get(self, claim_ids: Sequence[str]) -> dict[str, VectorRow]:
-        v = s.vectors
-        rows = [r for p in chunks(list(claim_ids)) for r in self.db.all(sa.select(v).where(v.c.claim_id.in_(p)))]
+        stmt = select(s.vectors, within=("claim_id",))
+        rows = [r for p in chunks(list(claim_ids)) for r in self.db.all(stmt, {"claim_id": list(p)})]
         return {r.claim_id: VectorRow(**r._mapping) for r in rows}
 
 
@@ -200,11 +200,11 @@ class SqlMeta:
         self.db = db
 
     def get(self, key: str) -> str | None:
-        rows = self.db.all(sa.select(s.meta.c.value).where(s.meta.c.key == key))
+        rows = self.db.all(select(s.meta, ("key",), cols=("value",)), {"key": key})
         return str(rows[0][0]) if rows else None
 
     def set(self, key: str, value: str) -> None:
-        self.db.put(s.meta, [{"key": key, "value": value}], update=["value"])
+        self.db.put(s.meta, [{"key": key, "value": value}], set_=["value"])
 
 
 class SqlQuarantines:
@@ -221,35 +221,34 @@ class SqlQuarantines:
         self.db.put(s.quarantine_members, rows)
 
     def get(self, quarantine_id: str) -> Quarantine:
-        found = self._load([s.quarantines.c.id == quarantine_id])
+        found = self._load({"id": quarantine_id})
         if not found:
             raise NotFoundError(f"quarantine {quarantine_id} not found", hint="see `medloop knowledge quarantines`")
         return found[0]
 
     def list(self, *, active_only: bool = False, target_id: str | None = None) -> list[Quarantine]:
-        q = s.quarantines
-        return self._load([*eq(q, target_id=target_id), *([q.c.lifted_at.is_(None)] if active_only else [])])
+        found = self._load(given(target_id=target_id))
+        return [q for q in found if q.lifted_at is None] if active_only else found
 
-    def _load(self, where: list[sa.ColumnElement[bool]]) -> list[Quarantine]:
-        q, m = s.quarantines, s.quarantine_members
-        rows = self.db.all(sa.select(q).where(*where).order_by(q.c.created_at, q.c.id))
+    def _load(self, where: dict[str, str]) -> list[Quarantine]:
+        rows = self.db.all(select(s.quarantines, tuple(where), order=("created_at", "id")), where)
         members: dict[str, dict[str, str]] = {r.id: {} for r in rows}
+        stmt = select(s.quarantine_members, within=("quarantine_id",), order=("quarantine_id", "claim_id"))
         for part in chunks(list(members)):
-            stmt = sa.select(m).where(m.c.quarantine_id.in_(part)).order_by(m.c.quarantine_id, m.c.claim_id)
-            for r in self.db.all(stmt):
+            for r in self.db.all(stmt, {"quarantine_id": list(part)}):
                 members[r.quarantine_id][r.claim_id] = r.prev_tier
         return [QUARANTINE.record(r, members=members[r.id]) for r in rows]
 
     def lift(self, quarantine_id: str, *, actor: str, reason: str) -> None:
-        q = s.quarantines
-        stmt = sa.update(q).where(q.c.id == quarantine_id, q.c.lifted_at.is_(None))
-        self.db.write(stmt, {"lifted_at": utcnow(), "lifted_by": actor, "lift_reason": reason})
+        values = {"lifted_at": utcnow(), "lifted_by": actor, "lift_reason": reason, "_id": quarantine_id}
+        self.db.write(update(s.quarantines, ("id",), unset=("lifted_at",)), values)
 
     def holds(self, claim_ids: Sequence[str]) -> dict[str, list[str]]:
         q, m = s.quarantines, s.quarantine_members
         out: dict[str, list[str]] = {}
-        base = sa.select(m.c.claim_id, m.c.quarantine_id).join(q, q.c.id == m.c.quarantine_id).where(q.c.lifted_at.is_(None))
+        stmt = select(m, within=("claim_id",), cols=("claim_id", "quarantine_id"), order=("quarantine_id",))
+        stmt = stmt.join(q, q.c.id == m.c.quarantine_id).where(q.c.lifted_at.is_(None))
         for part in chunks(list(claim_ids)):
-            for r in self.db.all(base.where(m.c.claim_id.in_(part)).order_by(m.c.quarantine_id)):
+            for r in self.db.all(stmt, {"claim_id": list(part)}):
                 out.setdefault(r[0], []).append(r[1])
         return out

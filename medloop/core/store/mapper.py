@@ -75,6 +75,8 @@ class Mapper(Generic[R]):
         # json.loads, not pydantic's JSON parser: canonical JSON may escape lone surrogates.
         data = {f: m[c] for c, f in self.read.items()}
         for column, spec in self.json.items():
+            if spec in extra:
+                continue
             value = None if m[column] is None else json.loads(m[column])
             if isinstance(spec, tuple):
                 data.update(value or {})

@@ -11,7 +11,7 @@ from medloop.core.errors import ConflictError, NotFoundError
 from medloop.core.records import utcnow
 from medloop.core.store import schema as s
 from medloop.core.store.campaign_repos import one
-from medloop.core.store.db import Database, eq
+from medloop.core.store.db import Database, given, select, update
 from medloop.core.store.mapper import Mapper
 from medloop.core.store.rows import (
     ApiToken,
@@ -23,6 +23,11 @@ from medloop.core.store.rows import (
     WebSession,
 )
 
+_LOGIN = (
+    sa.select(s.tokens.c.hash, s.tokens.c.revoked_at, s.tokens.c.expires_at, s.users.c.name, s.users.c.role, s.users.c.disabled_at)
+    .join(s.users, s.users.c.name == s.tokens.c.user_name)
+    .where(s.tokens.c.id == sa.bindparam("id"))
+)
 USER = Mapper(User, s.users)
 TOKEN = Mapper(ApiToken, s.tokens, columns={"user_name": "user"})
 SESSION = Mapper(WebSession, s.sessions, columns={"user_name": "user"})
@@ -43,14 +48,14 @@ class SqlUsers:
         return one(self.db, USER, name, f"user {name!r} not found", hint)
 
     def list(self) -> list[User]:
-        return [USER.record(r) for r in self.db.all(sa.select(s.users).order_by(s.users.c.name))]
+        return [USER.record(r) for r in self.db.all(select(s.users, order=("name",)))]
 
     def rate_hit(self, user: str, action: str, *, limit: int, window_s: float) -> float:
         r, now = s.rate_events, time.time()
         with self.db.transaction():
             self.db.write(sa.delete(r).where(r.c.at < now - window_s))
-            stmt = sa.select(r.c.at).where(r.c.user_name == user, r.c.action == action).order_by(r.c.at)
-            hits = self.db.all(stmt)
+            stmt = select(r, ("user_name", "action"), cols=("at",), order=("at",))
+            hits = self.db.all(stmt, {"user_name": user, "action": action})
             if len(hits) >= limit:
                 return max(0.001, float(hits[0][0]) + window_s - now)
             self.db.write(sa.insert(r), {"user_name": user, "action": action, "at": now})
@@ -70,19 +75,15 @@ class SqlTokens:
         return one(self.db, TOKEN, token_id, f"token {token_id} not found")
 
     def list(self, user: str | None = None) -> list[ApiToken]:
-        t = s.tokens
-        stmt = sa.select(t).where(*eq(t, user_name=user)).order_by(t.c.created_at, t.c.id)
-        return [TOKEN.record(r) for r in self.db.all(stmt)]
+        where = given(user_name=user)
+        return [TOKEN.record(r) for r in self.db.all(select(s.tokens, tuple(where), order=("created_at", "id")), where)]
 
     def revoke(self, token_id: str) -> None:
-        t = s.tokens
-        if not self.db.write(sa.update(t).where(t.c.id == token_id, t.c.revoked_at.is_(None)), {"revoked_at": utcnow()}):
+        if not self.db.write(update(s.tokens, ("id",), unset=("revoked_at",)), {"revoked_at": utcnow(), "_id": token_id}):
             self.get(token_id)  # NotFoundError if unknown; else it was revoked already
 
     def login(self, token_id: str) -> TokenLogin | None:
-        t, u = s.tokens, s.users
-        cols = (t.c.hash, t.c.revoked_at, t.c.expires_at, u.c.name, u.c.role, u.c.disabled_at)
-        rows = self.db.all(sa.select(*cols).join(u, u.c.name == t.c.user_name).where(t.c.id == token_id))
+        rows = self.db.all(_LOGIN, {"id": token_id})
         return TokenLogin(*rows[0]) if rows else None
 
 
@@ -97,7 +98,7 @@ class SqlSessions:
         return one(self.db, SESSION, id_hash, "session not found")
 
     def revoke(self, id_hash: str) -> None:
-        self.db.write(sa.update(s.sessions).where(s.sessions.c.id_hash == id_hash), {"revoked_at": utcnow()})
+        self.db.write(update(s.sessions, ("id_hash",)), {"revoked_at": utcnow(), "_id_hash": id_hash})
 
 
 class SqlReviews:
@@ -112,9 +113,8 @@ class SqlReviews:
         return one(self.db, REQUEST, request_id, f"no reproduction request {request_id}", hint)
 
     def list(self, *, claim_id: str | None = None, status: str | None = None) -> list[ReproductionRequest]:
-        q = s.requests
-        stmt = sa.select(q).where(*eq(q, claim_id=claim_id, status=status)).order_by(q.c.created_at, q.c.id)
-        return [REQUEST.record(r) for r in self.db.all(stmt)]
+        where = given(claim_id=claim_id, status=status)
+        return [REQUEST.record(r) for r in self.db.all(select(s.requests, tuple(where), order=("created_at", "id")), where)]
 
     def close(self, request_id: str, status: RequestStatus = "done") -> None:
         with self.db.transaction():
@@ -123,7 +123,7 @@ class SqlReviews:
                 return  # a re-run after a crash
             if current.status != "open":
                 raise ConflictError(f"reproduction request {request_id} is already {current.status}")
-            self.db.write(sa.update(s.requests).where(s.requests.c.id == request_id), {"status": status})
+            self.db.write(update(s.requests, ("id",)), {"status": status, "_id": request_id})
 
 
 class SqlLedger:
@@ -133,7 +133,7 @@ class SqlLedger:
     def charge(self, caller: str, resource: str, ref_id: str, amount: float, *, settle: bool = False) -> bool:
         c, now = s.charges, utcnow()
         row = {"caller": caller, "resource": resource, "ref_id": ref_id, "amount": float(amount)}
-        return bool(self.db.put(c, [row | {"created_at": now, "updated_at": now}], update=["amount", "updated_at"] if settle else ()))
+        return bool(self.db.put(c, [row | {"created_at": now, "updated_at": now}], set_=["amount", "updated_at"] if settle else ()))
 
     def usage(self, caller: str, *, since: str = "") -> dict[str, float]:
         c = s.charges
@@ -141,9 +141,8 @@ class SqlLedger:
         return {r[0]: float(r[1] or 0.0) for r in self.db.all(stmt.group_by(c.c.resource))}
 
     def charges(self, caller: str, resource: str) -> dict[str, float]:
-        c = s.charges
-        stmt = sa.select(c.c.ref_id, c.c.amount).where(c.c.caller == caller, c.c.resource == resource)
-        return {r[0]: float(r[1]) for r in self.db.all(stmt.order_by(c.c.ref_id))}
+        stmt = select(s.charges, ("caller", "resource"), cols=("ref_id", "amount"), order=("ref_id",))
+        return {r[0]: float(r[1]) for r in self.db.all(stmt, {"caller": caller, "resource": resource})}
 
     def put_job(self, job: ToolJob) -> bool:
         return bool(self.db.put(s.tool_jobs, [JOB.row(job)]))
@@ -152,6 +151,6 @@ class SqlLedger:
         return one(self.db, JOB, handle, f"no tool job {handle}")
 
     def list_jobs(self, *, caller: str | None = None, kind: str | None = None, limit: int = 1000) -> list[ToolJob]:
-        j = s.tool_jobs
-        stmt = sa.select(j).where(*eq(j, caller=caller, kind=kind)).order_by(j.c.created_at.desc(), j.c.handle)
-        return [JOB.record(r) for r in self.db.all(stmt.limit(limit))]
+        j, where = s.tool_jobs, given(caller=caller, kind=kind)
+        stmt = select(j, tuple(where)).order_by(j.c.created_at.desc(), j.c.handle).limit(limit)
+        return [JOB.record(r) for r in self.db.all(stmt, where)]
