@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from medloop.core.errors import DatasetError
+from medloop.core.errors import DatasetError, MedloopError
 from medloop.core.records import (
     JobOutcome,
     JobResult,
@@ -36,6 +36,7 @@ from medloop.engine.base import (
     aggregate,
     case_objective,
 )
+from medloop.engine.code import CodeStore
 from medloop.engine.tasks import ScoringContext, family
 from medloop.experiments.dataset.checkpoints import resolve_init, stage_checkpoint
 from medloop.sandbox.base import EventSink, Executor, job_key, limits_for
@@ -81,6 +82,7 @@ class SandboxTrials:
         self._staging_dir = staging_dir
         self._dataset: PreparedDataset | None = None
         self._init_folders: dict[str, Path] = {}
+        self.code = CodeStore(workspace / "code")
 
     @property
     def dataset(self) -> PreparedDataset:
@@ -175,6 +177,17 @@ class SandboxTrials:
                 if on_trial:
                     on_trial(done)
                 continue
+            refused = self._code_refused(req.spec)
+            if refused is not None:
+                done = self.store.set_trial_result(
+                    current.id,
+                    TrialResult(
+                        trial_id=current.id, spec_hash=current.spec_hash, status="failed", error=refused
+                    ),
+                )
+                if on_trial:
+                    on_trial(done)
+                continue
             to_run.append((req, self._job_for(campaign_id, req)))
         if to_run:
             for req, _ in to_run:
@@ -198,6 +211,9 @@ class SandboxTrials:
         if req.spec.init_checkpoint:
             inputs["init"] = self._init_folders.get(req.spec.init_checkpoint) or self._restage(req.spec)
         inputs.update(family(req.spec.task).extra_inputs(req.spec))
+        code = _code_refs(req.spec.config)
+        if code:  # code hypotheses, read-only at /in/code/<sha256>.py
+            inputs["code"] = self.code.stage(sorted(code.values()), self._staging_dir)
         return JobSpec(
             # Deterministic: after a crash the scheduler re-attaches to (or collects) the
             # job with this key instead of running it twice.
@@ -213,6 +229,29 @@ class SandboxTrials:
                 "medloop.spec_hash": spec_hash,
             },
         )
+
+    def _code_refused(self, spec: TrialSpec) -> str | None:
+        """Why this trial may not run its code here, or None. Code that did not ship with
+        medloop runs in the Docker sandbox (no network, no host files); the local runtime
+        runs it only when the campaign says `sandbox: {allow_untrusted_code: true}`."""
+        refs = _code_refs(spec.config)
+        if not refs:
+            return None
+        for point, sha in sorted(refs.items()):
+            try:
+                module, _ = self.code.get(sha)
+            except MedloopError as exc:
+                return f"code hypothesis ({point}): {exc.message}"
+            if (
+                not module.trusted
+                and self.sandbox.runtime == "local"
+                and not self.sandbox.allow_untrusted_code
+            ):
+                return (
+                    f"code module {sha[:12]} ({module.name}, by {module.author}) is untrusted: run it in the "
+                    "docker sandbox, or set sandbox.allow_untrusted_code: true to let the local runtime run it"
+                )
+        return None
 
     # ------------------------------------------------------------ evaluation
 
@@ -279,6 +318,10 @@ class SandboxTrials:
         )
         self.store.set_trial_result(trial.id, updated)
         return evaluation
+
+
+def _code_refs(config: TrialConfig) -> dict[str, str]:
+    return config.code_refs() if isinstance(config, SegConfig) else {}
 
 
 def describe(trial: Trial) -> str:
