@@ -49,7 +49,10 @@ def test_every_shipped_code_move_passes_the_checks() -> None:
         (VALID.replace('"postprocess"', '"optimizer"'), "is not one of"),
         (VALID.replace("def postprocess(label_map, spacing, labels)", "def postprocess(x)"), "must take"),
         (VALID.replace("def postprocess(", "def post_process("), "no top-level function postprocess"),
-        (VALID.replace("import numpy as np", "from . import helpers\nimport numpy as np"), "relative imports"),
+        (
+            VALID.replace("import numpy as np", "from . import helpers\nimport numpy as np"),
+            "relative imports",
+        ),
         (VALID + "#" * MAX_SOURCE_BYTES, "the limit is"),
     ],
 )

@@ -19,7 +19,7 @@ from medloop.engine.trials import SandboxTrials
 from medloop.experiments.dataset import synth_phantom
 from medloop.experiments.extensions import ExtensionError, load_extension
 
-UNTRUSTED = '''
+UNTRUSTED = """
 import numpy as np
 
 EXTENSION_POINT = "postprocess"
@@ -27,7 +27,7 @@ EXTENSION_POINT = "postprocess"
 
 def postprocess(label_map, spacing, labels):
     return np.zeros_like(label_map)
-'''
+"""
 
 
 class RecordingExecutor:
@@ -48,7 +48,9 @@ class RecordingExecutor:
                 wall_s=0.0,
                 out_dir=Path("/nonexistent"),
                 reason="not run in this test",
-                provenance=Provenance(code_version="test", runtime="fake", host="test", started_at="", ended_at=""),
+                provenance=Provenance(
+                    code_version="test", runtime="fake", host="test", started_at="", ended_at=""
+                ),
             )
             for j in jobs
         ]
@@ -141,9 +143,16 @@ def test_a_shipped_postprocessing_move_runs_in_a_real_trial(workspace: Path) -> 
     trials, _ = _service(workspace)
     settings = Settings()
     trials.executor = make_executor(settings, trials.sandbox, CampaignSpec.model_fields["executor"].default)
-    module = trials.code.put(library()["largest_component"], name="largest_component", author="medloop-library")
+    module = trials.code.put(
+        library()["largest_component"], name="largest_component", author="medloop-library"
+    )
     config = SegConfig(
-        iterations=6, epoch_iterations=6, batch_size=2, base_features=4, depth=2, code_postprocess=module.sha256
+        iterations=6,
+        epoch_iterations=6,
+        batch_size=2,
+        base_features=4,
+        depth=2,
+        code_postprocess=module.sha256,
     )
     spec = trials.spec_for(config, seed=0)
     tid = trial_id_for("cmp_code", spec)
