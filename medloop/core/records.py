@@ -85,7 +85,7 @@ class TrialSpec(Record):
         content = {
             "task": self.task,
             "dataset": self.dataset.model_dump(mode="json"),
-            "config": self.config.model_dump(mode="json"),
+            "config": self.config.hash_dump(),
             "seed": self.seed,
         }
         return sha256_hex(canonical_json(content))

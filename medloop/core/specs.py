@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -32,6 +32,20 @@ class Spec(BaseModel):
     """Base of user-written specs: frozen, unknown keys rejected."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # Trial-config fields added after trials were first recorded: left out of a trial's
+    # spec hash while they hold their default, so a config written before the field
+    # existed keeps its hash (reuse of runs, resumed campaigns, replay tables).
+    HASH_OMIT_AT_DEFAULT: ClassVar[frozenset[str]] = frozenset()
+
+    def hash_dump(self) -> dict[str, Any]:
+        """The JSON dump a spec hash is computed from (see HASH_OMIT_AT_DEFAULT)."""
+        data = self.model_dump(mode="json")
+        fields = type(self).model_fields
+        for name in self.HASH_OMIT_AT_DEFAULT:
+            if name in data and data[name] == fields[name].default:
+                del data[name]
+        return data
 
 
 # ---------------------------------------------------------------- search space
@@ -88,11 +102,16 @@ Factor = Annotated[
 
 # ---------------------------------------------------------------- trial configs
 
+_CODE_REF = r"^(none|[0-9a-f]{64})$"
+
 
 class SegConfig(Spec):
     """Everything a segmentation trial's trainer is configured by. Factors name these fields."""
 
     task: Literal["segmentation"] = "segmentation"
+    HASH_OMIT_AT_DEFAULT: ClassVar[frozenset[str]] = frozenset(
+        {"code_loss", "code_augmentation", "code_network", "code_postprocess", "code_lr_schedule", "code_tta"}
+    )
     model: Literal["unet", "segresnet", "dynunet", "swinunetr"] = "unet"
     spatial_dims: Literal[2, 3] = 2
     base_features: int = Field(default=16, ge=4, le=320, description="Channels of the first level")
@@ -141,6 +160,22 @@ class SegConfig(Spec):
     init_mode: Literal["finetune", "freeze_encoder", "adapter"] = Field(
         default="finetune", description="How an initialised model is trained"
     )
+    # Code hypotheses (core/code.py): the sha256 of a checked module run at that extension
+    # point inside the sandbox, or "none". Staged by the host as /in/code/<sha256>.py.
+    code_loss: str = Field(default="none", pattern=_CODE_REF, description="Loss module, or none")
+    code_augmentation: str = Field(default="none", pattern=_CODE_REF, description="Augmentation module")
+    code_network: str = Field(default="none", pattern=_CODE_REF, description="Network builder module")
+    code_postprocess: str = Field(default="none", pattern=_CODE_REF, description="Post-processing module")
+    code_lr_schedule: str = Field(default="none", pattern=_CODE_REF, description="LR schedule module")
+    code_tta: str = Field(default="none", pattern=_CODE_REF, description="Test-time augmentation module")
+
+    def code_refs(self) -> dict[str, str]:
+        """Extension point -> sha256 of the modules this config runs."""
+        return {
+            name.removeprefix("code_"): value
+            for name, value in self.model_dump().items()
+            if name.startswith("code_") and value != "none"
+        }
 
 
 # Category fields of a VQA item (the GMAI-MMBench "lexical tree").
@@ -317,6 +352,11 @@ class SandboxSpec(Spec):
     cpus: float = Field(default=1.0, gt=0)
     gpus: int = Field(default=0, ge=0)
     output_limit_mb: int = Field(default=512, ge=1)
+    allow_untrusted_code: bool = Field(
+        default=False,
+        description="Let the local runtime run code hypotheses that did not ship with medloop "
+        "(the Docker runtime always may: it has no network and sees no host files)",
+    )
 
 
 class PlannerSpec(Spec):

@@ -8,7 +8,6 @@ reported internal-validation metrics disagree with the recomputation is `tampere
 from __future__ import annotations
 
 import json
-import math
 import os
 import tempfile
 from collections.abc import Sequence
@@ -17,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from medloop.core.errors import DatasetError
+from medloop.core.errors import DatasetError, MedloopError
 from medloop.core.records import (
     JobOutcome,
     JobResult,
@@ -27,15 +26,7 @@ from medloop.core.records import (
     TrialResult,
     TrialSpec,
 )
-from medloop.core.specs import (
-    CampaignSpec,
-    DatasetRef,
-    Objective,
-    SandboxSpec,
-    SegConfig,
-    TrialConfig,
-    VqaConfig,
-)
+from medloop.core.specs import CampaignSpec, DatasetRef, Objective, SandboxSpec, SegConfig, TrialConfig
 from medloop.core.store import Store
 from medloop.engine.base import (
     FINAL_STATUSES,
@@ -45,22 +36,9 @@ from medloop.engine.base import (
     aggregate,
     case_objective,
 )
-from medloop.evaluation.metrics import evaluate_split, tamper_gap
-from medloop.evaluation.vqa import evaluate_split as evaluate_vqa_split
-from medloop.experiments.dataset import (
-    build_manifest,
-    fingerprint_summary,
-    held_out_labels,
-    stage_inputs,
-)
+from medloop.engine.code import CodeStore
+from medloop.engine.tasks import ScoringContext, family
 from medloop.experiments.dataset.checkpoints import resolve_init, stage_checkpoint
-from medloop.experiments.vlm.manifest import (
-    build_vqa_manifest,
-    ensure_vqa_folder,
-    stage_vqa_inputs,
-    vqa_fingerprint,
-)
-from medloop.experiments.vlm.manifest import held_out_items as vqa_items
 from medloop.sandbox.base import EventSink, Executor, job_key, limits_for
 
 JOB_COMMAND = ["python", "-m", "medloop.experiments", "run", "--spec", "/in/spec.json", "--out", "/out"]
@@ -78,31 +56,8 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def prepare_dataset(ref: DatasetRef, staging_dir: Path, task: str = "segmentation") -> PreparedDataset:
-    """Split the dataset (by case, seeded) and stage read-only job inputs."""
-    if task == "vqa":
-        return prepare_vqa_dataset(ref, staging_dir)
-    if not (ref.path / "dataset.json").is_file():
-        raise DatasetError(f"{ref.path}: no dataset.json", hint="is this an nnU-Net raw dataset?")
-    manifest = build_manifest(
-        ref.path,
-        eval_fraction=ref.eval_fraction,
-        split_seed=ref.split_seed,
-        method=ref.split,
-        k=ref.folds,
-        fold=ref.fold,
-        site=ref.held_out_site,
-    )
-    staged = stage_inputs(ref.path, manifest, staging_dir)
-    return PreparedDataset(ref.path.resolve(), manifest, staged, fingerprint_summary(ref.path))
-
-
-def prepare_vqa_dataset(ref: DatasetRef, staging_dir: Path) -> PreparedDataset:
-    """A VQA folder (or an nnU-Net dataset, converted once) split by case and staged with
-    the answers of evaluation and test items left out."""
-    root = ensure_vqa_folder(ref.path, staging_dir, seed=ref.split_seed)
-    manifest = build_vqa_manifest(root, eval_fraction=ref.eval_fraction, split_seed=ref.split_seed)
-    staged = stage_vqa_inputs(root, manifest, staging_dir)
-    return PreparedDataset(root.resolve(), manifest, staged, vqa_fingerprint(root, manifest))
+    """Split the dataset (by case, seeded) and stage read-only job inputs for `task`."""
+    return family(task).prepare(ref, staging_dir)
 
 
 class SandboxTrials:
@@ -127,6 +82,7 @@ class SandboxTrials:
         self._staging_dir = staging_dir
         self._dataset: PreparedDataset | None = None
         self._init_folders: dict[str, Path] = {}
+        self.code = CodeStore(workspace / "code")
 
     @property
     def dataset(self) -> PreparedDataset:
@@ -167,9 +123,11 @@ class SandboxTrials:
 
     @property
     def metrics(self) -> tuple[str, ...]:
-        """DSC, NSD and HD95 (mm), per case, class and site: what challenges report and
-        what the objective may name. MONAI's implementation, recorded in every result."""
-        return tuple(dict.fromkeys(("dice", "nsd", "hd95", self.objective.metric)))
+        """What the host recomputes for every scored split (the family decides)."""
+        return family(self.task).metrics(self.objective)
+
+    def _scoring(self) -> ScoringContext:
+        return ScoringContext(dataset=self.dataset, objective=self.objective, workspace=self.workspace)
 
     def _restage(self, spec: TrialSpec) -> Path:
         """The staged parent checkpoint of a spec made by an earlier process (a resume)."""
@@ -219,6 +177,17 @@ class SandboxTrials:
                 if on_trial:
                     on_trial(done)
                 continue
+            refused = self._code_refused(req.spec)
+            if refused is not None:
+                done = self.store.set_trial_result(
+                    current.id,
+                    TrialResult(
+                        trial_id=current.id, spec_hash=current.spec_hash, status="failed", error=refused
+                    ),
+                )
+                if on_trial:
+                    on_trial(done)
+                continue
             to_run.append((req, self._job_for(campaign_id, req)))
         if to_run:
             for req, _ in to_run:
@@ -239,12 +208,12 @@ class SandboxTrials:
         staged = self.dataset.staged
         threads = str(req.spec.config.num_threads)
         inputs: dict[str, Path] = {"spec.json": spec_path, **staged}
-        config = req.spec.config
         if req.spec.init_checkpoint:
             inputs["init"] = self._init_folders.get(req.spec.init_checkpoint) or self._restage(req.spec)
-        if isinstance(config, VqaConfig) and config.model_path != "tiny":
-            # real weights are mounted read-only at /in/model
-            inputs["model"] = Path(config.model_path).expanduser().resolve()
+        inputs.update(family(req.spec.task).extra_inputs(req.spec))
+        code = _code_refs(req.spec.config)
+        if code:  # code hypotheses, read-only at /in/code/<sha256>.py
+            inputs["code"] = self.code.stage(sorted(code.values()), self._staging_dir)
         return JobSpec(
             # Deterministic: after a crash the scheduler re-attaches to (or collects) the
             # job with this key instead of running it twice.
@@ -260,6 +229,29 @@ class SandboxTrials:
                 "medloop.spec_hash": spec_hash,
             },
         )
+
+    def _code_refused(self, spec: TrialSpec) -> str | None:
+        """Why this trial may not run its code here, or None. Code that did not ship with
+        medloop runs in the Docker sandbox (no network, no host files); the local runtime
+        runs it only when the campaign says `sandbox: {allow_untrusted_code: true}`."""
+        refs = _code_refs(spec.config)
+        if not refs:
+            return None
+        for point, sha in sorted(refs.items()):
+            try:
+                module, _ = self.code.get(sha)
+            except MedloopError as exc:
+                return f"code hypothesis ({point}): {exc.message}"
+            if (
+                not module.trusted
+                and self.sandbox.runtime == "local"
+                and not self.sandbox.allow_untrusted_code
+            ):
+                return (
+                    f"code module {sha[:12]} ({module.name}, by {module.author}) is untrusted: run it in the "
+                    "docker sandbox, or set sandbox.allow_untrusted_code: true to let the local runtime run it"
+                )
+        return None
 
     # ------------------------------------------------------------ evaluation
 
@@ -283,114 +275,53 @@ class SandboxTrials:
         if outcome.status != "completed":
             return TrialResult(status="failed", error=outcome.error or "job reported failure", **base)
 
-        if spec.task == "vqa":
-            return self._collect_vqa(trial_id, spec, job, outcome, base)
-        manifest, dataset, objective = spec.dataset, self.dataset, self.objective
-        evaluation = evaluate_split(
-            job.out_dir / "predictions" / "eval",
-            held_out_labels(dataset.path, manifest, "eval"),
-            labels=manifest.labels,
-            sites=manifest.sites,
-            split="eval",
-            metrics=self.metrics,
-        )
-        gap = self._tamper_gap(outcome, job)
-        per_case = case_objective(evaluation, objective.metric)
-        value = aggregate(list(per_case.values()), objective.aggregation)
-        status = "tampered" if gap > TAMPER_TOLERANCE else "succeeded"
+        fam, ctx = family(spec.task), self._scoring()
+        try:
+            evaluation = fam.score(ctx, trial_id, spec, job, "eval")
+            gap = fam.tamper_gap(ctx, spec, job, outcome)
+        except DatasetError as exc:
+            # Outputs the host cannot score are the trial's outcome, never a campaign crash.
+            return TrialResult(status="failed", error=exc.message, **base)
+        if evaluation is None:
+            return TrialResult(status="failed", error="the job wrote no evaluation predictions", **base)
+        per_case = case_objective(evaluation, self.objective.metric)
+        value = aggregate(list(per_case.values()), self.objective.aggregation)
+        tampered = gap is not None and gap > TAMPER_TOLERANCE
         return TrialResult(
-            status=status,
+            status="tampered" if tampered else "succeeded",
             objective=value,
             evaluations={"eval": evaluation},
             tamper_gap=gap,
             history=outcome.history,
             efficiency=outcome.efficiency,
-            error="reported metrics differ from the host's recomputation" if status == "tampered" else None,
+            error="reported metrics differ from the host's recomputation" if tampered else None,
             **base,
         )
-
-    def _score_vqa(self, trial_id: str, spec: TrialSpec, job: JobResult, split: str) -> SplitEvaluation:
-        """Host scoring of a VQA job's raw answers (the path is fixed, never the job's word)."""
-        return evaluate_vqa_split(
-            vqa_items(self.dataset.path, spec.dataset, split),
-            job.out_dir / "predictions" / f"{split}.jsonl",
-            split=split,
-            model=trial_id,
-            report_path=self.workspace / "vqa_scores" / trial_id / f"{split}.json",
-        )
-
-    def _collect_vqa(
-        self, trial_id: str, spec: TrialSpec, job: JobResult, outcome: JobOutcome, base: dict[str, Any]
-    ) -> TrialResult:
-        try:
-            evaluation = self._score_vqa(trial_id, spec, job, "eval")
-        except DatasetError as exc:
-            return TrialResult(status="failed", error=f"VQA predictions unusable: {exc.message}", **base)
-        per_case = case_objective(evaluation, self.objective.metric)
-        return TrialResult(
-            status="succeeded",
-            objective=aggregate(list(per_case.values()), self.objective.aggregation),
-            evaluations={"eval": evaluation},
-            tamper_gap=None,
-            history=outcome.history,
-            efficiency=outcome.efficiency,
-            **base,
-        )
-
-    def _tamper_gap(self, outcome: JobOutcome, job: JobResult) -> float:
-        """Max |reported - recomputed| over everything the job reported (0 if nothing)."""
-        dataset = self.dataset
-        train_cases = set(dataset.manifest.train_cases)
-        worst = 0.0
-        for reported in outcome.reported:
-            cases = set(reported.per_case)
-            if not cases <= train_cases or reported.split not in outcome.predictions:
-                return math.inf  # claims metrics on cases whose labels it never had
-            labels = held_out_labels(dataset.path, dataset.manifest, "train")
-            recomputed = evaluate_split(
-                job.out_dir / "predictions" / reported.split,
-                {case: labels[case] for case in cases},
-                labels=dataset.manifest.labels,
-                sites=dataset.manifest.sites,
-                split=reported.split,
-                metrics=(reported.metric,),
-            )
-            worst = max(worst, tamper_gap(reported, recomputed))
-        return worst
 
     def evaluate_test(self, trial: Trial) -> SplitEvaluation | None:
         """Score a finished trial's test-split predictions (used once, at campaign end)."""
-        dataset = self.dataset
         if trial.result is None or trial.result.job is None or trial.status != "succeeded":
             return None
         if "test" in trial.result.evaluations:
             cached: SplitEvaluation = trial.result.evaluations["test"]
             return cached
-        if trial.spec.task == "vqa":
-            if not trial.spec.dataset.test_cases:
-                return None
-            try:
-                evaluation = self._score_vqa(trial.id, trial.spec, trial.result.job, "test")
-            except DatasetError:
-                return None
-        else:
-            labels = held_out_labels(dataset.path, trial.spec.dataset, "test")
-            pred_dir = trial.result.job.out_dir / "predictions" / "test"
-            if not labels or not pred_dir.is_dir():
-                return None
-            evaluation = evaluate_split(
-                pred_dir,
-                labels,
-                labels=trial.spec.dataset.labels,
-                sites=trial.spec.dataset.sites,
-                split="test",
-                metrics=self.metrics,
+        try:
+            evaluation = family(trial.spec.task).score(
+                self._scoring(), trial.id, trial.spec, trial.result.job, "test"
             )
+        except DatasetError:
+            return None
+        if evaluation is None:
+            return None
         updated = trial.result.model_copy(
             update={"evaluations": {**trial.result.evaluations, "test": evaluation}}
         )
         self.store.set_trial_result(trial.id, updated)
         return evaluation
+
+
+def _code_refs(config: TrialConfig) -> dict[str, str]:
+    return config.code_refs() if isinstance(config, SegConfig) else {}
 
 
 def describe(trial: Trial) -> str:

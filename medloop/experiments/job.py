@@ -7,6 +7,7 @@ malformed (one line on stderr, nothing written).
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
@@ -22,6 +23,13 @@ from medloop.core.records import JobOutcome, TrialSpec
 from medloop.core.specs import format_validation_error
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_SPEC = 0, 1, 2
+
+# task -> "module:function(spec, in_dir, out_dir, emit) -> JobOutcome", imported only when
+# a job of that task runs (a segmentation job never imports the VLM stack, and so on).
+JOB_RUNNERS: dict[str, str] = {
+    "segmentation": "medloop.experiments.segmentation.job:run_segmentation",
+    "vqa": "medloop.experiments.vlm.job:run_vqa",
+}
 
 
 def emit(event: dict[str, Any]) -> None:
@@ -66,21 +74,19 @@ def run_job(spec_path: Path, out_dir: Path) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     emit({"event": "start", "task": spec.task, "spec_hash": spec.spec_hash(), "seed": spec.seed})
     try:
+        runner = JOB_RUNNERS.get(spec.task)
+        if runner is None:
+            raise ValueError(f"task {spec.task!r} has no trainer in this job image")
         if spec.task == "segmentation":
             check_inputs(spec, spec_path.parent)  # fail in a second, before torch is imported
-            from medloop.experiments.segmentation.job import run_segmentation
-
-            outcome = run_segmentation(spec, spec_path.parent, out_dir, emit)
-        elif spec.task == "vqa":
+        if spec.task == "vqa" and "transformers" in sys.modules and sys.modules["transformers"] is None:
             # The entry point hides `transformers` from MONAI for segmentation jobs; a VLM
             # job runs on it.
-            if "transformers" in sys.modules and sys.modules["transformers"] is None:
-                del sys.modules["transformers"]
-            from medloop.experiments.vlm.job import run_vqa
-
-            outcome = run_vqa(spec, spec_path.parent, out_dir, emit)
-        else:
-            raise ValueError(f"task {spec.task!r} has no trainer in this job image")
+            del sys.modules["transformers"]
+        module, _, attr = runner.partition(":")
+        outcome: JobOutcome = getattr(importlib.import_module(module), attr)(
+            spec, spec_path.parent, out_dir, emit
+        )
     except Exception as exc:  # noqa: BLE001 - any trial fault becomes a failed outcome (data)
         error = f"{type(exc).__name__}: {exc}"
         tail = traceback.format_exc(limit=-6)

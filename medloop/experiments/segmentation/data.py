@@ -18,6 +18,7 @@ from numpy.typing import NDArray
 from medloop.core.errors import DatasetError
 from medloop.core.specs import SegConfig
 from medloop.experiments.dataset.imageio import Volume, read_volume
+from medloop.experiments.extensions import active
 
 _FG_SAMPLES_PER_CASE = 10_000  # voxels sampled per case for CT intensity statistics
 
@@ -214,8 +215,10 @@ def train_transform(
     shapes = {tuple(item["image"].shape[1:]) for item in items}
     item_shape = list(next(iter(shapes))) if len(shapes) == 1 else None
     padded = [max(s, p) for s, p in zip(item_shape, patch, strict=True)] if item_shape else None
+    custom = active("augmentation")  # a code hypothesis's transforms run after the preset
+    extra: list[Any] = list(custom(config, list(patch))) if custom is not None else []
     transform = Compose(
-        deterministic_transforms(patch) + random_transforms(config.augmentation, patch, padded)
+        deterministic_transforms(patch) + random_transforms(config.augmentation, patch, padded) + extra
     )
     transform.set_random_state(seed=seed % 2**32)
     return transform

@@ -13,6 +13,8 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
+from medloop.experiments.extensions import active
+
 _SLICE_CHUNK = 32  # 2D slices predicted per forward batch
 
 
@@ -56,6 +58,20 @@ def _probabilities(
     return total / len(flips)
 
 
+def _predict(
+    model: nn.Module, batch: torch.Tensor, patch: Sequence[int], *, overlap: float, tta: bool, amp: bool
+) -> torch.Tensor:
+    """Sliding-window probabilities, through a code hypothesis's test-time augmentation
+    when the trial has one (it wraps the plain predictor)."""
+    custom = active("tta")
+    if custom is None:
+        return _probabilities(model, batch, patch, overlap=overlap, tta=tta, amp=amp)
+    out: torch.Tensor = custom(
+        lambda x: _probabilities(model, x, patch, overlap=overlap, tta=False, amp=amp), batch
+    )
+    return out
+
+
 @torch.no_grad()
 def predict_probabilities(
     model: nn.Module,
@@ -74,13 +90,13 @@ def predict_probabilities(
     fmt = _memory_format(len(patch)) if channels_last else torch.contiguous_format
     if len(patch) == 3:
         x = torch.from_numpy(image[None]).to(device).contiguous(memory_format=fmt)
-        return _probabilities(model, x, patch, overlap=overlap, tta=tta, amp=amp)[0]
+        return _predict(model, x, patch, overlap=overlap, tta=tta, amp=amp)[0]
     slices = []
     stack = np.moveaxis(image, -1, 0)  # (Z, C, X, Y)
     for start in range(0, stack.shape[0], _SLICE_CHUNK):
         x = torch.from_numpy(np.ascontiguousarray(stack[start : start + _SLICE_CHUNK])).to(device)
         slices.append(
-            _probabilities(model, x.contiguous(memory_format=fmt), patch, overlap=overlap, tta=tta, amp=amp)
+            _predict(model, x.contiguous(memory_format=fmt), patch, overlap=overlap, tta=tta, amp=amp)
         )
     return torch.cat(slices).permute(1, 2, 3, 0)  # (Z, K, X, Y) -> (K, X, Y, Z)
 

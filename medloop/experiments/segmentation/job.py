@@ -21,6 +21,7 @@ from medloop.core.specs import SegConfig
 from medloop.experiments.dataset.imageio import write_like
 from medloop.experiments.dataset.manifest import stratified_holdout
 from medloop.experiments.dataset.plans import target_spacing
+from medloop.experiments.extensions import activate, extensions_for
 from medloop.experiments.job import versions
 from medloop.experiments.segmentation.data import (
     CaseData,
@@ -123,6 +124,9 @@ def run_segmentation(spec: TrialSpec, in_dir: Path, out_dir: Path, emit: Emit) -
     t0 = time.perf_counter()
     trial = Trial(spec, in_dir, out_dir, emit)
     config = spec.config_as(SegConfig)
+    # Code hypotheses: load and check every staged module before any training (core/code.py)
+    extensions = extensions_for(config, in_dir)
+    activate(extensions)
     torch.set_num_threads(config.num_threads)
     seed_everything(spec.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -172,6 +176,7 @@ def run_segmentation(spec: TrialSpec, in_dir: Path, out_dir: Path, emit: Emit) -
         "trainable_parameters": sum(p.numel() for p in params),
         "normalization": normalizer.describe(),
         "init": init_info,
+        "code": config.code_refs(),
     }
     emit({"event": "setup", **setup})
     setup_seconds = time.perf_counter() - t0
@@ -215,6 +220,8 @@ def run_segmentation(spec: TrialSpec, in_dir: Path, out_dir: Path, emit: Emit) -
         for case in cases:
             tic = time.perf_counter()
             label_map = predict_on_grid(model, case, grid, patch, device, config)
+            if "postprocess" in extensions:
+                label_map = postprocessed(extensions["postprocess"], label_map, case, trial.labels)
             pred_seconds += time.perf_counter() - tic
             n_pred += 1
             write_like(
@@ -294,6 +301,19 @@ def predict_on_grid(
             probs = torch.nn.functional.interpolate(probs[None], size=case.spatial, mode=mode)[0]
     label = probs.argmax(0).to(torch.uint8).cpu().numpy()
     return np.asarray(label.reshape(case.reference.shape), dtype=np.uint8)
+
+
+def postprocessed(fn: Any, label_map: np.ndarray, case: CaseData, labels: dict[str, int]) -> np.ndarray:
+    """A code hypothesis's post-processing of one predicted label map, held to the contract:
+    same shape, integer labels the dataset declares."""
+    spacing = tuple(float(s) for s in case.reference.spacing)
+    out = np.asarray(fn(label_map.copy(), spacing, dict(labels)))
+    if out.shape != label_map.shape:
+        raise ValueError(f"postprocess returned shape {out.shape} for a label map of shape {label_map.shape}")
+    values = set(np.unique(out).tolist())
+    if not values <= set(labels.values()):
+        raise ValueError(f"postprocess returned label values {sorted(values - set(labels.values()))}")
+    return out.astype(np.uint8)
 
 
 def _device_name(device: Any) -> str:

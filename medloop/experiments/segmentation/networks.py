@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from medloop.core.specs import SegConfig
+from medloop.experiments.extensions import active
 
 
 def dynunet_topology(
@@ -58,6 +59,10 @@ def build_network(
     config: SegConfig, in_channels: int, out_channels: int, patch: Sequence[int], spacing: Sequence[float]
 ) -> nn.Module:
     """The network named by `config.model`. `patch` and `spacing` shape DynUNet's topology."""
+    custom = active("network")  # a code hypothesis's network builder (core/code.py)
+    if custom is not None:
+        built: nn.Module = custom(config, in_channels, out_channels, list(patch), list(spacing))
+        return built
     dims = config.spatial_dims
     bf = config.base_features
     if config.model == "unet":

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from medloop.core.specs import SegConfig
+from medloop.experiments.extensions import active
 from medloop.experiments.segmentation.data import CaseData
 from medloop.experiments.segmentation.inference import autocast, dice_per_class, predict_case
 
@@ -34,6 +35,11 @@ def build_loss(config: SegConfig, deep_supervision: bool) -> nn.Module:
     decaying weights over its lower-resolution heads."""
     from monai.losses.dice import DiceCELoss, DiceFocalLoss, DiceLoss
     from monai.losses.ds_loss import DeepSupervisionLoss
+
+    custom = active("loss")  # a code hypothesis's loss (core/code.py)
+    if custom is not None:
+        built: nn.Module = custom(config, deep_supervision)
+        return built
 
     common: dict[str, Any] = {
         "to_onehot_y": True,
@@ -63,10 +69,13 @@ def build_optimizer(
 
 def lr_factor(config: SegConfig) -> Callable[[int], float]:
     """Multiplier of the base LR at step `it`: poly (exponent 0.9, nnU-Net), cosine or constant."""
+    total = config.iterations
+    custom = active("lr_schedule")  # a code hypothesis's schedule (core/code.py)
+    if custom is not None:
+        return lambda it: float(custom(min(it, total), total))
     schedule = config.schedule
     if schedule == "auto":
         schedule = "poly" if config.optimizer == "sgd" else "constant"
-    total = config.iterations
     if schedule == "poly":
         return lambda it: (1.0 - min(it, total) / total) ** 0.9
     if schedule == "cosine":
