@@ -90,7 +90,7 @@ def populate(workspace: Path) -> tuple[str, str]:
     )
     rng = random.Random(0)
     with store.transaction():
-        store.add_campaign(campaign)
+        store.campaigns.add(campaign)
         hyps = []
         for i in range(50):
             h = Hypothesis(
@@ -107,17 +107,17 @@ def populate(workspace: Path) -> tuple[str, str]:
                     "p_adjusted": 0.2,
                 },
             )
-            store.put_hypothesis(h)
+            store.cycles.put_hypothesis(h)
             hyps.append(h.id)
         for cycle in range(1, 11):
-            store.record_cycle(
+            store.cycles.record(
                 campaign.id, cycle, {"hypotheses": [], "incumbent_objective": 0.7 + cycle * 0.008}
             )
         config = make_config("segmentation", {"loss": "dice", "lr": 0.001})
         for i in range(N_TRIALS):
             tspec = TrialSpec(dataset=manifest, config=config, seed=i)
             value = 0.70 + 0.08 * rng.random()
-            store.put_trial(
+            store.trials.put(
                 Trial(
                     id=new_id("trl"),
                     campaign_id=campaign.id,
@@ -160,7 +160,7 @@ def populate(workspace: Path) -> tuple[str, str]:
                 ),
                 tier=rng.choice(tiers),
             )
-            store.put_claim(claim, [])
+            store.claims.put([(claim, [])])
         add_user(store, "bench", "reviewer", actor="bench")
         _, token = issue_token(store, "bench", actor="bench")
     store.close()

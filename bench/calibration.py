@@ -22,8 +22,9 @@ from typing import Any
 from medloop.agents.planners.offline import OfflinePlanner
 from medloop.agents.runner import CampaignRunner
 from medloop.agents.services import CampaignServices
+from medloop.bootstrap import local_checkpoints
 from medloop.core.specs import CampaignSpec, parse_campaign_spec
-from medloop.core.store import SQLiteStore
+from medloop.core.store import SqlStore, open_store
 from medloop.engine.replay import ReplayTrials, save_table, synthetic_table
 
 SPACE: dict[str, list[Any]] = {
@@ -37,22 +38,22 @@ MIN_EFFECT = 0.02
 class _NoKnowledge:
     """Calibration runs are independent: no claim may leak from one campaign to the next."""
 
-    def __init__(self, store: SQLiteStore) -> None:
+    def __init__(self, store: SqlStore) -> None:
         self.store = store
 
     def add_claim(self, claim: Any, evidence: Any, *, actor: str) -> Any:
-        self.store.put_claim(claim, evidence)
-        return self.store.get_claim(claim.id)
+        self.store.claims.put([(claim, evidence)])
+        return self.store.claims.get(claim.id)
 
     def add_evidence(self, claim_id: str, evidence: Any, *, actor: str) -> Any:
-        self.store.add_evidence(evidence)
-        return self.store.get_claim(claim_id)
+        self.store.evidence.add(evidence)
+        return self.store.claims.get(claim_id)
 
     def retrieve(self, query: Any) -> list[Any]:
         return []
 
     def transition(self, claim_id: str, tier: Any, *, actor: str, role: str, reason: str) -> Any:
-        return self.store.set_claim_tier(claim_id, tier)
+        return self.store.claims.set_tier(claim_id, tier)
 
     def reconcile(self) -> dict[str, int]:
         return {}
@@ -95,17 +96,17 @@ def one(args: tuple[str, int]) -> dict[str, Any]:
             ),
             table,
         )
-        store = SQLiteStore(ws / "m.db")
+        store = open_store(ws / "m.db")
         services = CampaignServices(
             store=store,
             knowledge=_NoKnowledge(store),  # type: ignore[arg-type]
             make_trials=lambda spec, _cid: ReplayTrials(store, spec, table=table),
             make_planner=lambda spec: OfflinePlanner(seed=seed, model_based=False),
-            checkpoints_path=ws / "ck.sqlite",
+            checkpoints=local_checkpoints(ws / "ck.sqlite"),
         )
         runner = CampaignRunner(services)
         campaign = runner.run(runner.create(spec_for(table), owner="calibration").id)
-        hyps = store.list_hypotheses(campaign.id)
+        hyps = store.cycles.hypotheses(campaign.id)
         cycles: dict[int, bool] = {}
         for h in hyps:
             cycles[h.cycle] = cycles.get(h.cycle, False) or h.verdict == "supported"

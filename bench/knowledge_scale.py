@@ -201,7 +201,7 @@ def main() -> int:
         check_dataset=False,
     )
     for cid in campaigns:
-        store.add_campaign(Campaign(id=cid, name=cid, spec=spec, owner=f"user{cid[-1]}"))
+        store.campaigns.add(Campaign(id=cid, name=cid, spec=spec, owner=f"user{cid[-1]}"))
     print(
         f"workspace {ws}  embedder {kb.embedder.name}  index {type(kb.vectors).__name__}  claims {args.claims}"
     )
@@ -225,11 +225,11 @@ def main() -> int:
     ingest_wall = time.perf_counter() - wall0
     ingest_cpu = time.process_time() - cpu0
     # Promote a share to evidence tiers, as reproduction and review would.
-    ids = sorted(store.claim_tiers())
+    ids = sorted(store.claims.tiers())
     rng = random.Random(args.seed)
     with store.transaction():
         for cid in rng.sample(ids, len(ids) // 10):
-            store.set_claim_tier(cid, rng.choice(["reproduced", "reproduced", "validated"]))
+            store.claims.set_tier(cid, rng.choice(["reproduced", "reproduced", "validated"]))
 
     # ---------------------------------------------------------------- planning retrieval
     for i in range(10):
@@ -248,7 +248,7 @@ def main() -> int:
         evidence_roles += sum(r.role == "evidence" for r in res)
 
     # ---------------------------------------------------------------- vector-only vs brute force
-    rows = store.get_vectors(ids)
+    rows = store.vectors.get(ids)
     matrix = np.stack([np.frombuffer(rows[i].vector, dtype=np.float32) for i in ids])  # (N, dim)
     qvecs = kb.embedder.embed([world.query(5000 + i).text for i in range(args.queries)])
     idx_lat, np_lat, recall = [], [], []
@@ -264,16 +264,16 @@ def main() -> int:
         recall.append(len(exact & {h for h, _ in hits}) / 10)
 
     # ---------------------------------------------------------------- quarantine one trial
-    half = store.max_edge_seq() // 2
+    half = store.graph.max_seq() // 2
     trial = next(
         e.dst
-        for e in store.list_edges(kinds=["derived_from"], after_seq=half, limit=50)
+        for e in store.graph.edges(kinds=["derived_from"], after_seq=half, limit=50)
         if e.dst_kind == "trial"
     )
     t = time.perf_counter()
     q = kb.quarantine(trial, why="bench", actor="reviewer1", role="reviewer")
     quarantine_s = time.perf_counter() - t
-    citing = set(store.claims_citing(trial))
+    citing = set(store.evidence.citing(trial))
 
     t = time.perf_counter()
     kb.close()

@@ -52,7 +52,7 @@ def main() -> int:
     campaign = runner.run(runner.create(spec, owner="bench").id)
     wall = time.monotonic() - start
     trials = [
-        t for t in runner.s.store.list_trials(campaign_id=campaign.id).items if t.result and t.result.job
+        t for t in runner.s.store.trials.list(campaign_id=campaign.id).items if t.result and t.result.job
     ]
     trainer = sum(float(t.result.efficiency.get("total_seconds", 0.0)) for t in trials if t.result)
     job_wall = sum(t.result.job.wall_s for t in trials if t.result and t.result.job)

@@ -26,9 +26,10 @@ from typing import Any
 from medloop.agents.planners.offline import OfflinePlanner
 from medloop.agents.runner import CampaignRunner
 from medloop.agents.services import CampaignServices
+from medloop.bootstrap import local_checkpoints
 from medloop.core.settings import Settings
 from medloop.core.specs import CampaignSpec, parse_campaign_spec
-from medloop.core.store import SQLiteStore
+from medloop.core.store import SqlStore, open_store
 from medloop.engine.replay import ReplayTable, ReplayTrials, config_signature, load_table
 from medloop.knowledge.base import KnowledgeBase
 from medloop.knowledge.factory import make_knowledge_base
@@ -149,9 +150,9 @@ def medloop_run(
     baseline: dict[str, Any],
     ws: Path,
     knowledge: KnowledgeBase | None = None,
-    store: SQLiteStore | None = None,
+    store: SqlStore | None = None,
 ) -> list[tuple[int, float]]:
-    store = store or SQLiteStore(ws / "m.db")
+    store = store or open_store(ws / "m.db")
     kb = knowledge or make_knowledge_base(
         Settings(workspace=ws, embedder="hash", vector_index="memory"), store
     )
@@ -167,18 +168,18 @@ def medloop_run(
         knowledge=kb,
         make_trials=lambda spec, _cid: ReplayTrials(store, spec, table=table_path),
         make_planner=lambda spec: OfflinePlanner(seed=seed),
-        checkpoints_path=ws / f"ck-{seed}.sqlite",
+        checkpoints=local_checkpoints(ws / f"ck-{seed}.sqlite"),
     )
 
     def track(kind: str, payload: dict[str, Any]) -> None:
         on_event(kind, payload)
         if kind in ("cycle_end", "trial"):
-            campaign = store.get_campaign(cid[0])
+            campaign = store.campaigns.get(cid[0])
             curve.append((trials_seen[0], truth[config_signature(campaign.incumbent, table.factors)]))
 
     runner = CampaignRunner(services, on_event=track)
     cid = [runner.create(spec_for(table_path, table, baseline, f"bench-{seed}"), owner="bench").id]
-    start = truth[config_signature({**runner.s.store.get_campaign(cid[0]).incumbent}, table.factors)]
+    start = truth[config_signature({**runner.s.store.campaigns.get(cid[0]).incumbent}, table.factors)]
     curve.insert(0, (0, start))
     runner.run(cid[0])
     return curve
@@ -247,7 +248,7 @@ def main() -> int:
                 )
                 # warm: the same store and knowledge base first ran a campaign on the first table
                 (ws / "warm").mkdir()
-                store = SQLiteStore(ws / "warm" / "m.db")
+                store = open_store(ws / "warm" / "m.db")
                 kb = make_knowledge_base(
                     Settings(workspace=ws / "warm", embedder="hash", vector_index="memory"), store
                 )

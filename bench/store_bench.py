@@ -51,10 +51,16 @@ TARGET_MS = {"sqlite": 5.0, "postgres": 15.0}
 def realistic_result(t: Trial) -> TrialResult:
     """A result the size the engine stores: 20 cases x 2 metrics x 2 classes, 50 epochs."""
     cases = [
-        CaseEvaluation(case=f"case_{i:03d}", site="a", metrics={"dice": {"organ": 0.8, "tumour": 0.6}, "hd95": {"organ": 3.0, "tumour": 7.5}})
+        CaseEvaluation(
+            case=f"case_{i:03d}",
+            site="a",
+            metrics={"dice": {"organ": 0.8, "tumour": 0.6}, "hd95": {"organ": 3.0, "tumour": 7.5}},
+        )
         for i in range(20)
     ]
-    ev = SplitEvaluation(split="eval", cases=cases, summary={"dice": 0.7, "hd95": 5.2}, implementation="medloop.evaluation 1")
+    ev = SplitEvaluation(
+        split="eval", cases=cases, summary={"dice": 0.7, "hd95": 5.2}, implementation="medloop.evaluation 1"
+    )
     job = JobResult(
         key=f"job-{t.id}",
         status="succeeded",
@@ -62,11 +68,18 @@ def realistic_result(t: Trial) -> TrialResult:
         wall_s=12.5,
         out_dir=Path("/tmp/out"),
         log_tail="epoch 50 loss 0.12\n" * 20,
-        provenance=Provenance(code_version="0.1.0", runtime="local", host="bench", started_at=utcnow(), ended_at=utcnow()),
+        provenance=Provenance(
+            code_version="0.1.0", runtime="local", host="bench", started_at=utcnow(), ended_at=utcnow()
+        ),
     )
     return TrialResult(
-        trial_id=t.id, spec_hash=t.spec_hash, status="succeeded", objective=0.7, evaluations={"eval": ev},
-        history=[{"epoch": float(i), "loss": 1.0 / (i + 1)} for i in range(50)], job=job,
+        trial_id=t.id,
+        spec_hash=t.spec_hash,
+        status="succeeded",
+        objective=0.7,
+        evaluations={"eval": ev},
+        history=[{"epoch": float(i), "loss": 1.0 / (i + 1)} for i in range(50)],
+        job=job,
     )
 
 
@@ -87,7 +100,12 @@ def raw_writes(kind: str, target: str) -> tuple[Writes, Callable[[], None]]:
     cols = list(TRIAL.row(trial("x", "cmp_bench"), updated_at="").keys())
     if kind == "sqlite":
         conn: Any = sqlite3.connect(target, isolation_level=None)
-        for pragma in ("journal_mode = WAL", "synchronous = NORMAL", "foreign_keys = ON", "busy_timeout = 10000"):
+        for pragma in (
+            "journal_mode = WAL",
+            "synchronous = NORMAL",
+            "foreign_keys = ON",
+            "busy_timeout = 10000",
+        ):
             conn.execute(f"PRAGMA {pragma}")
         mark = "?"
     else:
@@ -158,9 +176,13 @@ def run(kind: str, url: str, raw_target: str, n: int) -> tuple[float, bool]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--trials", type=int, default=400, help="trials written per side and backend")
-    parser.add_argument("--postgres-url", help="an empty database (postgresql+psycopg://...); default: a throwaway cluster")
+    parser.add_argument(
+        "--postgres-url", help="an empty database (postgresql+psycopg://...); default: a throwaway cluster"
+    )
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="medloop-store-bench-"))
     cluster = None
@@ -176,7 +198,9 @@ def main() -> int:
                 cluster = start_cluster()
                 pg_url = cluster.create_database("bench")
         size = len(realistic_result(trial("x", "c")).model_dump_json())
-        print(f"record writes per trial: insert, mark running, store result ({size / 1024:.1f} KiB of result JSON)")
+        print(
+            f"record writes per trial: insert, mark running, store result ({size / 1024:.1f} KiB of result JSON)"
+        )
         print(f"{args.trials} trials per side; ms; peer = the same SQL on the bare driver, same run")
         print(f"(machine load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores at the start)")
         print(

@@ -6,17 +6,21 @@ function so that `import medloop.bootstrap` stays cheap (no torch, chromadb, lan
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from medloop.core.errors import SpecError
+from medloop.core.errors import ConflictError, SpecError
 from medloop.core.settings import Settings
-from medloop.core.store import SQLiteStore, open_store
+from medloop.core.store import open_store
 
 if TYPE_CHECKING:
     from medloop.agents.base import Planner
     from medloop.agents.runner import CampaignRunner
-    from medloop.agents.services import CampaignServices, EventCallback
+    from medloop.agents.services import CampaignServices, Checkpoints, EventCallback
     from medloop.core.records import Campaign
     from medloop.core.specs import CampaignSpec
     from medloop.core.store import Store
@@ -27,8 +31,109 @@ if TYPE_CHECKING:
     from medloop.tools.context import Caller, ToolContext
 
 
-def store(settings: Settings) -> SQLiteStore:
-    return open_store(settings.db_path)
+def store(settings: Settings) -> Store:
+    """SQLite in the workspace, or the database of MEDLOOP_DB_URL (migrated on open)."""
+    return open_store(settings.store_url)
+
+
+def checkpoints(settings: Settings) -> Checkpoints:
+    """Campaign checkpoints and locks beside the store: files in the workspace for SQLite,
+    the store's own database for Postgres (so no host needs the workspace for them)."""
+    if settings.postgres:
+        return postgres_checkpoints(settings.store_url)
+    return local_checkpoints(settings.checkpoints_path)
+
+
+def local_checkpoints(path: Path) -> Checkpoints:
+    """LangGraph's SqliteSaver on `path`; lock files in `locks/` beside it."""
+    from medloop.agents.services import Checkpoints
+
+    @contextmanager
+    def saver() -> Iterator[Any]:
+        import sqlite3
+
+        from langgraph.checkpoint.sqlite import SqliteSaver
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(path), check_same_thread=False)
+        try:
+            yield SqliteSaver(conn)
+        finally:
+            conn.close()
+
+    return Checkpoints(saver, partial(_file_lock, path.parent / "locks"))
+
+
+def postgres_checkpoints(url: str) -> Checkpoints:
+    """LangGraph's PostgresSaver in the store's database; Postgres advisory locks."""
+    from medloop.agents.services import Checkpoints
+
+    dsn = "postgresql://" + url.split("://", 1)[1]  # libpq's spelling, without the driver
+
+    @contextmanager
+    def saver() -> Iterator[Any]:
+        from langgraph.checkpoint.postgres import PostgresSaver
+
+        with PostgresSaver.from_conn_string(dsn) as cp:
+            conn: Any = cp.conn  # one connection (from_conn_string), not a pool
+            key = _lock_key("checkpoints.setup")  # setup() is not safe to run twice at once
+            conn.execute("SELECT pg_advisory_lock(%s)", (key,))
+            try:
+                cp.setup()
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+            yield cp
+
+    return Checkpoints(saver, partial(_advisory_lock, dsn))
+
+
+def _busy(campaign_id: str, holder: str) -> ConflictError:
+    return ConflictError(
+        f"campaign {campaign_id} is being run by {holder}",
+        hint="wait for it, or pause/stop it; one process drives a campaign at a time",
+    )
+
+
+@contextmanager
+def _file_lock(folder: Path, campaign_id: str) -> Iterator[None]:
+    import fcntl
+    import os
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / f"{campaign_id}.lock").open("a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            raise _busy(campaign_id, fh.read().strip() or "another process") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}")
+        fh.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _lock_key(name: str) -> int:
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+@contextmanager
+def _advisory_lock(dsn: str, campaign_id: str) -> Iterator[None]:
+    """Held by this process's connection: a crashed runner's lock ends with it."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        key = _lock_key(f"campaign:{campaign_id}")
+        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+        if not row or not row[0]:
+            raise _busy(campaign_id, "another process (a Postgres advisory lock is held)")
+        try:
+            yield
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
 
 
 def knowledge(settings: Settings, store: Store) -> KnowledgeBase:
@@ -52,10 +157,10 @@ def spent_budget(store: Store, campaign_id: str) -> dict[str, float]:
     finished cycle. A resumed campaign's scheduler starts from here."""
     trials = jobs = 0
     gpu_s = 0.0
-    wall_s = max((float(c.get("active_s", 0.0)) for c in store.list_cycles(campaign_id)), default=0.0)
+    wall_s = max((float(c.get("active_s", 0.0)) for c in store.cycles.list(campaign_id)), default=0.0)
     after = None
     while True:
-        page = store.list_trials(campaign_id=campaign_id, after=after, limit=1000)
+        page = store.trials.list(campaign_id=campaign_id, after=after, limit=1000)
         for t in page:
             trials += 1
             job = t.result.job if t.result else None
@@ -137,7 +242,7 @@ def campaign_services(
         knowledge=knowledge(settings, st),
         make_trials=trials_factory(settings, st, charge_campaign=charge_campaign),
         make_planner=planner_factory(settings),
-        checkpoints_path=settings.checkpoints_path,
+        checkpoints=checkpoints(settings),
         actor="agent",
         plan_baseline=plan_baseline,
     )
@@ -159,7 +264,7 @@ def campaign_runner(settings: Settings, on_event: EventCallback | None = None) -
 
 
 def tool_context(
-    settings: Settings, caller: Caller | None = None, *, store_: SQLiteStore | None = None
+    settings: Settings, caller: Caller | None = None, *, store_: Store | None = None
 ) -> ToolContext:
     """What the tool library runs with, acting as `caller` (default: MEDLOOP_USER as agent).
 
@@ -184,7 +289,7 @@ def tool_context(
             knowledge=kb,
             make_trials=trials_factory(settings, st),
             make_planner=planner_factory(settings),
-            checkpoints_path=settings.checkpoints_path,
+            checkpoints=checkpoints(settings),
             plan_baseline=plan_baseline,
         )
         return CampaignRunner(services).create(spec, owner=owner)
@@ -200,7 +305,7 @@ def tool_context(
     )
     return ToolContext(
         store=st,
-        ledger=st,
+        ledger=st.ledger,
         knowledge=kb,
         make_trials=trials_factory(settings, st),
         caller=caller or Caller(settings.user),

@@ -18,17 +18,17 @@ class FakeKnowledge:
         self.transitions: list[tuple[str, str, str, str]] = []
 
     def add_claim(self, claim: Claim, evidence: list[Evidence], *, actor: str) -> Claim:
-        if self.store.put_claim(claim, evidence):
-            self.store.append_audit(actor, "claim.add", "claim", claim.id, {"tier": claim.tier})
-        return self.store.get_claim(claim.id)
+        if self.store.claims.put([(claim, evidence)]):
+            self.store.audit.append(actor, "claim.add", "claim", claim.id, {"tier": claim.tier})
+        return self.store.claims.get(claim.id)
 
     def add_evidence(self, claim_id: str, evidence: list[Evidence], *, actor: str) -> Claim:
-        self.store.add_evidence(evidence)
-        return self.store.get_claim(claim_id)
+        self.store.evidence.add(evidence)
+        return self.store.claims.get(claim_id)
 
     def retrieve(self, query: RetrievalQuery) -> list[RetrievedClaim]:
         out = []
-        for claim in self.store.list_claims(limit=10_000):
+        for claim in self.store.claims.list(limit=10_000):
             if claim.tier not in _RANK or (query.task and claim.context.task != query.task):
                 continue
             role = "evidence" if claim.tier in EVIDENCE_TIERS else "suggestion"
@@ -37,10 +37,10 @@ class FakeKnowledge:
         return out[: query.k]
 
     def transition(self, claim_id: str, tier: Tier, *, actor: str, role: str, reason: str) -> Claim:
-        before = self.store.get_claim(claim_id).tier
+        before = self.store.claims.get(claim_id).tier
         with self.store.transaction():
-            claim = self.store.set_claim_tier(claim_id, tier)
-            self.store.append_audit(
+            claim = self.store.claims.set_tier(claim_id, tier)
+            self.store.audit.append(
                 actor,
                 "claim.transition",
                 "claim",

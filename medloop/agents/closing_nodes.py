@@ -24,8 +24,8 @@ class ClosingNodes(NodeBase):
         cycle = state["cycle"]
         no_gain = 0 if state.get("incumbent_changed") else int(state.get("no_gain_cycles", 0)) + 1
         self._run_requests(campaign.id, cycle)
-        hyps = self.s.store.list_hypotheses(campaign.id, cycle)
-        self.s.store.record_cycle(
+        hyps = self.s.store.cycles.hypotheses(campaign.id, cycle)
+        self.s.store.cycles.record(
             campaign.id,
             cycle,
             {
@@ -39,7 +39,7 @@ class ClosingNodes(NodeBase):
             },
         )
         reason = state.get("stop_reason")
-        n_trials = len(self.s.store.list_trials(campaign_id=campaign.id, limit=100_000).items)
+        n_trials = len(self.s.store.trials.list(campaign_id=campaign.id, limit=100_000).items)
         if reason:
             pass
         elif campaign.status == "stopping":
@@ -81,8 +81,8 @@ class ClosingNodes(NodeBase):
         store: Any = self.s.store
         if not hasattr(store, "list_reproduction_requests"):
             return
-        for req in store.list_reproduction_requests(status="open"):
-            if store.get_claim(req.claim_id).campaign_id != campaign_id:
+        for req in store.reviews.list(status="open"):
+            if store.claims.get(req.claim_id).campaign_id != campaign_id:
                 continue
             try:
                 result = run_request(self.s, req.id)
@@ -139,15 +139,15 @@ class ClosingNodes(NodeBase):
         for name, reqs in plan.items():
             trials = []
             for req in reqs:
-                trial = self.s.store.get_trial(req.trial_id)
+                trial = self.s.store.trials.get(req.trial_id)
                 if service.evaluate_test(trial) is not None:
-                    trials.append(self.s.store.get_trial(req.trial_id))
+                    trials.append(self.s.store.trials.get(req.trial_id))
             test_arms[name] = arm_data(trials, campaign.spec.objective, split="test")
         summary["test"] = {
             name: {"objective": a.objective, "trials": a.usable} for name, a in test_arms.items()
         }
         summary["test_report"] = {
-            name: split_breakdown([self.s.store.get_trial(t) for t in test_arms[name].usable], "test")
+            name: split_breakdown([self.s.store.trials.get(t) for t in test_arms[name].usable], "test")
             for name in test_arms
         }
         same = campaign.baseline == campaign.incumbent
@@ -156,9 +156,11 @@ class ClosingNodes(NodeBase):
             if comp is not None:
                 summary["test"]["effect"] = comp.model_dump(exclude={"cases"})
         first_time = campaign.status != "completed"
-        self.s.store.update_campaign(campaign.id, status="completed", summary={**campaign.summary, **summary})
+        self.s.store.campaigns.update(
+            campaign.id, status="completed", summary={**campaign.summary, **summary}
+        )
         if first_time:  # a re-run after a crash must not audit the completion twice
-            self.s.store.append_audit(self.s.actor, "campaign.complete", "campaign", campaign.id, summary)
+            self.s.store.audit.append(self.s.actor, "campaign.complete", "campaign", campaign.id, summary)
         self.emit("final", summary=summary)
         return {}
 

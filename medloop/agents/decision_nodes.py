@@ -30,10 +30,10 @@ class DecisionNodes(NodeBase):
         if state.get("phase") == "reproduce":
             for hyp in self.hypotheses(state.get("reproduce_ids", [])):
                 control = arm_data(
-                    [self.s.store.get_trial(t) for t in hyp.reproduction_control], spec.objective
+                    [self.s.store.trials.get(t) for t in hyp.reproduction_control], spec.objective
                 )
                 treat = arm_data(
-                    [self.s.store.get_trial(t) for t in hyp.reproduction_treatment], spec.objective
+                    [self.s.store.trials.get(t) for t in hyp.reproduction_treatment], spec.objective
                 )
                 comparison = compare_arms(control, treat, spec.validation, seed=state["cycle"])
                 detail: dict[str, Any]
@@ -57,7 +57,7 @@ class DecisionNodes(NodeBase):
                         "pooled_estimate": pooled,
                     }
                 merged = {**hyp.analysis, "reproduction": {"outcome": outcome, **detail}}
-                self.s.store.put_hypothesis(
+                self.s.store.cycles.put_hypothesis(
                     hyp.model_copy(update={"reproduction": outcome, "analysis": merged})
                 )
                 self.emit(
@@ -85,7 +85,9 @@ class DecisionNodes(NodeBase):
                 )
             if a.by_group:  # per-category effects (VQA), kept as the claim's evidence
                 analysis["by_category"] = a.by_group
-            self.s.store.put_hypothesis(hyp.model_copy(update={"verdict": a.verdict, "analysis": analysis}))
+            self.s.store.cycles.put_hypothesis(
+                hyp.model_copy(update={"verdict": a.verdict, "analysis": analysis})
+            )
         self.emit(
             "verdicts",
             cycle=state["cycle"],
@@ -113,10 +115,10 @@ class DecisionNodes(NodeBase):
         for hyp in self.hypotheses(state.get("hypothesis_ids", [])):
             if hyp.verdict not in ("supported", "refuted", "inconclusive") or "estimate" not in hyp.analysis:
                 continue
-            trials = [self.s.store.get_trial(t) for t in hyp.control_trials + hyp.treatment_trials]
+            trials = [self.s.store.trials.get(t) for t in hyp.control_trials + hyp.treatment_trials]
             claim, evidence = build_claim(campaign, hyp, trials, fingerprint=fingerprint, verdict=hyp.verdict)
             kb.add_claim(claim, evidence, actor=actor)
-            current = self.s.store.get_claim(claim.id)
+            current = self.s.store.claims.get(claim.id)
             if current.tier == "proposed":
                 kb.transition(
                     claim.id,
@@ -125,7 +127,7 @@ class DecisionNodes(NodeBase):
                     role="agent",  # type: ignore[arg-type]
                     reason=f"paired test on cycle {hyp.cycle}",
                 )
-            self.s.store.put_hypothesis(hyp.model_copy(update={"claim_id": claim.id}))
+            self.s.store.cycles.put_hypothesis(hyp.model_copy(update={"claim_id": claim.id}))
             new_claims.append(claim.id)
             if hyp.verdict == "supported":
                 to_reproduce.append(hyp.id)
@@ -137,7 +139,9 @@ class DecisionNodes(NodeBase):
             sign = 1.0 if campaign.spec.objective.direction == "maximize" else -1.0
             best = max(
                 to_reproduce,
-                key=lambda h: sign * float(self.s.store.get_hypothesis(h).analysis.get("estimate", 0.0)),
+                key=lambda h: (
+                    sign * float(self.s.store.cycles.get_hypothesis(h).analysis.get("estimate", 0.0))
+                ),
             )
             return {"new_claim_ids": new_claims, "reproduce_ids": [best], "phase": "reproduce"}
         # Reproduction is off (reproduction_seeds: 0): claims stay `supported` and, since the
@@ -150,14 +154,14 @@ class DecisionNodes(NodeBase):
         for hyp in self.hypotheses(state.get("reproduce_ids", [])):
             claim_id = hyp.claim_id or claim_id_for(hyp)
             trials = [
-                self.s.store.get_trial(t) for t in hyp.reproduction_control + hyp.reproduction_treatment
+                self.s.store.trials.get(t) for t in hyp.reproduction_control + hyp.reproduction_treatment
             ]
-            if not any(e.role == "reproduction" for e in self.s.store.list_evidence(claim_id)):
+            if not any(e.role == "reproduction" for e in self.s.store.evidence.list(claim_id)):
                 # once: a node re-run after a crash must not audit the same evidence twice
                 self.s.knowledge.add_evidence(
                     claim_id, reproduction_evidence(claim_id, hyp, trials), actor=actor
                 )
-            tier = self.s.store.get_claim(claim_id).tier
+            tier = self.s.store.claims.get(claim_id).tier
             if tier != "supported":
                 if tier == "reproduced":
                     agreed.append(hyp)
@@ -210,10 +214,10 @@ class DecisionNodes(NodeBase):
         ).model_dump()
         if new_config == campaign.incumbent:  # re-run after a crash: already promoted
             return True
-        treat = [self.s.store.get_trial(t) for t in best.treatment_trials + best.reproduction_treatment]
+        treat = [self.s.store.trials.get(t) for t in best.treatment_trials + best.reproduction_treatment]
         value = arm_data(treat, campaign.spec.objective).objective
-        self.s.store.update_campaign(campaign.id, incumbent=new_config, incumbent_objective=value)
-        self.s.store.append_audit(
+        self.s.store.campaigns.update(campaign.id, incumbent=new_config, incumbent_objective=value)
+        self.s.store.audit.append(
             self.s.actor,
             "campaign.incumbent",
             "campaign",
@@ -239,7 +243,7 @@ class DecisionNodes(NodeBase):
         new = state.get("new_claim_ids", [])
 
         def undecided() -> list[str]:
-            return [c for c in new if self.s.store.get_claim(c).tier == "reproduced"]
+            return [c for c in new if self.s.store.claims.get(c).tier == "reproduced"]
 
         pending = undecided()
         while pending:
@@ -265,7 +269,7 @@ class DecisionNodes(NodeBase):
         validated = [
             h
             for h in self.hypotheses(state.get("awaiting_review", []))
-            if h.claim_id and self.s.store.get_claim(h.claim_id).tier == "validated"
+            if h.claim_id and self.s.store.claims.get(h.claim_id).tier == "validated"
         ]
         changed = self._promote(campaign, validated)
         return {"incumbent_changed": bool(state.get("incumbent_changed")) or changed, "awaiting_review": []}

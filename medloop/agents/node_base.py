@@ -44,7 +44,7 @@ class NodeBase:
         return node
 
     def campaign(self, state: CampaignState) -> Campaign:
-        return self.s.store.get_campaign(state["campaign_id"])
+        return self.s.store.campaigns.get(state["campaign_id"])
 
     def trials(self, campaign: Campaign) -> TrialService:
         if campaign.id not in self._trials:
@@ -60,7 +60,7 @@ class NodeBase:
         self._trials.clear()
 
     def hypotheses(self, ids: list[str]) -> list[Hypothesis]:
-        return [self.s.store.get_hypothesis(h) for h in ids]
+        return [self.s.store.cycles.get_hypothesis(h) for h in ids]
 
     def retrieval(self, campaign: Campaign) -> list[RetrievedClaim]:
         spec = campaign.spec
@@ -82,7 +82,7 @@ class NodeBase:
 
     def history(self, campaign_id: str) -> list[HistoryRow]:
         rows = []
-        for h in self.s.store.list_hypotheses(campaign_id):
+        for h in self.s.store.cycles.hypotheses(campaign_id):
             if h.verdict == "pending":
                 continue
             rows.append(
@@ -115,7 +115,7 @@ class NodeBase:
         budget = campaign.spec.budget.max_trials
         if budget is None:
             return 10**6
-        used = len(self.s.store.list_trials(campaign_id=campaign.id, limit=100_000).items)
+        used = len(self.s.store.trials.list(campaign_id=campaign.id, limit=100_000).items)
         policy = campaign.spec.validation
         control = 0 if used else policy.seeds_per_arm
         reserve = 2 * policy.reproduction_seeds + 2 * policy.seeds_per_arm

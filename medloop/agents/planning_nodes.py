@@ -46,7 +46,7 @@ class PlanningNodes(NodeBase):
         campaign = self.campaign(state)
         spec = campaign.spec
         cid, cycle = campaign.id, state["cycle"]
-        existing = self.s.store.list_hypotheses(cid, cycle)
+        existing = self.s.store.cycles.hypotheses(cid, cycle)
         if existing:  # re-run after a crash: the plan was already made
             return {"hypothesis_ids": [h.id for h in existing]}
         n = min(spec.planner.hypotheses_per_cycle, self.affordable_hypotheses(campaign))
@@ -54,7 +54,7 @@ class PlanningNodes(NodeBase):
             return {"hypothesis_ids": [], "stop_reason": "trial budget spent"}
         retrieved_ids = set(state.get("retrieved", []))
         retrieved = [r for r in self.retrieval(campaign) if r.claim.id in retrieved_ids]
-        trials = self.s.store.list_trials(campaign_id=cid).items
+        trials = self.s.store.trials.list(campaign_id=cid).items
         context = PlanningContext(
             campaign_id=cid,
             cycle=cycle,
@@ -103,8 +103,8 @@ class PlanningNodes(NodeBase):
         # All of the cycle's plan or none of it: a crash half-way must not shrink the plan.
         with self.s.store.transaction():
             for hyp in hypotheses.values():
-                self.s.store.put_hypothesis(hyp)
-            self.s.store.update_campaign(
+                self.s.store.cycles.put_hypothesis(hyp)
+            self.s.store.campaigns.update(
                 cid, summary={**campaign.summary, "planner": {"name": planner.name, **planner.state()}}
             )
         hyps = list(hypotheses.values())
@@ -147,7 +147,7 @@ class PlanningNodes(NodeBase):
                         cfg, seed, max_seconds=campaign.spec.sandbox.timeout
                     )
                     tid = trial_id_for(campaign.id, spec)
-                    self.s.store.put_trial(
+                    self.s.store.trials.put(
                         Trial(
                             id=tid,
                             campaign_id=campaign.id,
@@ -168,11 +168,11 @@ class PlanningNodes(NodeBase):
                 )
             else:
                 hyp = hyp.model_copy(update={"control_trials": control, "treatment_trials": treatment})
-            self.s.store.put_hypothesis(hyp)
+            self.s.store.cycles.put_hypothesis(hyp)
         return {}
 
     def _config_of(self, trial_id: str) -> dict[str, Any]:
-        return self.s.store.get_trial(trial_id).spec.config.model_dump()
+        return self.s.store.trials.get(trial_id).spec.config.model_dump()
 
     def _phase_trials(self, state: CampaignState) -> list[tuple[str, str | None]]:
         reproducing = state.get("phase") == "reproduce"
@@ -192,7 +192,7 @@ class PlanningNodes(NodeBase):
         campaign = self.campaign(state)
         requests = []
         for tid, hyp_id in self._phase_trials(state):
-            trial = self.s.store.get_trial(tid)
+            trial = self.s.store.trials.get(tid)
             requests.append(TrialRequest(trial_id=tid, hypothesis_id=hyp_id, arm=trial.arm, spec=trial.spec))
 
         def on_job(event: JobEvent) -> None:
@@ -229,8 +229,8 @@ class PlanningNodes(NodeBase):
         for hyp in self.hypotheses(ids):
             c_ids = hyp.reproduction_control if reproducing else hyp.control_trials
             t_ids = hyp.reproduction_treatment if reproducing else hyp.treatment_trials
-            control = arm_data([self.s.store.get_trial(t) for t in c_ids], objective)
-            treat = arm_data([self.s.store.get_trial(t) for t in t_ids], objective)
+            control = arm_data([self.s.store.trials.get(t) for t in c_ids], objective)
+            treat = arm_data([self.s.store.trials.get(t) for t in t_ids], objective)
             rows.append(
                 {
                     "hypothesis": hyp.id,
@@ -240,7 +240,7 @@ class PlanningNodes(NodeBase):
                 }
             )
             if campaign.baseline_objective is None and not reproducing and control.objective is not None:
-                campaign = self.s.store.update_campaign(
+                campaign = self.s.store.campaigns.update(
                     campaign.id, baseline_objective=control.objective, incumbent_objective=control.objective
                 )
         self.emit("evaluated", cycle=state["cycle"], phase=state.get("phase"), arms=rows)

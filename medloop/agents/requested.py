@@ -17,7 +17,7 @@ finished ones are reused), the evidence is attached once, and the tier moves onc
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -26,7 +26,8 @@ from medloop.agents.services import CampaignServices
 from medloop.core.errors import ConflictError
 from medloop.core.records import Evidence, Hypothesis, Trial
 from medloop.core.specs import CampaignSpec, make_config
-from medloop.core.store.review_tables import ReproductionRequest, ReviewStore
+from medloop.core.store import Store
+from medloop.core.store.rows import ReproductionRequest
 from medloop.engine.analysis import arm_data, compare_arms, pooled_estimate, reproduction_agrees
 from medloop.engine.base import TrialRequest, TrialService, trial_id_for
 
@@ -51,8 +52,8 @@ def _arms(hyp: Hypothesis, store: Any) -> tuple[dict[str, Any], dict[str, Any]]:
             f"hypothesis {hyp.id} has no control and treatment runs to repeat",
             hint="only claims a campaign tested can be reproduced",
         )
-    control = store.get_trial(hyp.control_trials[0]).spec.config.model_dump()
-    treatment = store.get_trial(hyp.treatment_trials[0]).spec.config.model_dump()
+    control = store.trials.get(hyp.control_trials[0]).spec.config.model_dump()
+    treatment = store.trials.get(hyp.treatment_trials[0]).spec.config.model_dump()
     return control, treatment
 
 
@@ -70,7 +71,7 @@ def _design(
         for cfg, bucket in ((control_cfg, control), (treat_cfg, treatment)):
             tspec = trials.spec_for(make_config(spec.task, cfg), seed, max_seconds=spec.sandbox.timeout)
             tid = trial_id_for(hyp.campaign_id, tspec)
-            services.store.put_trial(  # insert-or-ignore: a re-run keeps finished trials
+            services.store.trials.put(  # insert-or-ignore: a re-run keeps finished trials
                 Trial(
                     id=tid,
                     campaign_id=hyp.campaign_id,
@@ -92,20 +93,19 @@ def run_request(
 ) -> RequestOutcome:
     """Run one open reproduction request to its end; returns what it found."""
     store = services.store
-    requests = cast(ReviewStore, store)
-    request = requests.get_reproduction_request(request_id)
+    request = store.reviews.get(request_id)
     if request.status != "open":
         raise ConflictError(f"reproduction request {request_id} is {request.status}, not open")
-    claim = store.get_claim(request.claim_id)
+    claim = store.claims.get(request.claim_id)
     if claim.hypothesis_id is None or claim.campaign_id is None:
         raise ConflictError(
             f"claim {claim.id} did not come from a campaign's hypothesis (imported or proposed by a tool)",
             hint="there are no runs to repeat; withdraw the request",
         )
-    hyp = store.get_hypothesis(claim.hypothesis_id)
-    campaign = store.get_campaign(hyp.campaign_id)
+    hyp = store.cycles.get_hypothesis(claim.hypothesis_id)
+    campaign = store.campaigns.get(hyp.campaign_id)
     spec = campaign.spec
-    index = _request_index(requests, store, campaign.id, request)
+    index = _request_index(store, campaign.id, request)
     policy = spec.validation
     seeds = requested_seeds(campaign.id, index, policy.reproduction_seeds or policy.seeds_per_arm)
     trials = services.make_trials(spec, campaign.id)
@@ -115,7 +115,7 @@ def run_request(
             campaign.id,
             [
                 TrialRequest(
-                    trial_id=t, hypothesis_id=hyp.id, arm="reproduction", spec=store.get_trial(t).spec
+                    trial_id=t, hypothesis_id=hyp.id, arm="reproduction", spec=store.trials.get(t).spec
                 )
                 for t in control + treatment
             ],
@@ -123,8 +123,8 @@ def run_request(
         )
     finally:
         trials.close()
-    c_arm = arm_data([store.get_trial(t) for t in control], spec.objective)
-    t_arm = arm_data([store.get_trial(t) for t in treatment], spec.objective)
+    c_arm = arm_data([store.trials.get(t) for t in control], spec.objective)
+    t_arm = arm_data([store.trials.get(t) for t in treatment], spec.objective)
     comparison = compare_arms(c_arm, t_arm, policy, seed=index)
     outcome: Outcome
     detail: dict[str, Any]
@@ -138,11 +138,11 @@ def run_request(
         outcome = "agreed" if agrees else "disagreed"
         detail = {**comparison.model_dump(exclude={"cases"}), "seeds": t_arm.seeds, "pooled_estimate": pooled}
     detail = {**detail, "outcome": outcome, "request": request.id, "requested_by": request.actor}
-    tier_before = store.get_claim(claim.id).tier
+    tier_before = store.claims.get(claim.id).tier
     if outcome != "failed":
         _attach(services, claim.id, request, control, treatment, detail)
         _move_tier(services, claim.id, request, outcome)
-    tier_after = store.get_claim(claim.id).tier
+    tier_after = store.claims.get(claim.id).tier
     result = RequestOutcome(
         request_id=request.id,
         claim_id=claim.id,
@@ -156,8 +156,8 @@ def run_request(
     )
     if outcome != "failed":  # a failed run (budget, infrastructure) leaves the request open
         with store.transaction():
-            requests.close_reproduction_request(request.id, "done")
-            store.append_audit(
+            store.reviews.close(request.id, "done")
+            store.audit.append(
                 services.actor,
                 "claim.reproduction_run",
                 "claim",
@@ -167,14 +167,10 @@ def run_request(
     return result
 
 
-def _request_index(requests: ReviewStore, store: Any, campaign_id: str, request: ReproductionRequest) -> int:
+def _request_index(store: Store, campaign_id: str, request: ReproductionRequest) -> int:
     """The request's position among all requests on this campaign's claims (by creation),
     so each gets its own block of fresh seeds and a re-run gets the same one."""
-    ordered = [
-        r.id
-        for r in requests.list_reproduction_requests()
-        if store.get_claim(r.claim_id).campaign_id == campaign_id
-    ]
+    ordered = [r.id for r in store.reviews.list() if store.claims.get(r.claim_id).campaign_id == campaign_id]
     return ordered.index(request.id)
 
 
@@ -186,7 +182,7 @@ def _attach(
     treatment: list[str],
     detail: dict[str, Any],
 ) -> None:
-    if any(e.ref_id == request.id for e in services.store.list_evidence(claim_id)):
+    if any(e.ref_id == request.id for e in services.store.evidence.list(claim_id)):
         return  # attached before a crash
     evidence = [
         Evidence(
@@ -202,7 +198,7 @@ def _attach(
                 "request": request.id,
             },
         )
-        for t in (services.store.get_trial(i) for i in control + treatment)
+        for t in (services.store.trials.get(i) for i in control + treatment)
     ]
     evidence.append(
         Evidence(claim_id=claim_id, kind="statistic", ref_id=request.id, role="reproduction", detail=detail)
@@ -213,7 +209,7 @@ def _attach(
 def _move_tier(
     services: CampaignServices, claim_id: str, request: ReproductionRequest, outcome: Outcome
 ) -> None:
-    if services.store.get_claim(claim_id).tier != "supported":
+    if services.store.claims.get(claim_id).tier != "supported":
         return
     services.knowledge.transition(
         claim_id,

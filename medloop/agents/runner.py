@@ -1,16 +1,14 @@
 """Create, run, pause, resume and stop campaigns (the agents' public API).
 
-A campaign is one LangGraph thread (thread_id = campaign id) checkpointed to SQLite with
+A campaign is one LangGraph thread (thread_id = campaign id) checkpointed (SQLite or Postgres) with
 durability="sync", so `resume` continues after any crash from the last finished node.
 Pausing is an `interrupt()` at the next cycle boundary; a human review is another.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from medloop.agents.graph import build_graph
@@ -21,6 +19,7 @@ from medloop.core.errors import ConflictError, SpecError
 from medloop.core.ids import new_id
 from medloop.core.records import Campaign
 from medloop.core.specs import CampaignSpec
+from medloop.core.store import Store
 
 
 class CampaignRunner:
@@ -47,13 +46,13 @@ class CampaignRunner:
             incumbent=baseline,
         )
         with self.s.store.transaction():
-            self.s.store.add_campaign(campaign)
-            self.s.store.append_audit(owner, "campaign.create", "campaign", campaign.id, {"name": spec.name})
+            self.s.store.campaigns.add(campaign)
+            self.s.store.audit.append(owner, "campaign.create", "campaign", campaign.id, {"name": spec.name})
         return campaign
 
     def run(self, campaign_id: str) -> Campaign:
         """Run from the start (a new campaign) or continue where it stopped."""
-        campaign = self.s.store.get_campaign(campaign_id)
+        campaign = self.s.store.campaigns.get(campaign_id)
         if campaign.status in ("completed", "stopped", "failed"):
             raise ConflictError(f"campaign {campaign_id} is {campaign.status}")
         return self._drive(campaign_id, decision=None)
@@ -100,17 +99,17 @@ class CampaignRunner:
         what happened: paused (an interrupt), completed, or failed (with the error)."""
         from langgraph.types import Command
 
-        with campaign_lock(self.s.checkpoints_path.parent / "locks", campaign_id), self._graph() as graph:
+        with self.s.checkpoints.lock(campaign_id), self._graph() as graph:
             config = self._config(campaign_id)
             snapshot = graph.get_state(config)
-            campaign = self.s.store.get_campaign(campaign_id)
+            campaign = self.s.store.campaigns.get(campaign_id)
             if snapshot.created_at and not snapshot.next:
                 raise ConflictError(f"campaign {campaign_id} is {campaign.status}; nothing to resume")
             # A stop asked for while paused is kept; reflect sees it and finalizes. A crash
             # inside `finalize` can leave the store saying completed while the graph still
             # has that node to finish; it re-runs idempotently.
             if campaign.status != "stopping":
-                self.s.store.update_campaign(campaign_id, status="running")
+                self.s.store.campaigns.update(campaign_id, status="running")
             try:
                 if not snapshot.created_at:
                     initial: CampaignState = {
@@ -135,75 +134,42 @@ class CampaignRunner:
             return self._settle(campaign_id, result)
 
     def _mark(self, campaign_id: str, status: str, **summary: Any) -> None:
-        campaign = self.s.store.get_campaign(campaign_id)
-        self.s.store.update_campaign(campaign_id, status=status, summary={**campaign.summary, **summary})
-        self.s.store.append_audit(self.s.actor, f"campaign.{status}", "campaign", campaign_id, summary)
+        campaign = self.s.store.campaigns.get(campaign_id)
+        self.s.store.campaigns.update(campaign_id, status=status, summary={**campaign.summary, **summary})
+        self.s.store.audit.append(self.s.actor, f"campaign.{status}", "campaign", campaign_id, summary)
 
     @contextmanager
     def _graph(self) -> Iterator[Any]:
-        from langgraph.checkpoint.sqlite import SqliteSaver
-
-        path = self.s.checkpoints_path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(str(path), check_same_thread=False)
         nodes = CampaignNodes(self.s, self.on_event)
         try:
-            yield build_graph(nodes, SqliteSaver(conn))
+            with self.s.checkpoints.saver() as saver:
+                yield build_graph(nodes, saver)
         finally:
             nodes.close()
-            conn.close()
 
     def _settle(self, campaign_id: str, result: Any) -> Campaign:
-        campaign = self.s.store.get_campaign(campaign_id)
+        campaign = self.s.store.campaigns.get(campaign_id)
         interrupts = result.get("__interrupt__") if isinstance(result, dict) else None
         summary = {k: v for k, v in campaign.summary.items() if k not in ("waiting_for", "error")}
         if interrupts:
             value = interrupts[0].value if interrupts else {}
             kind = value.get("kind") if isinstance(value, dict) else None
-            self.s.store.update_campaign(
+            self.s.store.campaigns.update(
                 campaign_id, status="paused", summary={**summary, "waiting_for": kind or "resume"}
             )
         elif campaign.status == "completed":
-            self.s.store.update_campaign(campaign_id, summary=summary)
-        return self.s.store.get_campaign(campaign_id)
+            self.s.store.campaigns.update(campaign_id, summary=summary)
+        return self.s.store.campaigns.get(campaign_id)
 
 
-def request(store: Any, campaign_id: str, what: str, *, actor: str) -> Campaign:
+def request(store: Store, campaign_id: str, what: str, *, actor: str) -> Campaign:
     """Ask a campaign to pause (at the next cycle boundary) or stop (finish the cycle, then
     report). Used by the CLI, the web API and the tools alike."""
-    campaign = store.get_campaign(campaign_id)
+    campaign = store.campaigns.get(campaign_id)
     if campaign.status in ("completed", "stopped", "failed"):
         raise ConflictError(f"campaign {campaign_id} is {campaign.status}; it cannot {what}")
     status = "paused" if what == "pause" else "stopping"
     with store.transaction():
-        store.append_audit(actor, f"campaign.{what}", "campaign", campaign_id, {})
-        updated: Campaign = store.update_campaign(campaign_id, status=status)
+        store.audit.append(actor, f"campaign.{what}", "campaign", campaign_id, {})
+        updated: Campaign = store.campaigns.update(campaign_id, status=status)
     return updated
-
-
-@contextmanager
-def campaign_lock(folder: Path, campaign_id: str) -> Iterator[None]:
-    """One process drives a campaign at a time (the checkpointer is single-process)."""
-    import fcntl
-    import os
-
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{campaign_id}.lock"
-    with path.open("a+") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "another process"
-            raise ConflictError(
-                f"campaign {campaign_id} is being run by {holder}",
-                hint="wait for it, or pause/stop it; one process drives a campaign at a time",
-            ) from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()}")
-        fh.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)

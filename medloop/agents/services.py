@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from medloop.agents.base import Planner
@@ -16,6 +16,16 @@ from medloop.knowledge.base import KnowledgeBase
 EventCallback = Callable[[str, dict[str, Any]], None]
 
 
+@dataclass(frozen=True)
+class Checkpoints:
+    """Where campaign graphs keep their state, and the lock that lets one process drive a
+    campaign at a time. Bootstrap picks both to match the store: SQLite files in the
+    workspace, or Postgres (its tables, an advisory lock)."""
+
+    saver: Callable[[], AbstractContextManager[Any]]  # a LangGraph checkpointer, per use
+    lock: Callable[[str], AbstractContextManager[None]]  # campaign id -> held while driving it
+
+
 @dataclass
 class CampaignServices:
     store: Store
@@ -23,7 +33,7 @@ class CampaignServices:
     # (spec, campaign id) -> the campaign's trial service; budgets already spent carry over
     make_trials: Callable[[CampaignSpec, str], TrialService]
     make_planner: Callable[[CampaignSpec], Planner]
-    checkpoints_path: Path
+    checkpoints: Checkpoints
     actor: str = "agent"
     # Planned baseline for `baseline: auto` (nnU-Net-style plans of the dataset).
     plan_baseline: Callable[[CampaignSpec], dict[str, Any]] | None = None

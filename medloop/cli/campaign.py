@@ -24,9 +24,9 @@ def _show_final(campaign_id: str, runner: Any) -> None:
     from medloop.cli.progress import final_table, incumbent_table, test_report_table
 
     store = runner.s.store
-    campaign = store.get_campaign(campaign_id)
+    campaign = store.campaigns.get(campaign_id)
     console.print()
-    console.print(final_table(campaign, store.list_hypotheses(campaign_id)))
+    console.print(final_table(campaign, store.cycles.hypotheses(campaign_id)))
     console.print(incumbent_table(campaign))
     report = test_report_table(campaign)
     if report is not None:
@@ -106,7 +106,7 @@ def stop(campaign_id: str) -> None:
     from medloop.agents.runner import request
 
     st = settings()
-    before = bootstrap.store(st).get_campaign(campaign_id).status
+    before = bootstrap.store(st).campaigns.get(campaign_id).status
     request(bootstrap.store(st), campaign_id, "stop", actor=st.user)
     tail = (
         f"; it is {before}: `medloop campaign resume {campaign_id}` finishes it" if before == "paused" else ""
@@ -124,9 +124,9 @@ def status(
 
     st = settings()
     store = bootstrap.store(st)
-    campaign = store.get_campaign(campaign_id)
+    campaign = store.campaigns.get(campaign_id)
     spent = bootstrap.spent_budget(store, campaign_id)
-    cycles = store.list_cycles(campaign_id)
+    cycles = store.cycles.list(campaign_id)
     budget = campaign.spec.budget
     view = {
         "id": campaign.id,
@@ -135,7 +135,7 @@ def status(
         "owner": campaign.owner,
         "cycles_done": len(cycles),
         "max_cycles": budget.max_cycles,
-        "trials": len(store.list_trials(campaign_id=campaign_id, limit=100_000).items),
+        "trials": len(store.trials.list(campaign_id=campaign_id, limit=100_000).items),
         "max_trials": budget.max_trials,
         "jobs_run": spent["trials"],
         "wall_s": round(spent["wall_s"], 1),
@@ -167,7 +167,7 @@ def list_(
 
     from medloop import bootstrap
 
-    page = bootstrap.store(settings()).list_campaigns(status=status, limit=1000)
+    page = bootstrap.store(settings()).campaigns.list(status=status, limit=1000)
     if as_json:
         print_json(
             [
@@ -209,9 +209,9 @@ def show(
     from medloop.cli.progress import final_table, incumbent_table
 
     store = bootstrap.store(settings())
-    campaign = store.get_campaign(campaign_id)
-    hypotheses = store.list_hypotheses(campaign_id)
-    cycles = store.list_cycles(campaign_id)
+    campaign = store.campaigns.get(campaign_id)
+    hypotheses = store.cycles.hypotheses(campaign_id)
+    cycles = store.cycles.list(campaign_id)
     if as_json:
         print_json(
             {
@@ -219,7 +219,7 @@ def show(
                 "cycles": cycles,
                 "hypotheses": [h.model_dump(mode="json") for h in hypotheses],
                 "claims_used": sorted({c for cy in cycles for c in cy.get("retrieved", [])}),
-                "trials": len(store.list_trials(campaign_id=campaign_id, limit=100_000).items),
+                "trials": len(store.trials.list(campaign_id=campaign_id, limit=100_000).items),
             }
         )
         return
@@ -250,7 +250,7 @@ def review(
     runner = _runner()
     pending = runner.pending_interrupt(campaign_id)
     if not validate and not reject:
-        claims = [runner.s.store.get_claim(c) for c in (pending or {}).get("claims", [])]
+        claims = [runner.s.store.claims.get(c) for c in (pending or {}).get("claims", [])]
         if as_json:
             print_json(
                 {

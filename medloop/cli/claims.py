@@ -27,7 +27,7 @@ TIER_STYLE = {
 def _store() -> Any:
     from medloop.core.store import open_store
 
-    return open_store(settings().db_path)
+    return open_store(settings().store_url)
 
 
 def _effect(claim: Any) -> tuple[str, str]:
@@ -64,7 +64,7 @@ def list_claims(
 
     tiers = check_tiers(tier)
     store = _store()
-    page = store.list_claims(
+    page = store.claims.list(
         tiers=tiers or None, dataset=dataset, outcome=outcome, campaign_id=campaign, after=after, limit=limit
     )
     if as_json:
@@ -93,11 +93,11 @@ def show(
     from medloop.knowledge.provenance import claim_view
 
     store = _store()
-    view = claim_view(store, store.get_claim(claim_id), history=True)
+    view = claim_view(store, store.claims.get(claim_id), history=True)
     if as_json:
         print_json(view)
         return
-    eff, p = _effect(store.get_claim(claim_id))
+    eff, p = _effect(store.claims.get(claim_id))
     style = TIER_STYLE.get(view["tier"], "")
     console.print(f"[bold]{view['id']}[/]  [{style}]{view['tier']}[/]  author {view['author']}")
     console.print(view["statement"], markup=False)
@@ -204,7 +204,7 @@ def requests(
 
     if status not in ("open", "done", "withdrawn", "all"):
         raise SpecError(f"--status {status!r} is not open, done, withdrawn or all")
-    rows = _store().list_reproduction_requests(status=None if status == "all" else status)
+    rows = _store().reviews.list(status=None if status == "all" else status)
     if as_json:
         print_json([r.model_dump(mode="json") for r in rows])
         return
@@ -234,12 +234,12 @@ def reproduce(
     store: Any = services.store
     ids = list(request_ids or [])
     if not ids:
-        ids = [r.id for r in store.list_reproduction_requests(claim_id=claim, status="open")]
+        ids = [r.id for r in store.reviews.list(claim_id=claim, status="open")]
     elif claim:
-        ids = [i for i in ids if store.get_reproduction_request(i).claim_id == claim]
+        ids = [i for i in ids if store.reviews.get(i).claim_id == claim]
     results = []
     for request_id in ids:
-        store.get_reproduction_request(request_id)  # an unknown id: one line, before any work
+        store.reviews.get(request_id)  # an unknown id: one line, before any work
         if not as_json:
             console.print(f"{request_id}: running", markup=False)
         result = run_request(

@@ -19,7 +19,7 @@ ROLE_HELP = "Role you act in (reviewer or admin; quarantine also allows agent)"
 def _store() -> Any:
     from medloop.core.store import open_store
 
-    return open_store(settings().db_path)
+    return open_store(settings().store_url)
 
 
 def _kb(*, reconcile: bool = True, reembed: bool = False) -> Any:
@@ -41,7 +41,7 @@ def status(as_json: bool = typer.Option(False, "--json")) -> None:
     from collections import Counter
 
     kb = _kb()
-    tiers = Counter(kb.store.claim_tiers().values())
+    tiers = Counter(kb.store.claims.tiers().values())
     data = {
         "claims": sum(tiers.values()),
         "tiers": dict(sorted(tiers.items())),
@@ -52,7 +52,7 @@ def status(as_json: bool = typer.Option(False, "--json")) -> None:
         "graph_nodes": len(kb.graph.nodes()),
         "graph_watermark": kb.graph.watermark,
         "writer": kb.owner,
-        "active_quarantines": len(kb.store.list_quarantines(active_only=True)),
+        "active_quarantines": len(kb.store.quarantines.list(active_only=True)),
     }
     if as_json:
         print_json(data)
@@ -126,7 +126,7 @@ def quarantines(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """List quarantines (active ones unless --all)."""
-    items = _store().list_quarantines(active_only=not show_all)
+    items = _store().quarantines.list(active_only=not show_all)
     if as_json:
         print_json([q.model_dump(mode="json") for q in items])
         return

@@ -12,7 +12,7 @@ import typer
 from medloop.cli.common import console, print_json, settings
 
 if TYPE_CHECKING:
-    from medloop.core.store import SQLiteStore
+    from medloop.core.store import Store
 
 users_app = typer.Typer(
     help="Users, roles and API tokens of the web API and dashboard.", no_args_is_help=True
@@ -20,7 +20,7 @@ users_app = typer.Typer(
 audit_app = typer.Typer(help="Inspect and verify the hash-chained audit log.", no_args_is_help=True)
 
 
-def _store() -> SQLiteStore:
+def _store() -> Store:
     from medloop import bootstrap
 
     return bootstrap.store(settings())
@@ -114,8 +114,8 @@ def users_revoke(
 def users_list(as_json: bool = typer.Option(False, "--json")) -> None:
     """List users, their roles and tokens (ids only)."""
     store = _store()
-    users = store.list_users()
-    tokens = store.list_tokens()
+    users = store.users.list()
+    tokens = store.tokens.list()
     if as_json:
         print_json(
             [
@@ -148,8 +148,8 @@ def audit_verify(as_json: bool = typer.Option(False, "--json")) -> None:
     from medloop.core.errors import MedloopError
 
     store = _store()
-    ok, bad = store.verify_audit()
-    entries = len(store.list_audit(limit=100_000_000))
+    ok, bad = store.audit.verify()
+    entries = len(store.audit.list(limit=100_000_000))
     if as_json:
         print_json({"ok": ok, "first_bad_seq": bad, "entries": entries})
         if not ok:
@@ -170,7 +170,7 @@ def audit_list(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Show the latest audit entries."""
-    entries = _store().list_audit(object_id=object_id, limit=100_000_000)[-limit:]
+    entries = _store().audit.list(object_id=object_id, limit=100_000_000)[-limit:]
     if as_json:
         print_json([e.model_dump(mode="json", exclude={"schema_version"}) for e in entries])
         return

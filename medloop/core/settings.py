@@ -30,7 +30,8 @@ class Settings(BaseSettings):
 
     workspace: Path = Field(default=Path(".medloop"), description="Folder for the store and indexes")
     db_url: str | None = Field(
-        default=None, description="sqlite:///path or postgresql+psycopg://...; default: medloop.db in the workspace"
+        default=None,
+        description="sqlite:///path or postgresql+psycopg://...; default: medloop.db in the workspace",
     )
     embedder: str = Field(default="minilm", description="minilm | hash | litellm:<model>")
     vector_index: str = Field(default="chroma", description="chroma | memory | http(s)://chroma")

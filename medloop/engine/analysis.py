@@ -134,8 +134,8 @@ def analyze_hypotheses(
     """Test every hypothesis of one cycle; Holm across those that could be tested."""
     arms = [
         (
-            arm_data([store.get_trial(t) for t in h.control_trials], objective),
-            arm_data([store.get_trial(t) for t in h.treatment_trials], objective),
+            arm_data([store.trials.get(t) for t in h.control_trials], objective),
+            arm_data([store.trials.get(t) for t in h.treatment_trials], objective),
         )
         for h in hypotheses
     ]
@@ -148,8 +148,8 @@ def analyze_hypotheses(
         comparison = compare_arms(control, treatment, policy, seed=seed, pooled=pooled)
         by_group = (
             subgroup_effects(
-                [store.get_trial(t) for t in hyp.control_trials],
-                [store.get_trial(t) for t in hyp.treatment_trials],
+                [store.trials.get(t) for t in hyp.control_trials],
+                [store.trials.get(t) for t in hyp.treatment_trials],
                 objective,
                 policy,
                 seed=seed,
@@ -217,8 +217,8 @@ def pooled_estimate(
 ) -> float | None:
     """The paired effect over the original and the reproduction runs together (trial ids
     of both arms, all seeds); None if the arms cannot be compared."""
-    c = arm_data([store.get_trial(t) for t in control], objective)
-    t = arm_data([store.get_trial(t) for t in treatment], objective)
+    c = arm_data([store.trials.get(t) for t in control], objective)
+    t = arm_data([store.trials.get(t) for t in treatment], objective)
     comparison = compare_arms(c, t, policy)
     return None if comparison is None else comparison.estimate
 

@@ -144,7 +144,7 @@ class ReplayTrials:
     ) -> list[Trial]:
         out = []
         for req in requests:
-            self.store.put_trial(
+            self.store.trials.put(
                 Trial(
                     id=req.trial_id,
                     campaign_id=campaign_id,
@@ -154,7 +154,7 @@ class ReplayTrials:
                     spec_hash=req.spec.spec_hash(),
                 )
             )
-            trial = self.store.get_trial(req.trial_id)
+            trial = self.store.trials.get(req.trial_id)
             if trial.status not in FINAL_STATUSES:
                 outcome = self.lookup(req.spec)
                 if outcome is None:
@@ -176,7 +176,7 @@ class ReplayTrials:
                         evaluations={"eval": evaluation},
                         efficiency={"replay_table": self.table_hash},
                     )
-                trial = self.store.set_trial_result(req.trial_id, result)
+                trial = self.store.trials.set_result(req.trial_id, result)
                 if on_trial:
                     on_trial(trial)
             out.append(trial)
@@ -190,7 +190,7 @@ class ReplayTrials:
         updated = trial.result.model_copy(
             update={"evaluations": {**trial.result.evaluations, "test": evaluation}}
         )
-        self.store.set_trial_result(trial.id, updated)
+        self.store.trials.set_result(trial.id, updated)
         return evaluation
 
 

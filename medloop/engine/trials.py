@@ -111,7 +111,7 @@ class SandboxTrials:
 
     def _trial_checkpoint(self, trial_id: str) -> Path | None:
         """The checkpoint a finished trial kept (best, else last), on the host."""
-        trial = self.store.get_trial(trial_id)
+        trial = self.store.trials.get(trial_id)
         job = trial.result.job if trial.result else None
         if job is None or trial.status != "succeeded":
             return None
@@ -157,7 +157,7 @@ class SandboxTrials:
         hash, any campaign's). Returns the trials in request order."""
         to_run: list[tuple[TrialRequest, JobSpec]] = []
         for req in requests:
-            self.store.put_trial(
+            self.store.trials.put(
                 Trial(
                     id=req.trial_id,
                     campaign_id=campaign_id,
@@ -167,19 +167,19 @@ class SandboxTrials:
                     spec_hash=req.spec.spec_hash(),
                 )
             )
-            current = self.store.get_trial(req.trial_id)
+            current = self.store.trials.get(req.trial_id)
             if current.status in FINAL_STATUSES:
                 continue
-            previous = self.store.find_trial(current.spec_hash)
+            previous = self.store.trials.find(current.spec_hash)
             if previous is not None and previous.result is not None and previous.id != current.id:
                 reused = previous.result.model_copy(update={"trial_id": current.id})
-                done = self.store.set_trial_result(current.id, reused)
+                done = self.store.trials.set_result(current.id, reused)
                 if on_trial:
                     on_trial(done)
                 continue
             refused = self._code_refused(req.spec)
             if refused is not None:
-                done = self.store.set_trial_result(
+                done = self.store.trials.set_result(
                     current.id,
                     TrialResult(
                         trial_id=current.id, spec_hash=current.spec_hash, status="failed", error=refused
@@ -191,14 +191,14 @@ class SandboxTrials:
             to_run.append((req, self._job_for(campaign_id, req)))
         if to_run:
             for req, _ in to_run:
-                self.store.set_trial_status(req.trial_id, "running")
+                self.store.trials.set_status(req.trial_id, "running")
             results = self.executor.run([job for _, job in to_run], on_event=on_event)
             for (req, _), job_result in zip(to_run, results, strict=True):
                 result = self.collect(req.trial_id, req.spec, job_result)
-                done = self.store.set_trial_result(req.trial_id, result)
+                done = self.store.trials.set_result(req.trial_id, result)
                 if on_trial:
                     on_trial(done)
-        return [self.store.get_trial(req.trial_id) for req in requests]
+        return [self.store.trials.get(req.trial_id) for req in requests]
 
     def _job_for(self, campaign_id: str, req: TrialRequest) -> JobSpec:
         sandbox = self.sandbox
@@ -316,7 +316,7 @@ class SandboxTrials:
         updated = trial.result.model_copy(
             update={"evaluations": {**trial.result.evaluations, "test": evaluation}}
         )
-        self.store.set_trial_result(trial.id, updated)
+        self.store.trials.set_result(trial.id, updated)
         return evaluation
 
 

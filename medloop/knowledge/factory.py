@@ -24,10 +24,10 @@ from medloop.knowledge.vector import ChromaVectorIndex, MemoryVectorIndex, chrom
 def knowledge_id(store: Store) -> str:
     """A random id per knowledge base, naming its Chroma collection (so two workspaces
     sharing one Chroma server never mix claims)."""
-    kid = store.get_meta("kb_id")
+    kid = store.meta.get("kb_id")
     if kid is None:
-        store.set_meta("kb_id", new_id("kb"))
-        kid = store.get_meta("kb_id")
+        store.meta.set("kb_id", new_id("kb"))
+        kid = store.meta.get("kb_id")
     assert kid is not None
     return kid
 

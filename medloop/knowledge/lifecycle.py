@@ -122,7 +122,7 @@ def campaign_owner(store: Store, claim: Claim) -> str | None:
     if not claim.campaign_id:
         return None
     try:
-        return store.get_campaign(claim.campaign_id).owner
+        return store.campaigns.get(claim.campaign_id).owner
     except NotFoundError:
         return None
 
@@ -130,19 +130,19 @@ def campaign_owner(store: Store, claim: Claim) -> str | None:
 def has_reproduction(store: Store, claim: Claim) -> bool:
     """Fresh-seed reproduction trials in the evidence, or a claim that `reproduces` this
     one in the same direction (and with the same verdict family)."""
-    evidence = store.list_evidence(claim.id)
+    evidence = store.evidence.list(claim.id)
     original_seeds = {ev.detail.get("seed") for ev in evidence if ev.role not in REPRODUCTION_ROLES}
     for ev in evidence:
         # Fresh seeds only: a re-run of the same seed reproduces nothing.
         fresh = ev.detail.get("seed") is None or ev.detail.get("seed") not in original_seeds
         if ev.kind == "trial" and ev.role in REPRODUCTION_ROLES and fresh:
             return True
-    sources = [src for src, _ in store.edges_into([claim.id], ["reproduces"])]
+    sources = [e.src for e in store.graph.edges(dst=[claim.id], kinds=["reproduces"])]
     if not sources:
         return False
-    facts = {f.claim_id: f for f in store.list_claim_facts(claim_ids=[claim.id, *sources])}
+    facts = {f.claim_id: f for f in store.facts.list(claim_ids=[claim.id, *sources])}
     mine = facts.get(claim.id)
-    for other in store.get_claims(sources):
+    for other in store.claims.get_many(sources):
         theirs = facts.get(other.id)
         if mine is None or theirs is None or other.tier in EXCLUDED_FROM_PLANNING:
             continue
@@ -154,10 +154,10 @@ def has_reproduction(store: Store, claim: Claim) -> bool:
 def transition(store: Store, claim_id: str, tier: Tier, *, actor: str, role: str, reason: str) -> Claim:
     """Check the rules and write the new tier and its audit entry in one transaction."""
     with store.transaction():
-        claim = store.get_claim(claim_id)
+        claim = store.claims.get(claim_id)
         check(claim, tier, actor=actor, role=role, reason=reason, ctx=context_for(store, claim, tier))
-        updated = store.set_claim_tier(claim_id, tier)
-        store.append_audit(
+        updated = store.claims.set_tier(claim_id, tier)
+        store.audit.append(
             actor,
             "claim.transition",
             "claim",

@@ -19,7 +19,7 @@ def resolve_evidence(store: Store, evidence: Evidence) -> dict[str, Any]:
     out: dict[str, Any] = evidence.model_dump(mode="json", exclude={"schema_version", "claim_id"})
     if evidence.kind == "trial":
         try:
-            trial = store.get_trial(evidence.ref_id)
+            trial = store.trials.get(evidence.ref_id)
         except NotFoundError:
             # Imported: the provenance travelled with the evidence (never re-verified here).
             out["trial"] = None
@@ -36,7 +36,7 @@ def resolve_evidence(store: Store, evidence: Evidence) -> dict[str, Any]:
         out["provenance"] = trial_provenance(trial)
     elif evidence.kind in ("source", "claim"):
         try:
-            entity = store.get_entity(evidence.ref_id)
+            entity = store.graph.get_entity(evidence.ref_id)
             out["entity"] = entity.model_dump(mode="json", exclude={"schema_version"})
         except NotFoundError:
             out["entity"] = None
@@ -46,28 +46,28 @@ def resolve_evidence(store: Store, evidence: Evidence) -> dict[str, Any]:
 def claim_view(store: Store, claim: Claim, *, history: bool = False) -> dict[str, Any]:
     """JSON-ready: the claim, its evidence resolved, its relations, and optionally its audit."""
     data: dict[str, Any] = claim.model_dump(mode="json")
-    data["evidence"] = [resolve_evidence(store, ev) for ev in store.list_evidence(claim.id)]
+    data["evidence"] = [resolve_evidence(store, ev) for ev in store.evidence.list(claim.id)]
     relations = [
         {"kind": e.kind, "claim_id": e.dst, "direction": "out"}
-        for e in store.list_edges(src=claim.id, kinds=["supports", "refutes", "contradicts", "reproduces"])
+        for e in store.graph.edges(src=claim.id, kinds=["supports", "refutes", "contradicts", "reproduces"])
     ] + [
         {"kind": e.kind, "claim_id": e.src, "direction": "in"}
-        for e in store.list_edges(dst=claim.id, kinds=["supports", "refutes", "contradicts", "reproduces"])
+        for e in store.graph.edges(dst=[claim.id], kinds=["supports", "refutes", "contradicts", "reproduces"])
     ]
     data["relations"] = relations
     if history:
         data["history"] = [
             e.model_dump(mode="json", include={"seq", "ts", "actor", "action", "detail"})
-            for e in store.list_audit(object_id=claim.id)
+            for e in store.audit.list(object_id=claim.id)
         ]
     return data
 
 
 def conflicts(store: Store, *, include_inactive: bool = False) -> list[Conflict]:
     """Pairs linked `contradicts`; by default only pairs where both claims are live."""
-    edges = store.list_edges(kinds=["contradicts"], limit=10**9)
-    claims = {c.id: c for c in store.get_claims(sorted({e.src for e in edges} | {e.dst for e in edges}))}
-    facts = {f.claim_id: f for f in store.list_claim_facts(claim_ids=sorted(claims))}
+    edges = store.graph.edges(kinds=["contradicts"])
+    claims = {c.id: c for c in store.claims.get_many(sorted({e.src for e in edges} | {e.dst for e in edges}))}
+    facts = {f.claim_id: f for f in store.facts.list(claim_ids=sorted(claims))}
     out = []
     for e in edges:
         a, b = claims.get(e.src), claims.get(e.dst)

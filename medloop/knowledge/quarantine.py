@@ -20,10 +20,10 @@ LIFT_ROLES = ("reviewer", "admin")  # restoring trust is a human decision
 def target_type(store: Store, target: str) -> str:
     """What `target` names: claim, trial, campaign, hypothesis or source."""
     probes = (
-        ("claim", store.get_claim),
-        ("trial", store.get_trial),
-        ("campaign", store.get_campaign),
-        ("hypothesis", store.get_hypothesis),
+        ("claim", store.claims.get),
+        ("trial", store.trials.get),
+        ("campaign", store.campaigns.get),
+        ("hypothesis", store.cycles.get_hypothesis),
     )
     for kind, probe in probes:
         try:
@@ -32,7 +32,7 @@ def target_type(store: Store, target: str) -> str:
         except NotFoundError:
             continue
     try:
-        entity = store.get_entity(target)
+        entity = store.graph.get_entity(target)
     except NotFoundError:
         raise NotFoundError(
             f"{target!r} is not a claim, trial, campaign, hypothesis or source in this knowledge base",
@@ -45,16 +45,16 @@ def target_type(store: Store, target: str) -> str:
 
 def derived_claims(store: Store, roots: list[str]) -> set[str]:
     """Every claim derived (transitively) from any of `roots`."""
-    claims = set(store.claim_tiers(roots))
+    claims = set(store.claims.tiers(roots))
     seen, frontier = set(roots), list(roots)
     while frontier:
-        found = {src for src, _ in store.edges_into(frontier, ["derived_from"])}
+        found = {e.src for e in store.graph.edges(dst=frontier, kinds=["derived_from"])}
         for node in frontier:
-            found.update(store.claims_citing(node))
+            found.update(store.evidence.citing(node))
         fresh = found - seen
         seen |= fresh
         frontier = sorted(fresh)
-        claims |= set(store.claim_tiers(frontier))
+        claims |= set(store.claims.tiers(frontier))
     return claims
 
 
@@ -68,33 +68,33 @@ def quarantine(store: Store, target: str, *, why: str, actor: str, role: str) ->
     qid = new_id("qtn")
     with store.transaction():
         members = derived_claims(store, [target])
-        tiers = store.claim_tiers(sorted(members))
-        holds = store.active_quarantine_holds(sorted(members))
+        tiers = store.claims.tiers(sorted(members))
+        holds = store.quarantines.holds(sorted(members))
         before: dict[str, str] = {}
         for cid, tier in tiers.items():
             # Already quarantined elsewhere: remember the tier it had before that one.
             before[cid] = _original_tier(store, cid, holds.get(cid, [])) if tier == "quarantined" else tier
         record = Quarantine(id=qid, target_type=kind, target_id=target, why=why, actor=actor, members=before)  # type: ignore[arg-type]
-        store.put_quarantine(record)
+        store.quarantines.put(record)
         for cid in sorted(before):
             if tiers[cid] != "quarantined":
-                store.set_claim_tier(cid, "quarantined")
-            store.append_audit(
+                store.claims.set_tier(cid, "quarantined")
+            store.audit.append(
                 actor, "claim.quarantine", "claim", cid, {"quarantine": qid, "from": before[cid]}
             )
-        store.append_audit(
+        store.audit.append(
             actor,
             "knowledge.quarantine",
             kind,
             target,
             {"quarantine": qid, "why": why, "role": role, "claims": len(before)},
         )
-    return store.get_quarantine(qid)
+    return store.quarantines.get(qid)
 
 
 def _original_tier(store: Store, claim_id: str, quarantine_ids: list[str]) -> str:
     for qid in quarantine_ids:
-        prev = store.get_quarantine(qid).members.get(claim_id)
+        prev = store.quarantines.get(qid).members.get(claim_id)
         if prev and prev != "quarantined":
             return prev
     return "inconclusive"  # unknown history: restore to the lowest live statistical tier
@@ -109,14 +109,14 @@ def lift(store: Store, quarantine_id: str, *, actor: str, role: str, reason: str
     if not reason.strip():
         raise TrustError("lifting a quarantine needs a reason", hint="pass --reason")
     with store.transaction():
-        q = store.get_quarantine(quarantine_id)
+        q = store.quarantines.get(quarantine_id)
         if q.lifted_at is not None:
             raise TrustError(
                 f"quarantine {quarantine_id} was already lifted at {q.lifted_at} by {q.lifted_by}"
             )
-        store.lift_quarantine(quarantine_id, actor=actor, reason=reason)
-        holds = store.active_quarantine_holds(sorted(q.members))
-        tiers = store.claim_tiers(sorted(q.members))
+        store.quarantines.lift(quarantine_id, actor=actor, reason=reason)
+        holds = store.quarantines.holds(sorted(q.members))
+        tiers = store.claims.tiers(sorted(q.members))
         restored = 0
         for cid, prev in sorted(q.members.items()):
             if holds.get(cid) or tiers.get(cid) != "quarantined":
@@ -125,23 +125,23 @@ def lift(store: Store, quarantine_id: str, *, actor: str, role: str, reason: str
             note = ""
             if tier == "validated" and not _may_validate(store, cid, actor, role):
                 tier, note = "reproduced", "validation must be renewed by an independent reviewer"
-            store.set_claim_tier(cid, tier)
+            store.claims.set_tier(cid, tier)
             detail = {"quarantine": quarantine_id, "to": tier, "reason": reason, "at": utcnow()}
-            store.append_audit(
+            store.audit.append(
                 actor, "claim.unquarantine", "claim", cid, detail | ({"note": note} if note else {})
             )
             restored += 1
-        store.append_audit(
+        store.audit.append(
             actor,
             "knowledge.unquarantine",
             q.target_type,
             q.target_id,
             {"quarantine": quarantine_id, "reason": reason, "role": role, "restored": restored},
         )
-    return store.get_quarantine(quarantine_id)
+    return store.quarantines.get(quarantine_id)
 
 
 def _may_validate(store: Store, claim_id: str, actor: str, role: str) -> bool:
-    claim = store.get_claim(claim_id)
+    claim = store.claims.get(claim_id)
     owner = lifecycle.campaign_owner(store, claim)
     return role == "reviewer" and actor != claim.author and actor != owner

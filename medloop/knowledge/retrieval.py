@@ -177,11 +177,11 @@ class Retriever:
             cands.setdefault(cid, Candidate(cid)).similarity = sim
             cands[cid].found_by.add("vector")
         for tiers, limit in self._structured_plan(query):
-            for cid in self.store.find_claim_ids(
+            for cid in self.store.facts.find_ids(
                 tiers=tiers, task=query.task, outcome=query.outcome, factors=query.factors, limit=limit
             ):
                 cands.setdefault(cid, Candidate(cid)).found_by.add("structured")
-        claims = {c.id: c for c in self.store.get_claims(list(cands)) if allowed(c, query)}
+        claims = {c.id: c for c in self.store.claims.get_many(list(cands)) if allowed(c, query)}
         self._fill_similarity(qv, [cands[i] for i in claims])
         scores = {i: score(claims[i], cands[i], query) for i in claims}
         top = sorted(scores, key=lambda i: (-scores[i], i))[: query.k]
@@ -225,7 +225,7 @@ class Retriever:
         todo = [c for c in cands if c.similarity is None]
         if not todo:
             return
-        rows = self.store.get_vectors([c.claim_id for c in todo])
+        rows = self.store.vectors.get([c.claim_id for c in todo])
         for c in todo:
             row = rows.get(c.claim_id)
             if row is not None and row.embedder == self.embedder.name:
@@ -251,7 +251,7 @@ class Retriever:
             for other, kind in links[:3]:
                 found.setdefault(other, []).append(f"{kind} {cid}")
         new = [i for i in found if i not in claims][: query.k]
-        for c in self.store.get_claims(new):
+        for c in self.store.claims.get_many(new):
             if allowed(c, query):
                 claims[c.id] = c
                 cands.setdefault(c.id, Candidate(c.id)).found_by.add("graph")

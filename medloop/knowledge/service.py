@@ -87,10 +87,10 @@ class KnowledgeService:
 
     def check_embedder(self) -> None:
         """The store remembers the embedder its vectors were made with; refuse another."""
-        name, dim = self.store.get_meta("embedder"), self.store.get_meta("embedder_dim")
+        name, dim = self.store.meta.get("embedder"), self.store.meta.get("embedder_dim")
         if name is None:
-            self.store.set_meta("embedder", self.embedder.name)
-            self.store.set_meta("embedder_dim", str(self.embedder.dim))
+            self.store.meta.set("embedder", self.embedder.name)
+            self.store.meta.set("embedder_dim", str(self.embedder.dim))
         elif name != self.embedder.name or int(dim or 0) != self.embedder.dim:
             raise mismatch(self.where, name, int(dim or 0), self.embedder.name, self.embedder.dim)
 
@@ -106,7 +106,7 @@ class KnowledgeService:
             for ev in evidence:
                 if ev.claim_id != claim.id:
                     raise TrustError(f"evidence for {ev.claim_id} was passed with claim {claim.id}")
-        existing = {c.id: c for c in self.store.get_claims([c.id for c, _ in items])}
+        existing = {c.id: c for c in self.store.claims.get_many([c.id for c, _ in items])}
         # First occurrence of each new id (a batch may repeat one).
         fresh = list({c.id: (c, ev) for c, ev in reversed(items) if c.id not in existing}.values())[::-1]
         if fresh:
@@ -123,14 +123,14 @@ class KnowledgeService:
         out: dict[str, Trial] = {}
         for tid in {ev.ref_id for ev in evidence if ev.kind == "trial"}:
             try:
-                out[tid] = self.store.get_trial(tid)
+                out[tid] = self.store.trials.get(tid)
             except NotFoundError:
                 continue  # an imported or pruned trial: its provenance travels in evidence.detail
         return out
 
     def _inherited_quarantines(self, items: Sequence[tuple[Claim, list[Evidence]]]) -> dict[str, list[str]]:
         """New claims that derive from something under an active quarantine enter quarantined."""
-        active = self.store.list_quarantines(active_only=True)
+        active = self.store.quarantines.list(active_only=True)
         if not active:
             return {}
         covered: dict[str, str] = {}
@@ -153,7 +153,7 @@ class KnowledgeService:
         while frontier:
             nxt: list[str] = []
             for node in frontier:
-                for e in self.store.list_edges(src=node, kinds=model.PROVENANCE, limit=1000):
+                for e in self.store.graph.edges(src=node, kinds=model.PROVENANCE, limit=1000):
                     if e.dst not in seen:
                         seen.add(e.dst)
                         nxt.append(e.dst)
@@ -174,10 +174,10 @@ class KnowledgeService:
         placed = [
             (c.model_copy(update={"tier": "quarantined"}) if c.id in inherited else c, ev) for c, ev in items
         ]
-        new_ids = set(self.store.put_claims(placed))
+        new_ids = set(self.store.claims.put(placed))
         rows = [(c, ev, v) for (c, ev), v in zip(placed, vecs, strict=True) if c.id in new_ids]
         all_facts = [model.facts_of(c) for c, _, _ in rows]
-        seqs = self.store.put_claim_facts_many(all_facts)
+        seqs = self.store.facts.put(all_facts)
         entities: dict[str, Entity] = {}
         edges: dict[tuple[str, str, str], Edge] = {}
         audits: list[tuple[str, str, str, str, dict[str, Any]]] = []
@@ -195,13 +195,13 @@ class KnowledgeService:
                 "relations": [f"{kind} {other}" for kind, other in relations],
             }
             for qid in inherited.get(claim.id, []):
-                self.store.add_quarantine_members(qid, {claim.id: entered[claim.id]})
+                self.store.quarantines.add_members(qid, {claim.id: entered[claim.id]})
                 detail["quarantined_by"] = inherited[claim.id]
             audits.append((actor, "claim.add", "claim", claim.id, detail))
             stored.append((claim, facts.model_copy(update={"seq": seqs[claim.id]})))
-        self.store.put_entities(list(entities.values()))
-        self.store.put_edges(list(edges.values()))
-        self.store.put_vectors(
+        self.store.graph.put_entities(list(entities.values()))
+        self.store.graph.put_edges(list(edges.values()))
+        self.store.vectors.put(
             [
                 VectorRow(
                     c.id,
@@ -213,7 +213,7 @@ class KnowledgeService:
                 for c, _, v in rows
             ]
         )
-        self.store.append_audits(audits)
+        self.store.audit.append_many(audits)
         return stored
 
     def _relations(self, claim: Claim, facts: ClaimFacts) -> list[tuple[EdgeKind, str]]:
@@ -228,7 +228,7 @@ class KnowledgeService:
         out: list[tuple[EdgeKind, str]] = []
         counts: dict[str, int] = {}
         for signs, other_campaign, limit in asks:
-            rows = self.store.related_claims(
+            rows = self.store.facts.related(
                 intervention=facts.intervention,
                 outcome=facts.outcome,
                 signs=signs,
@@ -261,8 +261,8 @@ class KnowledgeService:
     def sync(self) -> int:
         """Apply claims and edges committed since the last sync (by any process)."""
         added = 0
-        while self.store.max_claim_seq() > self._seq:
-            rows = self.store.list_claim_facts(after_seq=self._seq, limit=SYNC_BATCH)
+        while self.store.facts.max_seq() > self._seq:
+            rows = self.store.facts.list(after_seq=self._seq, limit=SYNC_BATCH)
             self._remember(rows)
             todo = [f for f in rows if f.claim_id not in self._own]
             if todo:
@@ -278,10 +278,10 @@ class KnowledgeService:
 
     def _index_facts(self, facts: Sequence[ClaimFacts]) -> int:
         ids = [f.claim_id for f in facts]
-        stored = self.store.get_vectors(ids)
+        stored = self.store.vectors.get(ids)
         missing = [i for i in ids if i not in stored or stored[i].embedder != self.embedder.name]
         if missing:
-            claims = self.store.get_claims(missing)
+            claims = self.store.claims.get_many(missing)
             vecs = self.embedder.embed([model.embedding_text(c.statement) for c in claims])
             rows = [
                 VectorRow(
@@ -293,7 +293,7 @@ class KnowledgeService:
                 )
                 for c, v in zip(claims, vecs, strict=True)
             ]
-            self.store.put_vectors(rows)  # SQL is safe to write from any process
+            self.store.vectors.put(rows)  # SQL is safe to write from any process
             stored.update({r.claim_id: r for r in rows})
         keep = [f for f in facts if f.claim_id in stored]
         if keep:
@@ -303,8 +303,8 @@ class KnowledgeService:
 
     def _sync_graph(self) -> int:
         added = 0
-        while self.store.max_edge_seq() > self.graph.watermark:
-            rows = self.store.edge_rows(after_seq=self.graph.watermark)
+        while self.store.graph.max_seq() > self.graph.watermark:
+            rows = self.store.graph.edge_rows(after_seq=self.graph.watermark)
             for _, src, dst, kind, src_kind, dst_kind in rows:
                 self.graph.upsert_node(src, src_kind)
                 self.graph.upsert_node(dst, dst_kind)
@@ -319,20 +319,20 @@ class KnowledgeService:
         self.check_embedder()
         counts = {"facts_added": self._backfill_facts(), "evidence_edges_added": self._backfill_edges()}
         self.facts = {
-            cid: (task, outcome, frozenset(fs)) for cid, task, outcome, fs in self.store.claim_facts_rows()
+            cid: (task, outcome, frozenset(fs)) for cid, task, outcome, fs in self.store.facts.rows()
         }
-        sql_ids = set(self.store.claim_tiers())
+        sql_ids = set(self.store.claims.tiers())
         index_ids = self.vectors.ids()
         extra = sorted(index_ids - sql_ids)
         self.vectors.delete(extra)
         missing = sql_ids - index_ids
-        facts = self.store.list_claim_facts(claim_ids=sorted(missing)) if missing else []
+        facts = self.store.facts.list(claim_ids=sorted(missing)) if missing else []
         for start in range(0, len(facts), SYNC_BATCH):
             self._index_facts(facts[start : start + SYNC_BATCH])
         counts |= {"vectors_added": len(facts), "vectors_removed": len(extra)}
-        self._seq, self._own = self.store.max_claim_seq(), set()
+        self._seq, self._own = self.store.facts.max_seq(), set()
         graph_claims = self.graph.nodes("claim")
-        if graph_claims - sql_ids or self.graph.watermark > self.store.max_edge_seq():
+        if graph_claims - sql_ids or self.graph.watermark > self.store.graph.max_seq():
             self.graph.clear()  # the cache is ahead of or unknown to SQL: rebuild it
             counts["graph_rebuilt"] = 1
         counts["edges_added"] = self._sync_graph()
@@ -340,19 +340,19 @@ class KnowledgeService:
         return counts
 
     def _backfill_facts(self) -> int:
-        """Claims written straight through `store.put_claim` get their facts and edges."""
-        known = {row[0] for row in self.store.claim_facts_rows()}
-        todo = [cid for cid in self.store.claim_tiers() if cid not in known]
-        for claim in self.store.get_claims(todo):
-            evidence = self.store.list_evidence(claim.id)
+        """Claims written straight through `store.claims.put` get their facts and edges."""
+        known = {row[0] for row in self.store.facts.rows()}
+        todo = [cid for cid in self.store.claims.tiers() if cid not in known]
+        for claim in self.store.claims.get_many(todo):
+            evidence = self.store.evidence.list(claim.id)
             vec = self.embedder.embed([model.embedding_text(claim.statement)])[0]
             with self.store.transaction():
                 facts = model.facts_of(claim)
-                self.store.put_claim_facts(facts)
+                self.store.facts.put([facts])
                 g = model.graphlet(claim, evidence, self._trials(evidence))
-                self.store.put_entities(list(g.entities.values()))
-                self.store.put_edges(list(g.edges.values()))
-                self.store.put_vectors(
+                self.store.graph.put_entities(list(g.entities.values()))
+                self.store.graph.put_edges(list(g.edges.values()))
+                self.store.vectors.put(
                     [
                         VectorRow(
                             claim.id,
@@ -366,18 +366,18 @@ class KnowledgeService:
         return len(todo)
 
     def _backfill_edges(self) -> int:
-        """Graph edges for evidence written straight through `store.add_evidence`."""
+        """Graph edges for evidence written straight through `store.evidence.add`."""
         added = 0
-        while evidence := self.store.evidence_without_edges():
+        while evidence := self.store.evidence.without_edges():
             by_claim: dict[str, list[Evidence]] = {}
             for ev in evidence:
                 by_claim.setdefault(ev.claim_id, []).append(ev)
             new = 0
             with self.store.transaction():
-                for claim in self.store.get_claims(sorted(by_claim)):
+                for claim in self.store.claims.get_many(sorted(by_claim)):
                     g = model.graphlet(claim, by_claim[claim.id], self._trials(by_claim[claim.id]))
-                    self.store.put_entities(list(g.entities.values()))
-                    new += self.store.put_edges(list(g.edges.values()))
+                    self.store.graph.put_entities(list(g.entities.values()))
+                    new += self.store.graph.put_edges(list(g.edges.values()))
             added += new
             if new == 0:
                 break  # the rest cannot be linked (e.g. a claim citing itself)
@@ -403,7 +403,7 @@ class KnowledgeService:
     def _reembed_all(self) -> None:
         after: str | None = None
         while True:
-            page = self.store.list_claims(after=after, limit=SYNC_BATCH)
+            page = self.store.claims.list(after=after, limit=SYNC_BATCH)
             vecs = self.embedder.embed([model.embedding_text(c.statement) for c in page])
             rows = [
                 VectorRow(
@@ -416,12 +416,12 @@ class KnowledgeService:
                 for c, v in zip(page, vecs, strict=True)
             ]
             with self.store.transaction():
-                self.store.put_vectors(rows)
+                self.store.vectors.put(rows)
             if page.next_cursor is None:
                 break
             after = page.next_cursor
-        self.store.set_meta("embedder", self.embedder.name)
-        self.store.set_meta("embedder_dim", str(self.embedder.dim))
+        self.store.meta.set("embedder", self.embedder.name)
+        self.store.meta.set("embedder_dim", str(self.embedder.dim))
 
     def save_graph(self) -> None:
         """Persist the graph cache if it changed (the vector index persists itself)."""
@@ -440,17 +440,17 @@ class KnowledgeService:
     def add_evidence(self, claim_id: str, evidence: list[Evidence], *, actor: str) -> Claim:
         """Attach more evidence (e.g. reproduction trials) with its graph edges; audited.
         A claim that now derives from something quarantined is quarantined with it."""
-        claim = self.store.get_claim(claim_id)
+        claim = self.store.claims.get(claim_id)
         for ev in evidence:
             if ev.claim_id != claim_id:
                 raise TrustError(f"evidence for {ev.claim_id} was passed with claim {claim_id}")
         inherited = self._inherited_quarantines([(claim, evidence)]).get(claim_id, [])
         with self.store.transaction():
-            self.store.add_evidence(evidence)
+            self.store.evidence.add(evidence)
             g = model.graphlet(claim, evidence, self._trials(evidence))
-            self.store.put_entities(list(g.entities.values()))
-            self.store.put_edges(list(g.edges.values()))
-            self.store.append_audit(
+            self.store.graph.put_entities(list(g.entities.values()))
+            self.store.graph.put_edges(list(g.edges.values()))
+            self.store.audit.append(
                 actor,
                 "claim.evidence",
                 "claim",
@@ -459,9 +459,9 @@ class KnowledgeService:
             )
             if inherited and claim.tier != "quarantined":
                 for qid in inherited:
-                    self.store.add_quarantine_members(qid, {claim_id: claim.tier})
-                claim = self.store.set_claim_tier(claim_id, "quarantined")
-                self.store.append_audit(
+                    self.store.quarantines.add_members(qid, {claim_id: claim.tier})
+                claim = self.store.claims.set_tier(claim_id, "quarantined")
+                self.store.audit.append(
                     actor, "claim.quarantine", "claim", claim_id, {"quarantines": inherited}
                 )
         self._sync_graph()

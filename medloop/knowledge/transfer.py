@@ -54,7 +54,7 @@ def _with_provenance(store: Store, ev: Evidence) -> Evidence:
     if ev.kind != "trial" or "provenance" in ev.detail:
         return ev
     try:
-        prov = trial_provenance(store.get_trial(ev.ref_id))
+        prov = trial_provenance(store.trials.get(ev.ref_id))
     except NotFoundError:
         return ev
     return ev.model_copy(update={"detail": {**ev.detail, "provenance": prov}})
@@ -66,7 +66,7 @@ def export_claims(
     """Write matching claims (quarantined ones only if asked by tier) atomically; returns
     the number written."""
     wanted = tiers or [t for t in get_args(Tier) if t not in ("quarantined", "rejected", "superseded")]
-    kb_id = store.get_meta("kb_id") or "unknown"
+    kb_id = store.meta.get("kb_id") or "unknown"
     now = utcnow()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
@@ -75,7 +75,7 @@ def export_claims(
         with os.fdopen(fd, "w") as fh:
             after: str | None = None
             while True:
-                page = store.list_claims(tiers=wanted, dataset=dataset, after=after, limit=BATCH)
+                page = store.claims.list(tiers=wanted, dataset=dataset, after=after, limit=BATCH)
                 for claim in page:
                     line = ExportedClaim(
                         origin=Origin(
@@ -86,7 +86,7 @@ def export_claims(
                             hypothesis_id=claim.hypothesis_id,
                         ),
                         claim=claim,
-                        evidence=[_with_provenance(store, ev) for ev in store.list_evidence(claim.id)],
+                        evidence=[_with_provenance(store, ev) for ev in store.evidence.list(claim.id)],
                     )
                     fh.write(line.model_dump_json() + "\n")
                     count += 1
@@ -149,7 +149,7 @@ def import_claims(kb: KnowledgeService, path: Path, *, source: str, actor: str) 
     items = [item for _, item in read_export(path)]
     digest = sha256_hex(canonical_json([i.claim.id for i in items]))[:16]
     pairs = [as_external(i, source_id, source) for i in items]
-    before = set(kb.store.claim_tiers([c.id for c, _ in pairs]))
+    before = set(kb.store.claims.tiers([c.id for c, _ in pairs]))
     for start in range(0, len(pairs), BATCH):
         kb.add_claims(pairs[start : start + BATCH], actor=actor)
     detail: dict[str, Any] = {
@@ -158,5 +158,5 @@ def import_claims(kb: KnowledgeService, path: Path, *, source: str, actor: str) 
         "new": len(pairs) - len(before),
         "digest": digest,
     }
-    kb.store.append_audit(actor, "knowledge.import", "source", source_id, detail)
+    kb.store.audit.append(actor, "knowledge.import", "source", source_id, detail)
     return {"read": len(items), "imported": len(pairs) - len(before), "already_present": len(before)}

@@ -23,6 +23,7 @@ from pydantic import Field, model_validator
 
 from medloop.core.errors import MedloopError, SandboxUnavailable, SpecError
 from medloop.core.specs import CampaignSpec, load_campaign_spec, parse_campaign_spec
+from medloop.core.store.rows import ToolJob
 from medloop.tools.common import (
     CAMPAIGNS,
     GPU_HOURS,
@@ -200,15 +201,23 @@ def campaign_start(ctx: ToolContext, args: StartInput) -> StartOutput:
     require_budget(ctx, campaigns=1, trials=trials, gpu_hours=gpu_hours)
     launch = ctx.launcher.start(spec, owner=ctx.caller.name)
     cid = launch.campaign_id
-    ctx.ledger.charge_tool(ctx.caller.name, CAMPAIGNS, cid, 1.0)
-    ctx.ledger.charge_tool(ctx.caller.name, TRIALS, cid, float(trials))
+    ctx.ledger.charge(ctx.caller.name, CAMPAIGNS, cid, 1.0)
+    ctx.ledger.charge(ctx.caller.name, TRIALS, cid, float(trials))
     if gpu_hours:
-        ctx.ledger.charge_tool(ctx.caller.name, GPU_HOURS, cid, gpu_hours)
-    ctx.ledger.put_tool_job(cid, "campaign", ctx.caller.name, cid, launch.model_dump(mode="json"))
+        ctx.ledger.charge(ctx.caller.name, GPU_HOURS, cid, gpu_hours)
+    ctx.ledger.put_job(
+        ToolJob(
+            handle=cid,
+            kind="campaign",
+            caller=ctx.caller.name,
+            ref_id=cid,
+            detail=launch.model_dump(mode="json"),
+        )
+    )
     ctx.audit("tools.campaign_start", "campaign", cid, {"name": spec.name, "pid": launch.pid})
     return StartOutput(
         campaign_id=cid,
-        status=ctx.store.get_campaign(cid).status,
+        status=ctx.store.campaigns.get(cid).status,
         pid=launch.pid,
         log=launch.log,
         budget=budget_view(ctx),
@@ -261,15 +270,15 @@ class CampaignStatusOutput(ToolModel):
 
 
 def _status(ctx: ToolContext, campaign_id: str) -> CampaignStatusOutput:
-    c = ctx.store.get_campaign(campaign_id)
+    c = ctx.store.campaigns.get(campaign_id)
     launch: CampaignLaunch | None = None
     try:
-        launch = CampaignLaunch.model_validate(ctx.ledger.get_tool_job(campaign_id)["detail"])
+        launch = CampaignLaunch.model_validate(ctx.ledger.get_job(campaign_id).detail)
     except MedloopError:
         launch = None
     alive = ctx.launcher.running(launch) if ctx.launcher is not None and launch is not None else None
     counts: dict[str, int] = {}
-    for t in ctx.store.list_trials(campaign_id=campaign_id, limit=100_000):
+    for t in ctx.store.trials.list(campaign_id=campaign_id, limit=100_000):
         counts[t.status] = counts.get(t.status, 0) + 1
     hyps = [
         HypothesisView(
@@ -283,7 +292,7 @@ def _status(ctx: ToolContext, campaign_id: str) -> CampaignStatusOutput:
             reproduction=h.reproduction,
             claim_id=h.claim_id,
         )
-        for h in ctx.store.list_hypotheses(campaign_id)
+        for h in ctx.store.cycles.hypotheses(campaign_id)
     ]
     waiting = c.summary.get("waiting_for") if c.status == "paused" else None
     if c.status in FINAL_CAMPAIGN:
@@ -301,7 +310,7 @@ def _status(ctx: ToolContext, campaign_id: str) -> CampaignStatusOutput:
         owner=c.owner,
         process_running=alive,
         log=launch.log if launch else None,
-        cycles_done=len(ctx.store.list_cycles(campaign_id)),
+        cycles_done=len(ctx.store.cycles.list(campaign_id)),
         max_cycles=c.spec.budget.max_cycles,
         trials=counts,
         hypotheses=hyps,
@@ -320,11 +329,11 @@ def _settle(ctx: ToolContext, status: CampaignStatusOutput) -> None:
     if status.status not in FINAL_CAMPAIGN:
         return
     try:
-        job = ctx.ledger.get_tool_job(status.campaign_id)
+        job = ctx.ledger.get_job(status.campaign_id)
     except MedloopError:
         return
     ran = float(sum(status.trials.values()))
-    ctx.ledger.charge_tool(job["caller"], TRIALS, status.campaign_id, ran, settle=True)
+    ctx.ledger.charge(job.caller, TRIALS, status.campaign_id, ran, settle=True)
 
 
 @tool(

@@ -52,7 +52,7 @@ def window_start(ctx: ToolContext) -> str:
 
 
 def budget_view(ctx: ToolContext) -> BudgetView:
-    used = ctx.ledger.tool_usage(ctx.caller.name, since=window_start(ctx))
+    used = ctx.ledger.usage(ctx.caller.name, since=window_start(ctx))
     lim = ctx.limits
     return BudgetView(
         window_hours=lim.window_hours,

@@ -17,6 +17,7 @@ from medloop.core.errors import SpecError
 from medloop.core.records import Campaign
 from medloop.core.specs import CampaignSpec
 from medloop.core.store import Store
+from medloop.core.store.base import ToolLedger
 from medloop.engine.base import TrialService
 from medloop.knowledge.base import KnowledgeBase
 
@@ -79,30 +80,6 @@ class ToolLimits(BaseSettings):
         return [Path(p.strip()).expanduser().resolve() for p in self.data_roots.split(",") if p.strip()]
 
 
-class ToolLedger(Protocol):
-    """Per-caller charges and job handles (SQLiteStore implements it; migration 0400)."""
-
-    def charge_tool(
-        self, caller: str, resource: str, ref_id: str, amount: float, *, settle: bool = False
-    ) -> bool: ...
-
-    def tool_usage(self, caller: str, *, since: str = "") -> dict[str, float]: ...
-
-    def tool_charges(self, caller: str, resource: str) -> dict[str, float]: ...
-
-    def put_tool_job(
-        self, handle: str, kind: str, caller: str, ref_id: str, detail: dict[str, Any]
-    ) -> bool: ...
-
-    def update_tool_job(self, handle: str, detail: dict[str, Any]) -> None: ...
-
-    def get_tool_job(self, handle: str) -> dict[str, Any]: ...
-
-    def list_tool_jobs(
-        self, *, caller: str | None = None, kind: str | None = None, limit: int = 1000
-    ) -> list[dict[str, Any]]: ...
-
-
 class CampaignLaunch(BaseModel):
     """A campaign started on behalf of a caller: its id and the process running it."""
 
@@ -158,7 +135,7 @@ class ToolContext:
 
     def audit(self, action: str, object_type: str, object_id: str, detail: dict[str, Any]) -> None:
         """An audit entry with the caller as actor (role recorded beside it)."""
-        self.store.append_audit(
+        self.store.audit.append(
             self.caller.name,
             action,
             object_type,

@@ -85,7 +85,7 @@ class EvaluateOutput(ToolModel):
 
 
 def _trial_dataset(ctx: ToolContext, trial: Trial) -> Path:
-    return ctx.store.get_campaign(trial.campaign_id).spec.dataset.path
+    return ctx.store.campaigns.get(trial.campaign_id).spec.dataset.path
 
 
 @tool(
@@ -115,7 +115,7 @@ def evaluate_predictions(ctx: ToolContext, args: EvaluateInput) -> EvaluateOutpu
     once per campaign, not searched on. Predictions must match the reference geometry.
     """
     if args.trial_handle is not None:
-        trial = ctx.store.get_trial(args.trial_handle)
+        trial = ctx.store.trials.get(args.trial_handle)
         if trial.status not in FINAL_STATUSES or trial.result is None or trial.result.job is None:
             raise ConflictError(
                 f"trial {trial.id} has no predictions to score ({trial.status})",
@@ -219,7 +219,7 @@ class CompareOutput(ToolModel):
 def _arm(
     ctx: ToolContext, handles: list[str], objective: Objective, split: str
 ) -> tuple[ArmSummary, ArmData, list[Trial]]:
-    trials = [ctx.store.get_trial(h) for h in handles]
+    trials = [ctx.store.trials.get(h) for h in handles]
     data = arm_data(trials, objective, split=split)
     excluded = {}
     for t in trials:

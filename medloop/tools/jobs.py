@@ -185,4 +185,4 @@ class TrialJobs:
     def _fail(self, trial_id: str, error: str) -> None:
         with self._lock:
             self._progress.setdefault(trial_id, Progress()).error = error
-        self.store.set_trial_status(trial_id, "pending")
+        self.store.trials.set_status(trial_id, "pending")

@@ -181,12 +181,12 @@ def get_claim(ctx: ToolContext, args: GetClaimInput) -> GetClaimOutput:
     Cost: cheap (reads the store).
     Limits: one claim per call.
     """
-    claim = ctx.store.get_claim(args.claim_id)
+    claim = ctx.store.claims.get(args.claim_id)
     history = []
     if args.include_history:
         history = [
             HistoryEntry(ts=e.ts, actor=e.actor, action=e.action, detail=e.detail)
-            for e in ctx.store.list_audit(object_id=claim.id, limit=200)
+            for e in ctx.store.audit.list(object_id=claim.id, limit=200)
         ]
     trust: Literal["evidence", "suggestion", "excluded"] = (
         "evidence"
@@ -196,7 +196,7 @@ def get_claim(ctx: ToolContext, args: GetClaimInput) -> GetClaimOutput:
         else "suggestion"
     )
     return GetClaimOutput(
-        claim=claim, trust=trust, evidence=ctx.store.list_evidence(claim.id), history=history
+        claim=claim, trust=trust, evidence=ctx.store.evidence.list(claim.id), history=history
     )
 
 
@@ -316,13 +316,13 @@ def propose_claim(ctx: ToolContext, args: ProposeInput) -> ProposeOutput:
         )
     for handle in args.evidence_trials:
         try:
-            ctx.store.get_trial(handle)
+            ctx.store.trials.get(handle)
         except NotFoundError:
             raise SpecError(
                 f"propose_claim: evidence_trials: no trial {handle}", hint="pass handles from run_trial"
             ) from None
     for cid in args.based_on_claims:
-        ctx.store.get_claim(cid)
+        ctx.store.claims.get(cid)
     claim_id = content_id(
         "clm",
         "tools",
@@ -331,7 +331,7 @@ def propose_claim(ctx: ToolContext, args: ProposeInput) -> ProposeOutput:
         [c.model_dump(mode="json") for c in changes],
         context.dataset,
     )
-    existed = bool(ctx.store.get_claims([claim_id]))
+    existed = bool(ctx.store.claims.get_many([claim_id]))
     claim = Claim(
         id=claim_id,
         campaign_id=None,

@@ -21,6 +21,7 @@ from medloop.core.errors import ConflictError, NotFoundError, SpecError
 from medloop.core.ids import content_id
 from medloop.core.records import Campaign, Trial
 from medloop.core.specs import CampaignSpec, SegConfig
+from medloop.core.store.rows import ToolJob
 from medloop.engine.base import FINAL_STATUSES, TrialRequest, case_objective, trial_id_for
 from medloop.tools.common import GPU_HOURS, TRIALS, Budgeted, budget_view, require_budget, resolve_path
 from medloop.tools.context import ACT, READ, ToolContext
@@ -120,7 +121,7 @@ def workbench(ctx: ToolContext, dataset: Path, args: RunTrialInput) -> tuple[str
     )
     with _SETUP:
         try:
-            ctx.store.get_campaign(cid)
+            ctx.store.campaigns.get(cid)
         except NotFoundError:
             campaign = Campaign(
                 id=cid,
@@ -134,7 +135,7 @@ def workbench(ctx: ToolContext, dataset: Path, args: RunTrialInput) -> tuple[str
                 summary={"workbench": True, "created_by": "tools"},
             )
             with ctx.store.transaction():
-                ctx.store.add_campaign(campaign)
+                ctx.store.campaigns.add(campaign)
                 ctx.audit("tools.workbench", "campaign", cid, {"dataset": str(dataset)})
     return cid, spec
 
@@ -189,13 +190,13 @@ def run_trial(ctx: ToolContext, args: RunTrialInput) -> RunTrialOutput:
     for seed, tspec in zip(args.seeds, specs, strict=True):
         tid = trial_id_for(cid, tspec)
         try:
-            existing: Trial | None = ctx.store.get_trial(tid)
+            existing: Trial | None = ctx.store.trials.get(tid)
         except NotFoundError:
             existing = None
         done = existing is not None and existing.status in FINAL_STATUSES
-        plan.append((seed, tid, existing, done or ctx.store.find_trial(tspec.spec_hash()) is not None))
+        plan.append((seed, tid, existing, done or ctx.store.trials.find(tspec.spec_hash()) is not None))
     new = [p for p in plan if not p[3] and not jobs.active(p[1])]
-    charged = ctx.ledger.tool_charges(ctx.caller.name, TRIALS)  # a resubmission is not charged again
+    charged = ctx.ledger.charges(ctx.caller.name, TRIALS)  # a resubmission is not charged again
     uncharged = [p for p in new if p[1] not in charged]
     active = _active_trials(ctx, exclude={tid for _, tid, _, _ in plan})
     if active + len(new) > ctx.limits.max_concurrent_trials and new:
@@ -209,7 +210,7 @@ def run_trial(ctx: ToolContext, args: RunTrialInput) -> RunTrialOutput:
     out = []
     for (seed, tid, existing, reusable), tspec in zip(plan, specs, strict=True):
         if existing is None:
-            ctx.store.put_trial(
+            ctx.store.trials.put(
                 Trial(
                     id=tid,
                     campaign_id=cid,
@@ -219,13 +220,21 @@ def run_trial(ctx: ToolContext, args: RunTrialInput) -> RunTrialOutput:
                     spec_hash=tspec.spec_hash(),
                 )
             )
-        ctx.ledger.put_tool_job(tid, "trial", ctx.caller.name, tid, {"seed": seed, "gpus": args.gpus})
+        ctx.ledger.put_job(
+            ToolJob(
+                handle=tid,
+                kind="trial",
+                caller=ctx.caller.name,
+                ref_id=tid,
+                detail={"seed": seed, "gpus": args.gpus},
+            )
+        )
         status: str = existing.status if existing else "pending"
         if not (existing is not None and existing.status in FINAL_STATUSES) and not jobs.active(tid):
             if not reusable:
-                ctx.ledger.charge_tool(ctx.caller.name, TRIALS, tid, 1.0)
+                ctx.ledger.charge(ctx.caller.name, TRIALS, tid, 1.0)
                 if reserve:
-                    ctx.ledger.charge_tool(ctx.caller.name, GPU_HOURS, tid, reserve)
+                    ctx.ledger.charge(ctx.caller.name, GPU_HOURS, tid, reserve)
             request = TrialRequest(trial_id=tid, hypothesis_id=None, arm="baseline", spec=tspec)
             jobs.submit(ctx.make_trials(spec, cid), cid, request, on_done=_settle(ctx, args.gpus))
             status = "queued"
@@ -255,25 +264,23 @@ def _settle(ctx: ToolContext, gpus: int) -> TrialDone:
     def done(trial: Trial) -> None:
         if not gpus or trial.result is None or trial.result.job is None:
             if gpus:
-                ctx.ledger.charge_tool(ctx.caller.name, GPU_HOURS, trial.id, 0.0, settle=True)
+                ctx.ledger.charge(ctx.caller.name, GPU_HOURS, trial.id, 0.0, settle=True)
             return
         job = trial.result.job
         used = job.wall_s * max(len(job.provenance.gpu_ids), gpus) / 3600.0
-        ctx.ledger.charge_tool(ctx.caller.name, GPU_HOURS, trial.id, used, settle=True)
+        ctx.ledger.charge(ctx.caller.name, GPU_HOURS, trial.id, used, settle=True)
 
     return done
 
 
 def _active_trials(ctx: ToolContext, *, exclude: set[str]) -> int:
-    handles = [
-        j["ref_id"] for j in ctx.ledger.list_tool_jobs(caller=ctx.caller.name, kind="trial", limit=200)
-    ]
+    handles = [j.ref_id for j in ctx.ledger.list_jobs(caller=ctx.caller.name, kind="trial", limit=200)]
     busy = 0
     for tid in handles:
         if tid in exclude:
             continue
         try:
-            if ctx.store.get_trial(tid).status not in FINAL_STATUSES and trial_jobs(ctx).active(tid):
+            if ctx.store.trials.get(tid).status not in FINAL_STATUSES and trial_jobs(ctx).active(tid):
                 busy += 1
         except NotFoundError:
             continue
@@ -311,7 +318,7 @@ class StatusOutput(ToolModel):
 
 
 def _state(ctx: ToolContext, handle: str) -> TrialState:
-    trial = ctx.store.get_trial(handle)
+    trial = ctx.store.trials.get(handle)
     jobs = trial_jobs(ctx)
     prog = jobs.progress(handle) or {}
     done = trial.status in FINAL_STATUSES
@@ -357,7 +364,7 @@ def trial_status(ctx: ToolContext, args: StatusInput) -> StatusOutput:
     Limits: wait_s is capped by the server (MEDLOOP_TOOLS_MAX_WAIT_S); at most 50 handles.
     """
     for handle in args.handles:
-        ctx.store.get_trial(handle)  # NotFoundError names the bad handle
+        ctx.store.trials.get(handle)  # NotFoundError names the bad handle
     deadline = time.monotonic() + min(args.wait_s, ctx.limits.max_wait_s)
     states = [_state(ctx, h) for h in args.handles]
     while not all(s.done for s in states) and time.monotonic() < deadline:
@@ -430,7 +437,7 @@ def trial_result(ctx: ToolContext, args: ResultInput) -> ResultOutput:
     Cost: cheap (reads the store).
     Limits: refuses unfinished trials (call trial_status with wait_s first).
     """
-    trial = ctx.store.get_trial(args.handle)
+    trial = ctx.store.trials.get(args.handle)
     if trial.status not in FINAL_STATUSES:
         raise ConflictError(
             f"trial {args.handle} is {trial.status}, not finished",

@@ -15,7 +15,8 @@ from typing import get_args
 from medloop.core.errors import MedloopError, NotFoundError, SpecError
 from medloop.core.ids import new_id, sha256_hex
 from medloop.core.records import utcnow
-from medloop.core.store.web_tables import ApiToken, AppStore, Role, User, WebSession
+from medloop.core.store import Store
+from medloop.core.store.rows import ApiToken, Role, User, WebSession
 
 ROLES: tuple[str, ...] = get_args(Role)
 SESSION_HOURS = 12
@@ -62,43 +63,43 @@ def check_role(role: str) -> str:
     return role
 
 
-def add_user(store: AppStore, name: str, role: str, *, actor: str) -> User:
+def add_user(store: Store, name: str, role: str, *, actor: str) -> User:
     """Create a user; audited. `store` is a Store that also implements WebStore."""
     user = User(name=check_name(name), role=check_role(role))  # type: ignore[arg-type]
     with store.transaction():
-        store.add_user(user)
-        store.append_audit(actor, "user.add", "user", user.name, {"role": role})
+        store.users.add(user)
+        store.audit.append(actor, "user.add", "user", user.name, {"role": role})
     return user
 
 
 def issue_token(
-    store: AppStore, user: str, *, actor: str, label: str = "", expires_days: float | None = None
+    store: Store, user: str, *, actor: str, label: str = "", expires_days: float | None = None
 ) -> tuple[ApiToken, str]:
     """Create a token for `user`; returns the record and the secret, shown only once."""
-    store.get_user(user)
+    store.users.get(user)
     secret = secrets.token_urlsafe(32)
     expires = (_now() + timedelta(days=expires_days)).isoformat() if expires_days else None
     token = ApiToken(id=new_id("tok"), user=user, hash=sha256_hex(secret), label=label, expires_at=expires)
     with store.transaction():
-        store.add_token(token)
-        store.append_audit(actor, "token.create", "user", user, {"token": token.id, "label": label})
+        store.tokens.add(token)
+        store.audit.append(actor, "token.create", "user", user, {"token": token.id, "label": label})
     return token, f"{token.id}.{secret}"
 
 
-def revoke_token(store: AppStore, token_id: str, *, actor: str) -> None:
+def revoke_token(store: Store, token_id: str, *, actor: str) -> None:
     with store.transaction():
-        token = store.get_token(token_id)
-        store.revoke_token(token_id)
-        store.append_audit(actor, "token.revoke", "user", token.user, {"token": token_id})
+        token = store.tokens.get(token_id)
+        store.tokens.revoke(token_id)
+        store.audit.append(actor, "token.revoke", "user", token.user, {"token": token_id})
 
 
-def verify_token(store: AppStore, raw: str) -> Principal:
+def verify_token(store: Store, raw: str) -> Principal:
     """Who a raw token belongs to. AuthRequired if unknown, wrong, revoked or expired, or
     if its user is disabled. One indexed query: every API request comes through here."""
     token_id, _, secret = raw.strip().partition(".")
     if not token_id.startswith("tok_") or not secret:
         raise AuthRequired("malformed API token", hint="tokens look like tok_<id>.<secret>")
-    login = store.token_login(token_id)
+    login = store.tokens.login(token_id)
     if login is None:
         raise AuthRequired("unknown API token")
     if not hmac.compare_digest(login.hash, sha256_hex(secret)):
@@ -110,14 +111,14 @@ def verify_token(store: AppStore, raw: str) -> Principal:
     return Principal(login.user, login.role, "token")
 
 
-def _active_user(store: AppStore, name: str) -> User:
-    user: User = store.get_user(name)
+def _active_user(store: Store, name: str) -> User:
+    user: User = store.users.get(name)
     if user.disabled_at is not None:
         raise AuthRequired(f"user {name} is disabled")
     return user
 
 
-def start_session(store: AppStore, raw_token: str) -> tuple[str, WebSession]:
+def start_session(store: Store, raw_token: str) -> tuple[str, WebSession]:
     """Log in with an API token; returns the cookie value and the session (with its CSRF token)."""
     user = verify_token(store, raw_token)
     cookie = secrets.token_urlsafe(32)
@@ -128,15 +129,15 @@ def start_session(store: AppStore, raw_token: str) -> tuple[str, WebSession]:
         expires_at=(_now() + timedelta(hours=SESSION_HOURS)).isoformat(),
     )
     with store.transaction():
-        store.add_session(session)
-        store.append_audit(user.name, "session.login", "user", user.name, {"at": utcnow()})
+        store.sessions.add(session)
+        store.audit.append(user.name, "session.login", "user", user.name, {"at": utcnow()})
     return cookie, session
 
 
-def session_principal(store: AppStore, cookie: str) -> Principal:
+def session_principal(store: Store, cookie: str) -> Principal:
     id_hash = sha256_hex(cookie)
     try:
-        session = store.get_session(id_hash)
+        session = store.sessions.get(id_hash)
     except NotFoundError:
         raise AuthRequired("not logged in") from None
     if session.revoked_at is not None or _expired(session.expires_at):
@@ -145,11 +146,11 @@ def session_principal(store: AppStore, cookie: str) -> Principal:
     return Principal(user.name, user.role, "session", csrf=session.csrf, session_hash=id_hash)
 
 
-def token_principal(store: AppStore, raw: str) -> Principal:
+def token_principal(store: Store, raw: str) -> Principal:
     return verify_token(store, raw)
 
 
-def end_session(store: AppStore, principal: Principal) -> None:
+def end_session(store: Store, principal: Principal) -> None:
     if principal.session_hash:
-        store.revoke_session(principal.session_hash)
-        store.append_audit(principal.name, "session.logout", "user", principal.name, {})
+        store.sessions.revoke(principal.session_hash)
+        store.audit.append(principal.name, "session.logout", "user", principal.name, {})

@@ -9,7 +9,7 @@ from typing import Literal
 from medloop.core.errors import ConflictError, NotFoundError
 from medloop.core.ids import new_id
 from medloop.core.records import AuditEntry, Campaign, Claim, Quarantine, Tier
-from medloop.core.store.review_tables import ReproductionRequest
+from medloop.core.store.rows import ReproductionRequest
 from medloop.web import launcher as L
 from medloop.web.accounts import Principal
 from medloop.web.context import WebContext
@@ -25,7 +25,7 @@ _TIER: dict[str, Tier] = {"validate": "validated", "reject": "rejected"}
 
 def _rate(ctx: WebContext, principal: Principal) -> None:
     limit = ctx.review_limit
-    wait = ctx.store.rate_hit(principal.name, "review", limit=limit.count, window_s=limit.window_s)
+    wait = ctx.store.users.rate_hit(principal.name, "review", limit=limit.count, window_s=limit.window_s)
     if wait > 0:
         raise RateLimited(
             f"{principal.name} made {limit.count} review actions in {limit.window_s:.0f} s", retry_after=wait
@@ -36,7 +36,7 @@ def claim_campaign(ctx: WebContext, claim: Claim) -> Campaign | None:
     if not claim.campaign_id:
         return None
     try:
-        return ctx.store.get_campaign(claim.campaign_id)
+        return ctx.store.campaigns.get(claim.campaign_id)
     except NotFoundError:
         return None
 
@@ -64,7 +64,7 @@ def allowed_review_actions(ctx: WebContext, principal: Principal, claim: Claim) 
 def review(ctx: WebContext, principal: Principal, claim_id: str, action: str, rationale: str) -> ReviewOut:
     if action not in REVIEW_ACTIONS:
         raise NotFoundError(f"unknown review action {action!r}", hint=f"actions: {', '.join(REVIEW_ACTIONS)}")
-    claim = ctx.store.get_claim(claim_id)
+    claim = ctx.store.claims.get(claim_id)
     authorize(principal, f"claim.{action}", campaign=claim_campaign(ctx, claim), claim=claim)
     if not rationale or len(rationale.strip()) < 10:
         raise InvalidInput(
@@ -83,19 +83,19 @@ def review(ctx: WebContext, principal: Principal, claim_id: str, action: str, ra
             id=new_id("rrq"), claim_id=claim_id, actor=principal.name, rationale=rationale
         )
         with ctx.store.transaction():
-            ctx.store.add_reproduction_request(request)
-            entry = ctx.store.append_audit(
+            ctx.store.reviews.add(request)
+            entry = ctx.store.audit.append(
                 principal.name,
                 "claim.request_reproduction",
                 "claim",
                 claim_id,
                 {"request": request.id, "reason": rationale, "role": principal.role},
             )
-        return ReviewOut(claim=ctx.store.get_claim(claim_id), audit=entry, request=request)
+        return ReviewOut(claim=ctx.store.claims.get(claim_id), audit=entry, request=request)
     if claim.tier == "quarantined":
         raise ConflictError(f"claim {claim_id} is already quarantined")
     q = ctx.curation().quarantine(claim_id, why=rationale, actor=principal.name, role=principal.role)
-    return ReviewOut(claim=ctx.store.get_claim(claim_id), audit=_last_audit(ctx, claim_id), quarantine=q)
+    return ReviewOut(claim=ctx.store.claims.get(claim_id), audit=_last_audit(ctx, claim_id), quarantine=q)
 
 
 def quarantine_target(ctx: WebContext, principal: Principal, target: str, rationale: str) -> Quarantine:
@@ -106,7 +106,7 @@ def quarantine_target(ctx: WebContext, principal: Principal, target: str, ration
 
 def lift_quarantine(ctx: WebContext, principal: Principal, quarantine_id: str, rationale: str) -> Quarantine:
     authorize(principal, "quarantine.lift")
-    ctx.store.get_quarantine(quarantine_id)
+    ctx.store.quarantines.get(quarantine_id)
     _rate(ctx, principal)
     return ctx.curation().unquarantine(
         quarantine_id, actor=principal.name, role=principal.role, reason=rationale.strip()
@@ -114,7 +114,7 @@ def lift_quarantine(ctx: WebContext, principal: Principal, quarantine_id: str, r
 
 
 def _last_audit(ctx: WebContext, object_id: str) -> AuditEntry | None:
-    entries = ctx.store.list_audit(object_id=object_id, limit=100_000)
+    entries = ctx.store.audit.list(object_id=object_id, limit=100_000)
     return entries[-1] if entries else None
 
 
@@ -148,13 +148,13 @@ def create_campaign(
     spec = L.parse_spec(text, overrides)
     campaign = ctx.runner().create(spec, owner=principal.name)
     pid = ctx.launcher.start(campaign.id) if launch else None
-    return ctx.store.get_campaign(campaign.id), pid
+    return ctx.store.campaigns.get(campaign.id), pid
 
 
 def control(
     ctx: WebContext, principal: Principal, campaign_id: str, action: str
 ) -> tuple[Campaign, int | None]:
-    campaign = ctx.store.get_campaign(campaign_id)
+    campaign = ctx.store.campaigns.get(campaign_id)
     authorize(principal, "campaign.control", campaign=campaign)
     live = ctx.launcher.running_pid(campaign_id) is not None
     status = campaign.status
@@ -165,8 +165,8 @@ def control(
                 f"campaign {campaign_id} is {status}; only a new campaign can be launched",
                 hint="use resume for a paused campaign",
             )
-        store.append_audit(principal.name, "campaign.launch", "campaign", campaign_id, {})
-        return store.get_campaign(campaign_id), ctx.launcher.start(campaign_id)
+        store.audit.append(principal.name, "campaign.launch", "campaign", campaign_id, {})
+        return store.campaigns.get(campaign_id), ctx.launcher.start(campaign_id)
     if action == "resume":
         if live:
             raise ConflictError(f"campaign {campaign_id} is running")
@@ -177,8 +177,8 @@ def control(
                 else None
             )
             raise ConflictError(f"campaign {campaign_id} is {status}; nothing to resume", hint=hint)
-        store.append_audit(principal.name, "campaign.resume", "campaign", campaign_id, {})
-        return store.get_campaign(campaign_id), ctx.launcher.start(campaign_id)
+        store.audit.append(principal.name, "campaign.resume", "campaign", campaign_id, {})
+        return store.campaigns.get(campaign_id), ctx.launcher.start(campaign_id)
     if action == "pause":
         if status != "running":
             raise ConflictError(f"campaign {campaign_id} is {status}; only a running campaign can be paused")
@@ -189,6 +189,6 @@ def control(
         stopped = ctx.runner().stop(campaign_id, actor=principal.name)
         if not live and status in ("created", "paused"):
             # Nothing runs it: there is no cycle end at which it would notice.
-            stopped = store.update_campaign(campaign_id, status="stopped")
+            stopped = store.campaigns.update(campaign_id, status="stopped")
         return stopped, None
     raise NotFoundError(f"unknown campaign action {action!r}")

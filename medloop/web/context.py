@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from medloop import bootstrap
 from medloop.core.records import Quarantine
 from medloop.core.settings import Settings
-from medloop.core.store.web_tables import AppStore
+from medloop.core.store import Store
 from medloop.web.errors import Unavailable
 from medloop.web.launcher import Launcher
 
@@ -40,7 +40,7 @@ class RateLimit:
 @dataclass
 class WebContext:
     settings: Settings
-    store: AppStore
+    store: Store
     launcher: Launcher
     examples_dir: Path | None = None
     review_limit: RateLimit = RateLimit()

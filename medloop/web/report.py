@@ -11,18 +11,18 @@ from typing import Any
 
 from medloop.core.errors import MedloopError
 from medloop.core.records import Campaign, Trial
-from medloop.core.store.web_tables import AppStore
+from medloop.core.store import Store
 from medloop.web import render, slices, views
 
 
-def _best_trial(store: AppStore, campaign: Campaign) -> Trial | None:
-    rows = store.list_trial_rows(campaign_id=campaign.id, status="succeeded", limit=1_000_000).items
+def _best_trial(store: Store, campaign: Campaign) -> Trial | None:
+    rows = store.listings.trials(campaign_id=campaign.id, status="succeeded", limit=1_000_000).items
     scored = [r for r in rows if views.finite(r["objective"]) is not None]
     if not scored:
         return None
     sign = 1.0 if campaign.spec.objective.direction == "maximize" else -1.0
     best = max(scored, key=lambda r: sign * float(r["objective"] or 0.0))
-    return store.get_trial(best["id"])
+    return store.trials.get(best["id"])
 
 
 def _overlay(trial: Trial, campaign: Campaign, cwd: Path) -> dict[str, Any] | None:
@@ -44,10 +44,10 @@ def _overlay(trial: Trial, campaign: Campaign, cwd: Path) -> dict[str, Any] | No
     return None
 
 
-def render_report(store: AppStore, campaign_id: str, *, cwd: Path | None = None) -> str:
-    campaign = store.get_campaign(campaign_id)
+def render_report(store: Store, campaign_id: str, *, cwd: Path | None = None) -> str:
+    campaign = store.campaigns.get(campaign_id)
     detail = views.campaign_detail(store, campaign)
-    claims = store.list_claim_rows(campaign_id=campaign_id, limit=1000).items
+    claims = store.listings.claims(campaign_id=campaign_id, limit=1000).items
     best = _best_trial(store, campaign)
     overlay = _overlay(best, campaign, cwd or Path.cwd()) if best is not None else None
     palette = {
@@ -71,7 +71,7 @@ def render_report(store: AppStore, campaign_id: str, *, cwd: Path | None = None)
     )
 
 
-def write_report(store: AppStore, campaign_id: str, out: Path, *, cwd: Path | None = None) -> Path:
+def write_report(store: Store, campaign_id: str, out: Path, *, cwd: Path | None = None) -> Path:
     """Render and write atomically (a temp file renamed into place)."""
     html = render_report(store, campaign_id, cwd=cwd)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -11,9 +11,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.responses import Response
 
-from medloop.core.records import AuditEntry, Claim, Hypothesis, Quarantine, Trial
-from medloop.core.store.review_tables import ReproductionRequest
-from medloop.core.store.web_tables import ClaimRow, TrialRow
+from medloop.core.records import AuditEntry, Claim, Hypothesis, Quarantine, Record, Tier, Trial
+from medloop.core.store.rows import ReproductionRequest
 from medloop.web.errors import FieldError, InvalidInput
 
 RATIONALE_MIN = 10
@@ -25,6 +24,39 @@ class In(BaseModel):
 
 class Out(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class TrialRow(Record):
+    """A trial's listing columns (no spec or result JSON)."""
+
+    id: str
+    campaign_id: str
+    hypothesis_id: str | None
+    arm: str
+    seed: int
+    status: str
+    objective: float | None
+    created_at: str
+    updated_at: str
+
+
+class ClaimRow(Record):
+    """A claim's listing columns, with its effect."""
+
+    id: str
+    campaign_id: str | None
+    hypothesis_id: str | None
+    tier: Tier
+    outcome: str
+    dataset: str
+    statement: str
+    estimate: float | None
+    ci_low: float | None
+    ci_high: float | None
+    p_adjusted: float | None
+    author: str
+    created_at: str
+    updated_at: str
 
 
 # ---------------------------------------------------------------- cursors

@@ -10,7 +10,7 @@ from typing import Any
 
 from medloop.core.errors import NotFoundError
 from medloop.core.records import AuditEntry, Campaign, Claim, SplitEvaluation, Trial
-from medloop.core.store.web_tables import AppStore, TrialRow
+from medloop.core.store import Store
 from medloop.sandbox.base import job_key
 from medloop.web import schemas as S
 from medloop.web.launcher import Launcher
@@ -78,12 +78,10 @@ def best_so_far(rows: Sequence[tuple[str, str, str, float | None]], direction: s
     return S.Curve(trial_id=ids, arm=arms, objective=values, best=bests)
 
 
-def campaign_detail(
-    store: AppStore, campaign: Campaign, launcher: Launcher | None = None
-) -> S.CampaignDetail:
-    counts = store.trial_counts(campaign.id)
+def campaign_detail(store: Store, campaign: Campaign, launcher: Launcher | None = None) -> S.CampaignDetail:
+    counts = store.listings.trial_counts(campaign.id)
     n_trials = sum(counts.values())
-    cycles = store.list_cycles(campaign.id)
+    cycles = store.cycles.list(campaign.id)
     budget = campaign.spec.budget
     active = float(campaign.summary.get("active_s") or (cycles[-1].get("active_s", 0.0) if cycles else 0.0))
     fractions = [n_trials / budget.max_trials if budget.max_trials else None]
@@ -98,7 +96,7 @@ def campaign_detail(
         summary=clean(campaign.summary),
         waiting_for=campaign.summary.get("waiting_for") if campaign.status == "paused" else None,
         cycles=clean(cycles),
-        hypotheses=store.list_hypotheses(campaign.id),
+        hypotheses=store.cycles.hypotheses(campaign.id),
         budget=S.Budget(
             trials_used=n_trials,
             max_trials=budget.max_trials,
@@ -109,15 +107,15 @@ def campaign_detail(
             used_fraction=min(1.0, max(known)) if known else None,
         ),
         trial_counts=counts,
-        best_so_far=best_so_far(store.trial_curve(campaign.id), campaign.spec.objective.direction),
+        best_so_far=best_so_far(store.listings.trial_curve(campaign.id), campaign.spec.objective.direction),
     )
 
 
 # ---------------------------------------------------------------- trials
 
 
-def trial_row(trial: Trial) -> TrialRow:
-    return TrialRow(
+def trial_row(trial: Trial) -> S.TrialRow:
+    return S.TrialRow(
         id=trial.id,
         campaign_id=trial.campaign_id,
         hypothesis_id=trial.hypothesis_id,
@@ -289,16 +287,16 @@ def artifact_path(trial: Trial, rel: str) -> Path:
 # ---------------------------------------------------------------- claims
 
 
-def campaign_owner(store: AppStore, claim: Claim) -> str | None:
+def campaign_owner(store: Store, claim: Claim) -> str | None:
     if not claim.campaign_id:
         return None
     try:
-        return store.get_campaign(claim.campaign_id).owner
+        return store.campaigns.get(claim.campaign_id).owner
     except NotFoundError:
         return None
 
 
-def _relation(store: AppStore, kind: str, direction: str, other: str, claims: dict[str, Claim]) -> S.Relation:
+def _relation(store: Store, kind: str, direction: str, other: str, claims: dict[str, Claim]) -> S.Relation:
     c = claims.get(other)
     return S.Relation(
         kind=kind,
@@ -309,14 +307,14 @@ def _relation(store: AppStore, kind: str, direction: str, other: str, claims: di
     )
 
 
-def claim_detail(store: AppStore, claim: Claim, actions: list[str]) -> S.ClaimDetail:
+def claim_detail(store: Store, claim: Claim, actions: list[str]) -> S.ClaimDetail:
     evidence = []
-    for ev in store.list_evidence(claim.id):
-        trial_out: TrialRow | None = None
+    for ev in store.evidence.list(claim.id):
+        trial_out: S.TrialRow | None = None
         prov: dict[str, Any] | None = None
         if ev.kind == "trial":
             try:
-                trial = store.get_trial(ev.ref_id)
+                trial = store.trials.get(ev.ref_id)
                 trial_out, prov = trial_row(trial), trial_provenance(trial)
             except NotFoundError:
                 prov = clean(dict(ev.detail.get("provenance", {}))) or None
@@ -330,21 +328,21 @@ def claim_detail(store: AppStore, claim: Claim, actions: list[str]) -> S.ClaimDe
                 provenance=prov,
             )
         )
-    out_edges = store.list_edges(src=claim.id, kinds=CLAIM_RELATIONS)
-    in_edges = store.list_edges(dst=claim.id, kinds=CLAIM_RELATIONS)
-    others = {c.id: c for c in store.get_claims([e.dst for e in out_edges] + [e.src for e in in_edges])}
+    out_edges = store.graph.edges(src=claim.id, kinds=CLAIM_RELATIONS)
+    in_edges = store.graph.edges(dst=[claim.id], kinds=CLAIM_RELATIONS)
+    others = {c.id: c for c in store.claims.get_many([e.dst for e in out_edges] + [e.src for e in in_edges])}
     relations = [_relation(store, e.kind, "out", e.dst, others) for e in out_edges] + [
         _relation(store, e.kind, "in", e.src, others) for e in in_edges
     ]
-    holds = store.active_quarantine_holds([claim.id]).get(claim.id, [])
+    holds = store.quarantines.holds([claim.id]).get(claim.id, [])
     return S.ClaimDetail(
         claim=claim,
         campaign_owner=campaign_owner(store, claim),
         evidence=evidence,
         relations=relations,
         conflicts=[r for r in relations if r.kind == "contradicts"],
-        history=[_clean_audit(e) for e in store.list_audit(object_id=claim.id)],
-        reproduction_requests=store.list_reproduction_requests(claim_id=claim.id),
+        history=[_clean_audit(e) for e in store.audit.list(object_id=claim.id)],
+        reproduction_requests=store.reviews.list(claim_id=claim.id),
         quarantined_by=holds,
         actions=actions,
     )
@@ -354,7 +352,7 @@ def _clean_audit(entry: AuditEntry) -> AuditEntry:
     return entry.model_copy(update={"detail": clean(entry.detail)})
 
 
-def claim_graph(store: AppStore, center: str, *, depth: int = 2, max_nodes: int = 60) -> S.Graph:
+def claim_graph(store: Store, center: str, *, depth: int = 2, max_nodes: int = 60) -> S.Graph:
     """The knowledge graph around a node: breadth-first over edges in both directions."""
     seen = {center}
     frontier = [center]
@@ -363,7 +361,7 @@ def claim_graph(store: AppStore, center: str, *, depth: int = 2, max_nodes: int 
     for _ in range(depth):
         nxt: list[str] = []
         for node in frontier:
-            for e in store.list_edges(src=node, limit=200) + store.list_edges(dst=node, limit=200):
+            for e in store.graph.edges(src=node, limit=200) + store.graph.edges(dst=[node], limit=200):
                 other = e.dst if e.src == node else e.src
                 if other not in seen:
                     if len(seen) >= max_nodes:
@@ -373,7 +371,7 @@ def claim_graph(store: AppStore, center: str, *, depth: int = 2, max_nodes: int 
                     nxt.append(other)
                 edges[(e.src, e.dst, e.kind)] = S.GraphEdge(src=e.src, dst=e.dst, kind=e.kind)
         frontier = nxt
-    claims = {c.id: c for c in store.get_claims(sorted(seen))}
+    claims = {c.id: c for c in store.claims.get_many(sorted(seen))}
     nodes = []
     for node_id in sorted(seen, key=lambda n: (n != center, n)):
         if node_id in claims:
@@ -381,7 +379,7 @@ def claim_graph(store: AppStore, center: str, *, depth: int = 2, max_nodes: int 
             nodes.append(S.GraphNode(id=node_id, kind="claim", label=c.statement[:80], tier=c.tier))
             continue
         try:
-            entity = store.get_entity(node_id)
+            entity = store.graph.get_entity(node_id)
             nodes.append(S.GraphNode(id=node_id, kind=entity.kind, label=entity.name[:80]))
         except NotFoundError:
             nodes.append(S.GraphNode(id=node_id, kind="unknown", label=node_id))

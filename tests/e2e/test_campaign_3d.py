@@ -48,9 +48,9 @@ def test_3d_campaign_model_and_loss_reports_surface_metrics_per_class_and_site(
     runner = bootstrap.campaign_runner(settings)
     campaign = runner.run(runner.create(spec, owner="t").id)
     assert campaign.status == "completed", campaign.summary
-    hyps = runner.s.store.list_hypotheses(campaign.id)
+    hyps = runner.s.store.cycles.hypotheses(campaign.id)
     assert {h.changes[0].factor for h in hyps} == {"model", "loss"}
-    trial = runner.s.store.get_trial(hyps[0].treatment_trials[0])
+    trial = runner.s.store.trials.get(hyps[0].treatment_trials[0])
     evaluation = trial.result.evaluations["eval"]  # type: ignore[union-attr]
     assert {"dice", "nsd", "hd95"} <= set(evaluation.summary)
     assert "monai" in evaluation.implementation.lower()

@@ -26,7 +26,9 @@ def _json(x: Any) -> Any:
 
 def test_a_0_1_0_workspace_upgrades_in_place_without_loss(tmp_path: Path) -> None:
     path = unzip("workspace.db", tmp_path / "medloop.db")
-    expected = json.loads(gzip.decompress((Path(__file__).parents[1] / "fixtures/store_0_1_0/expected.json.gz").read_bytes()))
+    expected = json.loads(
+        gzip.decompress((Path(__file__).parents[1] / "fixtures/store_0_1_0/expected.json.gz").read_bytes())
+    )
     store = open_store(path)
     campaigns = store.campaigns.list().items
     trials = store.trials.list(limit=100_000).items
@@ -41,23 +43,41 @@ def test_a_0_1_0_workspace_upgrades_in_place_without_loss(tmp_path: Path) -> Non
         "claims": [_json(c) for c in claims],
         "evidence": {c: [_json(e) for e in store.evidence.list(c)] for c in ids},
         "audit": [_json(a) for a in store.audit.list(limit=100_000)],
-        "entities": [_json(e) for e in store.db.all(sa.select(schema.entities.c.id).order_by(schema.entities.c.id))],
+        "entities": [
+            _json(e) for e in store.db.all(sa.select(schema.entities.c.id).order_by(schema.entities.c.id))
+        ],
         "edges": [_json(e) for e in store.graph.edges(limit=100_000)],
         "facts": [_json(f) for f in store.facts.list(limit=100_000)],
-        "vectors": {k: [v.embedder, v.dim, v.text_hash, v.vector.hex()] for k, v in store.vectors.get(ids).items()},
-        "meta": [[k, store.meta.get(k)] for k, in raw(sa.text("SELECT key FROM kb_meta ORDER BY key"))],
+        "vectors": {
+            k: [v.embedder, v.dim, v.text_hash, v.vector.hex()] for k, v in store.vectors.get(ids).items()
+        },
+        "meta": [[k, store.meta.get(k)] for (k,) in raw(sa.text("SELECT key FROM kb_meta ORDER BY key"))],
         "quarantines": [_json(q) for q in store.quarantines.list()],
         "users": [_json(u) for u in store.users.list()],
         "tokens": [_json(t) for t in store.tokens.list()],
-        "sessions": [_json(store.sessions.get(h)) for h, in raw(sa.text("SELECT id_hash FROM web_sessions ORDER BY id_hash"))],
-        "rate_events": [list(r) for r in raw(sa.text("SELECT user_name, action, at FROM web_rate_events ORDER BY at"))],
+        "sessions": [
+            _json(store.sessions.get(h))
+            for (h,) in raw(sa.text("SELECT id_hash FROM web_sessions ORDER BY id_hash"))
+        ],
+        "rate_events": [
+            list(r) for r in raw(sa.text("SELECT user_name, action, at FROM web_rate_events ORDER BY at"))
+        ],
         "requests": [_json(r) for r in store.reviews.list()],
-        "charges": [list(r) for r in raw(sa.text("SELECT caller, resource, ref_id, amount, created_at FROM tool_charges ORDER BY ref_id, resource"))],
+        "charges": [
+            list(r)
+            for r in raw(
+                sa.text(
+                    "SELECT caller, resource, ref_id, amount, created_at FROM tool_charges ORDER BY ref_id, resource"
+                )
+            )
+        ],
         "tool_jobs": [_json(j) for j in store.ledger.list_jobs()],
         "trial_rows": {c.id: store.listings.trials(campaign_id=c.id, limit=100_000).items for c in campaigns},
         "claim_rows": store.listings.claims(limit=100_000).items,
         "trial_curve": {c.id: [list(r) for r in store.listings.trial_curve(c.id)] for c in campaigns},
-        "find_claim_ids": store.facts.find_ids(tiers=["supported", "reproduced", "validated", "refuted"], limit=1000),
+        "find_claim_ids": store.facts.find_ids(
+            tiers=["supported", "reproduced", "validated", "refuted"], limit=1000
+        ),
     }
     got["entities"] = [_json(store.graph.get_entity(r[0])) for r in got["entities"]]
     for job in got["tool_jobs"]:
@@ -81,27 +101,38 @@ def test_an_upgraded_workspace_has_the_schema_of_a_new_one(tmp_path: Path) -> No
 
     old = open_store(unzip("empty.db", tmp_path / "old.db"))
     new = open_store(tmp_path / "new.db")
-    diffs = compare_metadata(MigrationContext.configure(old.db.conn, opts={"compare_type": False}), schema.metadata)
+    diffs = compare_metadata(
+        MigrationContext.configure(old.db.conn, opts={"compare_type": False}), schema.metadata
+    )
     # Left out: 0.1.0's own bookkeeping table (it makes 0.1.0 refuse the upgraded file);
     # nullability of one-column primary keys and inline foreign keys' ON DELETE, which
     # SQLAlchemy does not read back from 0.1.0's DDL (compared with PRAGMAs below).
     flat = [d[0] if isinstance(d, list) else d for d in diffs]
     skipped = ("add_fk", "remove_fk", "modify_nullable")
-    assert [d for d in flat if d[0] not in skipped and not (d[0] == "remove_table" and d[1].name == "schema_migrations")] == []
+    assert [
+        d
+        for d in flat
+        if d[0] not in skipped and not (d[0] == "remove_table" and d[1].name == "schema_migrations")
+    ] == []
     for d in flat:
         if d[0] == "modify_nullable":
             assert schema.metadata.tables[d[2]].c[d[3]].primary_key, d
 
     def pragmas(store: object, what: str) -> dict[str, list[tuple[Any, ...]]]:
         db = store.db  # type: ignore[attr-defined]
-        return {t: sorted(tuple(r) for r in db.all(sa.text(f"PRAGMA {what}('{t}')"))) for t in schema.metadata.tables}
+        return {
+            t: sorted(tuple(r) for r in db.all(sa.text(f"PRAGMA {what}('{t}')")))
+            for t in schema.metadata.tables
+        }
 
     assert pragmas(old, "foreign_key_list") == pragmas(new, "foreign_key_list")
     assert {t: [r[1] for r in rows] for t, rows in pragmas(old, "table_info").items()} == {
         t: [r[1] for r in rows] for t, rows in pragmas(new, "table_info").items()
     }
     triggers = {r[0] for r in old.db.all(sa.text("SELECT name FROM sqlite_master WHERE type = 'trigger'"))}
-    assert triggers == {r[0] for r in new.db.all(sa.text("SELECT name FROM sqlite_master WHERE type = 'trigger'"))}
+    assert triggers == {
+        r[0] for r in new.db.all(sa.text("SELECT name FROM sqlite_master WHERE type = 'trigger'"))
+    }
     assert triggers == {"audit_no_update", "audit_no_delete"}
     assert [r[0] for r in new.db.all(sa.text("PRAGMA journal_mode"))] == ["wal"]
     assert [r[0] for r in new.db.all(sa.text("PRAGMA foreign_keys"))] == [1]

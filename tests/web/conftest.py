@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from medloop import bootstrap
 from medloop.core.settings import Settings
-from medloop.core.store import SQLiteStore
+from medloop.core.store import SqlStore
 from medloop.web.app import create_app
 from medloop.web.context import RateLimit
 from tests.web import builders as B
@@ -51,13 +51,13 @@ class Web:
     tokens: dict[str, str]
     campaign_id: str
     table: Path
-    store: SQLiteStore
+    store: SqlStore
 
     def auth(self, user: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[user]}"}
 
     def claims(self, tier: str) -> list[str]:
-        return [c.id for c in self.store.list_claims(tiers=[tier], campaign_id=self.campaign_id)]
+        return [c.id for c in self.store.claims.list(tiers=[tier], campaign_id=self.campaign_id)]
 
     def login(self, user: str) -> tuple[TestClient, str]:
         """A browser-like client with a dashboard session; returns it and the CSRF token."""

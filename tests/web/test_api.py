@@ -26,7 +26,7 @@ def test_cursor_pagination_visits_every_trial_once(web: Web) -> None:
         cursor = body["next_cursor"]
         if cursor is None:
             break
-    stored = [t.id for t in web.store.list_trials(campaign_id=web.campaign_id, limit=100_000)]
+    stored = [t.id for t in web.store.trials.list(campaign_id=web.campaign_id, limit=100_000)]
     assert sorted(seen) == sorted(stored) and len(seen) == len(set(seen))
     assert pages == -(-len(stored) // 7)
     bad = web.client.get("/api/v1/trials", params={"cursor": "not-a-cursor"}, headers=web.auth("vic"))
@@ -38,7 +38,7 @@ def test_campaign_detail_has_cycles_hypotheses_budget_and_best_so_far(web: Web) 
     assert d["campaign"]["status"] == "completed" and d["campaign"]["owner"] == "alice"
     assert d["cycles"] and d["hypotheses"]
     assert {h["verdict"] for h in d["hypotheses"]} <= {"supported", "refuted", "inconclusive", "failed"}
-    n_trials = len(web.store.list_trials(campaign_id=web.campaign_id, limit=100_000).items)
+    n_trials = len(web.store.trials.list(campaign_id=web.campaign_id, limit=100_000).items)
     assert d["budget"]["trials_used"] == n_trials == sum(d["trial_counts"].values())
     curve = d["best_so_far"]
     assert len(curve["trial_id"]) == len(curve["objective"]) == len(curve["best"]) == n_trials
@@ -56,7 +56,7 @@ def test_claim_detail_resolves_evidence_to_trials_with_provenance(web: Web) -> N
     assert trials and {e["role"] for e in trials} >= {"control", "treatment"}
     checksum = d["claim"]["context"]["dataset_checksum"]
     for ev in trials:
-        trial = web.store.get_trial(ev["ref_id"])
+        trial = web.store.trials.get(ev["ref_id"])
         assert ev["provenance"]["spec_hash"] == trial.spec_hash
         assert ev["provenance"]["dataset_checksum"] == checksum
         assert ev["provenance"]["seed"] == trial.spec.seed
@@ -93,7 +93,7 @@ def test_validate_changes_tier_and_writes_the_audit_entry(web: Web) -> None:
     )
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["claim"]["tier"] == "validated" == web.store.get_claim(claim_id).tier
+    assert body["claim"]["tier"] == "validated" == web.store.claims.get(claim_id).tier
     entry = body["audit"]
     assert (entry["actor"], entry["action"]) == ("bob", "claim.transition")
     assert entry["detail"]["from"] == "reproduced" and entry["detail"]["to"] == "validated"
@@ -109,15 +109,15 @@ def test_validate_changes_tier_and_writes_the_audit_entry(web: Web) -> None:
 
 def test_the_campaign_owner_cannot_validate_or_reject(web: Web) -> None:
     claim_id = web.claims("reproduced")[0]
-    before = len(web.store.list_audit(limit=100_000))
+    before = len(web.store.audit.list(limit=100_000))
     for action in ("validate", "reject"):
         r = web.client.post(
             f"/api/v1/claims/{claim_id}/{action}", json={"rationale": RATIONALE}, headers=web.auth("alice")
         )
         assert r.status_code == 403
         assert "own campaign" in r.json()["error"]["message"]
-    assert web.store.get_claim(claim_id).tier == "reproduced"
-    assert len(web.store.list_audit(limit=100_000)) == before
+    assert web.store.claims.get(claim_id).tier == "reproduced"
+    assert len(web.store.audit.list(limit=100_000)) == before
 
 
 def test_no_body_can_set_tier_status_or_validated_by(web: Web) -> None:
@@ -136,7 +136,7 @@ def test_no_body_can_set_tier_status_or_validated_by(web: Web) -> None:
         headers=web.auth("bob"),
     )
     assert r.status_code == 422 and {d["field"] for d in r.json()["error"]["details"]} == {"status", "owner"}
-    assert web.store.get_claim(claim_id).tier == "reproduced"
+    assert web.store.claims.get(claim_id).tier == "reproduced"
 
 
 def test_review_needs_a_rationale(web: Web) -> None:
@@ -160,7 +160,7 @@ def test_review_actions_are_rate_limited(template: Template, tmp_path: Path) -> 
     assert r.json()["error"]["code"] == "rate_limited" and 1 <= int(r.headers["Retry-After"]) <= 60
     # Per user: another reviewer is not affected.
     assert web.client.post(url, json={"rationale": RATIONALE}, headers=web.auth("ada")).status_code == 200
-    requests = web.store.list_reproduction_requests(claim_id=claim_id)
+    requests = web.store.reviews.list(claim_id=claim_id)
     assert [r.actor for r in requests] == ["bob", "bob", "ada"]
 
 
@@ -245,7 +245,7 @@ def test_campaign_form_errors_name_the_field_and_yaml_line(web: Web) -> None:
     )
     detail = broken.json()["error"]["details"][0]
     assert (broken.status_code, detail["field"], detail["line"]) == (422, "yaml", 1)
-    assert web.store.list_campaigns().items[0].id == web.campaign_id  # nothing was created
+    assert web.store.campaigns.list().items[0].id == web.campaign_id  # nothing was created
 
 
 def test_campaign_controls_follow_status_and_ownership(web: Web) -> None:
@@ -253,13 +253,13 @@ def test_campaign_controls_follow_status_and_ownership(web: Web) -> None:
     assert r.status_code == 201 and r.json()["pid"] is None
     cid = r.json()["campaign"]["id"]
     assert r.headers["Location"] == f"/api/v1/campaigns/{cid}"
-    assert web.store.get_campaign(cid).owner == "agt"
+    assert web.store.campaigns.get(cid).owner == "agt"
     assert web.client.post(f"/api/v1/campaigns/{cid}/pause", headers=web.auth("agt")).status_code == 409
     assert web.client.post(f"/api/v1/campaigns/{cid}/stop", headers=web.auth("bob")).status_code == 403
     stopped = web.client.post(f"/api/v1/campaigns/{cid}/stop", headers=web.auth("agt"))
     assert stopped.status_code == 202 and stopped.json()["campaign"]["status"] == "stopped"
     assert web.client.post(f"/api/v1/campaigns/{cid}/launch", headers=web.auth("ada")).status_code == 409
-    actions = [e.action for e in web.store.list_audit(object_id=cid)]
+    actions = [e.action for e in web.store.audit.list(object_id=cid)]
     assert actions == ["campaign.create", "campaign.stop"]
 
 
@@ -307,7 +307,7 @@ def test_docs_and_assets_are_served_locally(web: Web) -> None:
 
 
 def test_artifacts_cannot_escape_the_trial_folder(web: Web) -> None:
-    trial_id = web.store.list_trials(campaign_id=web.campaign_id, limit=1).items[0].id
+    trial_id = web.store.trials.list(campaign_id=web.campaign_id, limit=1).items[0].id
     for path in ("../../medloop.db", "%2e%2e/%2e%2e/medloop.db", "/etc/passwd"):
         r = web.client.get(f"/api/v1/trials/{trial_id}/artifacts/{path}", headers=web.auth("vic"))
         assert r.status_code == 404
@@ -335,8 +335,8 @@ def test_quarantine_and_lift_through_the_knowledge_base(web: Web) -> None:
         f"/api/v1/quarantines/{q['id']}/lift", json={"rationale": RATIONALE}, headers=web.auth("bob")
     )
     assert lifted.status_code == 200, lifted.text
-    assert web.store.get_claim(claim_id).tier == "reproduced"
-    actions = [e.action for e in web.store.list_audit(object_id=claim_id)]
+    assert web.store.claims.get(claim_id).tier == "reproduced"
+    actions = [e.action for e in web.store.audit.list(object_id=claim_id)]
     assert "claim.quarantine" in actions and "claim.unquarantine" in actions
     # A whole campaign: every claim derived from it is demoted at once.
     r = web.client.post(
@@ -345,18 +345,18 @@ def test_quarantine_and_lift_through_the_knowledge_base(web: Web) -> None:
         headers=web.auth("bob"),
     )
     assert r.status_code == 201
-    tiers = {c.tier for c in web.store.list_claims(campaign_id=web.campaign_id, limit=1000)}
+    tiers = {c.tier for c in web.store.claims.list(campaign_id=web.campaign_id, limit=1000)}
     assert tiers == {"quarantined"}
 
 
 def test_logs_of_a_running_trial_come_from_its_job_folder(web: Web) -> None:
     from medloop.sandbox.base import job_key
 
-    done = web.store.list_trials(campaign_id=web.campaign_id, limit=1).items[0]
+    done = web.store.trials.list(campaign_id=web.campaign_id, limit=1).items[0]
     running = done.model_copy(
         update={"id": "trl_running", "status": "running", "result": None, "spec_hash": "f" * 64}
     )
-    web.store.put_trial(running)
+    web.store.trials.put(running)
     assert (
         web.client.get("/api/v1/trials/trl_running/logs", headers=web.auth("vic")).json()["source"] == "none"
     )

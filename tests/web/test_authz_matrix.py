@@ -88,20 +88,20 @@ class World:
     def __init__(self, web: Web) -> None:
         self.web = web
         store = web.store
-        base = store.get_campaign(web.campaign_id)
-        trial = store.list_trials(campaign_id=web.campaign_id, limit=1).items[0]
-        hyp = store.list_hypotheses(web.campaign_id)[0]
-        self.claim_template = store.get_claim(
-            store.list_claims(campaign_id=web.campaign_id, limit=1).items[0].id
+        base = store.campaigns.get(web.campaign_id)
+        trial = store.trials.list(campaign_id=web.campaign_id, limit=1).items[0]
+        hyp = store.cycles.hypotheses(web.campaign_id)[0]
+        self.claim_template = store.claims.get(
+            store.claims.list(campaign_id=web.campaign_id, limit=1).items[0].id
         )
         self.objects: dict[str, dict[str, str]] = {}
         for user in ROLES:
             cid = web.campaign_id if user == "alice" else new_id("cmp")
             if user != "alice":
-                store.add_campaign(base.model_copy(update={"id": cid, "owner": user}))
+                store.campaigns.add(base.model_copy(update={"id": cid, "owner": user}))
             tid, hid = f"trl_{user}_{cid[-6:]}", f"hyp_{user}_{cid[-6:]}"
-            store.put_hypothesis(hyp.model_copy(update={"id": hid, "campaign_id": cid}))
-            store.put_trial(trial.model_copy(update={"id": tid, "campaign_id": cid, "hypothesis_id": hid}))
+            store.cycles.put_hypothesis(hyp.model_copy(update={"id": hid, "campaign_id": cid}))
+            store.trials.put(trial.model_copy(update={"id": tid, "campaign_id": cid, "hypothesis_id": hid}))
             self.objects[user] = {"campaign_id": cid, "trial_id": tid, "hypothesis_id": hid}
 
     def claim(self, owner: str) -> str:
@@ -132,7 +132,7 @@ class World:
             ),
             tier="reproduced",
         )
-        self.web.store.put_claim(claim, [])
+        self.web.store.claims.put([(claim, [])])
         return claim.id
 
     def url(self, path: str, owner: str) -> str:

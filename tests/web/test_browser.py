@@ -123,7 +123,7 @@ def test_review_flow_in_chromium(site: dict[str, Any]) -> None:
         page.click("text=tiny phantom")
         expect(page.locator("h1")).to_contain_text("completed")
         dots = page.locator("#best-so-far g.dots circle")
-        expect(dots).to_have_count(len(store.list_trials(campaign_id=site["real"]).items))
+        expect(dots).to_have_count(len(store.trials.list(campaign_id=site["real"]).items))
         page.screenshot(path=str(SHOTS / "campaign.png"), full_page=True)
 
         # a trial: training curves from its history and the prediction/label overlay
@@ -158,13 +158,13 @@ def test_review_flow_in_chromium(site: dict[str, Any]) -> None:
         page.check("#v-label")
         page.check("#v-pred")
         expect(page.locator("#cases-eval tbody tr")).to_have_count(
-            len(store.list_trials(campaign_id=site["real"]).items[0].spec.dataset.eval_cases)
+            len(store.trials.list(campaign_id=site["real"]).items[0].spec.dataset.eval_cases)
         )
         expect(page.locator("pre.log")).to_contain_text('"event":"epoch"')  # the job's own log file
         page.screenshot(path=str(SHOTS / "trial.png"), full_page=True)
 
         # the review queue: validate a reproduced claim of alice's campaign with a rationale
-        claim_id = next(c.id for c in store.list_claims(tiers=["reproduced"], campaign_id=site["replay"]))
+        claim_id = next(c.id for c in store.claims.list(tiers=["reproduced"], campaign_id=site["replay"]))
         page.goto(base + "/claims")
         card = page.locator(f"#claim-{claim_id}")
         expect(card).to_contain_text("reproduced")
@@ -172,7 +172,7 @@ def test_review_flow_in_chromium(site: dict[str, Any]) -> None:
         card.locator("textarea[name=rationale]").fill(RATIONALE)
         card.locator("button[value=validate]").click()
         expect(page.locator(".flash")).to_contain_text("tier is now validated")
-        assert store.get_claim(claim_id).tier == "validated"
+        assert store.claims.get(claim_id).tier == "validated"
 
         page.goto(base + f"/claims/{claim_id}")
         expect(page.locator(".tier-box")).to_contain_text("validated")
@@ -198,7 +198,7 @@ def test_review_flow_in_chromium(site: dict[str, Any]) -> None:
         )
         expect(page.locator("[data-field='budget.max_cycles']")).to_contain_text("YAML line 5")
         page.screenshot(path=str(SHOTS / "launch-form.png"), full_page=False)
-        assert len(store.list_campaigns(limit=100).items) == 2  # nothing was created
+        assert len(store.campaigns.list(limit=100).items) == 2  # nothing was created
 
         page.goto(base + "/audit")
         expect(page.locator("#chain-status")).to_contain_text("intact")

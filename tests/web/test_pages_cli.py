@@ -26,7 +26,7 @@ def test_pages_need_a_login_and_render(web: Web) -> None:
     assert anon.status_code == 303 and anon.headers["location"] == f"/login?next=/campaigns/{web.campaign_id}"
     client, _ = web.login("vic")
     claim_id = web.claims("reproduced")[0]
-    trial_id = web.store.list_trials(campaign_id=web.campaign_id, limit=1).items[0].id
+    trial_id = web.store.trials.list(campaign_id=web.campaign_id, limit=1).items[0].id
     for path in (
         "/",
         f"/campaigns/{web.campaign_id}",
@@ -64,12 +64,12 @@ def test_review_form_validates_and_refuses_without_csrf(web: Web) -> None:
     short = client.post(
         f"/claims/{claim_id}/review", data={"action": "validate", "rationale": "ok", "csrf": csrf}
     )
-    assert "refused" in short.text and web.store.get_claim(claim_id).tier == "reproduced"
+    assert "refused" in short.text and web.store.claims.get(claim_id).tier == "reproduced"
     done = client.post(
         f"/claims/{claim_id}/review", data={"action": "validate", "rationale": RATIONALE, "csrf": csrf}
     )
     assert done.status_code == 200 and "tier is now validated" in done.text
-    assert web.store.get_claim(claim_id).tier == "validated"
+    assert web.store.claims.get(claim_id).tier == "validated"
 
 
 def test_launch_form_shows_errors_next_to_fields(web: Web) -> None:
@@ -107,8 +107,8 @@ def test_live_updates_stream_a_change_event(web: Web) -> None:
 
     def change_later() -> None:
         time.sleep(1.5)
-        trial = web.store.list_trials(campaign_id=web.campaign_id, limit=1).items[0]
-        web.store.set_trial_status(trial.id, "running")
+        trial = web.store.trials.list(campaign_id=web.campaign_id, limit=1).items[0]
+        web.store.trials.set_status(trial.id, "running")
 
     threading.Thread(target=change_later, daemon=True).start()
     with client.stream("GET", f"/campaigns/{web.campaign_id}/events") as stream:
@@ -134,14 +134,14 @@ def test_slice_overlay_from_real_nifti(web: Web, tmp_path: Path) -> None:
     pred[pred == 2] = 0  # the model missed the spleen
     out = tmp_path / "job" / "out"
     save_nifti(pred, out / "predictions" / "eval" / f"{case}.nii.gz", spacing=(1.0, 1.0, 5.0))
-    campaign = web.store.get_campaign(web.campaign_id)
+    campaign = web.store.campaigns.get(web.campaign_id)
     spec_ds = campaign.spec.dataset.model_copy(update={"path": ds})
     # The same campaign pointing at this dataset (specs are immutable: add a copy).
     other = campaign.model_copy(
         update={"id": "cmp_slices", "spec": campaign.spec.model_copy(update={"dataset": spec_ds})}
     )
-    web.store.add_campaign(other)
-    base = web.store.list_trials(campaign_id=web.campaign_id, limit=1).items[0]
+    web.store.campaigns.add(other)
+    base = web.store.trials.list(campaign_id=web.campaign_id, limit=1).items[0]
     manifest = base.spec.dataset.model_copy(update={"eval_cases": [case], "train_cases": ["phantom_000"]})
     prov = Provenance(code_version="t", runtime="local", host="h", started_at="x", ended_at="y")
     job = JobResult(key="k", status="succeeded", exit_code=0, wall_s=1.0, out_dir=out, provenance=prov)
@@ -166,7 +166,7 @@ def test_slice_overlay_from_real_nifti(web: Web, tmp_path: Path) -> None:
             ),
         }
     )
-    web.store.put_trial(trial)
+    web.store.trials.put(trial)
     r = web.client.get("/api/v1/trials/trl_slices/slices", params={"case": case}, headers=web.auth("vic"))
     assert r.status_code == 200, r.text
     s = r.json()
@@ -242,9 +242,9 @@ def test_campaign_report_is_one_self_contained_file(web: Web, tmp_path: Path) ->
     assert r.returncode == 0, r.stderr
     html = out.read_text()
     assert "<svg" in html and 'id="best-so-far"' in html and "<style>" in html
-    for hyp in web.store.list_hypotheses(web.campaign_id):
+    for hyp in web.store.cycles.hypotheses(web.campaign_id):
         assert hyp.changes[0].factor in html
-    for claim in web.store.list_claims(campaign_id=web.campaign_id):
+    for claim in web.store.claims.list(campaign_id=web.campaign_id):
         assert claim.id in html
     # Nothing is loaded from anywhere: no scripts, no external or server-relative URLs.
     assert "<script" not in html

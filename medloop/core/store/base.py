@@ -8,6 +8,7 @@ content-derived ids and say what was new; the agent relies on that after a crash
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
@@ -48,7 +49,9 @@ AuditItem = tuple[str, str, str, str, dict[str, Any]]  # actor, action, object_t
 class Campaigns(Protocol):
     def add(self, campaign: Campaign) -> None: ...
     def get(self, campaign_id: str) -> Campaign: ...
-    def list(self, *, status: str | None = None, after: str | None = None, limit: int = 100) -> Page[Campaign]:
+    def list(
+        self, *, status: str | None = None, after: str | None = None, limit: int = 100
+    ) -> Page[Campaign]:
         """Newest first."""
 
     def update(self, campaign_id: str, **changes: Any) -> Campaign: ...
@@ -58,10 +61,10 @@ class Cycles(Protocol):
     """A campaign's cycle summaries and the hypotheses it tested."""
 
     def record(self, campaign_id: str, idx: int, summary: dict[str, Any]) -> None: ...
-    def list(self, campaign_id: str) -> list[dict[str, Any]]: ...
+    def list(self, campaign_id: str) -> builtins.list[dict[str, Any]]: ...
     def put_hypothesis(self, hypothesis: Hypothesis) -> None: ...
     def get_hypothesis(self, hypothesis_id: str) -> Hypothesis: ...
-    def hypotheses(self, campaign_id: str, cycle: int | None = None) -> list[Hypothesis]:
+    def hypotheses(self, campaign_id: str, cycle: int | None = None) -> builtins.list[Hypothesis]:
         """In insertion order."""
 
 
@@ -112,20 +115,20 @@ class Listings(Protocol):
         """Same order and cursor as `Claims.list`."""
 
     def trial_counts(self, campaign_id: str) -> dict[str, int]: ...
-    def trial_curve(self, campaign_id: str) -> list[tuple[str, str, str, float | None]]:
+    def trial_curve(self, campaign_id: str) -> builtins.list[tuple[str, str, str, float | None]]:
         """(id, arm, status, objective) of finished trials in the order results arrived."""
 
-    def recent_trials(self, campaign_id: str, limit: int = 30) -> list[TrialListing]: ...
+    def recent_trials(self, campaign_id: str, limit: int = 30) -> builtins.list[TrialListing]: ...
     def campaign_progress(self, campaign_id: str) -> dict[str, Any]:
         """A cheap fingerprint of a campaign's state: changes whenever anything visible does."""
 
 
 class Claims(Protocol):
-    def put(self, items: Sequence[tuple[Claim, Sequence[Evidence]]]) -> list[str]:
+    def put(self, items: Sequence[tuple[Claim, Sequence[Evidence]]]) -> builtins.list[str]:
         """Insert claims with their evidence; ids that exist are skipped. Returns the new ids."""
 
     def get(self, claim_id: str) -> Claim: ...
-    def get_many(self, claim_ids: Sequence[str]) -> list[Claim]:
+    def get_many(self, claim_ids: Sequence[str]) -> builtins.list[Claim]:
         """In the order asked; unknown ids are left out."""
 
     def list(
@@ -149,11 +152,11 @@ class EvidenceLinks(Protocol):
     def add(self, evidence: Sequence[Evidence]) -> None:
         """Attach evidence to existing claims (NotFoundError otherwise). Idempotent."""
 
-    def list(self, claim_id: str) -> list[Evidence]: ...
-    def citing(self, ref_id: str) -> list[str]:
+    def list(self, claim_id: str) -> builtins.list[Evidence]: ...
+    def citing(self, ref_id: str) -> builtins.list[str]:
         """Ids of the claims with evidence that refers to `ref_id`."""
 
-    def without_edges(self, limit: int = 10_000) -> list[Evidence]:
+    def without_edges(self, limit: int = 10_000) -> builtins.list[Evidence]:
         """Trial/source/claim evidence of claims with facts but no graph edge yet."""
 
 
@@ -172,9 +175,11 @@ class Graph(Protocol):
         src: str | None = None,
         dst: Sequence[str] | None = None,
         kinds: Sequence[str] | None = None,
-        limit: int = 10_000,
-    ) -> list[Edge]: ...
-    def edge_rows(self, *, after_seq: int = 0, limit: int = 50_000) -> list[EdgeRow]:
+        limit: int | None = None,
+    ) -> builtins.list[Edge]:
+        """In seq order; `dst`: edges into any of these nodes."""
+
+    def edge_rows(self, *, after_seq: int = 0, limit: int = 50_000) -> builtins.list[EdgeRow]:
         """Without attrs: what a graph index needs to follow the table cheaply."""
 
     def max_seq(self) -> int: ...
@@ -194,8 +199,8 @@ class Facts(Protocol):
         outcome: str | None = None,
         claim_ids: Sequence[str] | None = None,
         limit: int = 10_000,
-    ) -> list[ClaimFacts]: ...
-    def rows(self) -> list[tuple[str, str, str, list[str]]]:
+    ) -> builtins.list[ClaimFacts]: ...
+    def rows(self) -> builtins.list[tuple[str, str, str, builtins.list[str]]]:
         """(claim id, task, outcome, factors) of every claim, without building records."""
 
     def max_seq(self) -> int: ...
@@ -209,7 +214,7 @@ class Facts(Protocol):
         exclude: str,
         other_campaign: str | None = None,
         limit: int = 50,
-    ) -> list[RelatedRow]:
+    ) -> builtins.list[RelatedRow]:
         """Claims about the same change and outcome with a sign in `signs` (and from another
         campaign than `other_campaign`, if given): same dataset first, then newest."""
 
@@ -221,7 +226,7 @@ class Facts(Protocol):
         outcome: str | None = None,
         factors: Sequence[str] = (),
         limit: int = 100,
-    ) -> list[str]:
+    ) -> builtins.list[str]:
         """Claims in `tiers` matching the structured filter (any of `factors`), newest first."""
 
 
@@ -239,9 +244,11 @@ class Quarantines(Protocol):
     def put(self, quarantine: Quarantine) -> None: ...
     def add_members(self, quarantine_id: str, members: dict[str, str]) -> None: ...
     def get(self, quarantine_id: str) -> Quarantine: ...
-    def list(self, *, active_only: bool = False, target_id: str | None = None) -> list[Quarantine]: ...
+    def list(
+        self, *, active_only: bool = False, target_id: str | None = None
+    ) -> builtins.list[Quarantine]: ...
     def lift(self, quarantine_id: str, *, actor: str, reason: str) -> None: ...
-    def holds(self, claim_ids: Sequence[str]) -> dict[str, list[str]]:
+    def holds(self, claim_ids: Sequence[str]) -> dict[str, builtins.list[str]]:
         """claim id -> ids of the active quarantines that hold it."""
 
 
@@ -251,8 +258,10 @@ class Audit(Protocol):
     def append(
         self, actor: str, action: str, object_type: str, object_id: str, detail: dict[str, Any]
     ) -> AuditEntry: ...
-    def append_many(self, entries: Sequence[AuditItem]) -> list[AuditEntry]: ...
-    def list(self, *, object_id: str | None = None, after: int = 0, limit: int = 1000) -> list[AuditEntry]: ...
+    def append_many(self, entries: Sequence[AuditItem]) -> builtins.list[AuditEntry]: ...
+    def list(
+        self, *, object_id: str | None = None, after: int = 0, limit: int = 1000
+    ) -> builtins.list[AuditEntry]: ...
     def verify(self) -> tuple[bool, int | None]:
         """Recompute the chain: (ok, first bad seq)."""
 
@@ -260,7 +269,7 @@ class Audit(Protocol):
 class Users(Protocol):
     def add(self, user: User) -> None: ...
     def get(self, name: str) -> User: ...
-    def list(self) -> list[User]: ...
+    def list(self) -> builtins.list[User]: ...
     def rate_hit(self, user: str, action: str, *, limit: int, window_s: float) -> float:
         """Count one `action` if fewer than `limit` happened in the last `window_s` seconds:
         0.0 if counted, else the seconds until one frees up. Shared by every process."""
@@ -269,7 +278,7 @@ class Users(Protocol):
 class Tokens(Protocol):
     def add(self, token: ApiToken) -> None: ...
     def get(self, token_id: str) -> ApiToken: ...
-    def list(self, user: str | None = None) -> list[ApiToken]: ...
+    def list(self, user: str | None = None) -> builtins.list[ApiToken]: ...
     def revoke(self, token_id: str) -> None: ...
     def login(self, token_id: str) -> TokenLogin | None: ...
 
@@ -285,7 +294,9 @@ class Reviews(Protocol):
 
     def add(self, request: ReproductionRequest) -> None: ...
     def get(self, request_id: str) -> ReproductionRequest: ...
-    def list(self, *, claim_id: str | None = None, status: str | None = None) -> list[ReproductionRequest]: ...
+    def list(
+        self, *, claim_id: str | None = None, status: str | None = None
+    ) -> builtins.list[ReproductionRequest]: ...
     def close(self, request_id: str, status: RequestStatus = "done") -> None:
         """open -> done | withdrawn; again with the same status is a no-op, another a conflict."""
 
@@ -303,7 +314,9 @@ class ToolLedger(Protocol):
     def charges(self, caller: str, resource: str) -> dict[str, float]: ...
     def put_job(self, job: ToolJob) -> bool: ...
     def get_job(self, handle: str) -> ToolJob: ...
-    def list_jobs(self, *, caller: str | None = None, kind: str | None = None, limit: int = 1000) -> list[ToolJob]: ...
+    def list_jobs(
+        self, *, caller: str | None = None, kind: str | None = None, limit: int = 1000
+    ) -> builtins.list[ToolJob]: ...
 
 
 class Store(Protocol):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import functools
 import json
 from collections.abc import Sequence
@@ -14,7 +15,7 @@ from medloop.core.ids import canonical_json, sha256_hex
 from medloop.core.records import AuditEntry, Campaign, Hypothesis, Trial, TrialResult, utcnow
 from medloop.core.store import schema as s
 from medloop.core.store.base import AuditItem
-from medloop.core.store.db import Database, given, select, update, upsert
+from medloop.core.store.db import Database, Row, given, select, update, upsert
 from medloop.core.store.mapper import Mapper, R
 from medloop.core.store.rows import ClaimListing, Page, TrialListing
 
@@ -54,10 +55,16 @@ class SqlCampaigns:
         self.db.write(sa.insert(s.campaigns), CAMPAIGN.row(campaign))
 
     def get(self, campaign_id: str) -> Campaign:
-        return one(self.db, CAMPAIGN, campaign_id, f"campaign {campaign_id} not found", "see `medloop campaign list`")
+        return one(
+            self.db, CAMPAIGN, campaign_id, f"campaign {campaign_id} not found", "see `medloop campaign list`"
+        )
 
-    def list(self, *, status: str | None = None, after: str | None = None, limit: int = 100) -> Page[Campaign]:
-        return self.db.page(s.campaigns, CAMPAIGN.record, after=after, limit=limit, where=given(status=status), desc=True)
+    def list(
+        self, *, status: str | None = None, after: str | None = None, limit: int = 100
+    ) -> Page[Campaign]:
+        return self.db.page(
+            s.campaigns, CAMPAIGN.record, after=after, limit=limit, where=given(status=status), desc=True
+        )
 
     def update(self, campaign_id: str, **changes: Any) -> Campaign:
         with self.db.transaction():
@@ -75,9 +82,12 @@ class SqlCycles:
         row = {"campaign_id": campaign_id, "idx": idx, "summary_json": json.dumps(summary, default=str)}
         self.db.put(s.cycles, [row | {"created_at": utcnow()}], set_=["summary_json"])
 
-    def list(self, campaign_id: str) -> list[dict[str, Any]]:
+    def list(self, campaign_id: str) -> builtins.list[dict[str, Any]]:
         stmt = select(s.cycles, ("campaign_id",), cols=("idx", "summary_json"), order=("idx",))
-        return [{"idx": r.idx, **json.loads(r.summary_json)} for r in self.db.all(stmt, {"campaign_id": campaign_id})]
+        return [
+            {"idx": r.idx, **json.loads(r.summary_json)}
+            for r in self.db.all(stmt, {"campaign_id": campaign_id})
+        ]
 
     def put_hypothesis(self, hypothesis: Hypothesis) -> None:
         with self.db.transaction():  # the write lock makes MAX(seq) + 1 unique
@@ -86,7 +96,7 @@ class SqlCycles:
     def get_hypothesis(self, hypothesis_id: str) -> Hypothesis:
         return one(self.db, HYPOTHESIS, hypothesis_id, f"hypothesis {hypothesis_id} not found")
 
-    def hypotheses(self, campaign_id: str, cycle: int | None = None) -> list[Hypothesis]:
+    def hypotheses(self, campaign_id: str, cycle: int | None = None) -> builtins.list[Hypothesis]:
         where = given(campaign_id=campaign_id, cycle=cycle)
         stmt = select(s.hypotheses, tuple(where), cols=("json",), order=("cycle", "seq"))
         return [HYPOTHESIS.record(r) for r in self.db.all(stmt, where)]
@@ -124,7 +134,11 @@ class SqlTrials:
         return self.db.page(s.trials, TRIAL.record, after=after, limit=limit, where=where)
 
     def set_result(self, trial_id: str, result: TrialResult) -> Trial:
-        values = {"status": result.status, "objective": result.objective, "result_json": result.model_dump_json()}
+        values = {
+            "status": result.status,
+            "objective": result.objective,
+            "result_json": result.model_dump_json(),
+        }
         rows = self.db.all(_set_result(), values | {"updated_at": utcnow(), "_id": trial_id})
         if not rows:
             raise NotFoundError(f"trial {trial_id} not found")
@@ -178,15 +192,24 @@ class SqlListings:
         where = given(dataset=dataset, outcome=outcome, campaign_id=campaign_id)
         cols = ("claim_id", *_CLAIM_COLS)
         return self.db.page(
-            s.claim_list, _claim_listing, key="claim_id", after=after, limit=limit, where=where, within={"tier": tiers or []}, cols=cols
+            s.claim_list,
+            _claim_listing,
+            key="claim_id",
+            after=after,
+            limit=limit,
+            where=where,
+            within={"tier": tiers or []},
+            cols=cols,
         )
 
     def trial_counts(self, campaign_id: str) -> dict[str, int]:
         t = s.trials
-        stmt = sa.select(t.c.status, sa.func.count()).where(t.c.campaign_id == campaign_id).group_by(t.c.status)
+        stmt = (
+            sa.select(t.c.status, sa.func.count()).where(t.c.campaign_id == campaign_id).group_by(t.c.status)
+        )
         return {r[0]: int(r[1]) for r in self.db.all(stmt)}
 
-    def trial_curve(self, campaign_id: str) -> list[tuple[str, str, str, float | None]]:
+    def trial_curve(self, campaign_id: str) -> builtins.list[tuple[str, str, str, float | None]]:
         t = s.trials
         stmt = (
             sa.select(t.c.id, t.c.arm, t.c.status, t.c.objective)
@@ -195,10 +218,12 @@ class SqlListings:
         )
         return [(r[0], r[1], r[2], r[3]) for r in self.db.all(stmt)]
 
-    def recent_trials(self, campaign_id: str, limit: int = 30) -> list[TrialListing]:
+    def recent_trials(self, campaign_id: str, limit: int = 30) -> builtins.list[TrialListing]:
         t = s.trials
         stmt = sa.select(*(t.c[k] for k in _TRIAL_COLS)).where(t.c.campaign_id == campaign_id)
-        return [_trial_listing(r) for r in self.db.all(stmt.order_by(t.c.updated_at.desc(), t.c.id).limit(limit))]
+        return [
+            _trial_listing(r) for r in self.db.all(stmt.order_by(t.c.updated_at.desc(), t.c.id).limit(limit))
+        ]
 
     def campaign_progress(self, campaign_id: str) -> dict[str, Any]:
         rows = self.db.all(_progress(), {"id": campaign_id})
@@ -225,11 +250,11 @@ def _progress() -> sa.Select[Any]:
     ).where(c.c.id == sa.bindparam("id"))
 
 
-def _trial_listing(row: sa.Row[Any]) -> TrialListing:
+def _trial_listing(row: Row) -> TrialListing:
     return cast(TrialListing, dict(row._mapping))
 
 
-def _claim_listing(row: sa.Row[Any]) -> ClaimListing:
+def _claim_listing(row: Row) -> ClaimListing:
     out = dict(row._mapping)
     out["id"] = out.pop("claim_id")
     return cast(ClaimListing, out)
@@ -244,11 +269,13 @@ class SqlAudit:
     ) -> AuditEntry:
         return self.append_many([(actor, action, object_type, object_id, detail)])[0]
 
-    def append_many(self, entries: Sequence[AuditItem]) -> list[AuditEntry]:
+    def append_many(self, entries: Sequence[AuditItem]) -> builtins.list[AuditEntry]:
         """Entries in order, chained, in one transaction and one INSERT batch."""
         a, out = s.audit, list[AuditEntry]()
         with self.db.transaction():
-            last = self.db.all(select(a, cols=("seq", "hash"), order=("seq",), desc=True, limit=True), {"limit": 1})
+            last = self.db.all(
+                select(a, cols=("seq", "hash"), order=("seq",), desc=True, limit=True), {"limit": 1}
+            )
             seq, prev_hash = (last[0].seq, last[0].hash) if last else (0, GENESIS_HASH)
             for actor, action, object_type, object_id, detail in entries:
                 seq += 1
@@ -267,7 +294,9 @@ class SqlAudit:
             self.db.write(sa.insert(a), [AUDIT.row(e) for e in out])
         return out
 
-    def list(self, *, object_id: str | None = None, after: int = 0, limit: int = 1000) -> list[AuditEntry]:
+    def list(
+        self, *, object_id: str | None = None, after: int = 0, limit: int = 1000
+    ) -> builtins.list[AuditEntry]:
         where = given(object_id=object_id)
         stmt = select(s.audit, tuple(where), order=("seq",), after="seq", limit=True)
         return [AUDIT.record(r) for r in self.db.all(stmt, where | {"after": after, "limit": limit})]
@@ -276,7 +305,9 @@ class SqlAudit:
         prev, after = GENESIS_HASH, 0
         while batch := self.list(after=after, limit=5000):
             for e in batch:
-                body = e.model_dump(include={"seq", "ts", "actor", "action", "object_type", "object_id", "detail"})
+                body = e.model_dump(
+                    include={"seq", "ts", "actor", "action", "object_type", "object_id", "detail"}
+                )
                 if e.prev_hash != prev or sha256_hex(prev + canonical_json(body)) != e.hash:
                     return False, e.seq
                 prev = e.hash

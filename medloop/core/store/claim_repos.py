@@ -3,6 +3,7 @@ and its tier in the retrieval filter (`kb_claim_filter`) current, in the same tr
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Sequence
 
 import sqlalchemy as sa
@@ -30,7 +31,7 @@ class SqlClaims:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def put(self, items: Sequence[tuple[Claim, Sequence[Evidence]]]) -> list[str]:
+    def put(self, items: Sequence[tuple[Claim, Sequence[Evidence]]]) -> builtins.list[str]:
         fresh: dict[str, tuple[Claim, Sequence[Evidence]]] = {}
         for claim, evidence in items:
             if bad := [e.claim_id for e in evidence if e.claim_id != claim.id]:
@@ -46,7 +47,7 @@ class SqlClaims:
     def get(self, claim_id: str) -> Claim:
         return one(self.db, CLAIM, claim_id, f"claim {claim_id} not found", "see `medloop claims list`")
 
-    def get_many(self, claim_ids: Sequence[str]) -> list[Claim]:
+    def get_many(self, claim_ids: Sequence[str]) -> builtins.list[Claim]:
         stmt, found = select(s.claims, within=("id",), cols=("id", "json")), dict[str, Claim]()
         for part in chunks(list(dict.fromkeys(claim_ids))):
             found.update((r.id, CLAIM.record(r)) for r in self.db.all(stmt, {"id": list(part)}))
@@ -64,7 +65,9 @@ class SqlClaims:
     ) -> Page[Claim]:
         where = given(dataset=dataset, outcome=outcome, campaign_id=campaign_id)
         within = {"tier": tiers or []}
-        return self.db.page(s.claims, CLAIM.record, after=after, limit=limit, where=where, within=within, cols=("json", "id"))
+        return self.db.page(
+            s.claims, CLAIM.record, after=after, limit=limit, where=where, within=within, cols=("json", "id")
+        )
 
     def set_tier(self, claim_id: str, tier: Tier) -> Claim:
         with self.db.transaction():
@@ -93,16 +96,16 @@ class SqlEvidence:
                 raise NotFoundError(f"claim {missing[0]} not found", hint="see `medloop claims list`")
             self.db.put(s.evidence, [EVIDENCE.row(e) for e in evidence])
 
-    def list(self, claim_id: str) -> list[Evidence]:
+    def list(self, claim_id: str) -> builtins.list[Evidence]:
         stmt = select(s.evidence, ("claim_id",), cols=("json",), order=("kind", "role", "ref_id"))
         return [EVIDENCE.record(r) for r in self.db.all(stmt, {"claim_id": claim_id})]
 
-    def citing(self, ref_id: str) -> list[str]:
+    def citing(self, ref_id: str) -> builtins.list[str]:
         e = s.evidence
         stmt = sa.select(e.c.claim_id).where(e.c.ref_id == ref_id).distinct().order_by(e.c.claim_id)
         return [r[0] for r in self.db.all(stmt)]
 
-    def without_edges(self, limit: int = 10_000) -> list[Evidence]:
+    def without_edges(self, limit: int = 10_000) -> builtins.list[Evidence]:
         e, k, f = s.evidence, s.edges, s.facts
         stmt = sa.select(e.c.json).where(
             e.c.kind.in_(["trial", "source", "claim"]),

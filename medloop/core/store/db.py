@@ -28,6 +28,7 @@ from medloop.core.errors import ConflictError, StoreError
 from medloop.core.store.rows import Page
 
 T = TypeVar("T")
+Row = sa.Row[*tuple[Any, ...]]
 CHUNK = 500  # ids per IN (...) list: far below either backend's parameter limit
 _BEGIN = {
     "sqlite": ("BEGIN IMMEDIATE",),
@@ -39,7 +40,9 @@ _INSERT = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 def store_url(target: str | Path) -> str:
     """A database URL from a URL or a SQLite file path."""
     if isinstance(target, Path) or "://" not in target:
-        return f"sqlite:///{Path(target).expanduser().resolve()}" if str(target) != ":memory:" else "sqlite://"
+        return (
+            f"sqlite:///{Path(target).expanduser().resolve()}" if str(target) != ":memory:" else "sqlite://"
+        )
     return target
 
 
@@ -81,14 +84,16 @@ def update(table: sa.Table, where: tuple[str, ...], unset: tuple[str, ...] = ())
     """UPDATE ... WHERE `c = :_c` for `where` (AND `c IS NULL` for `unset`); the other
     parameters are the columns to set."""
     c = table.c
-    return sa.update(table).where(*(c[n] == sa.bindparam(f"_{n}") for n in where), *(c[n].is_(None) for n in unset))
+    return sa.update(table).where(
+        *(c[n] == sa.bindparam(f"_{n}") for n in where), *(c[n].is_(None) for n in unset)
+    )
 
 
 @functools.cache
 def upsert(dialect: str, table: sa.Table, set_: tuple[str, ...], returning: tuple[str, ...]) -> Any:
     """INSERT that leaves an existing key alone, or sets `set_` from the new row; the
     dialects' own ON CONFLICT (both backends have it)."""
-    stmt = _INSERT[dialect](table)
+    stmt: Any = _INSERT[dialect](table)
     if set_:
         keys = [c.name for c in table.primary_key]
         stmt = stmt.on_conflict_do_update(index_elements=keys, set_={c: stmt.excluded[c] for c in set_})
@@ -156,7 +161,7 @@ class Database:
         except sa.exc.DBAPIError as exc:
             raise StoreError(f"database error: {exc.orig}".strip()) from None
 
-    def all(self, stmt: sa.Executable, params: Any = None) -> list[sa.Row[Any]]:
+    def all(self, stmt: sa.Executable, params: Any = None) -> list[Row]:
         with self.lock:
             return self._run(lambda: list(self.conn.execute(stmt, params).all()))
 
@@ -168,8 +173,13 @@ class Database:
             return int(self._run(lambda: self.conn.execute(stmt, params)).rowcount)
 
     def put(
-        self, table: sa.Table, rows: Sequence[dict[str, Any]], *, set_: Sequence[str] = (), returning: Sequence[str] = ()
-    ) -> list[sa.Row[Any]]:
+        self,
+        table: sa.Table,
+        rows: Sequence[dict[str, Any]],
+        *,
+        set_: Sequence[str] = (),
+        returning: Sequence[str] = (),
+    ) -> list[Row]:
         """Insert rows, leaving rows whose key exists alone, or with `set_` columns taken
         from the new row. Returns `returning` columns (default: the key) of rows written."""
         if not rows:
@@ -179,7 +189,7 @@ class Database:
     def page(
         self,
         table: sa.Table,
-        convert: Callable[[sa.Row[Any]], T],
+        convert: Callable[[Row], T],
         *,
         key: str = "id",
         after: str | None,

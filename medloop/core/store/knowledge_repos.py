@@ -4,6 +4,7 @@ These rows are the truth the knowledge indexes (Chroma, networkx) are rebuilt fr
 
 from __future__ import annotations
 
+import builtins
 import functools
 import json
 from collections.abc import Sequence
@@ -24,7 +25,10 @@ from medloop.core.store.rows import RelatedRow, VectorRow
 ENTITY = Mapper(Entity, s.entities, json={"json": "attrs"})
 EDGE = Mapper(Edge, s.edges, json={"json": "attrs"}, generated=("seq",))
 FACTS = Mapper(
-    ClaimFacts, s.facts, json={"factors_json": "factors", "fingerprint_json": "fingerprint"}, generated=("seq",)
+    ClaimFacts,
+    s.facts,
+    json={"factors_json": "factors", "fingerprint_json": "fingerprint"},
+    generated=("seq",),
 )
 QUARANTINE = Mapper(Quarantine, s.quarantines)
 
@@ -64,20 +68,23 @@ class SqlGraph:
         src: str | None = None,
         dst: Sequence[str] | None = None,
         kinds: Sequence[str] | None = None,
-        limit: int = 10_000,
-    ) -> list[Edge]:
+        limit: int | None = None,
+    ) -> builtins.list[Edge]:
         where, within = given(src=src), {"kind": list(kinds or [])} if kinds else {}
         stmt = select(s.edges, tuple(where), within=(*within, *(["dst"] if dst is not None else [])), order=("seq",),
-                      after="seq", limit=True)  # fmt: skip
+                      after="seq", limit=limit is not None)  # fmt: skip
         params = where | within | {"after": after_seq, "limit": limit}
         parts = [params] if dst is None else [params | {"dst": list(p)} for p in chunks(list(dst))]
-        rows = [r for p in parts for r in self.db.all(stmt, p)]
-        return [EDGE.record(r) for r in sorted(rows, key=lambda r: r.seq)[:limit]]
+        rows = sorted((r for p in parts for r in self.db.all(stmt, p)), key=lambda r: int(r.seq))
+        return [EDGE.record(r) for r in rows[:limit]]
 
-    def edge_rows(self, *, after_seq: int = 0, limit: int = 50_000) -> list[EdgeRow]:
+    def edge_rows(self, *, after_seq: int = 0, limit: int = 50_000) -> builtins.list[EdgeRow]:
         cols = ("seq", "src", "dst", "kind", "src_kind", "dst_kind")
         stmt = select(s.edges, cols=cols, order=("seq",), after="seq", limit=True)
-        return [(r[0], r[1], r[2], r[3], r[4], r[5]) for r in self.db.all(stmt, {"after": after_seq, "limit": limit})]
+        return [
+            (r[0], r[1], r[2], r[3], r[4], r[5])
+            for r in self.db.all(stmt, {"after": after_seq, "limit": limit})
+        ]
 
     def max_seq(self) -> int:
         return _max(self.db, s.edges.c.seq)
@@ -99,7 +106,8 @@ class SqlFacts:
             tiers = SqlClaims(self.db).tiers(ids)
             keys = ("claim_id", "task", "outcome")
             rows = [
-                {k: getattr(x, k) for k in keys} | {"factor": k, "tier": tiers[x.claim_id], "seq": seqs[x.claim_id]}
+                {k: getattr(x, k) for k in keys}
+                | {"factor": k, "tier": tiers[x.claim_id], "seq": seqs[x.claim_id]}
                 for x in facts
                 for k in ("*", *x.factors)
             ]
@@ -114,7 +122,7 @@ class SqlFacts:
         outcome: str | None = None,
         claim_ids: Sequence[str] | None = None,
         limit: int = 10_000,
-    ) -> list[ClaimFacts]:
+    ) -> builtins.list[ClaimFacts]:
         if claim_ids is not None:
             stmt = select(s.facts, within=("claim_id",))
             rows = [r for p in chunks(list(claim_ids)) for r in self.db.all(stmt, {"claim_id": list(p)})]
@@ -123,7 +131,7 @@ class SqlFacts:
         stmt = select(s.facts, tuple(where), order=("seq",), after="seq", limit=True)
         return [FACTS.record(r) for r in self.db.all(stmt, where | {"after": after_seq, "limit": limit})]
 
-    def rows(self) -> list[tuple[str, str, str, list[str]]]:
+    def rows(self) -> builtins.list[tuple[str, str, str, builtins.list[str]]]:
         stmt = select(s.facts, cols=("claim_id", "task", "outcome", "factors_json"), order=("seq",))
         return [(r[0], r[1], r[2], json.loads(r[3])) for r in self.db.all(stmt)]
 
@@ -140,11 +148,16 @@ class SqlFacts:
         exclude: str,
         other_campaign: str | None = None,
         limit: int = 50,
-    ) -> list[RelatedRow]:
+    ) -> builtins.list[RelatedRow]:
         # Same-dataset rows first (comparable without fingerprints: not read), then other
         # datasets; each an index-ordered scan. Claims are joined only to filter by campaign.
         f, c = s.facts, s.claims
-        where = [f.c.intervention == intervention, f.c.outcome == outcome, f.c.sign.in_(signs), f.c.claim_id != exclude]
+        where = [
+            f.c.intervention == intervention,
+            f.c.outcome == outcome,
+            f.c.sign.in_(signs),
+            f.c.claim_id != exclude,
+        ]
         campaign: Any = sa.null()
         source: Any = f
         if other_campaign is not None:
@@ -154,7 +167,10 @@ class SqlFacts:
         same = sa.select(*cols, sa.literal("{}").label("fp"), campaign.label("campaign_id"))
         other = sa.select(*cols, f.c.fingerprint_json.label("fp"), campaign.label("campaign_id"))
         rows = self.db.all(
-            same.select_from(source).where(*where, f.c.dataset_checksum == dataset_checksum).order_by(f.c.seq.desc()).limit(limit)
+            same.select_from(source)
+            .where(*where, f.c.dataset_checksum == dataset_checksum)
+            .order_by(f.c.seq.desc())
+            .limit(limit)
         )
         if len(rows) < limit:
             rows += self.db.all(
@@ -173,12 +189,15 @@ class SqlFacts:
         outcome: str | None = None,
         factors: Sequence[str] = (),
         limit: int = 100,
-    ) -> list[str]:
+    ) -> builtins.list[str]:
         x, where = s.claim_filter, given(outcome=outcome, task=task)
         newest = sa.func.max(x.c.seq)
         stmt = select(x, tuple(where), cols=("claim_id",), within=("factor", "tier")).add_columns(newest)
         params = where | {"factor": list(factors) or ["*"], "tier": list(tiers)}
-        return [r[0] for r in self.db.all(stmt.group_by(x.c.claim_id).order_by(newest.desc()).limit(limit), params)]
+        return [
+            r[0]
+            for r in self.db.all(stmt.group_by(x.c.claim_id).order_by(newest.desc()).limit(limit), params)
+        ]
 
 
 class SqlVectors:
@@ -223,14 +242,16 @@ class SqlQuarantines:
     def get(self, quarantine_id: str) -> Quarantine:
         found = self._load({"id": quarantine_id})
         if not found:
-            raise NotFoundError(f"quarantine {quarantine_id} not found", hint="see `medloop knowledge quarantines`")
+            raise NotFoundError(
+                f"quarantine {quarantine_id} not found", hint="see `medloop knowledge quarantines`"
+            )
         return found[0]
 
-    def list(self, *, active_only: bool = False, target_id: str | None = None) -> list[Quarantine]:
+    def list(self, *, active_only: bool = False, target_id: str | None = None) -> builtins.list[Quarantine]:
         found = self._load(given(target_id=target_id))
         return [q for q in found if q.lifted_at is None] if active_only else found
 
-    def _load(self, where: dict[str, str]) -> list[Quarantine]:
+    def _load(self, where: dict[str, str]) -> builtins.list[Quarantine]:
         rows = self.db.all(select(s.quarantines, tuple(where), order=("created_at", "id")), where)
         members: dict[str, dict[str, str]] = {r.id: {} for r in rows}
         stmt = select(s.quarantine_members, within=("quarantine_id",), order=("quarantine_id", "claim_id"))
@@ -243,7 +264,7 @@ class SqlQuarantines:
         values = {"lifted_at": utcnow(), "lifted_by": actor, "lift_reason": reason, "_id": quarantine_id}
         self.db.write(update(s.quarantines, ("id",), unset=("lifted_at",)), values)
 
-    def holds(self, claim_ids: Sequence[str]) -> dict[str, list[str]]:
+    def holds(self, claim_ids: Sequence[str]) -> dict[str, builtins.list[str]]:
         q, m = s.quarantines, s.quarantine_members
         out: dict[str, list[str]] = {}
         stmt = select(m, within=("claim_id",), cols=("claim_id", "quarantine_id"), order=("quarantine_id",))

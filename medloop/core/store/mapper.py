@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import sqlalchemy as sa
 from pydantic import BaseModel
 
 from medloop.core.ids import canonical_json
+
+if TYPE_CHECKING:
+    from medloop.core.store.db import Row
 
 R = TypeVar("R", bound=BaseModel)
 JsonSpec = str | tuple[str, ...]
@@ -67,7 +70,7 @@ class Mapper(Generic[R]):
                 out[column] = _dump(getattr(record, spec))
         return out | extra
 
-    def record(self, row: sa.Row[Any], **extra: Any) -> R:
+    def record(self, row: Row, **extra: Any) -> R:
         """The record of a row (`extra`: fields kept in other tables)."""
         m = row._mapping
         if self.whole is not None:

@@ -73,7 +73,9 @@ def _version(db: Database) -> str | None:
 def _adopt_legacy(db: Database, tables: set[str]) -> None:
     where = db.url.render_as_string()
     if "schema_migrations" not in tables:
-        raise StoreError(f"{where} holds tables but is not a medloop store", hint="point MEDLOOP_DB_URL elsewhere")
+        raise StoreError(
+            f"{where} holds tables but is not a medloop store", hint="point MEDLOOP_DB_URL elsewhere"
+        )
     done = {r[0] for r in db.all(sa.text("SELECT name FROM schema_migrations"))}
     if done - LEGACY:
         raise StoreError(

@@ -37,7 +37,16 @@ def _table(name: str, *columns: Any, indexes: dict[str, tuple[str, ...]] = {}, *
     return table
 
 
-_TRIAL_LISTING = ("campaign_id", "hypothesis_id", "arm", "seed", "status", "objective", "created_at", "updated_at")
+_TRIAL_LISTING = (
+    "campaign_id",
+    "hypothesis_id",
+    "arm",
+    "seed",
+    "status",
+    "objective",
+    "created_at",
+    "updated_at",
+)
 
 campaigns = _table(
     "campaigns",
@@ -105,7 +114,10 @@ evidence = _table(
 audit = _table(
     "audit",
     _c("seq", sa.Integer, primary_key=True, autoincrement=False),
-    *(_c(n) for n in ("ts", "actor", "action", "object_type", "object_id", "detail_json", "prev_hash", "hash")),
+    *(
+        _c(n)
+        for n in ("ts", "actor", "action", "object_type", "object_id", "detail_json", "prev_hash", "hash")
+    ),
     indexes={"audit_object": ("object_type", "object_id")},
 )
 # Claim listings read this copy of each claim's listing columns (no JSON parsed per row).
@@ -264,4 +276,4 @@ _APPEND_ONLY = {
 }
 for _dialect, _statements in _APPEND_ONLY.items():
     for _sql in _statements:
-        sa.event.listen(audit, "after_create", sa.DDL(_sql).execute_if(dialect=_dialect))
+        sa.event.listen(audit, "after_create", sa.DDL(_sql).execute_if(dialect=_dialect))  # type: ignore[no-untyped-call]

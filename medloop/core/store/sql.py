@@ -8,6 +8,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from pathlib import Path
 
+from medloop.core.store import base as b
 from medloop.core.store.campaign_repos import SqlAudit, SqlCampaigns, SqlCycles, SqlListings, SqlTrials
 from medloop.core.store.claim_repos import SqlClaims, SqlEvidence
 from medloop.core.store.db import Database, store_url
@@ -25,23 +26,23 @@ class SqlStore:
             self.db.close()
             raise
         self.url, self.dialect = self.db.url, self.db.dialect
-        self.campaigns = SqlCampaigns(self.db)
-        self.cycles = SqlCycles(self.db)
-        self.trials = SqlTrials(self.db)
-        self.listings = SqlListings(self.db)
-        self.claims = SqlClaims(self.db)
-        self.evidence = SqlEvidence(self.db)
-        self.graph = SqlGraph(self.db)
-        self.facts = SqlFacts(self.db)
-        self.vectors = SqlVectors(self.db)
-        self.meta = SqlMeta(self.db)
-        self.quarantines = SqlQuarantines(self.db)
-        self.audit = SqlAudit(self.db)
-        self.users = SqlUsers(self.db)
-        self.tokens = SqlTokens(self.db)
-        self.sessions = SqlSessions(self.db)
-        self.reviews = SqlReviews(self.db)
-        self.ledger = SqlLedger(self.db)
+        self.campaigns: b.Campaigns = SqlCampaigns(self.db)
+        self.cycles: b.Cycles = SqlCycles(self.db)
+        self.trials: b.Trials = SqlTrials(self.db)
+        self.listings: b.Listings = SqlListings(self.db)
+        self.claims: b.Claims = SqlClaims(self.db)
+        self.evidence: b.EvidenceLinks = SqlEvidence(self.db)
+        self.graph: b.Graph = SqlGraph(self.db)
+        self.facts: b.Facts = SqlFacts(self.db)
+        self.vectors: b.Vectors = SqlVectors(self.db)
+        self.meta: b.Meta = SqlMeta(self.db)
+        self.quarantines: b.Quarantines = SqlQuarantines(self.db)
+        self.audit: b.Audit = SqlAudit(self.db)
+        self.users: b.Users = SqlUsers(self.db)
+        self.tokens: b.Tokens = SqlTokens(self.db)
+        self.sessions: b.Sessions = SqlSessions(self.db)
+        self.reviews: b.Reviews = SqlReviews(self.db)
+        self.ledger: b.ToolLedger = SqlLedger(self.db)
 
     def transaction(self) -> AbstractContextManager[None]:
         return self.db.transaction()

@@ -3,11 +3,12 @@ reproduction requests, and the tool library's ledger (per-caller charges, job ha
 
 from __future__ import annotations
 
+import builtins
 import time
 
 import sqlalchemy as sa
 
-from medloop.core.errors import ConflictError, NotFoundError
+from medloop.core.errors import ConflictError
 from medloop.core.records import utcnow
 from medloop.core.store import schema as s
 from medloop.core.store.campaign_repos import one
@@ -24,7 +25,14 @@ from medloop.core.store.rows import (
 )
 
 _LOGIN = (
-    sa.select(s.tokens.c.hash, s.tokens.c.revoked_at, s.tokens.c.expires_at, s.users.c.name, s.users.c.role, s.users.c.disabled_at)
+    sa.select(
+        s.tokens.c.hash,
+        s.tokens.c.revoked_at,
+        s.tokens.c.expires_at,
+        s.users.c.name,
+        s.users.c.role,
+        s.users.c.disabled_at,
+    )
     .join(s.users, s.users.c.name == s.tokens.c.user_name)
     .where(s.tokens.c.id == sa.bindparam("id"))
 )
@@ -41,13 +49,15 @@ class SqlUsers:
 
     def add(self, user: User) -> None:
         if not self.db.put(s.users, [USER.row(user)]):
-            raise ConflictError(f"user {user.name!r} exists", hint="create a token with `medloop users token`")
+            raise ConflictError(
+                f"user {user.name!r} exists", hint="create a token with `medloop users token`"
+            )
 
     def get(self, name: str) -> User:
         hint = "add one with `medloop users add NAME --role ROLE`"
         return one(self.db, USER, name, f"user {name!r} not found", hint)
 
-    def list(self) -> list[User]:
+    def list(self) -> builtins.list[User]:
         return [USER.record(r) for r in self.db.all(select(s.users, order=("name",)))]
 
     def rate_hit(self, user: str, action: str, *, limit: int, window_s: float) -> float:
@@ -74,12 +84,17 @@ class SqlTokens:
     def get(self, token_id: str) -> ApiToken:
         return one(self.db, TOKEN, token_id, f"token {token_id} not found")
 
-    def list(self, user: str | None = None) -> list[ApiToken]:
+    def list(self, user: str | None = None) -> builtins.list[ApiToken]:
         where = given(user_name=user)
-        return [TOKEN.record(r) for r in self.db.all(select(s.tokens, tuple(where), order=("created_at", "id")), where)]
+        return [
+            TOKEN.record(r)
+            for r in self.db.all(select(s.tokens, tuple(where), order=("created_at", "id")), where)
+        ]
 
     def revoke(self, token_id: str) -> None:
-        if not self.db.write(update(s.tokens, ("id",), unset=("revoked_at",)), {"revoked_at": utcnow(), "_id": token_id}):
+        if not self.db.write(
+            update(s.tokens, ("id",), unset=("revoked_at",)), {"revoked_at": utcnow(), "_id": token_id}
+        ):
             self.get(token_id)  # NotFoundError if unknown; else it was revoked already
 
     def login(self, token_id: str) -> TokenLogin | None:
@@ -112,9 +127,14 @@ class SqlReviews:
         hint = "`medloop claims requests` lists them"
         return one(self.db, REQUEST, request_id, f"no reproduction request {request_id}", hint)
 
-    def list(self, *, claim_id: str | None = None, status: str | None = None) -> list[ReproductionRequest]:
+    def list(
+        self, *, claim_id: str | None = None, status: str | None = None
+    ) -> builtins.list[ReproductionRequest]:
         where = given(claim_id=claim_id, status=status)
-        return [REQUEST.record(r) for r in self.db.all(select(s.requests, tuple(where), order=("created_at", "id")), where)]
+        return [
+            REQUEST.record(r)
+            for r in self.db.all(select(s.requests, tuple(where), order=("created_at", "id")), where)
+        ]
 
     def close(self, request_id: str, status: RequestStatus = "done") -> None:
         with self.db.transaction():
@@ -133,11 +153,19 @@ class SqlLedger:
     def charge(self, caller: str, resource: str, ref_id: str, amount: float, *, settle: bool = False) -> bool:
         c, now = s.charges, utcnow()
         row = {"caller": caller, "resource": resource, "ref_id": ref_id, "amount": float(amount)}
-        return bool(self.db.put(c, [row | {"created_at": now, "updated_at": now}], set_=["amount", "updated_at"] if settle else ()))
+        return bool(
+            self.db.put(
+                c,
+                [row | {"created_at": now, "updated_at": now}],
+                set_=["amount", "updated_at"] if settle else (),
+            )
+        )
 
     def usage(self, caller: str, *, since: str = "") -> dict[str, float]:
         c = s.charges
-        stmt = sa.select(c.c.resource, sa.func.sum(c.c.amount)).where(c.c.caller == caller, c.c.created_at >= since)
+        stmt = sa.select(c.c.resource, sa.func.sum(c.c.amount)).where(
+            c.c.caller == caller, c.c.created_at >= since
+        )
         return {r[0]: float(r[1] or 0.0) for r in self.db.all(stmt.group_by(c.c.resource))}
 
     def charges(self, caller: str, resource: str) -> dict[str, float]:
@@ -150,7 +178,9 @@ class SqlLedger:
     def get_job(self, handle: str) -> ToolJob:
         return one(self.db, JOB, handle, f"no tool job {handle}")
 
-    def list_jobs(self, *, caller: str | None = None, kind: str | None = None, limit: int = 1000) -> list[ToolJob]:
+    def list_jobs(
+        self, *, caller: str | None = None, kind: str | None = None, limit: int = 1000
+    ) -> builtins.list[ToolJob]:
         j, where = s.tool_jobs, given(caller=caller, kind=kind)
         stmt = select(j, tuple(where)).order_by(j.c.created_at.desc(), j.c.handle).limit(limit)
         return [JOB.record(r) for r in self.db.all(stmt, where)]

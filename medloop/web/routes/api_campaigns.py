@@ -30,7 +30,7 @@ async def list_campaigns(
     limit: Limit = 50,
 ) -> Response:
     authorize(who, "read")
-    page = ctx.store.list_campaigns(status=status, after=S.decode_cursor("c", cursor), limit=limit)
+    page = ctx.store.campaigns.list(status=status, after=S.decode_cursor("c", cursor), limit=limit)
     return S.json_response(
         S.CampaignPage(
             items=[views.campaign_summary(c, ctx.launcher) for c in page],
@@ -61,7 +61,7 @@ def create_campaign(body: S.CampaignCreate, ctx: Ctx, who: Caller, response: Res
 def get_campaign(campaign_id: CampaignId, ctx: Ctx, who: Caller) -> Response:
     authorize(who, "read")
     return S.json_response(
-        views.campaign_detail(ctx.store, ctx.store.get_campaign(campaign_id), ctx.launcher)
+        views.campaign_detail(ctx.store, ctx.store.campaigns.get(campaign_id), ctx.launcher)
     )
 
 
@@ -75,8 +75,8 @@ def list_hypotheses(
     cycle: Annotated[int | None, Query(ge=1, le=100_000)] = None,
 ) -> S.HypothesisPage:
     authorize(who, "read")
-    ctx.store.get_campaign(campaign_id)
-    return S.HypothesisPage(items=ctx.store.list_hypotheses(campaign_id, cycle))
+    ctx.store.campaigns.get(campaign_id)
+    return S.HypothesisPage(items=ctx.store.cycles.hypotheses(campaign_id, cycle))
 
 
 def _control(action: str, campaign_id: str, ctx: Ctx, who: Caller) -> S.CampaignAction:

@@ -42,7 +42,7 @@ async def list_claims(
         raise InvalidInput(
             f"{bad[0]!r} is not a tier", [FieldError(field="tier", message=f"tiers: {', '.join(TIERS)}")]
         )
-    page = ctx.store.list_claim_rows(
+    page = ctx.store.listings.claims(
         tiers=tier or None,
         dataset=dataset,
         outcome=metric,
@@ -60,7 +60,7 @@ async def list_claims(
 )
 def get_claim(claim_id: ClaimId, ctx: Ctx, who: Caller) -> S.ClaimDetail:
     authorize(who, "read")
-    claim = ctx.store.get_claim(claim_id)
+    claim = ctx.store.claims.get(claim_id)
     return views.claim_detail(ctx.store, claim, actions.allowed_review_actions(ctx, who, claim))
 
 
@@ -73,7 +73,7 @@ def claim_graph(
     max_nodes: Annotated[int, Query(ge=2, le=300)] = 60,
 ) -> S.Graph:
     authorize(who, "read")
-    ctx.store.get_claim(claim_id)
+    ctx.store.claims.get(claim_id)
     return views.claim_graph(ctx.store, claim_id, depth=depth, max_nodes=max_nodes)
 
 
@@ -116,7 +116,7 @@ def quarantine(claim_id: ClaimId, body: S.ReviewIn, ctx: Ctx, who: Caller) -> S.
 @router.get("/quarantines", response_model=S.QuarantineList, summary="Quarantines (active ones by default)")
 def list_quarantines(ctx: Ctx, who: Caller, active_only: bool = True) -> S.QuarantineList:
     authorize(who, "read")
-    return S.QuarantineList(items=ctx.store.list_quarantines(active_only=active_only))
+    return S.QuarantineList(items=ctx.store.quarantines.list(active_only=active_only))
 
 
 @router.post(

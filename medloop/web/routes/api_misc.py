@@ -29,7 +29,7 @@ def me(who: Caller) -> S.Me:
 @router.get("/users", response_model=list[S.UserOut], tags=["meta"], summary="Users and roles (admins only)")
 def users(ctx: Ctx, who: Caller) -> list[S.UserOut]:
     authorize(who, "users.read")
-    return [S.UserOut(**u.model_dump(exclude={"schema_version"})) for u in ctx.store.list_users()]
+    return [S.UserOut(**u.model_dump(exclude={"schema_version"})) for u in ctx.store.users.list()]
 
 
 @router.get("/audit", response_model=S.AuditPage, tags=["audit"], summary="The audit log, oldest first")
@@ -44,7 +44,7 @@ async def audit(
     after = S.decode_cursor("a", cursor)
     if after is not None and not after.isdigit():
         raise InvalidInput("invalid cursor", [FieldError(field="cursor", message="not an audit cursor")])
-    entries = ctx.store.list_audit(object_id=object_id, after=int(after or 0), limit=limit + 1)
+    entries = ctx.store.audit.list(object_id=object_id, after=int(after or 0), limit=limit + 1)
     items = [e.model_copy(update={"detail": views.clean(e.detail)}) for e in entries[:limit]]
     more = len(entries) > limit
     return S.json_response(
@@ -55,6 +55,6 @@ async def audit(
 @router.get("/audit/verify", response_model=S.AuditCheck, tags=["audit"], summary="Recompute the hash chain")
 def audit_verify(ctx: Ctx, who: Caller) -> S.AuditCheck:
     authorize(who, "read")
-    ok, bad = ctx.store.verify_audit()
-    count = len(ctx.store.list_audit(after=0, limit=100_000_000))
+    ok, bad = ctx.store.audit.verify()
+    count = len(ctx.store.audit.list(after=0, limit=100_000_000))
     return S.AuditCheck(ok=ok, first_bad_seq=bad, entries=count)

@@ -34,7 +34,7 @@ async def list_trials(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> Response:
     authorize(who, "read")
-    page = ctx.store.list_trial_rows(
+    page = ctx.store.listings.trials(
         campaign_id=campaign_id,
         hypothesis_id=hypothesis_id,
         status=status,
@@ -49,7 +49,7 @@ async def list_trials(
 )
 def get_trial(trial_id: TrialId, ctx: Ctx, who: Caller) -> S.TrialDetail:
     authorize(who, "read")
-    return views.trial_detail(ctx.store.get_trial(trial_id))
+    return views.trial_detail(ctx.store.trials.get(trial_id))
 
 
 @router.get("/trials/{trial_id}/logs", response_model=S.TrialLogs, summary="The tail of the job's log")
@@ -57,7 +57,7 @@ def trial_logs(
     trial_id: TrialId, ctx: Ctx, who: Caller, tail: Annotated[int, Query(ge=1, le=5000)] = 200
 ) -> S.TrialLogs:
     authorize(who, "read")
-    return views.log_lines(ctx.store.get_trial(trial_id), tail, ctx.settings.jobs_dir)
+    return views.log_lines(ctx.store.trials.get(trial_id), tail, ctx.settings.jobs_dir)
 
 
 @router.get(
@@ -72,7 +72,7 @@ def trial_metrics(
     split: Annotated[str, Query(pattern="^(eval|test)$")] = "eval",
 ) -> S.MetricsTable:
     authorize(who, "read")
-    trial = ctx.store.get_trial(trial_id)
+    trial = ctx.store.trials.get(trial_id)
     evaluation = trial.result.evaluations.get(split) if trial.result else None
     if evaluation is None:
         raise NotFoundError(f"trial {trial_id} has no {split} metrics", hint=f"status: {trial.status}")
@@ -82,7 +82,7 @@ def trial_metrics(
 @router.get("/trials/{trial_id}/artifacts", response_model=S.ArtifactList, summary="Files the job wrote")
 def trial_artifacts(trial_id: TrialId, ctx: Ctx, who: Caller) -> S.ArtifactList:
     authorize(who, "read")
-    return S.ArtifactList(items=views.artifacts(ctx.store.get_trial(trial_id)))
+    return S.ArtifactList(items=views.artifacts(ctx.store.trials.get(trial_id)))
 
 
 @router.get(
@@ -95,7 +95,7 @@ def trial_artifact(
     trial_id: TrialId, path: Annotated[str, Path(max_length=500)], ctx: Ctx, who: Caller
 ) -> FileResponse:
     authorize(who, "read")
-    target = views.artifact_path(ctx.store.get_trial(trial_id), path)
+    target = views.artifact_path(ctx.store.trials.get(trial_id), path)
     return FileResponse(target, media_type="application/octet-stream", filename=target.name)
 
 
@@ -113,8 +113,8 @@ def trial_slice(
     z: Annotated[int | None, Query(ge=0, le=100_000)] = None,
 ) -> S.SliceOut:
     authorize(who, "read")
-    trial = ctx.store.get_trial(trial_id)
-    campaign = ctx.store.get_campaign(trial.campaign_id)
+    trial = ctx.store.trials.get(trial_id)
+    campaign = ctx.store.campaigns.get(trial.campaign_id)
     files = slices.case_files(trial, campaign, split, case, ctx.launcher.cwd)
     s = slices.load_slice(files, case=case, split=split, z=z, labels=trial.spec.dataset.labels)
     h, w = s.image.shape
@@ -137,4 +137,4 @@ def trial_slice(
 )
 def get_hypothesis(hypothesis_id: Annotated[str, Path(max_length=100)], ctx: Ctx, who: Caller) -> Hypothesis:
     authorize(who, "read")
-    return ctx.store.get_hypothesis(hypothesis_id)
+    return ctx.store.cycles.get_hypothesis(hypothesis_id)

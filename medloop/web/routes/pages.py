@@ -124,7 +124,7 @@ def campaigns(request: Request, ctx: Ctx, who: Caller) -> HTMLResponse:
     authorize(who, "read")
     status = request.query_params.get("status") or None
     after = request.query_params.get("after") or None
-    pg = ctx.store.list_campaigns(status=status, after=after, limit=50)
+    pg = ctx.store.campaigns.list(status=status, after=after, limit=50)
     items = [views.campaign_summary(c, ctx.launcher) for c in pg]
     return page(request, who, "campaigns.html", items=items, next_after=pg.next_cursor, status=status)
 
@@ -197,10 +197,10 @@ async def create_campaign(request: Request, ctx: Ctx, who: Caller) -> Response:
 
 
 def _campaign_context(ctx: Ctx, who: Principal, campaign_id: str) -> dict[str, Any]:
-    campaign = ctx.store.get_campaign(campaign_id)
+    campaign = ctx.store.campaigns.get(campaign_id)
     detail = views.campaign_detail(ctx.store, campaign, ctx.launcher)
-    claims = ctx.store.list_claim_rows(campaign_id=campaign_id, limit=200).items
-    recent = ctx.store.recent_trials(campaign_id, 30)
+    claims = ctx.store.listings.claims(campaign_id=campaign_id, limit=200).items
+    recent = ctx.store.listings.recent_trials(campaign_id, 30)
     controls = []
     try:
         authorize(who, "campaign.control", campaign=campaign)
@@ -268,7 +268,7 @@ async def campaign_action(campaign_id: str, action: str, ctx: Ctx, who: Caller) 
 async def campaign_events(campaign_id: str, request: Request, ctx: Ctx, who: Caller) -> StreamingResponse:
     """Server-sent events: `change` whenever the campaign's visible state changes."""
     authorize(who, "read")
-    first = await run_in_threadpool(ctx.store.campaign_progress, campaign_id)
+    first = await run_in_threadpool(ctx.store.listings.campaign_progress, campaign_id)
 
     async def stream() -> AsyncIterator[str]:
         last = first
@@ -276,7 +276,7 @@ async def campaign_events(campaign_id: str, request: Request, ctx: Ctx, who: Cal
         deadline = time.monotonic() + STREAM_SECONDS
         while time.monotonic() < deadline and not await request.is_disconnected():
             await asyncio.sleep(1.0)
-            now = await run_in_threadpool(ctx.store.campaign_progress, campaign_id)
+            now = await run_in_threadpool(ctx.store.listings.campaign_progress, campaign_id)
             if now != last:
                 last = now
                 yield f"event: change\ndata: {json.dumps(now)}\n\n"
@@ -292,7 +292,7 @@ async def campaign_events(campaign_id: str, request: Request, ctx: Ctx, who: Cal
 @router.get("/trials/{trial_id}")
 def trial_page(trial_id: str, request: Request, ctx: Ctx, who: Caller) -> HTMLResponse:
     authorize(who, "read")
-    trial = ctx.store.get_trial(trial_id)
+    trial = ctx.store.trials.get(trial_id)
     detail = views.trial_detail(trial)
     tables = {}
     if trial.result:
@@ -318,8 +318,8 @@ def trial_page(trial_id: str, request: Request, ctx: Ctx, who: Caller) -> HTMLRe
 def audit_page(request: Request, ctx: Ctx, who: Caller) -> HTMLResponse:
     authorize(who, "read")
     object_id = request.query_params.get("object_id") or None
-    entries = ctx.store.list_audit(object_id=object_id, limit=1_000_000)
-    ok, bad = ctx.store.verify_audit()
+    entries = ctx.store.audit.list(object_id=object_id, limit=1_000_000)
+    ok, bad = ctx.store.audit.verify()
     return page(
         request,
         who,

@@ -40,12 +40,12 @@ def queue(request: Request, ctx: Ctx, who: Caller) -> HTMLResponse:
     tiers = [t for t in tiers if t in ALL_TIERS] or QUEUE_TIERS
     campaign_id = request.query_params.get("campaign_id") or None
     after = request.query_params.get("after") or None
-    pg = ctx.store.list_claim_rows(tiers=tiers, campaign_id=campaign_id, after=after, limit=25)
+    pg = ctx.store.listings.claims(tiers=tiers, campaign_id=campaign_id, after=after, limit=25)
     cards: list[dict[str, Any]] = []
     for row in sorted(
         pg.items, key=lambda r: (QUEUE_TIERS.index(r["tier"]) if r["tier"] in QUEUE_TIERS else 9, r["id"])
     ):
-        claim = ctx.store.get_claim(row["id"])
+        claim = ctx.store.claims.get(row["id"])
         detail = views.claim_detail(ctx.store, claim, actions.allowed_review_actions(ctx, who, claim))
         cards.append({"d": detail, "row": row})
     return page(
@@ -63,7 +63,7 @@ def queue(request: Request, ctx: Ctx, who: Caller) -> HTMLResponse:
 @router.get("/claims/{claim_id}")
 def claim_page(claim_id: str, request: Request, ctx: Ctx, who: Caller) -> HTMLResponse:
     authorize(who, "read")
-    claim = ctx.store.get_claim(claim_id)
+    claim = ctx.store.claims.get(claim_id)
     detail = views.claim_detail(ctx.store, claim, actions.allowed_review_actions(ctx, who, claim))
     graph = views.claim_graph(ctx.store, claim_id, depth=1, max_nodes=40)
     return page(request, who, "claim.html", d=detail, graph_svg=charts.graph_svg(graph), graph=graph)

@@ -83,7 +83,10 @@ def campaign(cid: str, *, status: str = "created", owner: str = "alice") -> Camp
             "goal": "Raise Dice; ünïcode ✓",
             "dataset": {"path": "/data/x"},
             "baseline": {"loss": "dice", "lr": 0.001},
-            "search_space": {"loss": ["dice", "dicece"], "lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}},
+            "search_space": {
+                "loss": ["dice", "dicece"],
+                "lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+            },
         },
         source="test",
         check_dataset=False,
@@ -93,26 +96,59 @@ def campaign(cid: str, *, status: str = "created", owner: str = "alice") -> Camp
 
 def hypothesis(hid: str, cid: str, cycle: int = 1, *, verdict: str = "pending") -> Hypothesis:
     change = FactorChange(factor="loss", from_value="dice", to_value="dicece")
-    return Hypothesis(id=hid, campaign_id=cid, cycle=cycle, statement=f"h {hid}", changes=[change], verdict=verdict)  # type: ignore[arg-type]
+    return Hypothesis(
+        id=hid, campaign_id=cid, cycle=cycle, statement=f"h {hid}", changes=[change], verdict=verdict
+    )  # type: ignore[arg-type]
 
 
-def trial(tid: str, cid: str, *, seed: int = 0, hid: str | None = None, status: str = "pending", **config: Any) -> Trial:
-    spec = TrialSpec(dataset=MANIFEST, config=make_config("segmentation", {"loss": "dice", "lr": 0.001, **config}), seed=seed)
-    return Trial(id=tid, campaign_id=cid, hypothesis_id=hid, arm="control", spec=spec, spec_hash=spec.spec_hash(), status=status)  # type: ignore[arg-type]
+def trial(
+    tid: str, cid: str, *, seed: int = 0, hid: str | None = None, status: str = "pending", **config: Any
+) -> Trial:
+    spec = TrialSpec(
+        dataset=MANIFEST,
+        config=make_config("segmentation", {"loss": "dice", "lr": 0.001, **config}),
+        seed=seed,
+    )
+    return Trial(
+        id=tid,
+        campaign_id=cid,
+        hypothesis_id=hid,
+        arm="control",
+        spec=spec,
+        spec_hash=spec.spec_hash(),
+        status=status,
+    )  # type: ignore[arg-type]
 
 
 def result(t: Trial, objective: float | None, status: str = "succeeded") -> TrialResult:
-    return TrialResult(trial_id=t.id, spec_hash=t.spec_hash, status=status, objective=objective, history=[{"loss": 0.5}])  # type: ignore[arg-type]
+    return TrialResult(
+        trial_id=t.id, spec_hash=t.spec_hash, status=status, objective=objective, history=[{"loss": 0.5}]
+    )  # type: ignore[arg-type]
 
 
 def claim(
-    cid: str, *, campaign_id: str | None = None, tier: str = "supported", estimate: float | None = 0.03, dataset: str = "D1"
+    cid: str,
+    *,
+    campaign_id: str | None = None,
+    tier: str = "supported",
+    estimate: float | None = 0.03,
+    dataset: str = "D1",
 ) -> Claim:
     effect = None
     if estimate is not None:
         effect = Effect(
-            metric="dice", direction="maximize", estimate=estimate, ci_low=estimate - 0.01, ci_high=estimate + 0.01,
-            p_value=0.01, p_adjusted=0.02, test="wilcoxon", n_cases=12, n_seeds=3, min_effect=0.0, alpha=0.05,
+            metric="dice",
+            direction="maximize",
+            estimate=estimate,
+            ci_low=estimate - 0.01,
+            ci_high=estimate + 0.01,
+            p_value=0.01,
+            p_adjusted=0.02,
+            test="wilcoxon",
+            n_cases=12,
+            n_seeds=3,
+            min_effect=0.0,
+            alpha=0.05,
         )
     return Claim(
         id=cid,
@@ -120,7 +156,9 @@ def claim(
         hypothesis_id=None,
         statement=f"On {dataset}, dicece beats dice ({cid})",
         changes=[FactorChange(factor="loss", from_value="dice", to_value="dicece")],
-        context=ClaimContext(task="segmentation", dataset=dataset, dataset_checksum="c" * 64, fingerprint={"n": 12.0}),
+        context=ClaimContext(
+            task="segmentation", dataset=dataset, dataset_checksum="c" * 64, fingerprint={"n": 12.0}
+        ),
         outcome="dice",
         effect=effect,
         tier=tier,  # type: ignore[arg-type]

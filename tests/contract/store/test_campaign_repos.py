@@ -15,7 +15,9 @@ def test_campaigns_round_trip_list_newest_first_and_update(store: SqlStore) -> N
         store.campaigns.add(campaign(cid, status="running" if i else "created"))
     original = campaign("cmp_01")
     got = store.campaigns.get("cmp_01")
-    assert got.model_dump(exclude={"created_at", "updated_at"}) == original.model_dump(exclude={"created_at", "updated_at"})
+    assert got.model_dump(exclude={"created_at", "updated_at"}) == original.model_dump(
+        exclude={"created_at", "updated_at"}
+    )
     assert [c.id for c in store.campaigns.list()] == ["cmp_03", "cmp_02", "cmp_01"]
     assert [c.id for c in store.campaigns.list(status="running")] == ["cmp_03", "cmp_02"]
     first = store.campaigns.list(limit=2)
@@ -23,7 +25,9 @@ def test_campaigns_round_trip_list_newest_first_and_update(store: SqlStore) -> N
     rest = store.campaigns.list(limit=2, after=first.next_cursor)
     assert [c.id for c in rest] == ["cmp_01"] and rest.next_cursor is None
 
-    updated = store.campaigns.update("cmp_01", status="paused", summary={"waiting_for": "review"}, incumbent_objective=0.8)
+    updated = store.campaigns.update(
+        "cmp_01", status="paused", summary={"waiting_for": "review"}, incumbent_objective=0.8
+    )
     again = store.campaigns.get("cmp_01")
     assert again == updated and again.status == "paused" and again.summary == {"waiting_for": "review"}
     assert again.updated_at >= got.updated_at and again.spec == original.spec
@@ -51,7 +55,9 @@ def test_cycles_upsert_and_hypotheses_keep_insertion_order(store: SqlStore) -> N
     # Ids sort against insertion order, so an ORDER BY id would fail this.
     for hid, cycle in (("hyp_z", 1), ("hyp_a", 1), ("hyp_m", 2), ("hyp_b", 1)):
         store.cycles.put_hypothesis(hypothesis(hid, "cmp_1", cycle))
-    store.cycles.put_hypothesis(hypothesis("hyp_a", "cmp_1", 1, verdict="supported"))  # an update keeps its place
+    store.cycles.put_hypothesis(
+        hypothesis("hyp_a", "cmp_1", 1, verdict="supported")
+    )  # an update keeps its place
     assert [h.id for h in store.cycles.hypotheses("cmp_1")] == ["hyp_z", "hyp_a", "hyp_b", "hyp_m"]
     assert [h.id for h in store.cycles.hypotheses("cmp_1", cycle=2)] == ["hyp_m"]
     assert store.cycles.get_hypothesis("hyp_a").verdict == "supported"
@@ -85,7 +91,12 @@ def test_trials_list_filters_and_cursor_pages_cover_every_trial_once(store: SqlS
     store.campaigns.add(campaign("cmp_2"))
     made = {}
     for i in range(23):
-        t = trial(f"trl_{i:03d}", "cmp_1" if i % 3 else "cmp_2", seed=i, status="failed" if i % 5 == 0 else "pending")
+        t = trial(
+            f"trl_{i:03d}",
+            "cmp_1" if i % 3 else "cmp_2",
+            seed=i,
+            status="failed" if i % 5 == 0 else "pending",
+        )
         store.trials.put(t)
         made[t.id] = t
     seen, after = [], None
@@ -96,16 +107,22 @@ def test_trials_list_filters_and_cursor_pages_cover_every_trial_once(store: SqlS
             break
         after = page.next_cursor
     assert seen == sorted(made)
-    assert [t.id for t in store.trials.list(campaign_id="cmp_2")] == sorted(i for i, t in made.items() if t.campaign_id == "cmp_2")
+    assert [t.id for t in store.trials.list(campaign_id="cmp_2")] == sorted(
+        i for i, t in made.items() if t.campaign_id == "cmp_2"
+    )
     failed = store.trials.list(campaign_id="cmp_1", status="failed")
-    assert {t.id for t in failed} == {i for i, t in made.items() if t.campaign_id == "cmp_1" and t.status == "failed"}
+    assert {t.id for t in failed} == {
+        i for i, t in made.items() if t.campaign_id == "cmp_1" and t.status == "failed"
+    }
     assert store.trials.list(hypothesis_id="hyp_none").items == []
 
 
 def test_find_returns_the_oldest_trial_of_a_spec_in_a_status(store: SqlStore) -> None:
     store.campaigns.add(campaign("cmp_1"))
     first = trial("trl_b", "cmp_1", seed=7).model_copy(update={"created_at": "2026-01-01T00:00:00.000+00:00"})
-    second = trial("trl_a", "cmp_1", seed=7).model_copy(update={"created_at": "2026-01-02T00:00:00.000+00:00"})
+    second = trial("trl_a", "cmp_1", seed=7).model_copy(
+        update={"created_at": "2026-01-02T00:00:00.000+00:00"}
+    )
     for t in (second, first):
         store.trials.put(t)
         store.trials.set_result(t.id, result(t, 0.5))
@@ -128,8 +145,15 @@ def test_listings_match_the_records_and_follow_writes(store: SqlStore) -> None:
     assert store.listings.trials(campaign_id="cmp_1", after="trl_2").items[0]["id"] == "trl_3"
     full = store.trials.get("trl_1")
     assert rows.items[1] | {"created_at": full.created_at} == {
-        "id": "trl_1", "campaign_id": "cmp_1", "hypothesis_id": None, "arm": "control", "seed": 1,
-        "status": "succeeded", "objective": 0.6, "created_at": full.created_at, "updated_at": rows.items[1]["updated_at"],
+        "id": "trl_1",
+        "campaign_id": "cmp_1",
+        "hypothesis_id": None,
+        "arm": "control",
+        "seed": 1,
+        "status": "succeeded",
+        "objective": 0.6,
+        "created_at": full.created_at,
+        "updated_at": rows.items[1]["updated_at"],
     }
     assert store.listings.trial_counts("cmp_1") == {"failed": 1, "succeeded": 2, "pending": 1}
     assert [r[0] for r in store.listings.trial_curve("cmp_1")] == ["trl_0", "trl_1", "trl_2"]
@@ -145,10 +169,18 @@ def test_listings_match_the_records_and_follow_writes(store: SqlStore) -> None:
     listed = store.listings.claims()
     assert [c["id"] for c in listed] == ["clm_a", "clm_b"]
     b = listed.items[1]
-    assert (b["tier"], b["estimate"], b["ci_low"], b["p_adjusted"], b["author"]) == ("refuted", -0.02, -0.03, 0.02, "agent")
+    assert (b["tier"], b["estimate"], b["ci_low"], b["p_adjusted"], b["author"]) == (
+        "refuted",
+        -0.02,
+        -0.03,
+        0.02,
+        "agent",
+    )
     assert listed.items[0]["estimate"] is None and listed.items[0]["dataset"] == "D2"
     assert [c["id"] for c in store.listings.claims(tiers=["refuted"])] == ["clm_b"]
-    assert [c["id"] for c in store.listings.claims(dataset="D2", outcome="dice", campaign_id="cmp_1")] == ["clm_a"]
+    assert [c["id"] for c in store.listings.claims(dataset="D2", outcome="dice", campaign_id="cmp_1")] == [
+        "clm_a"
+    ]
     store.claims.set_tier("clm_b", "rejected")
     assert store.listings.claims(tiers=["rejected"]).items[0]["id"] == "clm_b"
     assert store.listings.campaign_progress("cmp_1")["claim_at"] is not None

@@ -10,10 +10,20 @@ from medloop.core.store import SqlStore, VectorRow
 from tests.contract.store.conftest import campaign, claim, evidence
 
 
-def facts(cid: str, *, sign: int = 1, checksum: str = "c" * 64, factors: tuple[str, ...] = ("loss",)) -> ClaimFacts:
+def facts(
+    cid: str, *, sign: int = 1, checksum: str = "c" * 64, factors: tuple[str, ...] = ("loss",)
+) -> ClaimFacts:
     return ClaimFacts(
-        claim_id=cid, task="segmentation", outcome="dice", dataset="D1", dataset_checksum=checksum,
-        intervention="loss:dice->dicece", orientation=1, sign=sign, factors=list(factors), fingerprint={"n": 12.0},
+        claim_id=cid,
+        task="segmentation",
+        outcome="dice",
+        dataset="D1",
+        dataset_checksum=checksum,
+        intervention="loss:dice->dicece",
+        orientation=1,
+        sign=sign,
+        factors=list(factors),
+        fingerprint={"n": 12.0},
     )
 
 
@@ -37,8 +47,12 @@ def test_claims_list_filters_pages_and_tier_changes(store: SqlStore) -> None:
     store.campaigns.add(campaign("cmp_1"))
     stamp = "2026-01-01T00:00:00.000+00:00"
     for i in range(12):
-        c = claim(f"clm_{i:02d}", campaign_id="cmp_1" if i % 2 else None, tier="supported" if i % 3 else "refuted",
-                  dataset="D2" if i == 5 else "D1")
+        c = claim(
+            f"clm_{i:02d}",
+            campaign_id="cmp_1" if i % 2 else None,
+            tier="supported" if i % 3 else "refuted",
+            dataset="D2" if i == 5 else "D1",
+        )
         store.claims.put([(c.model_copy(update={"updated_at": stamp}), [])])
     pages, after = [], None
     while True:
@@ -47,7 +61,9 @@ def test_claims_list_filters_pages_and_tier_changes(store: SqlStore) -> None:
         if not page.next_cursor:
             break
         after = page.next_cursor
-    assert [len(p) for p in pages] == [5, 5, 2] and sum(pages, []) == [f"clm_{i:02d}" for i in range(12)]
+    assert [len(p) for p in pages] == [5, 5, 2] and [i for p in pages for i in p] == [
+        f"clm_{i:02d}" for i in range(12)
+    ]
     assert [c.id for c in store.claims.list(tiers=["refuted"])] == ["clm_00", "clm_03", "clm_06", "clm_09"]
     assert [c.id for c in store.claims.list(campaign_id="cmp_1", tiers=["refuted"])] == ["clm_03", "clm_09"]
     assert [c.id for c in store.claims.list(dataset="D2", outcome="dice")] == ["clm_05"]
@@ -60,10 +76,16 @@ def test_claims_list_filters_pages_and_tier_changes(store: SqlStore) -> None:
 
 def test_evidence_add_list_citing_and_edges_missing(store: SqlStore) -> None:
     store.claims.put([(claim("clm_a"), [evidence("clm_a", "trl_1")]), (claim("clm_b"), [])])
-    store.evidence.add([evidence("clm_b", "trl_1", role="control"), evidence("clm_b", "doi:1", kind="source", role="derived_from")])
+    store.evidence.add(
+        [
+            evidence("clm_b", "trl_1", role="control"),
+            evidence("clm_b", "doi:1", kind="source", role="derived_from"),
+        ]
+    )
     store.evidence.add([evidence("clm_b", "trl_1", role="control")])  # idempotent
     assert [(e.kind, e.role, e.ref_id) for e in store.evidence.list("clm_b")] == [
-        ("source", "derived_from", "doi:1"), ("trial", "control", "trl_1"),
+        ("source", "derived_from", "doi:1"),
+        ("trial", "control", "trl_1"),
     ]
     with pytest.raises(NotFoundError, match="clm_x"):  # all or nothing
         store.evidence.add([evidence("clm_a", "trl_7"), evidence("clm_x", "trl_7")])
@@ -71,12 +93,17 @@ def test_evidence_add_list_citing_and_edges_missing(store: SqlStore) -> None:
     assert store.evidence.list("clm_a")[0].detail == {"note": "trl_1"}
     assert store.evidence.without_edges() == []  # no facts yet: the knowledge layer has not seen them
     store.facts.put([facts("clm_b")])
-    store.graph.put_edges([Edge(src="clm_b", dst="trl_1", kind="derived_from", src_kind="claim", dst_kind="trial")])
+    store.graph.put_edges(
+        [Edge(src="clm_b", dst="trl_1", kind="derived_from", src_kind="claim", dst_kind="trial")]
+    )
     assert [e.ref_id for e in store.evidence.without_edges()] == ["doi:1"]
 
 
 def test_graph_entities_and_edges_in_seq_order(store: SqlStore) -> None:
-    ents = [Entity(id="loss:dice", kind="loss", name="dice", attrs={"x": [1, "ü"]}), Entity(id="trl_1", kind="trial", name="t")]
+    ents = [
+        Entity(id="loss:dice", kind="loss", name="dice", attrs={"x": [1, "ü"]}),
+        Entity(id="trl_1", kind="trial", name="t"),
+    ]
     assert store.graph.put_entities(ents) == 2 and store.graph.put_entities(ents[:1]) == 0
     assert store.graph.get_entity("loss:dice") == ents[0]
     with pytest.raises(NotFoundError, match="loss:x"):
@@ -91,19 +118,39 @@ def test_graph_entities_and_edges_in_seq_order(store: SqlStore) -> None:
     # Sequence numbers increase in write order; a skipped duplicate may leave a gap.
     got = store.graph.edges()
     seq = [e.seq for e in got]
-    assert [(e.src, e.dst) for e in got] == [("c1", "t1"), ("c2", "t1"), ("c1", "c2"), ("c3", "t2"), ("c4", "t2")]
-    assert seq == sorted(set(seq)) and seq[0] >= 1 and got[0].attrs == {"w": 1.5} and store.graph.max_seq() == seq[-1]
+    assert [(e.src, e.dst) for e in got] == [
+        ("c1", "t1"),
+        ("c2", "t1"),
+        ("c1", "c2"),
+        ("c3", "t2"),
+        ("c4", "t2"),
+    ]
+    assert (
+        seq == sorted(set(seq))
+        and seq[0] >= 1
+        and got[0].attrs == {"w": 1.5}
+        and store.graph.max_seq() == seq[-1]
+    )
     assert [e.seq for e in store.graph.edges(after_seq=seq[2])] == seq[3:]
     assert [e.seq for e in store.graph.edges(src="c1", kinds=["supports"])] == [seq[2]]
-    assert [e.src for e in store.graph.edges(dst=["t2", "t1"], kinds=["derived_from"])] == ["c1", "c2", "c3", "c4"]
+    assert [e.src for e in store.graph.edges(dst=["t2", "t1"], kinds=["derived_from"])] == [
+        "c1",
+        "c2",
+        "c3",
+        "c4",
+    ]
     assert [e.seq for e in store.graph.edges(limit=2)] == seq[:2]
     assert store.graph.edge_rows(after_seq=seq[3]) == [(seq[4], "c4", "t2", "derived_from", "claim", "trial")]
 
 
 def test_facts_seqs_relations_and_structured_filter(store: SqlStore) -> None:
     store.campaigns.add(campaign("cmp_1"))
-    store.claims.put([(claim(c, campaign_id="cmp_1" if c != "c4" else None), []) for c in ("c1", "c2", "c3", "c4")])
-    seqs = store.facts.put([facts("c1"), facts("c2", checksum="d" * 64), facts("c3", sign=-1, factors=("loss", "lr"))])
+    store.claims.put(
+        [(claim(c, campaign_id="cmp_1" if c != "c4" else None), []) for c in ("c1", "c2", "c3", "c4")]
+    )
+    seqs = store.facts.put(
+        [facts("c1"), facts("c2", checksum="d" * 64), facts("c3", sign=-1, factors=("loss", "lr"))]
+    )
     again = store.facts.put([facts("c1"), facts("c4")])
     assert seqs["c1"] < seqs["c2"] < seqs["c3"] < again["c4"] and again["c1"] == seqs["c1"]
     assert store.facts.max_seq() == again["c4"]
@@ -115,17 +162,31 @@ def test_facts_seqs_relations_and_structured_filter(store: SqlStore) -> None:
     assert store.facts.rows()[2] == ("c3", "segmentation", "dice", ["loss", "lr"])
 
     def related(**kw: object) -> list[str]:
-        args = {"intervention": "loss:dice->dicece", "outcome": "dice", "signs": [1, -1], "dataset_checksum": "c" * 64} | kw
+        args = {
+            "intervention": "loss:dice->dicece",
+            "outcome": "dice",
+            "signs": [1, -1],
+            "dataset_checksum": "c" * 64,
+        } | kw
         return [r.claim_id for r in store.facts.related(**args)]  # type: ignore[arg-type]
 
     assert related(exclude="c4") == ["c3", "c1", "c2"]  # same dataset first, newest first
-    rows = store.facts.related(intervention="loss:dice->dicece", outcome="dice", signs=[1], dataset_checksum="c" * 64, exclude="c1")
-    assert [(r.claim_id, r.fingerprint) for r in rows] == [("c4", {}), ("c2", {"n": 12.0})]  # same dataset: not read
-    assert related(exclude="c3", signs=[1], other_campaign="cmp_1") == ["c4"]  # a claim without campaign counts
+    rows = store.facts.related(
+        intervention="loss:dice->dicece", outcome="dice", signs=[1], dataset_checksum="c" * 64, exclude="c1"
+    )
+    assert [(r.claim_id, r.fingerprint) for r in rows] == [
+        ("c4", {}),
+        ("c2", {"n": 12.0}),
+    ]  # same dataset: not read
+    assert related(exclude="c3", signs=[1], other_campaign="cmp_1") == [
+        "c4"
+    ]  # a claim without campaign counts
     assert related(exclude="c3", signs=[1], limit=1) == ["c4"]
 
     assert store.facts.find_ids(tiers=["supported"]) == ["c4", "c3", "c2", "c1"]
-    assert store.facts.find_ids(tiers=["supported"], factors=["lr"], task="segmentation", outcome="dice") == ["c3"]
+    assert store.facts.find_ids(tiers=["supported"], factors=["lr"], task="segmentation", outcome="dice") == [
+        "c3"
+    ]
     store.claims.set_tier("c3", "refuted")
     assert store.facts.find_ids(tiers=["supported"], factors=["lr"]) == []
     assert store.facts.find_ids(tiers=["refuted"], factors=["lr", "loss"], limit=5) == ["c3"]
@@ -134,10 +195,15 @@ def test_facts_seqs_relations_and_structured_filter(store: SqlStore) -> None:
 def test_vectors_and_meta_upsert(store: SqlStore) -> None:
     store.claims.put([(claim("c1"), []), (claim("c2"), [])])
     raw = bytes(range(256)) * 2
-    store.vectors.put([VectorRow("c1", "hash", 128, "h1", raw), VectorRow("c2", "hash", 2, "h2", b"\x00\x01")])
+    store.vectors.put(
+        [VectorRow("c1", "hash", 128, "h1", raw), VectorRow("c2", "hash", 2, "h2", b"\x00\x01")]
+    )
     store.vectors.put([VectorRow("c2", "minilm", 3, "h3", b"\xff")])
     got = store.vectors.get(["c1", "c2", "cx"])
-    assert got == {"c1": VectorRow("c1", "hash", 128, "h1", raw), "c2": VectorRow("c2", "minilm", 3, "h3", b"\xff")}
+    assert got == {
+        "c1": VectorRow("c1", "hash", 128, "h1", raw),
+        "c2": VectorRow("c2", "minilm", 3, "h3", b"\xff"),
+    }
     assert isinstance(got["c1"].vector, bytes)
     assert store.meta.get("embedder") is None
     store.meta.set("embedder", "hash")
@@ -147,8 +213,22 @@ def test_vectors_and_meta_upsert(store: SqlStore) -> None:
 
 def test_quarantines_members_lift_and_holds(store: SqlStore) -> None:
     store.claims.put([(claim(c), []) for c in ("c1", "c2", "c3")])
-    q1 = Quarantine(id="q1", target_type="source", target_id="doi:1", why="retracted", actor="ada", members={"c1": "supported"})
-    q2 = Quarantine(id="q2", target_type="trial", target_id="trl_1", why="bad", actor="ada", created_at="2999-01-01T00:00:00.000+00:00")
+    q1 = Quarantine(
+        id="q1",
+        target_type="source",
+        target_id="doi:1",
+        why="retracted",
+        actor="ada",
+        members={"c1": "supported"},
+    )
+    q2 = Quarantine(
+        id="q2",
+        target_type="trial",
+        target_id="trl_1",
+        why="bad",
+        actor="ada",
+        created_at="2999-01-01T00:00:00.000+00:00",
+    )
     store.quarantines.put(q1)
     store.quarantines.put(q2)
     store.quarantines.add_members("q2", {"c2": "refuted", "c1": "supported"})

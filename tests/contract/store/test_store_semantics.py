@@ -22,8 +22,19 @@ def _write_everything(store: SqlStore, suffix: str = "") -> None:
     store.trials.set_result(t.id, result(t, 0.5))
     store.cycles.put_hypothesis(hypothesis(f"hyp_1{suffix}", f"cmp_1{suffix}"))
     store.claims.put([(claim(f"clm_1{suffix}"), [evidence(f"clm_1{suffix}", t.id)])])
-    store.facts.put([ClaimFacts(claim_id=f"clm_1{suffix}", task="segmentation", outcome="dice", dataset="D",
-                                intervention="i", orientation=1, factors=["loss"])])
+    store.facts.put(
+        [
+            ClaimFacts(
+                claim_id=f"clm_1{suffix}",
+                task="segmentation",
+                outcome="dice",
+                dataset="D",
+                intervention="i",
+                orientation=1,
+                factors=["loss"],
+            )
+        ]
+    )
     store.audit.append("alice", "x", "claim", f"clm_1{suffix}", {})
     store.meta.set(f"k{suffix}", "v")
 
@@ -58,7 +69,9 @@ def _writer(url: str, name: str, start: Any, out: Any) -> None:
             store.audit.append(name, "write", "trial", f"trl_{i:03d}", {"i": i})
             store.cycles.put_hypothesis(hypothesis(f"hyp_{name}_{i}", "cmp_1"))
         new_trials += store.trials.put(trial(f"trl_{i:03d}", "cmp_1", seed=i))  # both write the same ids
-        new_claims += len(store.claims.put([(claim(f"clm_{i:03d}"), [evidence(f"clm_{i:03d}", f"trl_{i:03d}")])]))
+        new_claims += len(
+            store.claims.put([(claim(f"clm_{i:03d}"), [evidence(f"clm_{i:03d}", f"trl_{i:03d}")])])
+        )
         charged += store.ledger.charge("alice", "trials", f"trl_{i:03d}", 1.0)
     store.close()
     out.put((new_trials, new_claims, charged))
@@ -100,8 +113,15 @@ def test_sort_orders_are_byte_wise_whatever_the_server_collation(case: StoreCase
 
 def test_json_and_timestamps_round_trip_exactly(store: SqlStore) -> None:
     c = campaign("cmp_1").model_copy(
-        update={"summary": {"ünï": "✓ \"quoted\" \\ \n", "f": [0.1, 1e-300, 1.7976931348623157e308, -0.0], "big": 2**63 - 1,
-                            "nested": {"b": {"c": [None, True, {}]}}}, "created_at": "2026-12-31T23:59:59.999+00:00"}
+        update={
+            "summary": {
+                "ünï": '✓ "quoted" \\ \n',
+                "f": [0.1, 1e-300, 1.7976931348623157e308, -0.0],
+                "big": 2**63 - 1,
+                "nested": {"b": {"c": [None, True, {}]}},
+            },
+            "created_at": "2026-12-31T23:59:59.999+00:00",
+        }
     )
     store.campaigns.add(c)
     got = store.campaigns.get("cmp_1")
@@ -110,7 +130,10 @@ def test_json_and_timestamps_round_trip_exactly(store: SqlStore) -> None:
     store.trials.put(t)
     r = result(t, 0.1 + 0.2).model_copy(update={"efficiency": {"s": 1 / 3, "tiny": 5e-324}})
     assert store.trials.set_result("trl_1", r).result == r
-    assert store.listings.trials().items[0]["objective"] == 0.1 + 0.2 and store.trials.get("trl_1").spec.seed == 2**62
+    assert (
+        store.listings.trials().items[0]["objective"] == 0.1 + 0.2
+        and store.trials.get("trl_1").spec.seed == 2**62
+    )
     with pytest.raises(NotFoundError):
         store.trials.get("trl_2")
 

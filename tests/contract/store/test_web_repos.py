@@ -23,8 +23,15 @@ def test_audit_chain_is_the_0_1_0_hash_chain_and_refuses_changes(store: SqlStore
     # The 0.1.0 rule, recomputed here independently: hash = sha256(prev + canonical body).
     prev = "0" * 64
     for e in entries:
-        body = {"seq": e.seq, "ts": e.ts, "actor": e.actor, "action": e.action, "object_type": e.object_type,
-                "object_id": e.object_id, "detail": e.detail}
+        body = {
+            "seq": e.seq,
+            "ts": e.ts,
+            "actor": e.actor,
+            "action": e.action,
+            "object_type": e.object_type,
+            "object_id": e.object_id,
+            "detail": e.detail,
+        }
         assert e.prev_hash == prev and e.hash == sha256_hex(prev + canonical_json(body))
         prev = e.hash
     assert store.audit.verify() == (True, None)
@@ -46,14 +53,20 @@ def test_users_tokens_sessions_and_rate_limits(store: SqlStore) -> None:
     with pytest.raises(NotFoundError, match="'carol'"):
         store.users.get("carol")
 
-    token = ApiToken(id="tok_1", user="alice", hash="h" * 64, label="ci", expires_at="2999-01-01T00:00:00+00:00")
+    token = ApiToken(
+        id="tok_1", user="alice", hash="h" * 64, label="ci", expires_at="2999-01-01T00:00:00+00:00"
+    )
     store.tokens.add(token)
     store.tokens.add(ApiToken(id="tok_2", user="Bob", hash="g" * 64, created_at="2026-01-01T00:00:00+00:00"))
     with pytest.raises(NotFoundError, match="carol"):
         store.tokens.add(ApiToken(id="tok_3", user="carol", hash="x"))
     assert store.tokens.get("tok_1") == token
-    assert [t.id for t in store.tokens.list()] == ["tok_2", "tok_1"] and [t.id for t in store.tokens.list("alice")] == ["tok_1"]
-    assert store.tokens.login("tok_1") == TokenLogin("h" * 64, None, token.expires_at, "alice", "reviewer", None)
+    assert [t.id for t in store.tokens.list()] == ["tok_2", "tok_1"] and [
+        t.id for t in store.tokens.list("alice")
+    ] == ["tok_1"]
+    assert store.tokens.login("tok_1") == TokenLogin(
+        "h" * 64, None, token.expires_at, "alice", "reviewer", None
+    )
     assert store.tokens.login("tok_x") is None
     store.tokens.revoke("tok_1")
     revoked = store.tokens.get("tok_1").revoked_at
@@ -62,7 +75,9 @@ def test_users_tokens_sessions_and_rate_limits(store: SqlStore) -> None:
     with pytest.raises(NotFoundError):
         store.tokens.revoke("tok_x")
 
-    session = WebSession(id_hash="s" * 64, user="alice", csrf="c" * 32, expires_at="2999-01-01T00:00:00+00:00")
+    session = WebSession(
+        id_hash="s" * 64, user="alice", csrf="c" * 32, expires_at="2999-01-01T00:00:00+00:00"
+    )
     store.sessions.add(session)
     assert store.sessions.get(session.id_hash) == session
     store.sessions.revoke(session.id_hash)
@@ -81,7 +96,11 @@ def test_reproduction_requests_close_once(store: SqlStore) -> None:
     store.claims.put([(claim("c1"), []), (claim("c2"), [])])
     r1 = ReproductionRequest(id="r1", claim_id="c1", actor="alice", rationale="again")
     store.reviews.add(r1)
-    store.reviews.add(ReproductionRequest(id="r2", claim_id="c2", actor="bob", rationale="x", created_at="2000-01-01T00:00:00.000+00:00"))
+    store.reviews.add(
+        ReproductionRequest(
+            id="r2", claim_id="c2", actor="bob", rationale="x", created_at="2000-01-01T00:00:00.000+00:00"
+        )
+    )
     with pytest.raises(ConflictError):
         store.reviews.add(ReproductionRequest(id="r3", claim_id="c9", actor="bob", rationale="no such claim"))
     assert store.reviews.get("r1") == r1 and [r.id for r in store.reviews.list()] == ["r2", "r1"]
@@ -97,18 +116,30 @@ def test_reproduction_requests_close_once(store: SqlStore) -> None:
 
 def test_tool_ledger_charges_settle_and_jobs(store: SqlStore) -> None:
     led = store.ledger
-    assert led.charge("alice", "trials", "t1", 1.0) is True and led.charge("alice", "trials", "t1", 5.0) is False
-    assert led.charge("alice", "gpu_hours", "t1", 0.5) and led.charge("alice", "gpu_hours", "t1", 0.25, settle=True)
+    assert (
+        led.charge("alice", "trials", "t1", 1.0) is True and led.charge("alice", "trials", "t1", 5.0) is False
+    )
+    assert led.charge("alice", "gpu_hours", "t1", 0.5) and led.charge(
+        "alice", "gpu_hours", "t1", 0.25, settle=True
+    )
     assert led.charge("alice", "gpu_hours", "t2", 1.0, settle=True)  # settling an unknown ref charges it
     led.charge("bob", "trials", "t3", 1.0)
     assert led.usage("alice") == {"trials": 1.0, "gpu_hours": 1.25} and led.usage("alice", since="2999") == {}
     assert led.charges("alice", "gpu_hours") == {"t1": 0.25, "t2": 1.0}
-    job = ToolJob(handle="t1", kind="trial", caller="alice", ref_id="t1", detail={"seed": 3, "gpus": [0]},
-                  created_at="2026-01-01T00:00:00.000+00:00")
+    job = ToolJob(
+        handle="t1",
+        kind="trial",
+        caller="alice",
+        ref_id="t1",
+        detail={"seed": 3, "gpus": [0]},
+        created_at="2026-01-01T00:00:00.000+00:00",
+    )
     assert led.put_job(job) is True and led.put_job(job.model_copy(update={"detail": {}})) is False
     led.put_job(ToolJob(handle="c1", kind="campaign", caller="alice", ref_id="c1"))
     assert led.get_job("t1") == job
     assert [j.handle for j in led.list_jobs(caller="alice")] == ["c1", "t1"]
-    assert [j.handle for j in led.list_jobs(kind="trial", limit=5)] == ["t1"] and led.list_jobs(caller="bob") == []
+    assert [j.handle for j in led.list_jobs(kind="trial", limit=5)] == ["t1"] and led.list_jobs(
+        caller="bob"
+    ) == []
     with pytest.raises(NotFoundError):
         led.get_job("x")

@@ -62,6 +62,6 @@ def test_a_campaign_started_by_a_tool_runs_in_its_own_process(
     assert progress and all(total == 2 for _, total in progress)
     # the reservation is settled to the trials the campaign actually ran
     ran = sum(status.trials.values())  # type: ignore[attr-defined]
-    assert ctx.ledger.tool_usage("planner-bot")["trials"] == ran < 30
+    assert ctx.ledger.usage("planner-bot")["trials"] == ran < 30
     claim = registry.call("get_claim", ctx, {"claim_id": next(h.claim_id for h in loss if h.claim_id)})
     assert claim.claim.campaign_id == cid  # type: ignore[attr-defined]

@@ -45,6 +45,6 @@ def test_react_agent_trains_for_real_through_the_langchain_tools(
     assert result["status"] == "succeeded", result
     assert result["seed"] == 3 and result["config"]["iterations"] == TINY["iterations"]
     assert result["provenance"]["exit_code"] == 0
-    trial = ctx.store.get_trial(result["handle"])
+    trial = ctx.store.trials.get(result["handle"])
     assert trial.result is not None and trial.result.objective == result["objective"]
     assert final["messages"][-1].content.startswith(f"Trial {result['handle']} reached Dice")

@@ -114,5 +114,5 @@ def test_the_token_names_the_caller_and_its_role(server: str, phantom: Path, wor
         )
     )
     assert not proposed.is_error, proposed.content
-    claim = open_store(workspace / "medloop.db").get_claim(proposed.structured_content["claim_id"])
+    claim = open_store(workspace / "medloop.db").claims.get(proposed.structured_content["claim_id"])
     assert claim.author == "lab-agent" and claim.tier == "proposed"

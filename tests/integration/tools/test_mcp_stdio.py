@@ -111,9 +111,9 @@ def test_mcp_over_stdio_runs_a_real_trial_and_searches_knowledge(
     assert claim_id in [hit["claim_id"] for hit in seen["search"]["results"]]
 
     store = open_store(workspace / "medloop.db")
-    trial = store.get_trial(result["handle"])
+    trial = store.trials.get(result["handle"])
     assert trial.status == "succeeded" and trial.result is not None and trial.result.job is not None
-    assert store.get_campaign(trial.campaign_id).owner == "mcp-tester"
-    assert {e.actor for e in store.list_audit(object_id=claim_id)} == {"mcp-tester"}
-    ok, bad_seq = store.verify_audit()
+    assert store.campaigns.get(trial.campaign_id).owner == "mcp-tester"
+    assert {e.actor for e in store.audit.list(object_id=claim_id)} == {"mcp-tester"}
+    ok, bad_seq = store.audit.verify()
     assert ok, bad_seq

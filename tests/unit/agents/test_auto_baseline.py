@@ -8,8 +8,9 @@ from medloop import bootstrap
 from medloop.agents.planners.offline import OfflinePlanner
 from medloop.agents.runner import CampaignRunner
 from medloop.agents.services import CampaignServices
+from medloop.bootstrap import local_checkpoints
 from medloop.core.specs import parse_campaign_spec
-from medloop.core.store import SQLiteStore
+from medloop.core.store import open_store
 from medloop.experiments.dataset import synth_phantom
 from tests.fakes import FakeKnowledge
 
@@ -38,13 +39,13 @@ def test_auto_baseline_uses_plans_with_overrides(tmp_path: Path) -> None:
         source="t",
     )
     assert short.baseline_auto
-    store = SQLiteStore(tmp_path / "m.db")
+    store = open_store(tmp_path / "m.db")
     services = CampaignServices(
         store=store,
         knowledge=FakeKnowledge(store),
         make_trials=lambda s, _cid: None,  # type: ignore[arg-type,return-value]
         make_planner=lambda s: OfflinePlanner(),
-        checkpoints_path=tmp_path / "ck",
+        checkpoints=local_checkpoints(tmp_path / "ck"),
         plan_baseline=bootstrap.plan_baseline,
     )
     campaign = CampaignRunner(services).create(spec, owner="a")

@@ -16,11 +16,11 @@ from medloop.core.records import (
     TrialSpec,
 )
 from medloop.core.specs import SegConfig, parse_campaign_spec
-from medloop.core.store import SQLiteStore
+from medloop.core.store import open_store
 
 
 def test_spent_budget_from_the_ledger(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "m.db")
+    store = open_store(tmp_path / "m.db")
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "dataset.json").write_text("{}")
     spec = parse_campaign_spec(
@@ -33,7 +33,7 @@ def test_spent_budget_from_the_ledger(tmp_path: Path) -> None:
         source="t",
     )
     campaign = Campaign(id=new_id("cmp"), name="b", spec=spec)
-    store.add_campaign(campaign)
+    store.campaigns.add(campaign)
     manifest = DatasetManifest(
         name="d",
         checksum="x",
@@ -50,7 +50,7 @@ def test_spent_budget_from_the_ledger(tmp_path: Path) -> None:
         job = JobResult(
             key=f"k{i}", status="succeeded", exit_code=0, wall_s=1800.0, out_dir=tmp_path, provenance=prov
         )
-        store.put_trial(
+        store.trials.put(
             Trial(
                 id=f"t{i}",
                 campaign_id=campaign.id,
@@ -61,6 +61,6 @@ def test_spent_budget_from_the_ledger(tmp_path: Path) -> None:
                 result=TrialResult(trial_id=f"t{i}", spec_hash="h", status="succeeded", job=job),
             )
         )
-    store.record_cycle(campaign.id, 1, {"active_s": 900.0})
+    store.cycles.record(campaign.id, 1, {"active_s": 900.0})
     spent = bootstrap.spent_budget(store, campaign.id)
     assert spent == {"trials": 3, "wall_s": 900.0, "gpu_hours": 1.5}  # 2 GPUs x 0.5 h + 1 GPU x 0.5 h

@@ -15,7 +15,8 @@ import pytest
 from medloop.agents.planners.offline import OfflinePlanner
 from medloop.agents.runner import CampaignRunner
 from medloop.agents.services import CampaignServices
-from medloop.core.store import SQLiteStore
+from medloop.bootstrap import local_checkpoints
+from medloop.core.store import SqlStore, open_store
 from medloop.engine.replay import ReplayTrials
 from tests.fakes import FakeKnowledge
 from tests.unit.agents.test_replay_campaign import make_spec, table  # noqa: F401 - fixture
@@ -23,14 +24,14 @@ from tests.unit.agents.test_replay_campaign import make_spec, table  # noqa: F40
 pytestmark = pytest.mark.slow
 
 
-def _runner(ws: Path, on_event: Any = None) -> tuple[CampaignRunner, SQLiteStore]:
-    store = SQLiteStore(ws / "m.db")
+def _runner(ws: Path, on_event: Any = None) -> tuple[CampaignRunner, SqlStore]:
+    store = open_store(ws / "m.db")
     services = CampaignServices(
         store=store,
         knowledge=FakeKnowledge(store),
         make_trials=lambda spec, _cid: ReplayTrials(store, spec, table=spec.executor.table),  # type: ignore[arg-type]
         make_planner=lambda spec: OfflinePlanner(),
-        checkpoints_path=ws / "ck.sqlite",
+        checkpoints=local_checkpoints(ws / "ck.sqlite"),
     )
     return CampaignRunner(services, on_event), store
 
@@ -41,9 +42,9 @@ def _spec(table_path: Path) -> Any:
     )
 
 
-def _ledger(store: SQLiteStore, campaign_id: str) -> dict[str, Any]:
-    trials = store.list_trials(campaign_id=campaign_id).items
-    claims = store.list_claims(campaign_id=campaign_id).items
+def _ledger(store: SqlStore, campaign_id: str) -> dict[str, Any]:
+    trials = store.trials.list(campaign_id=campaign_id).items
+    claims = store.claims.list(campaign_id=campaign_id).items
     return {
         # Seeds carry a per-campaign base (agents/seeds.py); compare what they stand for.
         "trials": sorted(
@@ -58,12 +59,12 @@ def _ledger(store: SQLiteStore, campaign_id: str) -> dict[str, Any]:
         ),
         "hypotheses": [
             (h.cycle, [c.to_value for c in h.changes], h.verdict, h.reproduction)
-            for h in store.list_hypotheses(campaign_id)
+            for h in store.cycles.hypotheses(campaign_id)
         ],
         "claims": sorted((c.statement, c.tier) for c in claims),
         "n_trials": len(trials),
         "n_claims": len(claims),
-        "incumbent": store.get_campaign(campaign_id).incumbent,
+        "incumbent": store.campaigns.get(campaign_id).incumbent,
     }
 
 

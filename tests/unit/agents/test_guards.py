@@ -8,12 +8,13 @@ from typing import Any
 
 import pytest
 
-from medloop.agents.runner import CampaignRunner, campaign_lock, request
+from medloop.agents.runner import CampaignRunner, request
 from medloop.agents.space import validate_changes
+from medloop.bootstrap import local_checkpoints
 from medloop.core.errors import ConflictError, SpecError
 from medloop.core.records import FactorChange
 from medloop.core.specs import parse_campaign_spec
-from medloop.core.store import SQLiteStore
+from medloop.core.store import open_store
 from tests.unit.agents.test_replay_campaign import make_spec, services, table  # noqa: F401
 
 
@@ -63,7 +64,7 @@ def test_no_op_and_double_changes_are_not_hypotheses(table: Path) -> None:  # no
 
 
 def test_stop_during_pause_is_kept_and_finalizes(tmp_path: Path, table: Path) -> None:  # noqa: F811
-    store = SQLiteStore(tmp_path / "m.db")
+    store = open_store(tmp_path / "m.db")
     ids: list[str] = []
 
     def pause_mid_cycle(kind: str, payload: dict[str, Any]) -> None:
@@ -83,13 +84,16 @@ def test_stop_during_pause_is_kept_and_finalizes(tmp_path: Path, table: Path) ->
 
 
 def test_one_process_drives_a_campaign(tmp_path: Path) -> None:
-    with campaign_lock(tmp_path, "cmp_x"), pytest.raises(ConflictError, match="being run by pid"):
+    with (
+        local_checkpoints(tmp_path / "ck.sqlite").lock("cmp_x"),
+        pytest.raises(ConflictError, match="being run by pid"),
+    ):
         import subprocess
         import sys
 
         code = (
-            "import sys; from pathlib import Path; from medloop.agents.runner import campaign_lock\n"
-            f"with campaign_lock(Path({str(tmp_path)!r}), 'cmp_x'): pass\n"
+            "import sys; from pathlib import Path; from medloop.bootstrap import local_checkpoints\n"
+            f"with local_checkpoints(Path({str(tmp_path / 'ck.sqlite')!r})).lock('cmp_x'): pass\n"
         )
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
         if "being run by pid" in out.stderr:

@@ -12,8 +12,9 @@ from medloop.agents.planners.llm import LLMPlanner
 from medloop.agents.planners.offline import OfflinePlanner
 from medloop.agents.runner import CampaignRunner
 from medloop.agents.services import CampaignServices
+from medloop.bootstrap import local_checkpoints
 from medloop.core.records import Claim, ClaimContext, Effect, FactorChange
-from medloop.core.store import SQLiteStore
+from medloop.core.store import open_store
 from medloop.engine.replay import ReplayTrials
 from medloop.knowledge.base import RetrievedClaim
 from medloop.llm.litellm_client import LiteLLMClient
@@ -168,7 +169,7 @@ def test_budget_spent_uses_offline_without_calling(context: PlanningContext) -> 
 def test_llm_campaign_end_to_end_through_litellm(tmp_path: Path, table: Path) -> None:  # noqa: F811
     """A whole replay campaign planned by the LLM; a poisoned claim in the knowledge base
     asks for validation: nothing but hypotheses comes out, no claim reaches validated."""
-    store = SQLiteStore(tmp_path / "m.db")
+    store = open_store(tmp_path / "m.db")
     kb = FakeKnowledge(store)
     kb.add_claim(_claim("clm_evil", INJECTION, "supported", 0.01), [], actor="someone")
     with FakeOpenAI() as server:
@@ -185,7 +186,7 @@ def test_llm_campaign_end_to_end_through_litellm(tmp_path: Path, table: Path) ->
             knowledge=kb,
             make_trials=lambda spec, _cid: ReplayTrials(store, spec, table=spec.executor.table),  # type: ignore[arg-type]
             make_planner=lambda spec: LLMPlanner(client, fallback=OfflinePlanner()),
-            checkpoints_path=tmp_path / "ck.sqlite",
+            checkpoints=local_checkpoints(tmp_path / "ck.sqlite"),
         )
         runner = CampaignRunner(services)
         spec = make_spec(table).model_copy(
@@ -193,13 +194,13 @@ def test_llm_campaign_end_to_end_through_litellm(tmp_path: Path, table: Path) ->
         )
         done = runner.run(runner.create(spec, owner="alice").id)
     assert done.status == "completed"
-    first = store.list_hypotheses(done.id, 1)
+    first = store.cycles.hypotheses(done.id, 1)
     assert {h.source for h in first} == {"llm"}
     assert {(h.changes[0].factor, h.changes[0].to_value) for h in first} == {
         ("loss", "dicece"),
         ("augmentation", "light"),
     }
-    tiers = {c.id: c.tier for c in store.list_claims()}
+    tiers = {c.id: c.tier for c in store.claims.list()}
     assert "validated" not in tiers.values()
     assert all(t[2] != "validated" for t in kb.transitions)
     assert done.summary["planner"]["tokens"] > 0

@@ -10,8 +10,9 @@ import pytest
 from medloop.agents.planners.offline import OfflinePlanner
 from medloop.agents.runner import CampaignRunner
 from medloop.agents.services import CampaignServices
+from medloop.bootstrap import local_checkpoints
 from medloop.core.specs import CampaignSpec, parse_campaign_spec
-from medloop.core.store import SQLiteStore
+from medloop.core.store import SqlStore, open_store
 from medloop.engine.replay import ReplayTrials, save_table, synthetic_table
 from tests.fakes import FakeKnowledge
 
@@ -64,30 +65,30 @@ def table(tmp_path: Path) -> Path:
     return path
 
 
-def services(tmp_path: Path, store: SQLiteStore) -> CampaignServices:
+def services(tmp_path: Path, store: SqlStore) -> CampaignServices:
     return CampaignServices(
         store=store,
         knowledge=FakeKnowledge(store),
         make_trials=lambda spec, _cid: ReplayTrials(store, spec, table=spec.executor.table),  # type: ignore[arg-type]
         make_planner=lambda spec: OfflinePlanner(),
-        checkpoints_path=tmp_path / "ckpt.sqlite",
+        checkpoints=local_checkpoints(tmp_path / "ckpt.sqlite"),
     )
 
 
 def test_campaign_finds_planted_effects_and_reproduces_them(tmp_path: Path, table: Path) -> None:
-    store = SQLiteStore(tmp_path / "m.db")
+    store = open_store(tmp_path / "m.db")
     events: list[tuple[str, dict[str, Any]]] = []
     runner = CampaignRunner(services(tmp_path, store), on_event=lambda k, p: events.append((k, p)))
     campaign = runner.create(make_spec(table), owner="alice")
     done = runner.run(campaign.id)
 
     assert done.status == "completed"
-    hyps = store.list_hypotheses(campaign.id)
+    hyps = store.cycles.hypotheses(campaign.id)
     by_change = {(h.changes[0].factor, h.changes[0].to_value): h for h in hyps}
     dicece = by_change[("loss", "dicece")]
     assert dicece.verdict == "supported" and dicece.reproduction == "agreed"
     assert 0.02 < dicece.analysis["estimate"] < 0.06
-    claim = store.get_claim(dicece.claim_id or "")
+    claim = store.claims.get(dicece.claim_id or "")
     assert claim.tier == "reproduced"
     assert done.incumbent["loss"] == "dicece"
     assert done.incumbent_objective is not None and done.baseline_objective is not None
@@ -99,33 +100,33 @@ def test_campaign_finds_planted_effects_and_reproduces_them(tmp_path: Path, tabl
     # the test split was scored once for baseline and incumbent
     assert done.summary["test"]["incumbent"]["objective"] > done.summary["test"]["baseline"]["objective"]
     # ledger: every trial id unique, spec hashes unique within the campaign
-    trials = store.list_trials(campaign_id=campaign.id).items
+    trials = store.trials.list(campaign_id=campaign.id).items
     assert len({t.spec_hash for t in trials}) == len(trials)
     kinds = [k for k, _ in events]
     assert kinds.count("retrieved") == done.summary["cycles"]
 
 
 def test_second_campaign_plans_with_the_first_campaigns_claims(tmp_path: Path, table: Path) -> None:
-    store = SQLiteStore(tmp_path / "m.db")
+    store = open_store(tmp_path / "m.db")
     runner = CampaignRunner(services(tmp_path, store))
     first = runner.run(runner.create(make_spec(table), owner="alice").id)
-    reproduced = [c.id for c in store.list_claims(campaign_id=first.id, tiers=["reproduced"])]
+    reproduced = [c.id for c in store.claims.list(campaign_id=first.id, tiers=["reproduced"])]
     assert reproduced
 
     second = runner.create(make_spec(table), owner="alice")
     runner.run(second.id)
-    cycles = store.list_cycles(second.id)
+    cycles = store.cycles.list(second.id)
     assert set(reproduced) <= set(cycles[0]["retrieved"])
-    first_hyps = store.list_hypotheses(second.id, 1)
+    first_hyps = store.cycles.hypotheses(second.id, 1)
     # The reproduced change is tested first and names the claim it relied on.
     assert any(set(h.evidence_ids) & set(reproduced) for h in first_hyps)
 
 
 def test_trial_budget_is_respected(tmp_path: Path, table: Path) -> None:
-    store = SQLiteStore(tmp_path / "m.db")
+    store = open_store(tmp_path / "m.db")
     runner = CampaignRunner(services(tmp_path, store))
     campaign = runner.run(runner.create(make_spec(table, max_trials=24), owner="a").id)
     assert campaign.status == "completed"
     # Planning keeps room for the cycle's reproduction and the final fresh-seed runs.
-    assert len(store.list_trials(campaign_id=campaign.id).items) <= 24
+    assert len(store.trials.list(campaign_id=campaign.id).items) <= 24
     assert "budget" in campaign.summary["stop_reason"]

@@ -14,10 +14,11 @@ from typing import Any
 
 from medloop.agents.seeds import REQUESTED_OFFSET, SEED_STRIDE
 from medloop.agents.space import grid
+from medloop.bootstrap import local_checkpoints
 from medloop.core.ids import new_id
 from medloop.core.specs import FloatRange
-from medloop.core.store import SQLiteStore
-from medloop.core.store.review_tables import ReproductionRequest
+from medloop.core.store import open_store
+from medloop.core.store.rows import ReproductionRequest
 from medloop.engine.replay import save_table, synthetic_table
 
 CAMPAIGN = """\
@@ -67,15 +68,15 @@ def test_requested_reproduction_runs_once_and_moves_evidence_and_tier(tmp_path: 
     (tmp_path / "c.yaml").write_text(CAMPAIGN.replace("DIR", str(tmp_path)).replace("TABLE", str(table)))
     medloop(tmp_path, "campaign", "run", "c.yaml")
 
-    store = SQLiteStore(tmp_path / ".medloop" / "medloop.db")
-    claims = [c for c in store.list_claims(limit=100) if c.tier in ("supported", "reproduced")]
+    store = open_store(tmp_path / ".medloop" / "medloop.db")
+    claims = [c for c in store.claims.list(limit=100) if c.tier in ("supported", "reproduced")]
     assert claims, "the planted effects give at least one supported claim"
     target = claims[0]
-    before_seeds = {t.spec.seed for t in store.list_trials(campaign_id=target.campaign_id)}
+    before_seeds = {t.spec.seed for t in store.trials.list(campaign_id=target.campaign_id)}
     request = ReproductionRequest(
         id=new_id("rrq"), claim_id=target.id, actor="rita", rationale="check on fresh seeds"
     )
-    store.add_reproduction_request(request)
+    store.reviews.add(request)
     store.close()
 
     listed = json.loads(medloop(tmp_path, "claims", "requests", "--json").stdout)
@@ -91,20 +92,20 @@ def test_requested_reproduction_runs_once_and_moves_evidence_and_tier(tmp_path: 
     assert [s % SEED_STRIDE for s in result["seeds"]] == [REQUESTED_OFFSET + i for i in range(3)]
     assert not set(result["seeds"]) & before_seeds
 
-    store = SQLiteStore(tmp_path / ".medloop" / "medloop.db")
-    evidence = [e for e in store.list_evidence(target.id) if e.detail.get("request") == request.id]
+    store = open_store(tmp_path / ".medloop" / "medloop.db")
+    evidence = [e for e in store.evidence.list(target.id) if e.detail.get("request") == request.id]
     trials = [e for e in evidence if e.kind == "trial"]
     stat = [e for e in evidence if e.kind == "statistic"]
     assert len(trials) == 6 and {e.detail["arm"] for e in trials} == {"control", "treatment"}
     assert len(stat) == 1 and stat[0].ref_id == request.id
     assert abs(stat[0].detail["estimate"] - result["estimate"]) < 1e-12
     for e in trials:
-        trial = store.get_trial(e.ref_id)
+        trial = store.trials.get(e.ref_id)
         assert trial.status == "succeeded" and trial.spec.seed in result["seeds"]
-    assert store.get_reproduction_request(request.id).status == "done"
-    runs = [a for a in store.list_audit(object_id=target.id) if a.action == "claim.reproduction_run"]
+    assert store.reviews.get(request.id).status == "done"
+    runs = [a for a in store.audit.list(object_id=target.id) if a.action == "claim.reproduction_run"]
     assert len(runs) == 1 and runs[0].detail["outcome"] == "agreed"
-    n_trials = len(store.list_trials(campaign_id=target.campaign_id))
+    n_trials = len(store.trials.list(campaign_id=target.campaign_id))
     store.close()
 
     # Nothing open any more; the closed request cannot run twice.
@@ -113,9 +114,9 @@ def test_requested_reproduction_runs_once_and_moves_evidence_and_tier(tmp_path: 
     twice = medloop(tmp_path, "claims", "reproduce", request.id, check=False)
     assert twice.returncode != 0 and "is done, not open" in twice.stderr + twice.stdout
     assert "Traceback" not in twice.stderr
-    store = SQLiteStore(tmp_path / ".medloop" / "medloop.db")
-    assert len(store.list_trials(campaign_id=target.campaign_id)) == n_trials
-    assert len([e for e in store.list_evidence(target.id) if e.detail.get("request") == request.id]) == 7
+    store = open_store(tmp_path / ".medloop" / "medloop.db")
+    assert len(store.trials.list(campaign_id=target.campaign_id)) == n_trials
+    assert len([e for e in store.evidence.list(target.id) if e.detail.get("request") == request.id]) == 7
     store.close()
 
 
@@ -132,7 +133,7 @@ def test_running_campaign_runs_requests_between_cycles(tmp_path: Path) -> None:
     space = {"loss": ["dice", "dicece"], "augmentation": ["none", "light"], "lr": lrs}
     table = tmp_path / "table.json"
     save_table(synthetic_table(space=space, effect=effect, n_cases=24, rng_seed=3, seeds=SEEDS), table)
-    store = SQLiteStore(tmp_path / "m.db")
+    store = open_store(tmp_path / "m.db")
     settings = Settings(workspace=tmp_path, embedder="hash", vector_index="memory")
     events: list[tuple[str, dict[str, Any]]] = []
     services = CampaignServices(
@@ -140,7 +141,7 @@ def test_running_campaign_runs_requests_between_cycles(tmp_path: Path) -> None:
         knowledge=make_knowledge_base(settings, store),
         make_trials=lambda spec, _cid: ReplayTrials(store, spec, table=spec.executor.table),  # type: ignore[arg-type]
         make_planner=lambda spec: OfflinePlanner(),
-        checkpoints_path=tmp_path / "ck.sqlite",
+        checkpoints=local_checkpoints(tmp_path / "ck.sqlite"),
     )
     runner = CampaignRunner(services, on_event=lambda k, p: events.append((k, p)))
     spec = make_spec(table)
@@ -148,24 +149,24 @@ def test_running_campaign_runs_requests_between_cycles(tmp_path: Path) -> None:
     campaign = runner.run(runner.create(spec, owner="alice").id)
     pending = runner.pending_interrupt(campaign.id)
     assert campaign.status == "paused" and pending is not None
-    claim_id = next(c for c in pending["claims"] if store.get_claim(c).tier == "reproduced")
+    claim_id = next(c for c in pending["claims"] if store.claims.get(c).tier == "reproduced")
 
     # While the campaign waits, a reviewer asks for another reproduction of the claim.
     request = ReproductionRequest(id=new_id("rrq"), claim_id=claim_id, actor="rita", rationale="fresh seeds")
-    store.add_reproduction_request(request)
+    store.reviews.add(request)
     decision = {"action": "validate", "reviewer": "bob", "reason": "checked the per-case table"}
     runner.review(campaign.id, {claim_id: decision})
 
     ran = [p for k, p in events if k == "reproduction_request" and p["request"] == request.id]
     assert len(ran) == 1 and ran[0]["outcome"].startswith("agreed")
-    assert store.get_reproduction_request(request.id).status == "done"
+    assert store.reviews.get(request.id).status == "done"
     # A validated claim gains the evidence; its tier stays a reviewer's decision.
-    assert store.get_claim(claim_id).tier == "validated"
-    stat = [e for e in store.list_evidence(claim_id) if e.kind == "statistic" and e.ref_id == request.id]
+    assert store.claims.get(claim_id).tier == "validated"
+    stat = [e for e in store.evidence.list(claim_id) if e.kind == "statistic" and e.ref_id == request.id]
     assert len(stat) == 1 and stat[0].detail["outcome"] == "agreed"
     requested = [
         t
-        for t in store.list_trials(campaign_id=campaign.id, limit=10_000).items
+        for t in store.trials.list(campaign_id=campaign.id, limit=10_000).items
         if t.spec.seed % SEED_STRIDE >= REQUESTED_OFFSET
     ]
     assert len(requested) == 6 and all(t.status == "succeeded" for t in requested)

@@ -77,7 +77,7 @@ def _service(ws: Path, *, allow: bool = False) -> tuple[SandboxTrials, Recording
     store = open_store(ws / "medloop.db")
     from medloop.core.records import Campaign
 
-    store.add_campaign(Campaign(id="cmp_code", name="code", owner="t", spec=spec))
+    store.campaigns.add(Campaign(id="cmp_code", name="code", owner="t", spec=spec))
     trials = SandboxTrials(store, spec, executor=executor, workspace=ws, staging_dir=ws / "staging")
     return trials, executor
 

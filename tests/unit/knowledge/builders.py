@@ -16,7 +16,7 @@ from medloop.core.records import (
     TrialSpec,
 )
 from medloop.core.specs import SegConfig, parse_campaign_spec
-from medloop.core.store import SQLiteStore
+from medloop.core.store import SqlStore
 
 FP = {"spacing_z": 1.0, "n_cases": 48.0, "intensity_mean": 0.3}
 
@@ -74,18 +74,18 @@ def make_claim(
     )
 
 
-def add_campaign(store: SQLiteStore, cid: str, owner: str) -> Campaign:
+def add_campaign(store: SqlStore, cid: str, owner: str) -> Campaign:
     spec = parse_campaign_spec(
         {"name": cid, "goal": "g", "dataset": "/nonexistent", "search_space": {"loss": ["dice", "dicece"]}},
         source="test",
         check_dataset=False,
     )
     campaign = Campaign(id=cid, name=cid, spec=spec, owner=owner)
-    store.add_campaign(campaign)
+    store.campaigns.add(campaign)
     return campaign
 
 
-def add_trial(store: SQLiteStore, tid: str, campaign: str, *, seed: int = 0, arm: str = "treatment") -> Trial:
+def add_trial(store: SqlStore, tid: str, campaign: str, *, seed: int = 0, arm: str = "treatment") -> Trial:
     manifest = DatasetManifest(
         name="Phantom",
         checksum="c" * 64,
@@ -98,7 +98,7 @@ def add_trial(store: SQLiteStore, tid: str, campaign: str, *, seed: int = 0, arm
     trial = Trial(
         id=tid, campaign_id=campaign, hypothesis_id=None, arm=arm, spec=spec, spec_hash=spec.spec_hash()
     )  # type: ignore[arg-type]
-    store.put_trial(trial)
+    store.trials.put(trial)
     return trial
 
 

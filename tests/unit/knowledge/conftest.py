@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from medloop.core.store import SQLiteStore
+from medloop.core.store import SqlStore, open_store
 from medloop.knowledge.embedders import HashEmbedder
 from medloop.knowledge.graph import NetworkXGraph
 from medloop.knowledge.service import KnowledgeService
@@ -16,14 +16,14 @@ from medloop.knowledge.vector import MemoryVectorIndex
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SQLiteStore]:
-    s = SQLiteStore(tmp_path / "kb.db")
+def store(tmp_path: Path) -> Iterator[SqlStore]:
+    s = open_store(tmp_path / "kb.db")
     yield s
     s.close()
 
 
 @pytest.fixture
-def make_kb(store: SQLiteStore, tmp_path: Path) -> Callable[..., KnowledgeService]:
+def make_kb(store: SqlStore, tmp_path: Path) -> Callable[..., KnowledgeService]:
     def build(graph_path: Path | None = None, *, reconcile: bool = True) -> KnowledgeService:
         kb = KnowledgeService(
             store, HashEmbedder(), MemoryVectorIndex(64), NetworkXGraph(graph_path or tmp_path / "graph.json")

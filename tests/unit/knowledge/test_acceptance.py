@@ -51,7 +51,7 @@ for i in range(100):
     purpose = "planning" if i % 2 else "browse"
     res = kb.retrieve(RetrievalQuery(text=text, k=10, purpose=purpose, factors=[] if i % 3 else ["loss", "lr"]))
     out.append([[r.claim.id, round(r.score, 5)] for r in res])
-json.dump({"top10": out, "vectors": len(kb.vectors.ids()), "claims": len(kb.store.claim_tiers())}, sys.stdout)
+json.dump({"top10": out, "vectors": len(kb.vectors.ids()), "claims": len(kb.store.claims.tiers())}, sys.stdout)
 """
 
 SEED = """
@@ -77,7 +77,7 @@ for i in range(400):
                              statement=stmt, tier=tier, dataset=f"D{i % 4}", checksum=str(i % 4) * 64), []))
 kb.add_claims(batch, actor="agent")
 for i in range(0, 400, 9):
-    kb.store.set_claim_tier(f"clm_{i:04d}", "reproduced")
+    kb.store.claims.set_tier(f"clm_{i:04d}", "reproduced")
 kb.close()
 """
 
@@ -102,12 +102,12 @@ def test_kill_between_sql_commit_and_index_then_restart(workspace: Path) -> None
     assert proc.returncode == -9, proc.stderr  # really killed mid-write
     s = Settings()
     store = open_store(s.db_path)
-    sql_ids = set(store.claim_tiers())
+    sql_ids = set(store.claims.tiers())
     assert {f"clm_lost{i}" for i in range(3)} <= sql_ids  # committed before the kill
     kb = make_knowledge_base(s, store)  # reconcile on start
     assert kb.vectors.ids() == sql_ids
     assert kb.graph.nodes("claim") == sql_ids
-    assert store.verify_audit() == (True, None)
+    assert store.audit.verify() == (True, None)
 
 
 @pytest.mark.slow

@@ -127,7 +127,7 @@ def test_claims_list_and_show_resolve_evidence_to_trials(settings: Settings) -> 
     job = JobResult(
         key="k", status="succeeded", exit_code=0, wall_s=1.0, out_dir=Path("/tmp/x"), provenance=prov
     )
-    store.set_trial_result(
+    store.trials.set_result(
         "trl_1", TrialResult(trial_id="trl_1", spec_hash=trial.spec_hash, status="succeeded", job=job)
     )
     kb = make_knowledge_base(settings, store)

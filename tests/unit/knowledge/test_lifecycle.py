@@ -6,13 +6,13 @@ import pytest
 
 from medloop.core.errors import TrustError
 from medloop.core.records import Evidence
-from medloop.core.store import SQLiteStore
+from medloop.core.store import SqlStore
 from medloop.knowledge.service import KnowledgeService
 from tests.unit.knowledge.builders import add_campaign, add_trial, make_claim, trial_evidence
 
 
 @pytest.fixture
-def reproduced(kb: KnowledgeService, store: SQLiteStore) -> str:
+def reproduced(kb: KnowledgeService, store: SqlStore) -> str:
     add_campaign(store, "cmp_a", "alice")
     add_trial(store, "trl_1", "cmp_a", seed=1)
     add_trial(store, "trl_r", "cmp_a", seed=7, arm="reproduction")
@@ -26,18 +26,18 @@ def reproduced(kb: KnowledgeService, store: SQLiteStore) -> str:
 
 
 def test_reviewer_who_is_not_owner_or_author_validates(
-    kb: KnowledgeService, store: SQLiteStore, reproduced: str
+    kb: KnowledgeService, store: SqlStore, reproduced: str
 ) -> None:
     claim = kb.transition(reproduced, "validated", actor="bob", role="reviewer", reason="checked the runs")
-    assert claim.tier == "validated" == store.get_claim(reproduced).tier
-    last = store.list_audit(object_id=reproduced)[-1]
+    assert claim.tier == "validated" == store.claims.get(reproduced).tier
+    last = store.audit.list(object_id=reproduced)[-1]
     assert (last.actor, last.action, last.detail["from"], last.detail["to"]) == (
         "bob",
         "claim.transition",
         "reproduced",
         "validated",
     )
-    assert store.verify_audit() == (True, None)
+    assert store.audit.verify() == (True, None)
 
 
 @pytest.mark.parametrize(
@@ -52,12 +52,12 @@ def test_reviewer_who_is_not_owner_or_author_validates(
     ],
 )
 def test_non_reviewer_routes_to_validated_are_refused(
-    kb: KnowledgeService, store: SQLiteStore, reproduced: str, actor: str, role: str, match: str
+    kb: KnowledgeService, store: SqlStore, reproduced: str, actor: str, role: str, match: str
 ) -> None:
     with pytest.raises(TrustError, match=match):
         kb.transition(reproduced, "validated", actor=actor, role=role, reason="looks fine")
-    assert store.get_claim(reproduced).tier == "reproduced"
-    assert [e.action for e in store.list_audit(object_id=reproduced)] == ["claim.add", "claim.transition"]
+    assert store.claims.get(reproduced).tier == "reproduced"
+    assert [e.action for e in store.audit.list(object_id=reproduced)] == ["claim.add", "claim.transition"]
 
 
 def test_validation_needs_reproduction_first(kb: KnowledgeService) -> None:

@@ -87,7 +87,7 @@ def test_litellm_embedder_by_setting(workspace: Path, server: str, monkeypatch: 
     top = kb.retrieve(RetrievalQuery(text="liver dice with dicece loss", k=2))
     assert top[0].claim.id == "clm_a"
     assert any(c["path"].endswith("/embeddings") and c["auth"] == "Bearer sk-test" for c in Handler.calls)
-    rows = store.get_vectors(["clm_a"])
+    rows = store.vectors.get(["clm_a"])
     assert np.isclose(np.linalg.norm(np.frombuffer(rows["clm_a"].vector, dtype=np.float32)), 1.0)
     kb.close()
     monkeypatch.setenv("MEDLOOP_EMBEDDER", "hash")

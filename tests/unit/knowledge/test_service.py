@@ -8,21 +8,21 @@ from pathlib import Path
 import pytest
 
 from medloop.core.errors import TrustError
-from medloop.core.store import SQLiteStore
+from medloop.core.store import SqlStore
 from medloop.knowledge.base import RetrievalQuery
 from medloop.knowledge.service import KnowledgeService
 from tests.unit.knowledge.builders import FP, add_campaign, add_trial, make_claim, trial_evidence
 
 
-def test_add_claim_is_sql_first_and_idempotent(kb: KnowledgeService, store: SQLiteStore) -> None:
+def test_add_claim_is_sql_first_and_idempotent(kb: KnowledgeService, store: SqlStore) -> None:
     add_campaign(store, "cmp_a", "alice")
     add_trial(store, "trl_1", "cmp_a", seed=1)
     claim = make_claim("clm_1", campaign="cmp_a")
     stored = kb.add_claim(claim, trial_evidence("clm_1", "trl_1"), actor="agent")
-    assert stored == store.get_claim("clm_1")
+    assert stored == store.claims.get("clm_1")
     again = kb.add_claim(claim.model_copy(update={"statement": "something else"}), [], actor="agent")
     assert again.statement == claim.statement  # the first write wins; nothing duplicated
-    assert [e.action for e in store.list_audit(object_id="clm_1")] == ["claim.add"]
+    assert [e.action for e in store.audit.list(object_id="clm_1")] == ["claim.add"]
     assert kb.vectors.ids() == {"clm_1"}
     # claim -> trial evidence -> dataset and method-factor entities; campaign provenance
     assert ("trl_1", "derived_from") in kb.graph.neighbors("clm_1", direction="out")
@@ -39,14 +39,14 @@ def test_new_claims_cannot_enter_above_statistics(kb: KnowledgeService) -> None:
             kb.add_claim(make_claim(f"clm_{tier}", tier=tier), [], actor="agent")
 
 
-def test_planning_retrieval_roles_filters_and_reasons(kb: KnowledgeService, store: SQLiteStore) -> None:
+def test_planning_retrieval_roles_filters_and_reasons(kb: KnowledgeService, store: SqlStore) -> None:
     kb.add_claim(make_claim("clm_sup"), [], actor="agent")
     kb.add_claim(make_claim("clm_rep", to="dicefocal", estimate=0.05), [], actor="agent")
     kb.add_claim(make_claim("clm_lr", factor="lr", frm=0.001, to=0.01), [], actor="agent")
     kb.add_claim(make_claim("clm_hd", outcome="hd95"), [], actor="agent")
     kb.add_claim(make_claim("clm_old", to="dicefocal", estimate=0.01), [], actor="agent")
     # Promote through the lifecycle; demote one to superseded.
-    store.set_claim_tier("clm_rep", "reproduced")
+    store.claims.set_tier("clm_rep", "reproduced")
     kb.transition("clm_old", "superseded", actor="agent", role="agent", reason="replaced by clm_rep")
     query = RetrievalQuery(
         text="dicefocal loss improves dice", task="segmentation", outcome="dice", factors=["loss"]
@@ -77,14 +77,14 @@ def test_fingerprint_similarity_ranks_similar_datasets_first(kb: KnowledgeServic
     assert any("fingerprint similarity 1.00" in r for r in res[0].reasons)
 
 
-def test_contradictions_are_linked_and_expand_retrieval(kb: KnowledgeService, store: SQLiteStore) -> None:
+def test_contradictions_are_linked_and_expand_retrieval(kb: KnowledgeService, store: SqlStore) -> None:
     kb.add_claim(make_claim("clm_up", estimate=0.03), [], actor="agent")
     kb.add_claim(
         make_claim("clm_down", frm="dicece", to="dice", estimate=-0.02), [], actor="agent"
     )  # same finding, reversed
     kb.add_claim(make_claim("clm_against", estimate=-0.02), [], actor="agent")
     kb.add_claim(make_claim("clm_ns", estimate=-0.02, p=0.4), [], actor="agent")  # not significant
-    edges = {(e.src, e.kind, e.dst) for e in store.list_edges(kinds=["contradicts", "supports"])}
+    edges = {(e.src, e.kind, e.dst) for e in store.graph.edges(kinds=["contradicts", "supports"])}
     assert ("clm_against", "contradicts", "clm_up") in edges
     assert ("clm_against", "contradicts", "clm_down") in edges
     assert not any("clm_ns" in (s, d) for s, _, d in edges)
@@ -95,7 +95,7 @@ def test_contradictions_are_linked_and_expand_retrieval(kb: KnowledgeService, st
 
 
 def test_crash_between_commit_and_index_is_repaired(
-    make_kb: Callable[..., KnowledgeService], store: SQLiteStore, tmp_path: Path
+    make_kb: Callable[..., KnowledgeService], store: SqlStore, tmp_path: Path
 ) -> None:
     kb = make_kb()
     kb.add_claim(make_claim("clm_1"), [], actor="agent")
@@ -105,7 +105,7 @@ def test_crash_between_commit_and_index_is_repaired(
     dead._index_new = lambda stored, vecs: None  # type: ignore[method-assign]
     dead.add_claim(make_claim("clm_2", to="dicefocal"), [], actor="agent")
     restarted = make_kb()
-    assert restarted.vectors.ids() == set(store.claim_tiers()) == {"clm_1", "clm_2"}
+    assert restarted.vectors.ids() == set(store.claims.tiers()) == {"clm_1", "clm_2"}
     assert restarted.graph.nodes("claim") == {"clm_1", "clm_2"}
 
 
@@ -116,9 +116,9 @@ def test_other_process_claims_appear_at_next_query(make_kb: Callable[..., Knowle
 
 
 def test_claims_written_straight_to_sql_are_backfilled(
-    make_kb: Callable[..., KnowledgeService], store: SQLiteStore
+    make_kb: Callable[..., KnowledgeService], store: SqlStore
 ) -> None:
-    store.put_claim(make_claim("clm_raw"), [])
+    store.claims.put([(make_claim("clm_raw"), [])])
     kb = make_kb()
     assert "clm_raw" in kb.vectors.ids()
     assert ("metric:dice", "about") in kb.graph.neighbors("clm_raw", direction="out")

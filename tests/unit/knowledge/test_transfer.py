@@ -11,7 +11,7 @@ import pytest
 
 from medloop.core.errors import SpecError
 from medloop.core.records import Evidence
-from medloop.core.store import SQLiteStore
+from medloop.core.store import SqlStore, open_store
 from medloop.knowledge.embedders import HashEmbedder
 from medloop.knowledge.graph import NetworkXGraph
 from medloop.knowledge.service import KnowledgeService
@@ -21,14 +21,14 @@ from tests.unit.knowledge.builders import add_campaign, add_trial, make_claim, t
 
 
 def _other_kb(tmp_path: Path) -> KnowledgeService:
-    store = SQLiteStore(tmp_path / "other.db")
+    store = open_store(tmp_path / "other.db")
     return KnowledgeService(
         store, HashEmbedder(), MemoryVectorIndex(64), NetworkXGraph(tmp_path / "other.json")
     )
 
 
 @pytest.fixture
-def exported(kb: KnowledgeService, store: SQLiteStore, tmp_path: Path) -> Path:
+def exported(kb: KnowledgeService, store: SqlStore, tmp_path: Path) -> Path:
     add_campaign(store, "cmp_a", "alice")
     add_trial(store, "trl_1", "cmp_a", seed=5)
     repro = Evidence(claim_id="clm_1", kind="trial", ref_id="trl_r", role="reproduction", detail={"seed": 9})
@@ -54,10 +54,10 @@ def test_export_carries_provenance_and_import_enters_external(exported: Path, tm
     other = _other_kb(tmp_path)
     counts = import_claims(other, exported, source="lab-a", actor="dana")
     assert counts == {"read": 2, "imported": 2, "already_present": 0}
-    claims = {c.id: c for c in other.store.list_claims()}
+    claims = {c.id: c for c in other.store.claims.list()}
     assert {c.tier for c in claims.values()} == {"external"}  # validated elsewhere is not validated here
     assert claims["clm_1"].campaign_id is None and claims["clm_1"].author == "agent"
-    src = [e for e in other.store.list_evidence("clm_1") if e.kind == "source"]
+    src = [e for e in other.store.evidence.list("clm_1") if e.kind == "source"]
     assert src[0].ref_id == "source:lab-a" and src[0].detail["tier"] == "validated"
     assert import_claims(other, exported, source="lab-a", actor="dana")["imported"] == 0  # idempotent
     # One quarantine pulls the whole source out.
@@ -73,7 +73,7 @@ def test_external_claims_can_only_earn_trust_locally(exported: Path, tmp_path: P
     with pytest.raises(TrustError, match="external -> validated"):
         other.transition("clm_1", "validated", actor="erin", role="reviewer", reason="they validated it")
     # Their reproduction trials do not count here: only re-runs recorded locally would.
-    assert other.store.get_claim("clm_1").tier == "external"
+    assert other.store.claims.get("clm_1").tier == "external"
 
 
 def test_bad_line_names_file_and_line_and_writes_nothing(exported: Path, tmp_path: Path) -> None:
@@ -85,7 +85,7 @@ def test_bad_line_names_file_and_line_and_writes_nothing(exported: Path, tmp_pat
     other = _other_kb(tmp_path)
     with pytest.raises(SpecError, match=r"bad.jsonl:2: claim.effect.estimate"):
         import_claims(other, bad, source="lab-a", actor="dana")
-    assert other.store.list_claims().items == []
+    assert other.store.claims.list().items == []
     garbage = tmp_path / "garbage.jsonl"
     garbage.write_text("{oops\n")
     with pytest.raises(SpecError, match=r"garbage\.jsonl:1: not valid JSON"):

@@ -13,7 +13,7 @@ from medloop import bootstrap
 from medloop.core.records import Trial
 from medloop.core.settings import Settings
 from medloop.core.specs import CampaignSpec
-from medloop.core.store import SQLiteStore
+from medloop.core.store import SqlStore
 from medloop.engine.base import TrialCallback, TrialRequest, TrialService
 from medloop.engine.replay import ReplayTrials, save_table, synthetic_table
 from medloop.sandbox.base import EventSink
@@ -78,6 +78,6 @@ def gated(ctx: ToolContext, gate: threading.Event) -> ToolContext:
     return dataclasses.replace(ctx, make_trials=lambda spec, cid: GatedTrials(inner(spec, cid), gate))  # type: ignore[arg-type]
 
 
-def store_of(ctx: ToolContext) -> SQLiteStore:
-    assert isinstance(ctx.store, SQLiteStore)
+def store_of(ctx: ToolContext) -> SqlStore:
+    assert isinstance(ctx.store, SqlStore)
     return ctx.store

@@ -68,11 +68,11 @@ def test_no_tool_can_raise_trust(registry: Registry, ctx: ToolContext, phantom: 
         propose(registry, ctx, phantom, tier="validated")
     admin = ctx.as_caller(Caller("root", "admin"))
     claim_id = propose(registry, admin, phantom)
-    assert store_of(ctx).get_claim(claim_id).tier == "proposed"
+    assert store_of(ctx).claims.get(claim_id).tier == "proposed"
     writers = [s.name for s in registry if not s.read_only]
     assert set(writers) == {"run_trial", "propose_claim", "campaign_start"}
     # and the knowledge base itself refuses a claim entering above proposed
-    claim = store_of(ctx).get_claim(claim_id).model_copy(update={"id": "clm_forged", "tier": "validated"})
+    claim = store_of(ctx).claims.get(claim_id).model_copy(update={"id": "clm_forged", "tier": "validated"})
     with pytest.raises(TrustError):
         ctx.knowledge.add_claim(claim, [], actor="root")
 

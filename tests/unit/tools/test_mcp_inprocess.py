@@ -31,7 +31,7 @@ class RecordOnlyLauncher:
 
     def start(self, spec: CampaignSpec, *, owner: str) -> CampaignLaunch:
         campaign = Campaign(id=new_id("cmp"), name=spec.name, spec=spec, owner=owner)
-        store_of(self.ctx).add_campaign(campaign)
+        store_of(self.ctx).campaigns.add(campaign)
         return CampaignLaunch(campaign_id=campaign.id)
 
     def running(self, launch: CampaignLaunch) -> bool | None:

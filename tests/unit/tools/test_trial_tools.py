@@ -65,10 +65,10 @@ def test_resubmission_returns_the_same_handles_and_charges_once(
     assert all(t.reused and t.status == "succeeded" for t in again.trials)  # type: ignore[attr-defined]
     assert again.budget.trials_used == 2  # type: ignore[attr-defined]
     # the workbench holds them and is never runnable as a planned campaign
-    campaign = store_of(ctx).get_campaign(again.workbench_campaign_id)  # type: ignore[attr-defined]
+    campaign = store_of(ctx).campaigns.get(again.workbench_campaign_id)  # type: ignore[attr-defined]
     assert campaign.status == "stopped" and campaign.summary["workbench"] is True
     assert campaign.owner == "alice"
-    actors = {e.actor for e in store_of(ctx).list_audit(object_id=campaign.id)}
+    actors = {e.actor for e in store_of(ctx).audit.list(object_id=campaign.id)}
     assert actors == {"alice"}
 
 
@@ -146,9 +146,9 @@ def test_errors_name_the_field_and_what_is_allowed(registry: Registry, ctx: Tool
 
 def test_an_orphaned_trial_says_how_to_recover(registry: Registry, ctx: ToolContext, table: Path) -> None:
     """A trial left running by a tool server that died: status explains, result refuses."""
-    done = store_of(ctx).get_trial(submit(registry, ctx, table, "dice", [0])[0])
+    done = store_of(ctx).trials.get(submit(registry, ctx, table, "dice", [0])[0])
     orphan = done.model_copy(update={"id": "trl_orphan", "status": "running", "result": None})
-    store_of(ctx).put_trial(orphan)
+    store_of(ctx).trials.put(orphan)
     state = registry.call("trial_status", ctx, {"handles": ["trl_orphan"]}).trials[0]  # type: ignore[attr-defined]
     assert state.status == "running" and not state.done
     assert "resubmit with run_trial" in state.error

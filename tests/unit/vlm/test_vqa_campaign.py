@@ -98,7 +98,7 @@ def test_campaign_on_phantom_items_makes_claims_with_category_evidence(
     store = runner.s.store
     assert campaign.status == "completed", campaign.summary
 
-    every = store.list_trials(campaign_id=campaign.id).items
+    every = store.trials.list(campaign_id=campaign.id).items
     assert all(t.status == "succeeded" for t in every), [t.result for t in every]
     trials = [t for t in every if t.arm in ("control", "treatment")]
     assert len(trials) == 4  # 2 seeds x 2 arms; the rest are the final test-split runs
@@ -108,13 +108,13 @@ def test_campaign_on_phantom_items_makes_claims_with_category_evidence(
     assert {"accuracy", "accuracy:task=organ_recognition", "accuracy:modality=CT"} <= set(evaluation.summary)
     assert evaluation.settings["random_baseline"]["accuracy"] < 0.6
 
-    [hypothesis] = store.list_hypotheses(campaign.id)
+    [hypothesis] = store.cycles.hypotheses(campaign.id)
     assert [(c.factor, c.to_value) for c in hypothesis.changes] == [("method", "full")]
     assert hypothesis.verdict in ("supported", "refuted", "inconclusive")
-    claim = store.get_claim(hypothesis.claim_id or "")
+    claim = store.claims.get(hypothesis.claim_id or "")
     assert claim.context.task == "vqa" and claim.effect is not None
     assert claim.effect.n_cases == n_items and claim.effect.test.startswith("mcnemar")
-    [statistic] = [e for e in store.list_evidence(claim.id) if e.kind == "statistic"]
+    [statistic] = [e for e in store.evidence.list(claim.id) if e.kind == "statistic"]
     by_category = statistic.detail["by_category"]
     assert {"task=organ_recognition", "task=laterality", "modality=CT"} <= set(by_category)
     for effect in by_category.values():

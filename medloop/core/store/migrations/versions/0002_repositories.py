@@ -11,8 +11,13 @@ down_revision = "0001_legacy"
 
 def upgrade() -> None:
     if op.get_context().dialect.name == "sqlite":
-        for trigger in ("web_claim_list_insert", "web_claim_list_update", "kb_claim_filter_facts",
-                        "kb_claim_filter_factor", "kb_claim_filter_tier"):
+        for trigger in (
+            "web_claim_list_insert",
+            "web_claim_list_update",
+            "kb_claim_filter_facts",
+            "kb_claim_filter_factor",
+            "kb_claim_filter_tier",
+        ):
             op.execute(f"DROP TRIGGER IF EXISTS {trigger}")
     op.add_column("hypotheses", sa.Column("seq", sa.Integer, nullable=True))
     if op.get_context().dialect.name == "sqlite":
