@@ -78,9 +78,7 @@ class ClosingNodes(NodeBase):
         charged to the campaign (agents/requested.py). One that cannot run to its end
         stays open for `medloop claims reproduce`. Idempotent, so a re-run of this node
         after a crash repeats nothing."""
-        store: Any = self.s.store
-        if not hasattr(store, "list_reproduction_requests"):
-            return
+        store = self.s.store
         for req in store.reviews.list(status="open"):
             if store.claims.get(req.claim_id).campaign_id != campaign_id:
                 continue
