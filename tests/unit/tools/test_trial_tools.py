@@ -80,7 +80,7 @@ def test_trial_budget_is_per_caller_and_refuses_the_whole_call(
     with pytest.raises(BudgetExhausted, match="3 of 4 trials") as err:
         submit(registry, alice, table, "dicece", [0, 1])
     assert "MEDLOOP_TOOLS_MAX_TRIALS" in str(err.value)
-    assert store_of(alice).tool_usage("alice")["trials"] == 3.0  # nothing charged for the refused call
+    assert store_of(alice).ledger.usage("alice")["trials"] == 3.0  # nothing charged for the refused call
     bob = alice.as_caller(Caller("bob"))
     assert len(submit(registry, bob, table, "dicece", [0, 1])) == 2
 
@@ -103,7 +103,7 @@ def test_gpu_hours_are_reserved_from_the_timeout(
     gate.set()
     registry.call("trial_status", ctx, {"handles": [t.handle for t in out.trials], "wait_s": 30})  # type: ignore[attr-defined]
     # replayed trials ran no job on a GPU: the reservation is settled to zero
-    assert store_of(ctx).tool_usage("gpu-user").get("gpu_hours") == 0.0
+    assert store_of(ctx).ledger.usage("gpu-user").get("gpu_hours") == 0.0
 
 
 def test_viewers_read_but_cannot_spend(registry: Registry, ctx: ToolContext, table: Path) -> None:
