@@ -229,7 +229,7 @@ class SqlListings:
         rows = self.db.all(_progress(), {"id": campaign_id})
         if not rows:
             raise NotFoundError(f"campaign {campaign_id} not found")
-        return dict(rows[0]._mapping)
+        return {str(k): v for k, v in rows[0]._mapping.items()}
 
 
 @functools.cache
@@ -250,14 +250,13 @@ def _progress() -> sa.Select[Any]:
     ).where(c.c.id == sa.bindparam("id"))
 
 
+# Plain str keys (orjson refuses SQLAlchemy's quoted_name keys); the claim_id column is "id".
 def _trial_listing(row: Row) -> TrialListing:
-    return cast(TrialListing, dict(row._mapping))
+    return cast(TrialListing, dict(zip(_TRIAL_COLS, row, strict=True)))
 
 
 def _claim_listing(row: Row) -> ClaimListing:
-    out = dict(row._mapping)
-    out["id"] = out.pop("claim_id")
-    return cast(ClaimListing, out)
+    return cast(ClaimListing, dict(zip(("id", *_CLAIM_COLS), row, strict=True)))
 
 
 class SqlAudit:

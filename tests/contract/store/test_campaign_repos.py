@@ -184,3 +184,15 @@ def test_listings_match_the_records_and_follow_writes(store: SqlStore) -> None:
     store.claims.set_tier("clm_b", "rejected")
     assert store.listings.claims(tiers=["rejected"]).items[0]["id"] == "clm_b"
     assert store.listings.campaign_progress("cmp_1")["claim_at"] is not None
+
+
+def test_listings_are_plain_json_ready_dicts(store: SqlStore) -> None:
+    import orjson  # what the API serialises listings with; it refuses str subclasses as keys
+
+    store.campaigns.add(campaign("cmp_1"))
+    store.trials.put(trial("trl_1", "cmp_1"))
+    store.claims.put([(claim("clm_1", campaign_id="cmp_1"), [])])
+    for rows in (store.listings.trials().items, store.listings.claims().items, store.listings.recent_trials("cmp_1")):
+        assert rows and all(type(k) is str for r in rows for k in r)
+        orjson.dumps(rows)
+    assert all(type(k) is str for k in store.listings.campaign_progress("cmp_1"))
