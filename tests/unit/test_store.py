@@ -194,3 +194,17 @@ def test_processes_opening_an_old_workspace_at_once_upgrade_it_once(tmp_path: Pa
     store = open_store(path)
     assert sorted(out.get(timeout=10) for _ in procs) == [19, 20] and store.audit.verify() == (True, None)
     assert len(store.db.all(sa.text(f"SELECT 1 FROM schema_migrations WHERE name = '{LEGACY_MARK}'"))) == 1
+
+
+def test_store_urls_from_settings(tmp_path: Path) -> None:
+    from medloop.core.errors import SpecError
+    from medloop.core.settings import Settings
+
+    assert Settings(workspace=tmp_path).store_url == f"sqlite:///{tmp_path.resolve() / 'medloop.db'}"
+    pg = Settings(db_url="postgres://u:p@db:5432/medloop")
+    assert pg.store_url == "postgresql+psycopg://u:p@db:5432/medloop" and pg.postgres
+    with pytest.raises(SpecError, match="not a SQLite file"):
+        _ = pg.db_path
+    assert Settings(db_url="sqlite:///rel/x.db").store_url == f"sqlite:///{Path('rel/x.db').resolve()}"
+    with pytest.raises(SpecError, match="mysql"):
+        _ = Settings(db_url="mysql://x/y").store_url
