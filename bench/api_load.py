@@ -1,10 +1,14 @@
 """API load benchmark: a store with 10k trials and 10k claims, `medloop serve` on
 127.0.0.1, 32 concurrent keep-alive clients. Prints p50/p95/p99 per list endpoint side by
-side with a trivial health endpoint measured in the same run (the peer), and the render
-time of the campaign page (10k trials) next to the same peer.
+side with a trivial health endpoint measured in the same run (the peer), the server's CPU
+per request, and the render time of the campaign page (10k trials) next to the same peer;
+once per store backend (SQLite in the workspace, Postgres), then the CPU per request of
+both side by side.
 
     PYTHONPATH=. .venv/bin/python bench/api_load.py [--requests 3000] [--workers 1]
+        [--backend sqlite|postgres|both] [--postgres-url postgresql+psycopg://...]
 
+Without --postgres-url a throwaway Postgres cluster is started (tests/postgres.py).
 Targets (issue 7): list endpoints p95 <= 50 ms at 32 clients; campaign page <= 1 s.
 Exit status 1 if a target is missed. Only 127.0.0.1 is contacted.
 """
@@ -34,7 +38,7 @@ LIST_P95_MS = 50.0
 PAGE_S = 1.0
 
 
-def populate(workspace: Path) -> tuple[str, str]:
+def populate(workspace: Path, db_url: str | None) -> tuple[str, str]:
     """Write a campaign with N_TRIALS trials and N_CLAIMS claims; returns (campaign id, token)."""
     from medloop import bootstrap
     from medloop.core.ids import new_id
@@ -54,7 +58,7 @@ def populate(workspace: Path) -> tuple[str, str]:
     from medloop.core.specs import make_config, parse_campaign_spec
     from medloop.web.accounts import add_user, issue_token
 
-    settings = Settings(workspace=workspace, embedder="hash", vector_index="memory")
+    settings = Settings(workspace=workspace, embedder="hash", vector_index="memory", db_url=db_url)
     store = bootstrap.store(settings)
     spec = parse_campaign_spec(
         {
@@ -243,11 +247,48 @@ def main() -> int:
     )
     parser.add_argument("--requests", type=int, default=3000, help="requests per endpoint")
     parser.add_argument("--workers", type=int, default=1, help="server processes")
+    parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
+    parser.add_argument("--postgres-url", help="an empty database; default: a throwaway cluster")
     args = parser.parse_args()
+    cluster = None
+    ok, cpu = True, {}
+    try:
+        for backend in ("sqlite", "postgres"):
+            if args.backend not in (backend, "both"):
+                continue
+            url = None
+            if backend == "postgres":
+                url = args.postgres_url
+                if url is None:
+                    from tests.postgres import start_cluster, unavailable
+
+                    if why := unavailable():
+                        print(f"\npostgres: not measured ({why})")
+                        ok = False
+                        continue
+                    cluster = start_cluster()
+                    url = cluster.create_database("api")
+            print(f"\n=== store on {backend}")
+            good, cpu[backend] = serve_and_measure(args, url)
+            ok &= good
+    finally:
+        if cluster is not None:
+            cluster.stop()
+    if len(cpu) == 2:
+        print("\nserver CPU ms per request, side by side")
+        print(f"{'endpoint':<22}{'sqlite':>10}{'postgres':>10}{'pg/sqlite':>11}")
+        for name, value in cpu["sqlite"].items():
+            print(
+                f"{name:<22}{value:>10.2f}{cpu['postgres'][name]:>10.2f}{cpu['postgres'][name] / value:>11.2f}"
+            )
+    return 0 if ok else 1
+
+
+def serve_and_measure(args: argparse.Namespace, db_url: str | None) -> tuple[bool, dict[str, float]]:
     tmp = Path(tempfile.mkdtemp(prefix="medloop-bench-"))
     try:
         t0 = time.perf_counter()
-        campaign_id, token = populate(tmp / "ws")
+        campaign_id, token = populate(tmp / "ws", db_url)
         print(f"store: {N_TRIALS} trials + {N_CLAIMS} claims written in {time.perf_counter() - t0:.1f} s")
         port = free_port()
         env = {
@@ -257,6 +298,8 @@ def main() -> int:
             "MEDLOOP_VECTOR_INDEX": "memory",
             "PYTHONPATH": str(ROOT),
         }
+        if db_url:
+            env["MEDLOOP_DB_URL"] = db_url
         server = subprocess.Popen(
             [
                 sys.executable,
@@ -294,7 +337,9 @@ def main() -> int:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def run(port: int, token: str, campaign_id: str, args: argparse.Namespace, server_pid: int) -> int:
+def run(
+    port: int, token: str, campaign_id: str, args: argparse.Namespace, server_pid: int
+) -> tuple[bool, dict[str, float]]:
     endpoints = {
         "health (peer)": ["/api/v1/health"],
         "me (auth only)": ["/api/v1/me"],
@@ -381,7 +426,7 @@ def run(port: int, token: str, campaign_id: str, args: argparse.Namespace, serve
         print(
             f"{name:<34}{p50 * 1000:>9.1f}{worst * 1000:>9.1f}{p50 / peer:>12.1f}  {'ok' if good else 'MISSED'}"
         )
-    return 0 if ok else 1
+    return ok, {row[0]: row[5] for row in rows}
 
 
 if __name__ == "__main__":

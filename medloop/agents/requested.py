@@ -23,11 +23,11 @@ from pydantic import BaseModel
 
 from medloop.agents.seeds import requested_seeds
 from medloop.agents.services import CampaignServices
+from medloop.core.accounts import ReproductionRequest
 from medloop.core.errors import ConflictError
 from medloop.core.records import Evidence, Hypothesis, Trial
 from medloop.core.specs import CampaignSpec, make_config
 from medloop.core.store import Store
-from medloop.core.store.rows import ReproductionRequest
 from medloop.engine.analysis import arm_data, compare_arms, pooled_estimate, reproduction_agrees
 from medloop.engine.base import TrialRequest, TrialService, trial_id_for
 

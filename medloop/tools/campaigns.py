@@ -21,9 +21,9 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
+from medloop.core.accounts import ToolJob
 from medloop.core.errors import MedloopError, SandboxUnavailable, SpecError
 from medloop.core.specs import CampaignSpec, load_campaign_spec, parse_campaign_spec
-from medloop.core.store.rows import ToolJob
 from medloop.tools.common import (
     CAMPAIGNS,
     GPU_HOURS,

@@ -17,11 +17,11 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
+from medloop.core.accounts import ToolJob
 from medloop.core.errors import ConflictError, NotFoundError, SpecError
 from medloop.core.ids import content_id
 from medloop.core.records import Campaign, Trial
 from medloop.core.specs import CampaignSpec, SegConfig
-from medloop.core.store.rows import ToolJob
 from medloop.engine.base import FINAL_STATUSES, TrialRequest, case_objective, trial_id_for
 from medloop.tools.common import GPU_HOURS, TRIALS, Budgeted, budget_view, require_budget, resolve_path
 from medloop.tools.context import ACT, READ, ToolContext

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import get_args
 
+from medloop.core.accounts import ApiToken, Role, User, WebSession
 from medloop.core.errors import MedloopError, NotFoundError, SpecError
 from medloop.core.ids import new_id, sha256_hex
 from medloop.core.records import utcnow
 from medloop.core.store import Store
-from medloop.core.store.rows import ApiToken, Role, User, WebSession
 
 ROLES: tuple[str, ...] = get_args(Role)
 SESSION_HOURS = 12

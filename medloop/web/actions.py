@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from typing import Literal
 
+from medloop.core.accounts import ReproductionRequest
 from medloop.core.errors import ConflictError, NotFoundError
 from medloop.core.ids import new_id
 from medloop.core.records import AuditEntry, Campaign, Claim, Quarantine, Tier
-from medloop.core.store.rows import ReproductionRequest
 from medloop.web import launcher as L
 from medloop.web.accounts import Principal
 from medloop.web.context import WebContext

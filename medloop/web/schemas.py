@@ -11,8 +11,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.responses import Response
 
-from medloop.core.records import AuditEntry, Claim, Hypothesis, Quarantine, Record, Tier, Trial
-from medloop.core.store.rows import ReproductionRequest
+from medloop.core.accounts import ReproductionRequest
+from medloop.core.records import AuditEntry, Claim, Hypothesis, Quarantine, Trial
+from medloop.core.store.base import ClaimListing, TrialListing
 from medloop.web.errors import FieldError, InvalidInput
 
 RATIONALE_MIN = 10
@@ -24,39 +25,6 @@ class In(BaseModel):
 
 class Out(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class TrialRow(Record):
-    """A trial's listing columns (no spec or result JSON)."""
-
-    id: str
-    campaign_id: str
-    hypothesis_id: str | None
-    arm: str
-    seed: int
-    status: str
-    objective: float | None
-    created_at: str
-    updated_at: str
-
-
-class ClaimRow(Record):
-    """A claim's listing columns, with its effect."""
-
-    id: str
-    campaign_id: str | None
-    hypothesis_id: str | None
-    tier: Tier
-    outcome: str
-    dataset: str
-    statement: str
-    estimate: float | None
-    ci_low: float | None
-    ci_high: float | None
-    p_adjusted: float | None
-    author: str
-    created_at: str
-    updated_at: str
 
 
 # ---------------------------------------------------------------- cursors
@@ -199,7 +167,7 @@ class HypothesisPage(Out):
 
 
 class TrialPage(Out):
-    items: list[TrialRow]
+    items: list[TrialListing]
     next_cursor: str | None
 
 
@@ -267,7 +235,7 @@ class SliceOut(Out):
 
 
 class ClaimPage(Out):
-    items: list[ClaimRow]
+    items: list[ClaimListing]
     next_cursor: str | None
 
 
@@ -276,7 +244,7 @@ class EvidenceOut(Out):
     ref_id: str
     role: str
     detail: dict[str, Any]
-    trial: TrialRow | None
+    trial: TrialListing | None
     provenance: dict[str, Any] | None
 
 

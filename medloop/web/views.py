@@ -11,6 +11,7 @@ from typing import Any
 from medloop.core.errors import NotFoundError
 from medloop.core.records import AuditEntry, Campaign, Claim, SplitEvaluation, Trial
 from medloop.core.store import Store
+from medloop.core.store.base import TrialListing
 from medloop.sandbox.base import job_key
 from medloop.web import schemas as S
 from medloop.web.launcher import Launcher
@@ -114,8 +115,8 @@ def campaign_detail(store: Store, campaign: Campaign, launcher: Launcher | None 
 # ---------------------------------------------------------------- trials
 
 
-def trial_row(trial: Trial) -> S.TrialRow:
-    return S.TrialRow(
+def trial_row(trial: Trial) -> TrialListing:
+    return TrialListing(
         id=trial.id,
         campaign_id=trial.campaign_id,
         hypothesis_id=trial.hypothesis_id,
@@ -310,7 +311,7 @@ def _relation(store: Store, kind: str, direction: str, other: str, claims: dict[
 def claim_detail(store: Store, claim: Claim, actions: list[str]) -> S.ClaimDetail:
     evidence = []
     for ev in store.evidence.list(claim.id):
-        trial_out: S.TrialRow | None = None
+        trial_out: TrialListing | None = None
         prov: dict[str, Any] | None = None
         if ev.kind == "trial":
             try:

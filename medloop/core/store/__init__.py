@@ -1,7 +1,6 @@
 """The SQL store: the single source of truth for campaigns, trials, claims and audit."""
 
-from medloop.core.store.base import Store
-from medloop.core.store.rows import Page, RelatedRow, VectorRow
+from medloop.core.store.base import Page, RelatedRow, Store, VectorRow
 from medloop.core.store.sql import SqlStore, open_store
 
 __all__ = ["Page", "RelatedRow", "SqlStore", "Store", "VectorRow", "open_store"]

@@ -4,15 +4,28 @@ that holds them (`store.trials.get(id)`, `store.claims.put(...)`) with `transact
 Writes that belong together (a claim, its evidence and the audit entry) go through one
 `transaction()`, so a crash never leaves half a record. `put` methods are idempotent on
 content-derived ids and say what was new; the agent relies on that after a crash.
+Listings page by cursor: pass `next_cursor` back as `after`.
 """
 
 from __future__ import annotations
 
 import builtins
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
 
+from typing_extensions import TypedDict  # pydantic reads it (API schemas) on Python 3.11
+
+from medloop.core.accounts import (
+    ApiToken,
+    ReproductionRequest,
+    RequestStatus,
+    TokenLogin,
+    ToolJob,
+    User,
+    WebSession,
+)
 from medloop.core.records import (
     AuditEntry,
     Campaign,
@@ -27,45 +40,99 @@ from medloop.core.records import (
     Trial,
     TrialResult,
 )
-from medloop.core.store.rows import (
-    ApiToken,
-    ClaimListing,
-    Page,
-    RelatedRow,
-    ReproductionRequest,
-    RequestStatus,
-    TokenLogin,
-    ToolJob,
-    TrialListing,
-    User,
-    VectorRow,
-    WebSession,
-)
 
+T = TypeVar("T")
 EdgeRow = tuple[int, str, str, str, str, str]  # seq, src, dst, kind, src_kind, dst_kind
 AuditItem = tuple[str, str, str, str, dict[str, Any]]  # actor, action, object_type, object_id, detail
+Filter = str | None  # `column = value` when given
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    items: list[T]
+    next_cursor: str | None
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+@dataclass(frozen=True)
+class VectorRow:
+    """A claim statement's embedding: float32 bytes of shape (dim,), L2-normalised."""
+
+    claim_id: str
+    embedder: str
+    dim: int
+    text_hash: str
+    vector: bytes
+
+
+@dataclass(frozen=True)
+class RelatedRow:
+    """An earlier claim's comparable facts and campaign (for relation checks)."""
+
+    claim_id: str
+    task: str
+    outcome: str
+    dataset: str
+    dataset_checksum: str
+    fingerprint: dict[str, float]
+    sign: int
+    campaign_id: str | None = None  # filled only when the query filtered by campaign
+
+
+class TrialListing(TypedDict):
+    """A trial's listing columns as a plain dict (validating records costs more than the
+    query for a page of 50)."""
+
+    id: str
+    campaign_id: str
+    hypothesis_id: str | None
+    arm: str
+    seed: int
+    status: str
+    objective: float | None
+    created_at: str
+    updated_at: str
+
+
+class ClaimListing(TypedDict):
+    id: str
+    campaign_id: str | None
+    hypothesis_id: str | None
+    tier: Tier
+    outcome: str
+    dataset: str
+    statement: str
+    estimate: float | None
+    ci_low: float | None
+    ci_high: float | None
+    p_adjusted: float | None
+    author: str
+    created_at: str
+    updated_at: str
 
 
 class Campaigns(Protocol):
     def add(self, campaign: Campaign) -> None: ...
     def get(self, campaign_id: str) -> Campaign: ...
-    def list(
-        self, *, status: str | None = None, after: str | None = None, limit: int = 100
-    ) -> Page[Campaign]:
+    def list(self, *, status: Filter = None, after: str | None = None, limit: int = 100) -> Page[Campaign]:
         """Newest first."""
 
     def update(self, campaign_id: str, **changes: Any) -> Campaign: ...
 
 
 class Cycles(Protocol):
-    """A campaign's cycle summaries and the hypotheses it tested."""
+    """A campaign's cycle summaries and the hypotheses it tested (in insertion order)."""
 
     def record(self, campaign_id: str, idx: int, summary: dict[str, Any]) -> None: ...
     def list(self, campaign_id: str) -> builtins.list[dict[str, Any]]: ...
     def put_hypothesis(self, hypothesis: Hypothesis) -> None: ...
     def get_hypothesis(self, hypothesis_id: str) -> Hypothesis: ...
-    def hypotheses(self, campaign_id: str, cycle: int | None = None) -> builtins.list[Hypothesis]:
-        """In insertion order."""
+    def hypotheses(self, campaign_id: str, cycle: int | None = None) -> builtins.list[Hypothesis]: ...
 
 
 class Trials(Protocol):
@@ -74,14 +141,9 @@ class Trials(Protocol):
 
     def get(self, trial_id: str) -> Trial: ...
     def list(
-        self,
-        *,
-        campaign_id: str | None = None,
-        hypothesis_id: str | None = None,
-        status: str | None = None,
-        after: str | None = None,
-        limit: int = 1000,
-    ) -> Page[Trial]: ...
+        self, *, campaign_id: Filter = None, hypothesis_id: Filter = None, status: Filter = None,
+        after: str | None = None, limit: int = 1000,
+    ) -> Page[Trial]: ...  # fmt: skip
     def set_result(self, trial_id: str, result: TrialResult) -> Trial: ...
     def set_status(self, trial_id: str, status: str) -> None: ...
     def find(self, spec_hash: str, *, status: str = "succeeded") -> Trial | None:
@@ -89,36 +151,22 @@ class Trials(Protocol):
 
 
 class Listings(Protocol):
-    """Column-only reads for the dashboard and the API (no record JSON parsed)."""
+    """Column-only reads for the dashboard and the API, in the order of `Trials.list` and
+    `Claims.list` (no record JSON parsed)."""
 
     def trials(
-        self,
-        *,
-        campaign_id: str | None = None,
-        hypothesis_id: str | None = None,
-        status: str | None = None,
-        after: str | None = None,
-        limit: int = 50,
-    ) -> Page[TrialListing]:
-        """Same order and cursor as `Trials.list`."""
-
+        self, *, campaign_id: Filter = None, hypothesis_id: Filter = None, status: Filter = None,
+        after: str | None = None, limit: int = 50,
+    ) -> Page[TrialListing]: ...  # fmt: skip
     def claims(
-        self,
-        *,
-        tiers: Sequence[str] | None = None,
-        dataset: str | None = None,
-        outcome: str | None = None,
-        campaign_id: str | None = None,
-        after: str | None = None,
-        limit: int = 50,
-    ) -> Page[ClaimListing]:
-        """Same order and cursor as `Claims.list`."""
-
+        self, *, tiers: Sequence[str] | None = None, dataset: Filter = None, outcome: Filter = None,
+        campaign_id: Filter = None, after: str | None = None, limit: int = 50,
+    ) -> Page[ClaimListing]: ...  # fmt: skip
     def trial_counts(self, campaign_id: str) -> dict[str, int]: ...
-    def trial_curve(self, campaign_id: str) -> builtins.list[tuple[str, str, str, float | None]]:
+    def trial_curve(self, campaign_id: str) -> list[tuple[str, str, str, float | None]]:
         """(id, arm, status, objective) of finished trials in the order results arrived."""
 
-    def recent_trials(self, campaign_id: str, limit: int = 30) -> builtins.list[TrialListing]: ...
+    def recent_trials(self, campaign_id: str, limit: int = 30) -> list[TrialListing]: ...
     def campaign_progress(self, campaign_id: str) -> dict[str, Any]:
         """A cheap fingerprint of a campaign's state: changes whenever anything visible does."""
 
@@ -132,15 +180,9 @@ class Claims(Protocol):
         """In the order asked; unknown ids are left out."""
 
     def list(
-        self,
-        *,
-        tiers: Sequence[Tier] | None = None,
-        dataset: str | None = None,
-        outcome: str | None = None,
-        campaign_id: str | None = None,
-        after: str | None = None,
-        limit: int = 1000,
-    ) -> Page[Claim]: ...
+        self, *, tiers: Sequence[Tier] | None = None, dataset: Filter = None, outcome: Filter = None,
+        campaign_id: Filter = None, after: str | None = None, limit: int = 1000,
+    ) -> Page[Claim]: ...  # fmt: skip
     def set_tier(self, claim_id: str, tier: Tier) -> Claim:
         """Low-level; callers go through the knowledge lifecycle, which audits."""
 
@@ -150,7 +192,7 @@ class Claims(Protocol):
 
 class EvidenceLinks(Protocol):
     def add(self, evidence: Sequence[Evidence]) -> None:
-        """Attach evidence to existing claims (NotFoundError otherwise). Idempotent."""
+        """Attach evidence to existing claims (NotFoundError otherwise, nothing written). Idempotent."""
 
     def list(self, claim_id: str) -> builtins.list[Evidence]: ...
     def citing(self, ref_id: str) -> builtins.list[str]:
@@ -169,17 +211,12 @@ class Graph(Protocol):
         """Insert edges (unique on src, dst, kind); returns how many were new."""
 
     def edges(
-        self,
-        *,
-        after_seq: int = 0,
-        src: str | None = None,
-        dst: Sequence[str] | None = None,
-        kinds: Sequence[str] | None = None,
-        limit: int | None = None,
-    ) -> builtins.list[Edge]:
-        """In seq order; `dst`: edges into any of these nodes."""
+        self, *, after_seq: int = 0, src: Filter = None, dst: Sequence[str] | None = None,
+        kinds: Sequence[str] | None = None, limit: int | None = None,
+    ) -> list[Edge]:  # fmt: skip
+        """`dst`: edges into any of these nodes."""
 
-    def edge_rows(self, *, after_seq: int = 0, limit: int = 50_000) -> builtins.list[EdgeRow]:
+    def edge_rows(self, *, after_seq: int = 0, limit: int = 50_000) -> list[EdgeRow]:
         """Without attrs: what a graph index needs to follow the table cheaply."""
 
     def max_seq(self) -> int: ...
@@ -192,41 +229,24 @@ class Facts(Protocol):
         """Record facts once per claim; returns claim id -> seq (the existing one on a repeat)."""
 
     def list(
-        self,
-        *,
-        after_seq: int = 0,
-        intervention: str | None = None,
-        outcome: str | None = None,
-        claim_ids: Sequence[str] | None = None,
-        limit: int = 10_000,
-    ) -> builtins.list[ClaimFacts]: ...
+        self, *, after_seq: int = 0, intervention: Filter = None, outcome: Filter = None,
+        claim_ids: Sequence[str] | None = None, limit: int = 10_000,
+    ) -> builtins.list[ClaimFacts]: ...  # fmt: skip
     def rows(self) -> builtins.list[tuple[str, str, str, builtins.list[str]]]:
         """(claim id, task, outcome, factors) of every claim, without building records."""
 
     def max_seq(self) -> int: ...
     def related(
-        self,
-        *,
-        intervention: str,
-        outcome: str,
-        signs: Sequence[int],
-        dataset_checksum: str,
-        exclude: str,
-        other_campaign: str | None = None,
-        limit: int = 50,
-    ) -> builtins.list[RelatedRow]:
+        self, *, intervention: str, outcome: str, signs: Sequence[int], dataset_checksum: str, exclude: str,
+        other_campaign: str | None = None, limit: int = 50,
+    ) -> builtins.list[RelatedRow]:  # fmt: skip
         """Claims about the same change and outcome with a sign in `signs` (and from another
         campaign than `other_campaign`, if given): same dataset first, then newest."""
 
     def find_ids(
-        self,
-        *,
-        tiers: Sequence[Tier],
-        task: str | None = None,
-        outcome: str | None = None,
-        factors: Sequence[str] = (),
+        self, *, tiers: Sequence[Tier], task: Filter = None, outcome: Filter = None, factors: Sequence[str] = (),
         limit: int = 100,
-    ) -> builtins.list[str]:
+    ) -> builtins.list[str]:  # fmt: skip
         """Claims in `tiers` matching the structured filter (any of `factors`), newest first."""
 
 
@@ -244,9 +264,7 @@ class Quarantines(Protocol):
     def put(self, quarantine: Quarantine) -> None: ...
     def add_members(self, quarantine_id: str, members: dict[str, str]) -> None: ...
     def get(self, quarantine_id: str) -> Quarantine: ...
-    def list(
-        self, *, active_only: bool = False, target_id: str | None = None
-    ) -> builtins.list[Quarantine]: ...
+    def list(self, *, active_only: bool = False, target_id: Filter = None) -> builtins.list[Quarantine]: ...
     def lift(self, quarantine_id: str, *, actor: str, reason: str) -> None: ...
     def holds(self, claim_ids: Sequence[str]) -> dict[str, builtins.list[str]]:
         """claim id -> ids of the active quarantines that hold it."""
@@ -260,7 +278,7 @@ class Audit(Protocol):
     ) -> AuditEntry: ...
     def append_many(self, entries: Sequence[AuditItem]) -> builtins.list[AuditEntry]: ...
     def list(
-        self, *, object_id: str | None = None, after: int = 0, limit: int = 1000
+        self, *, object_id: Filter = None, after: int = 0, limit: int = 1000
     ) -> builtins.list[AuditEntry]: ...
     def verify(self) -> tuple[bool, int | None]:
         """Recompute the chain: (ok, first bad seq)."""
@@ -278,7 +296,7 @@ class Users(Protocol):
 class Tokens(Protocol):
     def add(self, token: ApiToken) -> None: ...
     def get(self, token_id: str) -> ApiToken: ...
-    def list(self, user: str | None = None) -> builtins.list[ApiToken]: ...
+    def list(self, user: Filter = None) -> builtins.list[ApiToken]: ...
     def revoke(self, token_id: str) -> None: ...
     def login(self, token_id: str) -> TokenLogin | None: ...
 
@@ -295,7 +313,7 @@ class Reviews(Protocol):
     def add(self, request: ReproductionRequest) -> None: ...
     def get(self, request_id: str) -> ReproductionRequest: ...
     def list(
-        self, *, claim_id: str | None = None, status: str | None = None
+        self, *, claim_id: Filter = None, status: Filter = None
     ) -> builtins.list[ReproductionRequest]: ...
     def close(self, request_id: str, status: RequestStatus = "done") -> None:
         """open -> done | withdrawn; again with the same status is a no-op, another a conflict."""
@@ -315,7 +333,7 @@ class ToolLedger(Protocol):
     def put_job(self, job: ToolJob) -> bool: ...
     def get_job(self, handle: str) -> ToolJob: ...
     def list_jobs(
-        self, *, caller: str | None = None, kind: str | None = None, limit: int = 1000
+        self, *, caller: Filter = None, kind: Filter = None, limit: int = 1000
     ) -> builtins.list[ToolJob]: ...
 
 

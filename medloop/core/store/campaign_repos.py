@@ -14,20 +14,13 @@ from medloop.core.errors import NotFoundError
 from medloop.core.ids import canonical_json, sha256_hex
 from medloop.core.records import AuditEntry, Campaign, Hypothesis, Trial, TrialResult, utcnow
 from medloop.core.store import schema as s
-from medloop.core.store.base import AuditItem
-from medloop.core.store.db import Database, Row, given, select, update, upsert
-from medloop.core.store.mapper import Mapper, R
-from medloop.core.store.rows import ClaimListing, Page, TrialListing
+from medloop.core.store.base import AuditItem, ClaimListing, Filter, Page, TrialListing
+from medloop.core.store.db import Database, Repo, Row, given, one, select, update, upsert
+from medloop.core.store.mapper import Mapper
 
 GENESIS_HASH = "0" * 64
-CAMPAIGN = Mapper(
-    Campaign,
-    s.campaigns,
-    json={
-        "spec_json": "spec",
-        "state_json": ("baseline", "incumbent", "incumbent_objective", "baseline_objective", "summary"),
-    },
-)
+_STATE = ("baseline", "incumbent", "incumbent_objective", "baseline_objective", "summary")
+CAMPAIGN = Mapper(Campaign, s.campaigns, json={"spec_json": "spec", "state_json": _STATE})
 HYPOTHESIS = Mapper(Hypothesis, s.hypotheses, json={"json": "*"})
 TRIAL = Mapper(
     Trial,
@@ -38,32 +31,12 @@ TRIAL = Mapper(
 AUDIT = Mapper(AuditEntry, s.audit, json={"detail_json": "detail"})
 
 
-def one(db: Database, mapper: Mapper[R], key: str, missing: str, hint: str | None = None) -> R:
-    """The record whose primary key is `key`, or NotFoundError(missing)."""
-    name = mapper.table.primary_key.columns[0].name
-    rows = db.all(select(mapper.table, (name,)), {name: key})
-    if not rows:
-        raise NotFoundError(missing, hint=hint)
-    return mapper.record(rows[0])
+class SqlCampaigns(Repo[Campaign]):
+    mapper, missing, hint = CAMPAIGN, "campaign {key} not found", "see `medloop campaign list`"
 
-
-class SqlCampaigns:
-    def __init__(self, db: Database) -> None:
-        self.db = db
-
-    def add(self, campaign: Campaign) -> None:
-        self.db.write(sa.insert(s.campaigns), CAMPAIGN.row(campaign))
-
-    def get(self, campaign_id: str) -> Campaign:
-        return one(
-            self.db, CAMPAIGN, campaign_id, f"campaign {campaign_id} not found", "see `medloop campaign list`"
-        )
-
-    def list(
-        self, *, status: str | None = None, after: str | None = None, limit: int = 100
-    ) -> Page[Campaign]:
+    def list(self, *, status: Filter = None, after: str | None = None, limit: int = 100) -> Page[Campaign]:
         return self.db.page(
-            s.campaigns, CAMPAIGN.record, after=after, limit=limit, where=given(status=status), desc=True
+            s.campaigns, CAMPAIGN.record, after=after, limit=limit, desc=True, where={"status": status}
         )
 
     def update(self, campaign_id: str, **changes: Any) -> Campaign:
@@ -84,10 +57,8 @@ class SqlCycles:
 
     def list(self, campaign_id: str) -> builtins.list[dict[str, Any]]:
         stmt = select(s.cycles, ("campaign_id",), cols=("idx", "summary_json"), order=("idx",))
-        return [
-            {"idx": r.idx, **json.loads(r.summary_json)}
-            for r in self.db.all(stmt, {"campaign_id": campaign_id})
-        ]
+        rows = self.db.all(stmt, {"campaign_id": campaign_id})
+        return [{"idx": r.idx, **json.loads(r.summary_json)} for r in rows]
 
     def put_hypothesis(self, hypothesis: Hypothesis) -> None:
         with self.db.transaction():  # the write lock makes MAX(seq) + 1 unique
@@ -104,33 +75,17 @@ class SqlCycles:
 
 @functools.cache
 def _put_hypothesis(dialect: str) -> Any:
-    h = s.hypotheses
-    stmt = upsert(dialect, h, ("verdict", "json"), ())
-    return stmt.values(seq=sa.select(sa.func.coalesce(sa.func.max(h.c.seq), 0) + 1).scalar_subquery())
+    seq = sa.select(sa.func.coalesce(sa.func.max(s.hypotheses.c.seq), 0) + 1).scalar_subquery()
+    return upsert(dialect, s.hypotheses, ("verdict", "json"), ()).values(seq=seq)
 
 
-class SqlTrials:
-    _RESULT = ("status", "objective", "result_json", "updated_at")
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
+class SqlTrials(Repo[Trial]):
+    mapper, missing = TRIAL, "trial {key} not found"
 
     def put(self, trial: Trial) -> bool:
         return bool(self.db.put(s.trials, [TRIAL.row(trial, updated_at=utcnow())]))
 
-    def get(self, trial_id: str) -> Trial:
-        return one(self.db, TRIAL, trial_id, f"trial {trial_id} not found")
-
-    def list(
-        self,
-        *,
-        campaign_id: str | None = None,
-        hypothesis_id: str | None = None,
-        status: str | None = None,
-        after: str | None = None,
-        limit: int = 1000,
-    ) -> Page[Trial]:
-        where = given(campaign_id=campaign_id, hypothesis_id=hypothesis_id, status=status)
+    def list(self, *, after: str | None = None, limit: int = 1000, **where: Filter) -> Page[Trial]:
         return self.db.page(s.trials, TRIAL.record, after=after, limit=limit, where=where)
 
     def set_result(self, trial_id: str, result: TrialResult) -> Trial:
@@ -154,53 +109,28 @@ class SqlTrials:
 
 
 @functools.cache
-def _set_result() -> sa.Update:
-    t = s.trials
-    return update(t, ("id",)).returning(*(c for c in t.c if c.name != "result_json"))
+def _set_result() -> sa.Update:  # the updated row back, without the result JSON just written
+    return update(s.trials, ("id",)).returning(*(c for c in s.trials.c if c.name != "result_json"))
 
 
 _TRIAL_COLS = tuple(TrialListing.__annotations__)
-_CLAIM_COLS = tuple(k for k in ClaimListing.__annotations__ if k != "id")
+_CLAIM_COLS = ("claim_id", *tuple(ClaimListing.__annotations__)[1:])
 
 
 class SqlListings:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def trials(
-        self,
-        *,
-        campaign_id: str | None = None,
-        hypothesis_id: str | None = None,
-        status: str | None = None,
-        after: str | None = None,
-        limit: int = 50,
-    ) -> Page[TrialListing]:
-        where = given(campaign_id=campaign_id, hypothesis_id=hypothesis_id, status=status)
-        return self.db.page(s.trials, _trial_listing, after=after, limit=limit, where=where, cols=_TRIAL_COLS)
+    def trials(self, *, after: str | None = None, limit: int = 50, **where: Filter) -> Page[TrialListing]:
+        return self.db.page(s.trials, _trial_listing, after=after, limit=limit, cols=_TRIAL_COLS, where=where)
 
     def claims(
-        self,
-        *,
-        tiers: Sequence[str] | None = None,
-        dataset: str | None = None,
-        outcome: str | None = None,
-        campaign_id: str | None = None,
-        after: str | None = None,
-        limit: int = 50,
-    ) -> Page[ClaimListing]:
-        where = given(dataset=dataset, outcome=outcome, campaign_id=campaign_id)
-        cols = ("claim_id", *_CLAIM_COLS)
+        self, *, tiers: Sequence[str] | None = None, after: str | None = None, limit: int = 50, **where: Filter
+    ) -> Page[ClaimListing]:  # fmt: skip
         return self.db.page(
-            s.claim_list,
-            _claim_listing,
-            key="claim_id",
-            after=after,
-            limit=limit,
-            where=where,
-            within={"tier": tiers or []},
-            cols=cols,
-        )
+            s.claim_list, _claim_listing, after=after, limit=limit, key="claim_id", cols=_CLAIM_COLS,
+            within={"tier": tiers}, where=where,
+        )  # fmt: skip
 
     def trial_counts(self, campaign_id: str) -> dict[str, int]:
         t = s.trials
@@ -209,16 +139,14 @@ class SqlListings:
         )
         return {r[0]: int(r[1]) for r in self.db.all(stmt)}
 
-    def trial_curve(self, campaign_id: str) -> builtins.list[tuple[str, str, str, float | None]]:
+    def trial_curve(self, campaign_id: str) -> list[tuple[str, str, str, float | None]]:
         t = s.trials
-        stmt = (
-            sa.select(t.c.id, t.c.arm, t.c.status, t.c.objective)
-            .where(t.c.campaign_id == campaign_id, t.c.status.not_in(["pending", "running"]))
-            .order_by(t.c.updated_at, t.c.id)
+        stmt = sa.select(t.c.id, t.c.arm, t.c.status, t.c.objective).where(
+            t.c.campaign_id == campaign_id, t.c.status.not_in(["pending", "running"])
         )
-        return [(r[0], r[1], r[2], r[3]) for r in self.db.all(stmt)]
+        return [(r[0], r[1], r[2], r[3]) for r in self.db.all(stmt.order_by(t.c.updated_at, t.c.id))]
 
-    def recent_trials(self, campaign_id: str, limit: int = 30) -> builtins.list[TrialListing]:
+    def recent_trials(self, campaign_id: str, limit: int = 30) -> list[TrialListing]:
         t = s.trials
         stmt = sa.select(*(t.c[k] for k in _TRIAL_COLS)).where(t.c.campaign_id == campaign_id)
         return [
@@ -236,17 +164,17 @@ class SqlListings:
 def _progress() -> sa.Select[Any]:
     c = s.campaigns
 
-    def of(table: sa.Table, value: Any) -> Any:
-        return sa.select(value).where(table.c.campaign_id == c.c.id).scalar_subquery()
+    def of(table: sa.Table, value: Any, label: str) -> Any:
+        return sa.select(value).where(table.c.campaign_id == c.c.id).scalar_subquery().label(label)
 
     return sa.select(
         c.c.status,
         c.c.updated_at,
-        of(s.trials, sa.func.count()).label("trials"),
-        of(s.trials, sa.func.max(s.trials.c.updated_at)).label("trial_at"),
-        of(s.hypotheses, sa.func.count()).label("hypotheses"),
-        of(s.cycles, sa.func.count()).label("cycles"),
-        of(s.claims, sa.func.max(s.claims.c.updated_at)).label("claim_at"),
+        of(s.trials, sa.func.count(), "trials"),
+        of(s.trials, sa.func.max(s.trials.c.updated_at), "trial_at"),
+        of(s.hypotheses, sa.func.count(), "hypotheses"),
+        of(s.cycles, sa.func.count(), "cycles"),
+        of(s.claims, sa.func.max(s.claims.c.updated_at), "claim_at"),
     ).where(c.c.id == sa.bindparam("id"))
 
 
@@ -256,7 +184,7 @@ def _trial_listing(row: Row) -> TrialListing:
 
 
 def _claim_listing(row: Row) -> ClaimListing:
-    return cast(ClaimListing, dict(zip(("id", *_CLAIM_COLS), row, strict=True)))
+    return cast(ClaimListing, dict(zip(ClaimListing.__annotations__, row, strict=True)))
 
 
 class SqlAudit:
@@ -270,44 +198,40 @@ class SqlAudit:
 
     def append_many(self, entries: Sequence[AuditItem]) -> builtins.list[AuditEntry]:
         """Entries in order, chained, in one transaction and one INSERT batch."""
-        a, out = s.audit, list[AuditEntry]()
+        out: builtins.list[AuditEntry] = []
         with self.db.transaction():
-            last = self.db.all(
-                select(a, cols=("seq", "hash"), order=("seq",), desc=True, limit=True), {"limit": 1}
-            )
+            stmt = select(s.audit, cols=("seq", "hash"), order=("seq",), desc=True, limit=True)
+            last = self.db.all(stmt, {"limit": 1})
             seq, prev_hash = (last[0].seq, last[0].hash) if last else (0, GENESIS_HASH)
             for actor, action, object_type, object_id, detail in entries:
                 seq += 1
-                body = {
-                    "seq": seq,
-                    "ts": utcnow(),
-                    "actor": actor,
-                    "action": action,
-                    "object_type": object_type,
-                    "object_id": object_id,
-                    "detail": detail,
-                }
+                body = {"seq": seq, "ts": utcnow(), "actor": actor, "action": action,
+                        "object_type": object_type, "object_id": object_id, "detail": detail}  # fmt: skip
                 digest = sha256_hex(prev_hash + canonical_json(body))
                 out.append(AuditEntry(prev_hash=prev_hash, hash=digest, **body))
                 prev_hash = digest
-            self.db.write(sa.insert(a), [AUDIT.row(e) for e in out])
+            self.db.write(sa.insert(s.audit), [AUDIT.row(e) for e in out])
         return out
 
     def list(
-        self, *, object_id: str | None = None, after: int = 0, limit: int = 1000
+        self, *, object_id: Filter = None, after: int = 0, limit: int = 1000
     ) -> builtins.list[AuditEntry]:
         where = given(object_id=object_id)
         stmt = select(s.audit, tuple(where), order=("seq",), after="seq", limit=True)
         return [AUDIT.record(r) for r in self.db.all(stmt, where | {"after": after, "limit": limit})]
 
     def verify(self) -> tuple[bool, int | None]:
-        prev, after = GENESIS_HASH, 0
+        prev, after, fields = (
+            GENESIS_HASH,
+            0,
+            {"seq", "ts", "actor", "action", "object_type", "object_id", "detail"},
+        )
         while batch := self.list(after=after, limit=5000):
             for e in batch:
-                body = e.model_dump(
-                    include={"seq", "ts", "actor", "action", "object_type", "object_id", "detail"}
-                )
-                if e.prev_hash != prev or sha256_hex(prev + canonical_json(body)) != e.hash:
+                if (
+                    e.prev_hash != prev
+                    or sha256_hex(prev + canonical_json(e.model_dump(include=fields))) != e.hash
+                ):
                     return False, e.seq
                 prev = e.hash
             after = batch[-1].seq

@@ -11,25 +11,19 @@ import sqlalchemy as sa
 from medloop.core.errors import NotFoundError, StoreError
 from medloop.core.records import Claim, Evidence, Tier, utcnow
 from medloop.core.store import schema as s
-from medloop.core.store.campaign_repos import one
-from medloop.core.store.db import Database, chunks, given, select, update
+from medloop.core.store.base import Filter, Page
+from medloop.core.store.db import Database, Repo, chunks, matching, select, update
 from medloop.core.store.mapper import Mapper
-from medloop.core.store.rows import Page
 
 CLAIM = Mapper(Claim, s.claims, json={"json": "*"}, columns={"dataset": "context.dataset"})
-LISTING = Mapper(
-    Claim,
-    s.claim_list,
-    columns={"claim_id": "id", "dataset": "context.dataset"}
-    | {k: f"effect.{k}" for k in ("estimate", "ci_low", "ci_high", "p_adjusted")},
-)
+_EFFECT = {k: f"effect.{k}" for k in ("estimate", "ci_low", "ci_high", "p_adjusted")}
+LISTING = Mapper(Claim, s.claim_list, columns={"claim_id": "id", "dataset": "context.dataset"} | _EFFECT)
 EVIDENCE = Mapper(Evidence, s.evidence, json={"json": "*"})
 _LISTED = [c.name for c in s.claim_list.columns if c.name != "claim_id"]
 
 
-class SqlClaims:
-    def __init__(self, db: Database) -> None:
-        self.db = db
+class SqlClaims(Repo[Claim]):
+    mapper, missing, hint = CLAIM, "claim {key} not found", "see `medloop claims list`"
 
     def put(self, items: Sequence[tuple[Claim, Sequence[Evidence]]]) -> builtins.list[str]:
         fresh: dict[str, tuple[Claim, Sequence[Evidence]]] = {}
@@ -44,9 +38,6 @@ class SqlClaims:
             self.db.put(s.claim_list, [LISTING.row(c) for c, _ in claims], set_=_LISTED)
         return [i for i in fresh if i in new]
 
-    def get(self, claim_id: str) -> Claim:
-        return one(self.db, CLAIM, claim_id, f"claim {claim_id} not found", "see `medloop claims list`")
-
     def get_many(self, claim_ids: Sequence[str]) -> builtins.list[Claim]:
         stmt, found = select(s.claims, within=("id",), cols=("id", "json")), dict[str, Claim]()
         for part in chunks(list(dict.fromkeys(claim_ids))):
@@ -54,19 +45,11 @@ class SqlClaims:
         return [found[i] for i in claim_ids if i in found]
 
     def list(
-        self,
-        *,
-        tiers: Sequence[Tier] | None = None,
-        dataset: str | None = None,
-        outcome: str | None = None,
-        campaign_id: str | None = None,
-        after: str | None = None,
-        limit: int = 1000,
-    ) -> Page[Claim]:
-        where = given(dataset=dataset, outcome=outcome, campaign_id=campaign_id)
-        within = {"tier": tiers or []}
+        self, *, tiers: Sequence[Tier] | None = None, after: str | None = None, limit: int = 1000, **where: Filter
+    ) -> Page[Claim]:  # fmt: skip
+        within = {"tier": tiers}
         return self.db.page(
-            s.claims, CLAIM.record, after=after, limit=limit, where=where, within=within, cols=("json", "id")
+            s.claims, CLAIM.record, after=after, limit=limit, cols=("json", "id"), within=within, where=where
         )
 
     def set_tier(self, claim_id: str, tier: Tier) -> Claim:
@@ -97,13 +80,11 @@ class SqlEvidence:
             self.db.put(s.evidence, [EVIDENCE.row(e) for e in evidence])
 
     def list(self, claim_id: str) -> builtins.list[Evidence]:
-        stmt = select(s.evidence, ("claim_id",), cols=("json",), order=("kind", "role", "ref_id"))
-        return [EVIDENCE.record(r) for r in self.db.all(stmt, {"claim_id": claim_id})]
+        return matching(self.db, EVIDENCE, ("kind", "role", "ref_id"), claim_id=claim_id)
 
     def citing(self, ref_id: str) -> builtins.list[str]:
-        e = s.evidence
-        stmt = sa.select(e.c.claim_id).where(e.c.ref_id == ref_id).distinct().order_by(e.c.claim_id)
-        return [r[0] for r in self.db.all(stmt)]
+        stmt = select(s.evidence, ("ref_id",), cols=("claim_id",), order=("claim_id",)).distinct()
+        return [r[0] for r in self.db.all(stmt, {"ref_id": ref_id})]
 
     def without_edges(self, limit: int = 10_000) -> builtins.list[Evidence]:
         e, k, f = s.evidence, s.edges, s.facts

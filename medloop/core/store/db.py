@@ -16,16 +16,17 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from medloop.core.errors import ConflictError, StoreError
-from medloop.core.store.rows import Page
+from medloop.core.errors import ConflictError, NotFoundError, StoreError
+from medloop.core.store.base import Page
+from medloop.core.store.mapper import Mapper, R
 
 T = TypeVar("T")
 Row = sa.Row[*tuple[Any, ...]]
@@ -191,17 +192,17 @@ class Database:
         table: sa.Table,
         convert: Callable[[Row], T],
         *,
-        key: str = "id",
         after: str | None,
         limit: int,
-        where: dict[str, Any],
-        within: dict[str, Sequence[Any]] | None = None,
+        key: str = "id",
         cols: tuple[str, ...] | None = None,
         desc: bool = False,
+        within: Mapping[str, Sequence[Any] | None] | None = None,
+        where: dict[str, Any] | None = None,
     ) -> Page[T]:
         """One cursor page ordered by the unique column `key`; the cursor is the page's
-        last key. `where`: column = value filters; `within`: column IN values."""
-        within = {k: list(v) for k, v in (within or {}).items() if v}
+        last key. `where`: column = value filters (None: any); `within`: column IN values."""
+        where, within = given(**(where or {})), {k: list(v) for k, v in (within or {}).items() if v}
         stmt = select(table, tuple(where), cols=cols, within=tuple(within), order=(key,), desc=desc,
                       after=key if after else None, limit=True)  # fmt: skip
         rows = self.all(stmt, {**where, **within, "limit": limit + 1} | ({"after": after} if after else {}))
@@ -216,3 +217,37 @@ def _sqlite_pragmas(busy_timeout_ms: int) -> Callable[[Any, Any], None]:
         dbapi_conn.execute("PRAGMA synchronous = NORMAL")  # WAL: durable at checkpoints
 
     return on_connect
+
+
+class Repo(Generic[R]):
+    """What most repositories share, written once: one table read and written through
+    its mapper, by key and by insert."""
+
+    mapper: ClassVar[Mapper[Any]]
+    missing: ClassVar[str] = "{key} not found"  # NotFoundError message; `hint` goes with it
+    hint: ClassVar[str | None] = None
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def get(self, key: str) -> R:
+        found: R = one(self.db, self.mapper, key, self.missing.format(key=key), self.hint)
+        return found
+
+    def add(self, record: R) -> None:
+        self.db.write(sa.insert(self.mapper.table), self.mapper.row(record))
+
+
+def one(db: Database, mapper: Mapper[R], key: str, missing: str, hint: str | None = None) -> R:
+    """The record whose primary key is `key`, or NotFoundError(missing)."""
+    name = mapper.table.primary_key.columns[0].name
+    rows = db.all(select(mapper.table, (name,)), {name: key})
+    if not rows:
+        raise NotFoundError(missing, hint=hint)
+    return mapper.record(rows[0])
+
+
+def matching(db: Database, mapper: Mapper[R], order: tuple[str, ...], **values: Any) -> list[R]:
+    """The records whose columns equal the given values (None: any), in `order`."""
+    where = given(**values)
+    return [mapper.record(r) for r in db.all(select(mapper.table, tuple(where), order=order), where)]

@@ -15,21 +15,15 @@ import sqlalchemy as sa
 from medloop.core.errors import NotFoundError
 from medloop.core.records import ClaimFacts, Edge, Entity, Quarantine, Tier, utcnow
 from medloop.core.store import schema as s
-from medloop.core.store.base import EdgeRow
-from medloop.core.store.campaign_repos import one
+from medloop.core.store.base import EdgeRow, Filter, RelatedRow, VectorRow
 from medloop.core.store.claim_repos import SqlClaims
-from medloop.core.store.db import Database, chunks, given, select, update
+from medloop.core.store.db import Database, chunks, given, one, select, update
 from medloop.core.store.mapper import Mapper
-from medloop.core.store.rows import RelatedRow, VectorRow
 
 ENTITY = Mapper(Entity, s.entities, json={"json": "attrs"})
 EDGE = Mapper(Edge, s.edges, json={"json": "attrs"}, generated=("seq",))
-FACTS = Mapper(
-    ClaimFacts,
-    s.facts,
-    json={"factors_json": "factors", "fingerprint_json": "fingerprint"},
-    generated=("seq",),
-)
+_FACT_JSON = {"factors_json": "factors", "fingerprint_json": "fingerprint"}
+FACTS = Mapper(ClaimFacts, s.facts, json=_FACT_JSON, generated=("seq",))
 QUARANTINE = Mapper(Quarantine, s.quarantines)
 
 
@@ -62,23 +56,25 @@ class SqlGraph:
             return len(self.db.put(s.edges, [EDGE.row(e, created_at=now) for e in edges], returning=["seq"]))
 
     def edges(
-        self,
-        *,
-        after_seq: int = 0,
-        src: str | None = None,
-        dst: Sequence[str] | None = None,
-        kinds: Sequence[str] | None = None,
-        limit: int | None = None,
-    ) -> builtins.list[Edge]:
+        self, *, after_seq: int = 0, src: Filter = None, dst: Sequence[str] | None = None,
+        kinds: Sequence[str] | None = None, limit: int | None = None,
+    ) -> list[Edge]:  # fmt: skip
         where, within = given(src=src), {"kind": list(kinds or [])} if kinds else {}
-        stmt = select(s.edges, tuple(where), within=(*within, *(["dst"] if dst is not None else [])), order=("seq",),
-                      after="seq", limit=limit is not None)  # fmt: skip
+        into = ("dst",) if dst is not None else ()
+        stmt = select(
+            s.edges,
+            tuple(where),
+            within=(*within, *into),
+            order=("seq",),
+            after="seq",
+            limit=limit is not None,
+        )
         params = where | within | {"after": after_seq, "limit": limit}
         parts = [params] if dst is None else [params | {"dst": list(p)} for p in chunks(list(dst))]
         rows = sorted((r for p in parts for r in self.db.all(stmt, p)), key=lambda r: int(r.seq))
         return [EDGE.record(r) for r in rows[:limit]]
 
-    def edge_rows(self, *, after_seq: int = 0, limit: int = 50_000) -> builtins.list[EdgeRow]:
+    def edge_rows(self, *, after_seq: int = 0, limit: int = 50_000) -> list[EdgeRow]:
         cols = ("seq", "src", "dst", "kind", "src_kind", "dst_kind")
         stmt = select(s.edges, cols=cols, order=("seq",), after="seq", limit=True)
         return [
@@ -95,22 +91,20 @@ class SqlFacts:
         self.db = db
 
     def put(self, facts: Sequence[ClaimFacts]) -> dict[str, int]:
-        f, ids = s.facts, [x.claim_id for x in facts]
+        ids, seqs = [x.claim_id for x in facts], dict[str, int]()
         with self.db.transaction():
-            self.db.put(f, [FACTS.row(x) for x in facts])
+            self.db.put(s.facts, [FACTS.row(x) for x in facts])
             self.db.put(s.factors, [{"claim_id": x.claim_id, "factor": k} for x in facts for k in x.factors])
-            seqs: dict[str, int] = {}
-            stmt = select(f, within=("claim_id",), cols=("claim_id", "seq"))
+            stmt = select(s.facts, within=("claim_id",), cols=("claim_id", "seq"))
             for part in chunks(ids):
                 seqs.update((r[0], r[1]) for r in self.db.all(stmt, {"claim_id": list(part)}))
             tiers = SqlClaims(self.db).tiers(ids)
-            keys = ("claim_id", "task", "outcome")
             rows = [
-                {k: getattr(x, k) for k in keys}
-                | {"factor": k, "tier": tiers[x.claim_id], "seq": seqs[x.claim_id]}
+                {"claim_id": x.claim_id, "task": x.task, "outcome": x.outcome, "factor": k,
+                 "tier": tiers[x.claim_id], "seq": seqs[x.claim_id]}
                 for x in facts
                 for k in ("*", *x.factors)
-            ]
+            ]  # fmt: skip
             self.db.put(s.claim_filter, rows)
         return seqs
 
@@ -118,16 +112,15 @@ class SqlFacts:
         self,
         *,
         after_seq: int = 0,
-        intervention: str | None = None,
-        outcome: str | None = None,
         claim_ids: Sequence[str] | None = None,
         limit: int = 10_000,
+        **where: Filter,
     ) -> builtins.list[ClaimFacts]:
         if claim_ids is not None:
             stmt = select(s.facts, within=("claim_id",))
             rows = [r for p in chunks(list(claim_ids)) for r in self.db.all(stmt, {"claim_id": list(p)})]
             return sorted((FACTS.record(r) for r in rows), key=lambda x: x.seq)
-        where = given(intervention=intervention, outcome=outcome)
+        where = given(**where)
         stmt = select(s.facts, tuple(where), order=("seq",), after="seq", limit=True)
         return [FACTS.record(r) for r in self.db.all(stmt, where | {"after": after_seq, "limit": limit})]
 
@@ -139,16 +132,9 @@ class SqlFacts:
         return _max(self.db, s.facts.c.seq)
 
     def related(
-        self,
-        *,
-        intervention: str,
-        outcome: str,
-        signs: Sequence[int],
-        dataset_checksum: str,
-        exclude: str,
-        other_campaign: str | None = None,
-        limit: int = 50,
-    ) -> builtins.list[RelatedRow]:
+        self, *, intervention: str, outcome: str, signs: Sequence[int], dataset_checksum: str, exclude: str,
+        other_campaign: str | None = None, limit: int = 50,
+    ) -> builtins.list[RelatedRow]:  # fmt: skip
         # Same-dataset rows first (comparable without fingerprints: not read), then other
         # datasets; each an index-ordered scan. Claims are joined only to filter by campaign.
         f, c = s.facts, s.claims
@@ -164,33 +150,20 @@ class SqlFacts:
             campaign, source = c.c.campaign_id, f.join(c, c.c.id == f.c.claim_id)
             where.append(c.c.campaign_id.is_distinct_from(other_campaign))
         cols = [f.c.claim_id, f.c.task, f.c.outcome, f.c.dataset, f.c.dataset_checksum, f.c.sign]
-        same = sa.select(*cols, sa.literal("{}").label("fp"), campaign.label("campaign_id"))
-        other = sa.select(*cols, f.c.fingerprint_json.label("fp"), campaign.label("campaign_id"))
-        rows = self.db.all(
-            same.select_from(source)
-            .where(*where, f.c.dataset_checksum == dataset_checksum)
-            .order_by(f.c.seq.desc())
-            .limit(limit)
-        )
-        if len(rows) < limit:
-            rows += self.db.all(
-                other.select_from(source)
-                .where(*where, f.c.dataset_checksum != dataset_checksum)
-                .order_by(f.c.seq.desc())
-                .limit(limit - len(rows))
+        rows: builtins.list[Any] = []
+        for fingerprint, same in ((sa.literal("{}"), True), (f.c.fingerprint_json, False)):
+            near = (
+                f.c.dataset_checksum == dataset_checksum if same else f.c.dataset_checksum != dataset_checksum
             )
+            stmt = sa.select(*cols, fingerprint, campaign).select_from(source).where(*where, near)
+            if len(rows) < limit:
+                rows += self.db.all(stmt.order_by(f.c.seq.desc()).limit(limit - len(rows)))
         return [RelatedRow(r[0], r[1], r[2], r[3], r[4], _fingerprint(r[6]), r[5], r[7]) for r in rows]
 
     def find_ids(
-        self,
-        *,
-        tiers: Sequence[Tier],
-        task: str | None = None,
-        outcome: str | None = None,
-        factors: Sequence[str] = (),
-        limit: int = 100,
+        self, *, tiers: Sequence[Tier], factors: Sequence[str] = (), limit: int = 100, **where: Filter
     ) -> builtins.list[str]:
-        x, where = s.claim_filter, given(outcome=outcome, task=task)
+        x, where = s.claim_filter, given(**where)
         newest = sa.func.max(x.c.seq)
         stmt = select(x, tuple(where), cols=("claim_id",), within=("factor", "tier")).add_columns(newest)
         params = where | {"factor": list(factors) or ["*"], "tier": list(tiers)}
@@ -211,7 +184,7 @@ class SqlVectors:
     def get(self, claim_ids: Sequence[str]) -> dict[str, VectorRow]:
         stmt = select(s.vectors, within=("claim_id",))
         rows = [r for p in chunks(list(claim_ids)) for r in self.db.all(stmt, {"claim_id": list(p)})]
-        return {r.claim_id: VectorRow(**r._mapping) for r in rows}
+        return {r.claim_id: VectorRow(*r) for r in rows}
 
 
 class SqlMeta:
@@ -240,14 +213,13 @@ class SqlQuarantines:
         self.db.put(s.quarantine_members, rows)
 
     def get(self, quarantine_id: str) -> Quarantine:
-        found = self._load({"id": quarantine_id})
-        if not found:
-            raise NotFoundError(
-                f"quarantine {quarantine_id} not found", hint="see `medloop knowledge quarantines`"
-            )
-        return found[0]
+        if found := self._load({"id": quarantine_id}):
+            return found[0]
+        raise NotFoundError(
+            f"quarantine {quarantine_id} not found", hint="see `medloop knowledge quarantines`"
+        )
 
-    def list(self, *, active_only: bool = False, target_id: str | None = None) -> builtins.list[Quarantine]:
+    def list(self, *, active_only: bool = False, target_id: Filter = None) -> builtins.list[Quarantine]:
         found = self._load(given(target_id=target_id))
         return [q for q in found if q.lifted_at is None] if active_only else found
 
@@ -265,8 +237,7 @@ class SqlQuarantines:
         self.db.write(update(s.quarantines, ("id",), unset=("lifted_at",)), values)
 
     def holds(self, claim_ids: Sequence[str]) -> dict[str, builtins.list[str]]:
-        q, m = s.quarantines, s.quarantine_members
-        out: dict[str, list[str]] = {}
+        q, m, out = s.quarantines, s.quarantine_members, dict[str, builtins.list[str]]()
         stmt = select(m, within=("claim_id",), cols=("claim_id", "quarantine_id"), order=("quarantine_id",))
         stmt = stmt.join(q, q.c.id == m.c.quarantine_id).where(q.c.lifted_at.is_(None))
         for part in chunks(list(claim_ids)):

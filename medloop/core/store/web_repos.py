@@ -8,57 +8,42 @@ import time
 
 import sqlalchemy as sa
 
+from medloop.core import accounts as a
 from medloop.core.errors import ConflictError
 from medloop.core.records import utcnow
 from medloop.core.store import schema as s
-from medloop.core.store.campaign_repos import one
-from medloop.core.store.db import Database, given, select, update
+from medloop.core.store.base import Filter
+from medloop.core.store.db import Database, Repo, given, matching, one, select, update
 from medloop.core.store.mapper import Mapper
-from medloop.core.store.rows import (
-    ApiToken,
-    ReproductionRequest,
-    RequestStatus,
-    TokenLogin,
-    ToolJob,
-    User,
-    WebSession,
-)
 
+USER = Mapper(a.User, s.users)
+TOKEN = Mapper(a.ApiToken, s.tokens, columns={"user_name": "user"})
+SESSION = Mapper(a.WebSession, s.sessions, columns={"user_name": "user"})
+REQUEST = Mapper(a.ReproductionRequest, s.requests)
+JOB = Mapper(a.ToolJob, s.tool_jobs, json={"json": "detail"})
+_t, _u = s.tokens.c, s.users.c
 _LOGIN = (
-    sa.select(
-        s.tokens.c.hash,
-        s.tokens.c.revoked_at,
-        s.tokens.c.expires_at,
-        s.users.c.name,
-        s.users.c.role,
-        s.users.c.disabled_at,
-    )
-    .join(s.users, s.users.c.name == s.tokens.c.user_name)
-    .where(s.tokens.c.id == sa.bindparam("id"))
+    sa.select(_t.hash, _t.revoked_at, _t.expires_at, _u.name, _u.role, _u.disabled_at)
+    .join(s.users, _u.name == _t.user_name)
+    .where(_t.id == sa.bindparam("id"))
 )
-USER = Mapper(User, s.users)
-TOKEN = Mapper(ApiToken, s.tokens, columns={"user_name": "user"})
-SESSION = Mapper(WebSession, s.sessions, columns={"user_name": "user"})
-REQUEST = Mapper(ReproductionRequest, s.requests)
-JOB = Mapper(ToolJob, s.tool_jobs, json={"json": "detail"})
 
 
-class SqlUsers:
-    def __init__(self, db: Database) -> None:
-        self.db = db
+class SqlUsers(Repo[a.User]):
+    mapper, missing, hint = (
+        USER,
+        "user {key!r} not found",
+        "add one with `medloop users add NAME --role ROLE`",
+    )
 
-    def add(self, user: User) -> None:
+    def add(self, user: a.User) -> None:
         if not self.db.put(s.users, [USER.row(user)]):
             raise ConflictError(
                 f"user {user.name!r} exists", hint="create a token with `medloop users token`"
             )
 
-    def get(self, name: str) -> User:
-        hint = "add one with `medloop users add NAME --role ROLE`"
-        return one(self.db, USER, name, f"user {name!r} not found", hint)
-
-    def list(self) -> builtins.list[User]:
-        return [USER.record(r) for r in self.db.all(select(s.users, order=("name",)))]
+    def list(self) -> builtins.list[a.User]:
+        return matching(self.db, USER, ("name",))
 
     def rate_hit(self, user: str, action: str, *, limit: int, window_s: float) -> float:
         r, now = s.rate_events, time.time()
@@ -72,24 +57,16 @@ class SqlUsers:
         return 0.0
 
 
-class SqlTokens:
-    def __init__(self, db: Database) -> None:
-        self.db = db
+class SqlTokens(Repo[a.ApiToken]):
+    mapper, missing = TOKEN, "token {key} not found"
 
-    def add(self, token: ApiToken) -> None:
+    def add(self, token: a.ApiToken) -> None:
         with self.db.transaction():
             SqlUsers(self.db).get(token.user)
-            self.db.write(sa.insert(s.tokens), TOKEN.row(token))
+            super().add(token)
 
-    def get(self, token_id: str) -> ApiToken:
-        return one(self.db, TOKEN, token_id, f"token {token_id} not found")
-
-    def list(self, user: str | None = None) -> builtins.list[ApiToken]:
-        where = given(user_name=user)
-        return [
-            TOKEN.record(r)
-            for r in self.db.all(select(s.tokens, tuple(where), order=("created_at", "id")), where)
-        ]
+    def list(self, user: Filter = None) -> builtins.list[a.ApiToken]:
+        return matching(self.db, TOKEN, ("created_at", "id"), user_name=user)
 
     def revoke(self, token_id: str) -> None:
         if not self.db.write(
@@ -97,46 +74,25 @@ class SqlTokens:
         ):
             self.get(token_id)  # NotFoundError if unknown; else it was revoked already
 
-    def login(self, token_id: str) -> TokenLogin | None:
+    def login(self, token_id: str) -> a.TokenLogin | None:
         rows = self.db.all(_LOGIN, {"id": token_id})
-        return TokenLogin(*rows[0]) if rows else None
+        return a.TokenLogin(*rows[0]) if rows else None
 
 
-class SqlSessions:
-    def __init__(self, db: Database) -> None:
-        self.db = db
-
-    def add(self, session: WebSession) -> None:
-        self.db.write(sa.insert(s.sessions), SESSION.row(session))
-
-    def get(self, id_hash: str) -> WebSession:
-        return one(self.db, SESSION, id_hash, "session not found")
+class SqlSessions(Repo[a.WebSession]):
+    mapper, missing = SESSION, "session not found"
 
     def revoke(self, id_hash: str) -> None:
         self.db.write(update(s.sessions, ("id_hash",)), {"revoked_at": utcnow(), "_id_hash": id_hash})
 
 
-class SqlReviews:
-    def __init__(self, db: Database) -> None:
-        self.db = db
+class SqlReviews(Repo[a.ReproductionRequest]):
+    mapper, missing, hint = REQUEST, "no reproduction request {key}", "`medloop claims requests` lists them"
 
-    def add(self, request: ReproductionRequest) -> None:
-        self.db.write(sa.insert(s.requests), REQUEST.row(request))
+    def list(self, *, claim_id: Filter = None, status: Filter = None) -> builtins.list[a.ReproductionRequest]:
+        return matching(self.db, REQUEST, ("created_at", "id"), claim_id=claim_id, status=status)
 
-    def get(self, request_id: str) -> ReproductionRequest:
-        hint = "`medloop claims requests` lists them"
-        return one(self.db, REQUEST, request_id, f"no reproduction request {request_id}", hint)
-
-    def list(
-        self, *, claim_id: str | None = None, status: str | None = None
-    ) -> builtins.list[ReproductionRequest]:
-        where = given(claim_id=claim_id, status=status)
-        return [
-            REQUEST.record(r)
-            for r in self.db.all(select(s.requests, tuple(where), order=("created_at", "id")), where)
-        ]
-
-    def close(self, request_id: str, status: RequestStatus = "done") -> None:
+    def close(self, request_id: str, status: a.RequestStatus = "done") -> None:
         with self.db.transaction():
             current = self.get(request_id)
             if current.status == status:
@@ -151,15 +107,10 @@ class SqlLedger:
         self.db = db
 
     def charge(self, caller: str, resource: str, ref_id: str, amount: float, *, settle: bool = False) -> bool:
-        c, now = s.charges, utcnow()
+        now = utcnow()
         row = {"caller": caller, "resource": resource, "ref_id": ref_id, "amount": float(amount)}
-        return bool(
-            self.db.put(
-                c,
-                [row | {"created_at": now, "updated_at": now}],
-                set_=["amount", "updated_at"] if settle else (),
-            )
-        )
+        set_ = ("amount", "updated_at") if settle else ()
+        return bool(self.db.put(s.charges, [row | {"created_at": now, "updated_at": now}], set_=set_))
 
     def usage(self, caller: str, *, since: str = "") -> dict[str, float]:
         c = s.charges
@@ -172,15 +123,15 @@ class SqlLedger:
         stmt = select(s.charges, ("caller", "resource"), cols=("ref_id", "amount"), order=("ref_id",))
         return {r[0]: float(r[1]) for r in self.db.all(stmt, {"caller": caller, "resource": resource})}
 
-    def put_job(self, job: ToolJob) -> bool:
+    def put_job(self, job: a.ToolJob) -> bool:
         return bool(self.db.put(s.tool_jobs, [JOB.row(job)]))
 
-    def get_job(self, handle: str) -> ToolJob:
+    def get_job(self, handle: str) -> a.ToolJob:
         return one(self.db, JOB, handle, f"no tool job {handle}")
 
     def list_jobs(
-        self, *, caller: str | None = None, kind: str | None = None, limit: int = 1000
-    ) -> builtins.list[ToolJob]:
+        self, *, caller: Filter = None, kind: Filter = None, limit: int = 1000
+    ) -> builtins.list[a.ToolJob]:
         j, where = s.tool_jobs, given(caller=caller, kind=kind)
         stmt = select(j, tuple(where)).order_by(j.c.created_at.desc(), j.c.handle).limit(limit)
         return [JOB.record(r) for r in self.db.all(stmt, where)]

@@ -18,7 +18,7 @@ from medloop.bootstrap import local_checkpoints
 from medloop.core.ids import new_id
 from medloop.core.specs import FloatRange
 from medloop.core.store import open_store
-from medloop.core.store.rows import ReproductionRequest
+from medloop.core.accounts import ReproductionRequest
 from medloop.engine.replay import save_table, synthetic_table
 
 CAMPAIGN = """\
