@@ -114,7 +114,8 @@ def _set_result() -> sa.Update:  # the updated row back, without the result JSON
 
 
 _TRIAL_COLS = tuple(TrialListing.__annotations__)
-_CLAIM_COLS = ("claim_id", *tuple(ClaimListing.__annotations__)[1:])
+_CLAIM_KEYS = tuple(ClaimListing.__annotations__)
+_CLAIM_COLS = ("claim_id", *_CLAIM_KEYS[1:])
 
 
 class SqlListings:
@@ -184,7 +185,7 @@ def _trial_listing(row: Row) -> TrialListing:
 
 
 def _claim_listing(row: Row) -> ClaimListing:
-    return cast(ClaimListing, dict(zip(ClaimListing.__annotations__, row, strict=True)))
+    return cast(ClaimListing, dict(zip(_CLAIM_KEYS, row, strict=True)))
 
 
 class SqlAudit:

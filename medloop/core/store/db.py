@@ -63,17 +63,20 @@ def select(
     *,
     cols: tuple[str, ...] | None = None,
     within: tuple[str, ...] = (),
+    fixed: tuple[tuple[str, int], ...] = (),
     order: tuple[str, ...] = (),
     desc: bool = False,
     after: str | None = None,
     limit: bool = False,
 ) -> sa.Select[Any]:
     """SELECT `cols` (default all) WHERE `c = :c` for `where`, `c IN :c` for `within`,
-    `after > :after` (< when `desc`), ORDER BY `order`, LIMIT :limit."""
+    `c IN (:c_0, .. :c_n-1)` for `fixed` (short lists: no SQL rendered per call, as for
+    `within`), `after > :after` (< when `desc`), ORDER BY `order`, LIMIT :limit."""
     c = table.c
     stmt = sa.select(*(c[n] for n in cols)) if cols else sa.select(table)
     stmt = stmt.where(*(c[n] == sa.bindparam(n) for n in where))
     stmt = stmt.where(*(c[n].in_(sa.bindparam(n, expanding=True)) for n in within))
+    stmt = stmt.where(*(c[n].in_([sa.bindparam(f"{n}_{i}") for i in range(k)]) for n, k in fixed))
     if after:
         stmt = stmt.where(c[after] < sa.bindparam("after") if desc else c[after] > sa.bindparam("after"))
     stmt = stmt.order_by(*(c[n].desc() if desc else c[n] for n in order))
@@ -203,9 +206,11 @@ class Database:
         """One cursor page ordered by the unique column `key`; the cursor is the page's
         last key. `where`: column = value filters (None: any); `within`: column IN values."""
         where, within = given(**(where or {})), {k: list(v) for k, v in (within or {}).items() if v}
-        stmt = select(table, tuple(where), cols=cols, within=tuple(within), order=(key,), desc=desc,
+        fixed = tuple((k, len(v)) for k, v in within.items())
+        stmt = select(table, tuple(where), cols=cols, fixed=fixed, order=(key,), desc=desc,
                       after=key if after else None, limit=True)  # fmt: skip
-        rows = self.all(stmt, {**where, **within, "limit": limit + 1} | ({"after": after} if after else {}))
+        where |= {f"{k}_{i}": x for k, v in within.items() for i, x in enumerate(v)}
+        rows = self.all(stmt, {**where, "limit": limit + 1} | ({"after": after} if after else {}))
         more = len(rows) > limit
         return Page([convert(r) for r in rows[:limit]], rows[limit - 1]._mapping[key] if more else None)
 
