@@ -205,11 +205,12 @@ class Database:
     ) -> Page[T]:
         """One cursor page ordered by the unique column `key`; the cursor is the page's
         last key. `where`: column = value filters (None: any); `within`: column IN values."""
-        where, within = given(**(where or {})), {k: list(v) for k, v in (within or {}).items() if v}
-        fixed = tuple((k, len(v)) for k, v in within.items())
+        where = given(**(where or {}))
+        lists = {k: list(v) for k, v in (within or {}).items() if v}
+        fixed = tuple((k, len(v)) for k, v in lists.items())
         stmt = select(table, tuple(where), cols=cols, fixed=fixed, order=(key,), desc=desc,
                       after=key if after else None, limit=True)  # fmt: skip
-        where |= {f"{k}_{i}": x for k, v in within.items() for i, x in enumerate(v)}
+        where |= {f"{k}_{i}": x for k, v in lists.items() for i, x in enumerate(v)}
         rows = self.all(stmt, {**where, "limit": limit + 1} | ({"after": after} if after else {}))
         more = len(rows) > limit
         return Page([convert(r) for r in rows[:limit]], rows[limit - 1]._mapping[key] if more else None)
