@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from medloop.core.accounts import ApiToken, ReproductionRequest, User, WebSession
 from medloop.core.errors import StoreError
 from medloop.core.records import (
     AuditEntry,
@@ -27,11 +28,9 @@ from medloop.core.records import (
     Quarantine,
     Trial,
 )
-from medloop.core.accounts import ApiToken, ReproductionRequest, User, WebSession
 from medloop.core.store import open_store, schema
 from medloop.core.store.migrate import HEAD, LEGACY, LEGACY_MARK
 from tests.contract.store.conftest import unzip
-
 
 _MODELS: dict[str, Any] = {
     "campaigns": Campaign,

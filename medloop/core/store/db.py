@@ -14,6 +14,7 @@ with parameters: building and hashing a SQLAlchemy statement costs more than run
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -121,7 +122,10 @@ class Database:
             if self.url.database:
                 Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
         try:
-            engine = sa.create_engine(self.url, poolclass=sa.NullPool, connect_args=connect_args)
+            # Transactions are ours (BEGIN/COMMIT in autocommit mode): no pool reset on close.
+            engine = sa.create_engine(
+                self.url, poolclass=sa.NullPool, pool_reset_on_return=None, connect_args=connect_args
+            )
             if self.dialect == "sqlite":
                 sa.event.listen(engine, "connect", _sqlite_pragmas(busy_timeout_ms))
             self.conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
@@ -147,14 +151,14 @@ class Database:
             except BaseException:
                 self._depth -= 1
                 if self._depth == 0:
-                    self.conn.exec_driver_sql("ROLLBACK")
+                    self._rollback()
                 raise
             self._depth -= 1
             if self._depth == 0:
                 try:
                     self._run(functools.partial(self.conn.exec_driver_sql, "COMMIT"))
                 except StoreError:
-                    self.conn.exec_driver_sql("ROLLBACK")  # SQLite keeps a failed COMMIT open
+                    self._rollback()  # SQLite keeps a failed COMMIT open
                     raise
 
     def _run(self, fn: Callable[[], T]) -> T:
@@ -163,7 +167,13 @@ class Database:
         except sa.exc.IntegrityError as exc:
             raise ConflictError(f"the store refused a write: {exc.orig}") from None
         except sa.exc.DBAPIError as exc:
+            if exc.connection_invalidated:  # the server dropped us: the next call reconnects
+                self.conn.rollback()
             raise StoreError(f"database error: {exc.orig}".strip()) from None
+
+    def _rollback(self) -> None:
+        with contextlib.suppress(sa.exc.DBAPIError):  # on a lost connection nothing is left to undo
+            self.conn.exec_driver_sql("ROLLBACK")
 
     def all(self, stmt: sa.Executable, params: Any = None) -> list[Row]:
         with self.lock:

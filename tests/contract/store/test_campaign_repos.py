@@ -192,7 +192,11 @@ def test_listings_are_plain_json_ready_dicts(store: SqlStore) -> None:
     store.campaigns.add(campaign("cmp_1"))
     store.trials.put(trial("trl_1", "cmp_1"))
     store.claims.put([(claim("clm_1", campaign_id="cmp_1"), [])])
-    for rows in (store.listings.trials().items, store.listings.claims().items, store.listings.recent_trials("cmp_1")):
+    for rows in (
+        store.listings.trials().items,
+        store.listings.claims().items,
+        store.listings.recent_trials("cmp_1"),
+    ):
         assert rows and all(type(k) is str for r in rows for k in r)
         orjson.dumps(rows)
     assert all(type(k) is str for k in store.listings.campaign_progress("cmp_1"))

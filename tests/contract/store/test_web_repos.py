@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
+from medloop.core.accounts import ApiToken, ReproductionRequest, TokenLogin, ToolJob, User, WebSession
 from medloop.core.errors import ConflictError, NotFoundError, StoreError
 from medloop.core.ids import canonical_json, sha256_hex
 from medloop.core.store import SqlStore
-from medloop.core.accounts import ApiToken, ReproductionRequest, TokenLogin, ToolJob, User, WebSession
 from tests.contract.store.conftest import claim
 
 DETAIL = {"ünï": "códe ✓", "f": 0.1, "tiny": 2.5e-300, "big": 2**70, "n": [1, None, True], "lone": "\ud800"}

@@ -16,11 +16,16 @@ from tests.web.builders import replay_spec, replay_table
 
 
 def test_a_campaign_runs_with_its_checkpoints_and_lock_in_postgres(tmp_path: Path, postgres_url: str) -> None:
-    settings = Settings(workspace=tmp_path / "ws", db_url=postgres_url, embedder="hash", vector_index="memory")
+    settings = Settings(
+        workspace=tmp_path / "ws", db_url=postgres_url, embedder="hash", vector_index="memory"
+    )
     spec = replay_spec(replay_table(tmp_path / "data" / "table.json"), max_cycles=1)
     runner = bootstrap.campaign_runner(settings)
     campaign = runner.create(spec, owner="alice")
-    with bootstrap.checkpoints(settings).lock(campaign.id), pytest.raises(ConflictError, match="advisory lock"):
+    with (
+        bootstrap.checkpoints(settings).lock(campaign.id),
+        pytest.raises(ConflictError, match="advisory lock"),
+    ):
         runner.run(campaign.id)  # another connection holds the campaign's lock
     done = runner.run(campaign.id)
     assert done.status == "completed" and done.summary["cycles"] == 1

@@ -15,10 +15,10 @@ from typing import Any
 from medloop.agents.seeds import REQUESTED_OFFSET, SEED_STRIDE
 from medloop.agents.space import grid
 from medloop.bootstrap import local_checkpoints
+from medloop.core.accounts import ReproductionRequest
 from medloop.core.ids import new_id
 from medloop.core.specs import FloatRange
 from medloop.core.store import open_store
-from medloop.core.accounts import ReproductionRequest
 from medloop.engine.replay import save_table, synthetic_table
 
 CAMPAIGN = """\
