@@ -15,3 +15,15 @@ def test_cli_import_does_not_load_torch_or_monai() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"imported at start-up: {out.stdout.strip()}"
+
+
+def test_a_sqlite_store_loads_neither_the_postgres_driver_nor_alembic(tmp_path: object) -> None:
+    code = (
+        "import sys\n"
+        "from medloop.core.store import open_store\n"
+        f"store = open_store({str(tmp_path)!r} + '/m.db')\n"
+        "store.campaigns.list(); store.close(); open_store(" + repr(str(tmp_path)) + " + '/m.db').close()\n"
+        "print(','.join(m for m in ('psycopg', 'alembic') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"imported for a SQLite store: {out.stdout.strip()}"
