@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from medloop.core.settings import OFFLINE_ENV, Settings
+from tests.chroma_server import ChromaServer, chroma_cli, start_server
 from tests.postgres import Cluster, start_cluster, unavailable
 
 for _key, _value in OFFLINE_ENV.items():
@@ -63,3 +64,20 @@ def postgres_cluster() -> Iterator[Cluster]:
 def postgres_url(postgres_cluster: Cluster) -> str:
     """A fresh, empty database of the session's cluster (SQLAlchemy URL)."""
     return postgres_cluster.create_database()
+
+
+@pytest.fixture(scope="session")
+def chroma_server() -> Iterator[ChromaServer]:
+    """One real Chroma server (`chroma run`) for the whole run (tests/chroma_server.py)."""
+    require("chroma_server", chroma_cli() is not None, "the chroma CLI is not installed")
+    server = start_server()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def chroma_url(chroma_server: ChromaServer) -> str:
+    """The session's Chroma server; each test uses its own collection names."""
+    return chroma_server.url

@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     )
     embedder: str = Field(default="minilm", description="minilm | hash | litellm:<model>")
     vector_index: str = Field(default="chroma", description="chroma | memory | http(s)://chroma")
+    chroma_url: str | None = Field(
+        default=None,
+        description="http(s)://host:port of a Chroma server (`chroma run`); overrides vector_index",
+    )
     embedder_api_base: str | None = Field(default=None, description="API base for litellm:<model> embedders")
     embedder_api_key: str | None = None
     runtime: str = Field(default="local", description="Sandbox runtime: local | docker")
@@ -83,6 +87,21 @@ class Settings(BaseSettings):
 
             raise SpecError("the store is Postgres (MEDLOOP_DB_URL), not a SQLite file")
         return Path(self.store_url.removeprefix("sqlite:///")).expanduser().resolve()
+
+    @property
+    def vector_target(self) -> str:
+        """Where vectors live: the Chroma server of MEDLOOP_CHROMA_URL, else MEDLOOP_VECTOR_INDEX."""
+        if self.chroma_url:
+            url = self.chroma_url.strip()
+            if not url.startswith(("http://", "https://")):
+                from medloop.core.errors import SpecError
+
+                raise SpecError(
+                    f"MEDLOOP_CHROMA_URL={self.chroma_url!r} is not an http(s):// URL",
+                    hint="e.g. MEDLOOP_CHROMA_URL=http://chroma.lab.internal:8000",
+                )
+            return url
+        return self.vector_index
 
     @property
     def chroma_dir(self) -> Path:

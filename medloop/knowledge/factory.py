@@ -48,7 +48,7 @@ def make_knowledge_base(
     graph_path = kdir / "graph.json"
     owner = lock.try_acquire(kdir / "writer.lock")
     collection = f"medloop_{knowledge_id(store)}"
-    target = settings.vector_index
+    target = settings.vector_target
     vectors: VectorIndex
     if target == "memory":
         vectors = MemoryVectorIndex(embedder.dim)

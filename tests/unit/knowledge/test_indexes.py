@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,14 +31,18 @@ META = [
 ]
 
 
-@pytest.fixture(params=["memory", "chroma"])
+@pytest.fixture(params=["memory", "chroma", "chroma-server"])
 def index(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorIndex]:
     if request.param == "memory":
         yield MemoryVectorIndex(64)
-    else:
+    elif request.param == "chroma":
         yield ChromaVectorIndex(
             chroma_client(tmp_path / "chroma"), embedder="hash", dim=64, name="test_claims"
         )
+    else:
+        url = request.getfixturevalue("chroma_url")
+        name = f"test_{uuid.uuid4().hex[:12]}"
+        yield ChromaVectorIndex(chroma_client(url), embedder="hash", dim=64, name=name)
 
 
 def _load(index: VectorIndex) -> np.ndarray:
