@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from medloop.core.specs import CampaignSpec
     from medloop.core.store import Store
     from medloop.engine.base import TrialService
+    from medloop.engine.launcher import CampaignProcesses
     from medloop.knowledge.base import KnowledgeBase
     from medloop.llm.base import LLMClient
     from medloop.sandbox.base import Executor
@@ -263,6 +264,13 @@ def campaign_runner(settings: Settings, on_event: EventCallback | None = None) -
     return CampaignRunner(campaign_services(settings), on_event)
 
 
+def campaign_processes(settings: Settings, *, cwd: Path | None = None) -> CampaignProcesses:
+    """The one campaign process launcher (dashboard, tool server and CLI share it)."""
+    from medloop.engine.launcher import CampaignProcesses
+
+    return CampaignProcesses(settings, cwd=cwd)
+
+
 def tool_context(
     settings: Settings, caller: Caller | None = None, *, store_: Store | None = None
 ) -> ToolContext:
@@ -271,9 +279,6 @@ def tool_context(
     Campaigns started through tools run in their own `medloop campaign resume` process
     (tools may not import the agent); the record is created here with the agents' runner.
     """
-    import os
-    import sys
-
     from medloop.tools.campaigns import ProcessLauncher
     from medloop.tools.context import Caller, ToolContext, ToolLimits
 
@@ -294,15 +299,7 @@ def tool_context(
         )
         return CampaignRunner(services).create(spec, owner=owner)
 
-    # The campaign process must see the same workspace and backends as this one.
-    env = dict(os.environ)
-    env.update({f"MEDLOOP_{k.upper()}": str(v) for k, v in settings.model_dump(exclude_none=True).items()})
-    launcher = ProcessLauncher(
-        create,
-        logs_dir=settings.workspace_dir / "logs" / "campaigns",
-        command=[sys.executable, "-m", "medloop"],
-        env=env,
-    )
+    launcher = ProcessLauncher(create, campaign_processes(settings))
     return ToolContext(
         store=st,
         ledger=st.ledger,

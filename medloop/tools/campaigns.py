@@ -11,12 +11,7 @@ progress from the store, which is the truth for both processes.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import threading
 import time
-from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from pydantic import Field, model_validator
@@ -24,6 +19,7 @@ from pydantic import Field, model_validator
 from medloop.core.accounts import ToolJob
 from medloop.core.errors import MedloopError, SandboxUnavailable, SpecError
 from medloop.core.specs import CampaignSpec, load_campaign_spec, parse_campaign_spec
+from medloop.engine.launcher import CampaignProcesses
 from medloop.tools.common import (
     CAMPAIGNS,
     GPU_HOURS,
@@ -40,65 +36,27 @@ FINAL_CAMPAIGN = ("completed", "stopped", "failed")
 
 
 class ProcessLauncher:
-    """`CampaignLauncher` that runs each campaign in its own `medloop` process."""
+    """`CampaignLauncher` for the tool server: creates the campaign record (with the
+    agents' runner, injected by bootstrap) and runs it through the shared process
+    launcher (medloop.engine.launcher), the same one the dashboard uses."""
 
-    def __init__(
-        self,
-        create: CreateCampaign,
-        *,
-        logs_dir: Path,
-        command: Sequence[str],
-        env: Mapping[str, str] | None = None,
-    ) -> None:
+    def __init__(self, create: CreateCampaign, processes: CampaignProcesses) -> None:
         self.create = create
-        self.logs_dir = logs_dir
-        self.command = list(command)
-        self.env = dict(env) if env is not None else None
-        self._children: dict[int, subprocess.Popen[bytes]] = {}
-        self._lock = threading.Lock()
+        self.processes = processes
 
     def start(self, spec: CampaignSpec, *, owner: str) -> CampaignLaunch:
         campaign = self.create(spec, owner)
-        self.logs_dir.mkdir(parents=True, exist_ok=True)
-        log = self.logs_dir / f"{campaign.id}.log"
         try:
-            with log.open("ab") as fh:
-                proc = subprocess.Popen(
-                    [*self.command, "campaign", "resume", campaign.id],
-                    stdin=subprocess.DEVNULL,
-                    stdout=fh,
-                    stderr=subprocess.STDOUT,
-                    env=self.env,
-                    start_new_session=True,  # a signal to the tool server does not stop campaigns
-                )
-        except OSError as exc:
+            pid = self.processes.start(campaign.id)
+        except MedloopError as exc:
             raise SandboxUnavailable(
-                f"could not start the campaign process: {exc}",
-                hint=f"campaign {campaign.id} was created; run `medloop campaign resume {campaign.id}`",
+                f"campaign {campaign.id} was created but its process did not start: {exc.message}",
+                hint=f"run `medloop campaign resume {campaign.id}`",
             ) from None
-        with self._lock:
-            self._children[proc.pid] = proc
-        return CampaignLaunch(campaign_id=campaign.id, pid=proc.pid, log=str(log))
+        return CampaignLaunch(campaign_id=campaign.id, pid=pid, log=str(self.processes.log_path(campaign.id)))
 
     def running(self, launch: CampaignLaunch) -> bool | None:
-        if launch.pid is None:
-            return None
-        with self._lock:
-            child = self._children.get(launch.pid)
-        if child is not None:
-            return child.poll() is None  # also reaps it
-        try:
-            os.kill(launch.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return None
-        return None  # alive, but not started by this server: it may be another process now
-
-    def close(self) -> None:
-        with self._lock:
-            for child in self._children.values():
-                child.poll()
+        return self.processes.running_pid(launch.campaign_id) is not None
 
 
 # ---------------------------------------------------------------- campaign_start

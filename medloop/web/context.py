@@ -12,8 +12,8 @@ from medloop import bootstrap
 from medloop.core.records import Quarantine
 from medloop.core.settings import Settings
 from medloop.core.store import Store
+from medloop.engine.launcher import CampaignProcesses
 from medloop.web.errors import Unavailable
-from medloop.web.launcher import Launcher
 
 if TYPE_CHECKING:
     from medloop.agents.runner import CampaignRunner
@@ -41,7 +41,7 @@ class RateLimit:
 class WebContext:
     settings: Settings
     store: Store
-    launcher: Launcher
+    launcher: CampaignProcesses
     examples_dir: Path | None = None
     review_limit: RateLimit = RateLimit()
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -59,7 +59,7 @@ class WebContext:
         return cls(
             settings=settings,
             store=bootstrap.store(settings),
-            launcher=Launcher(settings, cwd=cwd),
+            launcher=bootstrap.campaign_processes(settings, cwd=cwd),
             examples_dir=examples_dir,
             review_limit=review_limit or RateLimit(),
         )

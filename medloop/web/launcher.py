@@ -1,26 +1,18 @@
 """Campaign files from the form or the API -> a validated spec (errors per field, with the
-YAML line), and campaigns run in the background as `python -m medloop campaign resume ID`
-subprocesses, so a request never waits for training and a server restart does not kill
-a campaign (LangGraph checkpoints let the subprocess pick up where it stopped).
+YAML line). Campaigns then run through the one process launcher
+(medloop.engine.launcher.CampaignProcesses), which the CLI's tool server shares.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import re
-import subprocess
-import sys
-import threading
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from medloop.core.errors import ConflictError, NotFoundError, SpecError
-from medloop.core.records import utcnow
-from medloop.core.settings import Settings
+from medloop.core.errors import SpecError
 from medloop.core.specs import CampaignSpec, format_validation_error, parse_campaign_spec
 from medloop.web.errors import FieldError, InvalidInput
 
@@ -180,80 +172,3 @@ def example_text(folder: Path | None, name: str) -> str:
             f"no example named {name!r}", [FieldError(field="example", message=f"known examples: {known}")]
         )
     return examples[name].read_text()
-
-
-# ---------------------------------------------------------------- background runs
-
-
-class Launcher:
-    """Starts `medloop campaign resume ID` subprocesses and remembers their pids in
-    `<workspace>/web/runs/<campaign>.json`, so a second launch of a running campaign is
-    refused even from another server process."""
-
-    def __init__(self, settings: Settings, *, cwd: Path | None = None) -> None:
-        self.settings = settings
-        self.cwd = (cwd or Path.cwd()).resolve()
-        self.runs_dir = settings.workspace_dir / "web" / "runs"
-        self._lock = threading.Lock()
-
-    def _pid_file(self, campaign_id: str) -> Path:
-        if not re.fullmatch(r"[A-Za-z0-9_]+", campaign_id):
-            raise NotFoundError(f"campaign {campaign_id} not found")
-        return self.runs_dir / f"{campaign_id}.json"
-
-    def running_pid(self, campaign_id: str) -> int | None:
-        """The pid of this campaign's live subprocess, or None."""
-        path = self._pid_file(campaign_id)
-        try:
-            info = json.loads(path.read_text())
-            pid = int(info["pid"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            return None
-        # A recycled pid runs something else; a zombie has finished.
-        if campaign_id.encode() not in cmdline or state == "Z":
-            return None
-        return pid
-
-    def log_path(self, campaign_id: str) -> Path:
-        return self.runs_dir / f"{campaign_id}.log"
-
-    def start(self, campaign_id: str) -> int:
-        """Run (or continue) the campaign in a subprocess; returns its pid at once."""
-        with self._lock:
-            pid = self.running_pid(campaign_id)
-            if pid is not None:
-                raise ConflictError(
-                    f"campaign {campaign_id} is already running (pid {pid})",
-                    hint="pause or stop it first",
-                )
-            self.runs_dir.mkdir(parents=True, exist_ok=True)
-            env = dict(os.environ)
-            # The subprocess must see the server's settings, however they were given.
-            for name, value in self.settings.model_dump().items():
-                if value is not None:
-                    env[f"MEDLOOP_{name.upper()}"] = str(value)
-            env["MEDLOOP_WORKSPACE"] = str(self.settings.workspace_dir)
-            command = [sys.executable, "-m", "medloop", "campaign", "resume", campaign_id]
-            with self.log_path(campaign_id).open("ab") as log:
-                log.write(f"--- {utcnow()} {' '.join(command[1:])}\n".encode())
-                log.flush()
-                proc = subprocess.Popen(
-                    command,
-                    cwd=self.cwd,
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,  # survives the server; not hit by its Ctrl-C
-                )
-            tmp = self._pid_file(campaign_id).with_suffix(".tmp")
-            tmp.write_text(json.dumps({"pid": proc.pid, "started_at": utcnow(), "command": command}))
-            tmp.replace(self._pid_file(campaign_id))
-            # Reap the child when it ends so it does not linger as a zombie.
-            threading.Thread(target=proc.wait, name=f"reap-{campaign_id}", daemon=True).start()
-            return proc.pid

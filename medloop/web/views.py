@@ -12,9 +12,9 @@ from medloop.core.errors import NotFoundError
 from medloop.core.records import AuditEntry, Campaign, Claim, SplitEvaluation, Trial
 from medloop.core.store import Store
 from medloop.core.store.base import TrialListing
+from medloop.engine.launcher import CampaignProcesses
 from medloop.sandbox.base import job_key
 from medloop.web import schemas as S
-from medloop.web.launcher import Launcher
 
 CLAIM_RELATIONS = ("supports", "refutes", "contradicts", "reproduces")
 MAX_ARTIFACTS = 500
@@ -45,7 +45,7 @@ def clean(obj: Any) -> Any:
 # ---------------------------------------------------------------- campaigns
 
 
-def campaign_summary(campaign: Campaign, launcher: Launcher | None = None) -> S.CampaignSummary:
+def campaign_summary(campaign: Campaign, launcher: CampaignProcesses | None = None) -> S.CampaignSummary:
     running = launcher is not None and launcher.running_pid(campaign.id) is not None
     return S.CampaignSummary(
         id=campaign.id,
@@ -79,7 +79,9 @@ def best_so_far(rows: Sequence[tuple[str, str, str, float | None]], direction: s
     return S.Curve(trial_id=ids, arm=arms, objective=values, best=bests)
 
 
-def campaign_detail(store: Store, campaign: Campaign, launcher: Launcher | None = None) -> S.CampaignDetail:
+def campaign_detail(
+    store: Store, campaign: Campaign, launcher: CampaignProcesses | None = None
+) -> S.CampaignDetail:
     counts = store.listings.trial_counts(campaign.id)
     n_trials = sum(counts.values())
     cycles = store.cycles.list(campaign.id)

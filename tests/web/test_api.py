@@ -284,7 +284,7 @@ def test_launch_runs_the_campaign_in_the_background(web: Web) -> None:
         if status in ("completed", "failed"):
             break
         time.sleep(1.0)
-    log = web.settings.workspace_dir / "web" / "runs" / f"{cid}.log"
+    log = web.settings.workspace_dir / "runs" / f"{cid}.log"
     assert status == "completed", log.read_text()[-2000:]
     d = web.client.get(f"/api/v1/campaigns/{cid}", headers=web.auth("bob")).json()
     assert d["budget"]["trials_used"] > 0 and d["cycles"]

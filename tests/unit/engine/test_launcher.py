@@ -1,0 +1,76 @@
+"""One campaign launcher: the dashboard and the tool server share CampaignProcesses, so a
+campaign launched by one is seen running by the other and is not launched twice."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from medloop.core.errors import SandboxUnavailable
+from medloop.core.records import Campaign
+from medloop.core.settings import Settings
+from medloop.core.specs import CampaignSpec
+from medloop.engine.launcher import CampaignProcesses
+from medloop.tools.campaigns import ProcessLauncher
+from medloop.tools.context import CampaignLaunch
+
+
+@pytest.fixture
+def fake_campaign_process(settings: Settings) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A live process whose command line names the campaign, as `campaign resume` does."""
+    cid = "cmp_shared1"
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "resume", cid])
+    runs = settings.workspace_dir / "runs"
+    runs.mkdir(parents=True)
+    (runs / f"{cid}.json").write_text(json.dumps({"pid": proc.pid}))
+    yield cid, proc
+    proc.kill()
+    proc.wait()
+
+
+def test_web_and_tools_see_one_process_and_refuse_a_second(
+    settings: Settings, fake_campaign_process: tuple[str, subprocess.Popen[bytes]]
+) -> None:
+    cid, proc = fake_campaign_process
+    web_side = CampaignProcesses(settings)
+    assert web_side.running_pid(cid) == proc.pid
+
+    created: list[str] = []
+
+    def create(spec: CampaignSpec, owner: str) -> Campaign:
+        created.append(owner)
+        return Campaign.model_construct(id=cid)
+
+    tools_side = ProcessLauncher(create, CampaignProcesses(settings))
+    assert tools_side.running(CampaignLaunch(campaign_id=cid)) is True
+    with pytest.raises(SandboxUnavailable, match=f"campaign {cid} was created but .*already running"):
+        tools_side.start(CampaignSpec.model_construct(), owner="alice")
+    proc.kill()
+    proc.wait()
+    assert web_side.running_pid(cid) is None
+    assert tools_side.running(CampaignLaunch(campaign_id=cid)) is False
+
+
+def test_a_recycled_pid_is_not_the_campaign(settings: Settings) -> None:
+    runs = settings.workspace_dir / "runs"
+    runs.mkdir(parents=True)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (runs / "cmp_gone.json").write_text(json.dumps({"pid": other.pid}))
+        assert CampaignProcesses(settings).running_pid("cmp_gone") is None
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_an_id_that_is_not_a_campaign_id_never_becomes_a_path(settings: Settings) -> None:
+    from medloop.core.errors import NotFoundError
+
+    with pytest.raises(NotFoundError):
+        CampaignProcesses(settings).log_path("../../etc/passwd")
+    assert not Path(settings.workspace_dir / "runs").exists()
