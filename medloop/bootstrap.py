@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from medloop.agents.runner import CampaignRunner
     from medloop.agents.services import CampaignServices, Checkpoints, EventCallback
     from medloop.core.records import Campaign
-    from medloop.core.specs import CampaignSpec
+    from medloop.core.specs import CampaignSpec, ExecutorSpec, SandboxSpec
     from medloop.core.store import Store
     from medloop.engine.base import TrialService
     from medloop.engine.launcher import CampaignProcesses
@@ -137,10 +137,22 @@ def _advisory_lock(dsn: str, campaign_id: str) -> Iterator[None]:
             conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
 
 
-def knowledge(settings: Settings, store: Store) -> KnowledgeBase:
+def knowledge(
+    settings: Settings, store: Store, *, reconcile: bool = True, reembed: bool = False
+) -> KnowledgeBase:
+    """The knowledge base of the settings' vector index and embedder (`reembed`: opened for
+    `rebuild(reembed=True)`, see make_knowledge_base)."""
     from medloop.knowledge.factory import make_knowledge_base
 
-    return make_knowledge_base(settings, store)
+    return make_knowledge_base(settings, store, reconcile=reconcile, reembed=reembed)
+
+
+def executor(settings: Settings, sandbox: SandboxSpec, spec: ExecutorSpec | None = None) -> Executor:
+    """An executor outside a campaign (e.g. `medloop vqa run` of a local model)."""
+    from medloop.core.specs import ExecutorSpec
+    from medloop.sandbox.factory import make_executor
+
+    return make_executor(settings, sandbox, spec or ExecutorSpec())
 
 
 def executor_factory(settings: Settings) -> Callable[[CampaignSpec], Executor]:

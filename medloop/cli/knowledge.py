@@ -23,9 +23,9 @@ def _store() -> Any:
 
 
 def _kb(*, reconcile: bool = True, reembed: bool = False) -> Any:
-    from medloop.knowledge.factory import make_knowledge_base
+    from medloop import bootstrap
 
-    return make_knowledge_base(settings(), _store(), reconcile=reconcile, reembed=reembed)
+    return bootstrap.knowledge(settings(), _store(), reconcile=reconcile, reembed=reembed)
 
 
 def _counts(title: str, counts: dict[str, Any], as_json: bool) -> None:

@@ -224,9 +224,9 @@ def _answer(
             timeout_s=timeout,
         )
         return answers
-    from medloop.core.specs import ExecutorSpec, SandboxSpec, VqaConfig
+    from medloop import bootstrap
+    from medloop.core.specs import SandboxSpec, VqaConfig
     from medloop.engine.vqa_bench import run_local_model
-    from medloop.sandbox.factory import make_executor
 
     conf = settings()
     config = VqaConfig(
@@ -238,7 +238,7 @@ def _answer(
         max_new_tokens=max_new_tokens,
     )
     sandbox = SandboxSpec(timeout=max(600.0, timeout * 50))
-    executor = make_executor(conf, sandbox, ExecutorSpec())
+    executor = bootstrap.executor(conf, sandbox)
     try:
         return run_local_model(benchmark, config, executor, conf.workspace_dir / "vqa_bench", sandbox=sandbox)
     finally:
