@@ -129,6 +129,7 @@ class JobLimits(Record):
     cpus: float = Field(default=1.0, gt=0)
     pids: int = Field(default=512, ge=16)
     output_mb: int = Field(default=512, ge=1)
+    output_entries: int = Field(default=10_000, ge=1, description="Files and folders the job may create")
     gpu_ids: list[int] = Field(default_factory=list)
 
 

@@ -38,6 +38,7 @@ def limits_for(sandbox: SandboxSpec) -> JobLimits:
         memory_mb=sandbox.memory_mb,
         cpus=sandbox.cpus,
         output_mb=sandbox.output_limit_mb,
+        output_entries=sandbox.output_entries,
     )
 
 

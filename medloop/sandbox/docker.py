@@ -186,13 +186,9 @@ class DockerRuntime:
                     break
                 if container.status not in _LIVE:
                     break
-                if jd.written_bytes() > job.limits.output_mb * _MB:
-                    self._stop(
-                        jd,
-                        container,
-                        "quota_exceeded",
-                        f"wrote more than the {job.limits.output_mb} MB output limit",
-                    )
+                breach = jd.quota_breach(job.limits)
+                if breach is not None:
+                    self._stop(jd, container, "quota_exceeded", breach)
             if now >= deadline:
                 self._stop(
                     jd, container, "timed_out", f"wall-clock limit of {job.limits.timeout_s:g} s reached"

@@ -3,6 +3,7 @@ arms of trials against each other with paired statistics (compare_trials)."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Literal
 
@@ -13,6 +14,7 @@ from medloop.core.records import DatasetManifest, SplitEvaluation, Trial
 from medloop.core.specs import Objective, ValidationPolicy
 from medloop.engine.analysis import ArmData, arm_data, compare_arms
 from medloop.engine.base import FINAL_STATUSES
+from medloop.engine.outputs import OutputTree, UnsafeOutput
 from medloop.evaluation import stats
 from medloop.evaluation.metrics import HIGHER_IS_BETTER, evaluate_split
 from medloop.experiments.dataset import held_out_labels, read_dataset
@@ -114,6 +116,11 @@ def evaluate_predictions(ctx: ToolContext, args: EvaluateInput) -> EvaluateOutpu
     Limits: labelsTs (split test) only for reviewers and admins: the test split is touched
     once per campaign, not searched on. Predictions must match the reference geometry.
     """
+    with contextlib.ExitStack() as stack:
+        return _evaluate(ctx, args, stack)
+
+
+def _evaluate(ctx: ToolContext, args: EvaluateInput, stack: contextlib.ExitStack) -> EvaluateOutput:
     if args.trial_handle is not None:
         trial = ctx.store.trials.get(args.trial_handle)
         if trial.status not in FINAL_STATUSES or trial.result is None or trial.result.job is None:
@@ -122,7 +129,12 @@ def evaluate_predictions(ctx: ToolContext, args: EvaluateInput) -> EvaluateOutpu
                 hint="wait for it with trial_status; failed trials have no predictions",
             )
         dataset = resolve_path(ctx, str(_trial_dataset(ctx, trial)), what="trial dataset")
-        pred_dir = trial.result.job.out_dir / "predictions" / "eval"
+        # The job wrote that folder: score a private snapshot, never a link out of it.
+        outputs = stack.enter_context(OutputTree(trial.result.job.out_dir, ctx.workspace / "scratch"))
+        try:
+            pred_dir = outputs.folder("predictions/eval") or outputs.empty_folder()
+        except UnsafeOutput as exc:
+            raise ConflictError(f"trial {trial.id}: {exc.message}") from None
         refs = held_out_labels(dataset, trial.spec.dataset, "eval")
         labels, sites, split = trial.spec.dataset.labels, trial.spec.dataset.sites, "eval"
     else:
