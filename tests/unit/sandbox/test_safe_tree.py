@@ -62,7 +62,7 @@ def test_symlinks_anywhere_are_refused(out: Path, secret: Path, tmp_path: Path, 
 def test_a_symlinked_parent_folder_is_never_walked_into(out: Path, secret: Path) -> None:
     (secret.parent / "labels").mkdir()
     (secret.parent / "labels" / "x.json").write_text("{}")
-    os.rename(out / "predictions", out / "old")
+    (out / "predictions").rename(out / "old")
     (out / "predictions").symlink_to(secret.parent / "labels")
     with pytest.raises(UnsafeOutput):
         safe_tree.read_bytes(out, "predictions/x.json")
@@ -80,11 +80,14 @@ def test_hard_links_fifos_and_sockets_are_refused(out: Path, secret: Path, tmp_p
     os.mkfifo(out / "predictions" / "eval" / "b.nii.gz")
     # A FIFO must neither block the reader nor be read.
     box: list[BaseException] = []
-    reader = threading.Thread(
-        target=lambda: box.append(
-            pytest.raises(UnsafeOutput, safe_tree.read_bytes, out, "predictions/eval/b.nii.gz").value
-        )
-    )
+
+    def read() -> None:
+        try:
+            safe_tree.read_bytes(out, "predictions/eval/b.nii.gz")
+        except UnsafeOutput as exc:
+            box.append(exc)
+
+    reader = threading.Thread(target=read)
     reader.start()
     reader.join(timeout=30)
     assert not reader.is_alive() and "FIFO" in str(box[0])
