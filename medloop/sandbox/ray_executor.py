@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tarfile
 import tempfile
 import threading
 import time
@@ -169,16 +170,21 @@ class RayRuntime:
                 with self._lock:
                     self._refs.pop(handle.key, None)
             self._relay(handle.key, log, on_log)
-        unpack(out_tar, jd.out_dir)
         node_result = JobResult.model_validate_json(result_json)
         prov = node_result.provenance
-        result = node_result.model_copy(
-            update={
-                "key": job.key,
-                "out_dir": jd.out_dir,
-                "provenance": prov.model_copy(update={"runtime": f"ray+{prov.runtime}"}),
-            }
-        )
+        update: dict[str, Any] = {
+            "key": job.key,
+            "out_dir": jd.out_dir,
+            "provenance": prov.model_copy(update={"runtime": f"ray+{prov.runtime}"}),
+        }
+        try:
+            unpack(out_tar, jd.out_dir)
+        except (tarfile.TarError, OSError) as exc:
+            # A node running older code may still ship links: this job fails, not the run.
+            remove_tree(jd.out_dir)
+            jd.out_dir.mkdir()
+            update |= {"status": "failed", "reason": f"unsafe job output: {type(exc).__name__}: {exc}"}
+        result = node_result.model_copy(update=update)
         jd.write_result(result)
         return result
 

@@ -20,7 +20,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from medloop.core import safe_tree
 from medloop.core.records import JobResult, JobSpec
+from medloop.core.safe_tree import UnsafeOutput
 from medloop.core.settings import Settings
 from medloop.core.specs import SandboxSpec
 
@@ -142,7 +144,26 @@ def node_job(
             flusher.join(timeout=5)
             with lock, contextlib.suppress(Exception):
                 ray.get(hub.push.remote(job.key, list(pending)))
-    return result.model_dump_json(), pack_dir(result.out_dir), node_id
+    result, out_tar = pack_output(result, job)
+    return result.model_dump_json(), out_tar, node_id
+
+
+def pack_output(result: JobResult, job: JobSpec) -> tuple[JobResult, bytes]:
+    """The job's /out as a tar of regular files and folders only. A link, device, FIFO or
+    too many entries fail this job (the result says why) and ship nothing: one bad output
+    must never break the driver's unpacking, the run, or a resume."""
+    try:
+        return result, safe_tree.tar_tree(
+            result.out_dir, max_entries=job.limits.output_entries, max_bytes=job.limits.output_mb << 20
+        )
+    except UnsafeOutput as exc:
+        reason = f"unsafe job output: {exc.message}"
+        failed = result.model_copy(
+            update={"status": "failed" if result.status == "succeeded" else result.status, "reason": reason}
+        )
+        buffer = io.BytesIO()
+        tarfile.open(fileobj=buffer, mode="w").close()
+        return failed, buffer.getvalue()
 
 
 def fingerprint(path: Path) -> str:

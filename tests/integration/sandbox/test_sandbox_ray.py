@@ -180,3 +180,21 @@ def test_a_restarted_driver_reattaches_to_a_docker_job_on_its_node(
     assert result.status == "succeeded", result.log_tail
     assert "done" in result.log_tail
     assert len(list(result.out_dir.glob("ran-*"))) == 1
+
+
+def test_a_link_in_one_jobs_output_fails_that_job_only(ray_head: None, settings: Settings) -> None:
+    # Item 3 of issue 14: an absolute symlink in /out used to raise AbsoluteLinkError while
+    # the driver unpacked it, ending the whole run (and every resume).
+    executor = RayExecutor(settings, SandboxSpec(), ExecutorSpec(kind="ray", slots=2))
+    hostile = (
+        "import os; out = os.environ['MEDLOOP_OUT']; open(out + '/ok.txt', 'w').write('x'); "
+        "os.symlink('/etc/shadow', out + '/labels.nii.gz')"
+    )
+    honest = "import os; open(os.environ['MEDLOOP_OUT'] + '/ok.txt', 'w').write('fine')"
+    try:
+        bad, good = executor.run([pyjob("linker", hostile), pyjob("honest", honest)])
+    finally:
+        executor.close()
+    assert bad.status == "failed" and "symbolic link" in (bad.reason or "")
+    assert not (bad.out_dir / "labels.nii.gz").is_symlink()
+    assert good.status == "succeeded" and (good.out_dir / "ok.txt").read_text() == "fine"
