@@ -30,8 +30,8 @@ from medloop.tools.common import (
     TRIALS,
     Budgeted,
     budget_view,
-    require_budget,
     confine_init,
+    require_budget,
     resolve_path,
 )
 from medloop.tools.context import ACT, READ, CampaignLaunch, CreateCampaign, ToolContext
