@@ -276,7 +276,8 @@ def compare_trials(ctx: ToolContext, args: CompareInput) -> CompareOutput:
     permutation) test, a paired bootstrap CI of the mean difference, and with two or more
     seeds per arm also a run-level t-test (the larger p-value is reported). The verdict
     applies the pre-registered rule: supported needs significance, an improvement of at
-    least min_effect and a CI that excludes zero.
+    least min_effect and a CI that excludes zero. With fewer than two usable seeds in an
+    arm the run-level test cannot run and the verdict is inconclusive (the reason says so).
 
     Use when: you ran the same seeds on two configurations (run_trial) and want to know if
     the difference is real. Three or more seeds per arm are advised.
@@ -312,19 +313,19 @@ def compare_trials(ctx: ToolContext, args: CompareInput) -> CompareOutput:
             verdict="inconclusive",
             interpretation="nothing to compare: an arm has no usable trial scored with this metric on this split",
         )
-    verdict = stats.verdict(
-        comparison.estimate,
-        comparison.ci_low,
-        comparison.ci_high,
+    verdict, why = stats.decide(
+        comparison,
         comparison.p_value,
         direction=direction,
         alpha=args.alpha,
         min_effect=args.min_effect,
+        seeds=(len(control.seeds), len(treatment.seeds)),
     )
     text = (
         f"treatment - control = {comparison.estimate:+.4f} {args.metric} "
         f"({comparison.ci_level:.0%} CI {comparison.ci_low:+.4f} to {comparison.ci_high:+.4f}, p = {comparison.p_value:.3g}, "
         f"{comparison.n_cases} cases, {len(treatment.seeds)} vs {len(control.seeds)} seeds): {verdict}"
+        + (f" ({why})" if why else "")
     )
     return CompareOutput(
         metric=args.metric,

@@ -196,3 +196,17 @@ def test_outside_and_missing_dataset_paths_get_the_same_error(
             registry.call("dataset_check", confined, {"path": str(path)})
         messages.append(err.value.message.replace(str(path), "<path>"))
     assert len(set(messages)) == 1, messages
+
+
+def test_one_seed_per_arm_is_inconclusive_however_small_the_case_p(
+    registry: Registry, ctx: ToolContext, table: Path
+) -> None:
+    # Issue 14 item 7: seed 0 vs seed 1 gave p = 0.00012 "supported" from the case-level
+    # test alone; the run-level test cannot run with one seed per arm.
+    control = submit(registry, ctx, table, "dice", [0])
+    treatment = submit(registry, ctx, table, "dicece", [1])
+    registry.call("trial_status", ctx, {"handles": control + treatment, "wait_s": 30})
+    cmp = registry.call("compare_trials", ctx, {"control": control, "treatment": treatment})
+    assert cmp.comparison.p_case < 0.05  # type: ignore[attr-defined]  # the case test alone would say yes
+    assert cmp.verdict == "inconclusive", cmp.interpretation  # type: ignore[attr-defined]
+    assert "too few seeds" in cmp.interpretation  # type: ignore[attr-defined]
