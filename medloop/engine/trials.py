@@ -187,7 +187,9 @@ class SandboxTrials:
                 continue
             previous = self.store.trials.find(current.spec_hash)
             if previous is not None and previous.result is not None and previous.id != current.id:
-                reused = previous.result.model_copy(update={"trial_id": current.id})
+                reused = previous.result.model_copy(
+                    update={"trial_id": current.id, "reused_from": previous.result.reused_from or previous.id}
+                )
                 done = self.store.trials.set_result(current.id, reused)
                 if on_trial:
                     on_trial(done)

@@ -326,6 +326,7 @@ class DockerRuntime:
             "MEDLOOP_IN": IN_DIR,
             "MEDLOOP_OUT": OUT_DIR,
             **job.env,
+            "CUDA_DEVICE_ORDER": "PCI_BUS_ID",  # indexes as nvidia-smi and MEDLOOP_GPU_IDS count
         }
         device_requests = []
         if limits.gpu_ids:

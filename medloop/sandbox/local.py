@@ -224,6 +224,9 @@ class LocalRuntime:
             "OPENBLAS_NUM_THREADS": threads,
             # No GPU unless the job was given explicit device ids.
             "CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in job.limits.gpu_ids),
+            # Indexes mean what nvidia-smi and MEDLOOP_GPU_IDS mean (CUDA's default order
+            # is "fastest first", which can differ).
+            "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
             "MEDLOOP_IN": str(jd.in_dir),
             "MEDLOOP_OUT": str(jd.out_dir),
             **OFFLINE_ENV,

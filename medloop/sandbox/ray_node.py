@@ -103,7 +103,8 @@ def node_job(
     for name, (digest, is_dir, filename, ref) in inputs.items():
         data = ray.get(ref) if isinstance(ref, ray.ObjectRef) else ref
         node_inputs[name] = _materialize(root / "inputs", digest, filename, data, is_dir)
-    gpu_ids = [int(g) for g in ray.get_gpu_ids()]
+    # Ray names GPUs by index, or by UUID / MIG id where the node was started that way.
+    gpu_ids = [int(g) if str(g).isdigit() else str(g) for g in ray.get_gpu_ids()]
     job = job.model_copy(
         update={"inputs": node_inputs, "limits": job.limits.model_copy(update={"gpu_ids": gpu_ids})}
     )
