@@ -140,6 +140,9 @@ class DockerRuntime:
                 container.remove(force=True)
             (jd.path / "run.json").unlink(missing_ok=True)
             raise
+        # The wall-clock limit counts from the job's start: creating and starting a
+        # container takes seconds on a loaded host, which must not eat a short limit.
+        started_mono = time.monotonic()
         return JobHandle(
             key=job.key,
             runtime=self.name,
