@@ -167,6 +167,24 @@ def pack_output(result: JobResult, job: JobSpec) -> tuple[JobResult, bytes]:
         return failed, buffer.getvalue()
 
 
+def node_reap(key: str, sandbox_json: str, node_root: str, docker_image: str) -> str:
+    """Stop and collect what a lost task left of job `key` on this node (a Ray task pinned
+    here). The node runtime re-attaches by key, kills the job's process tree or container
+    and records its result; a finished container is removed. Returns what it found."""
+    from medloop.sandbox.base import JobHandle
+    from medloop.sandbox.factory import make_runtime
+
+    sandbox = SandboxSpec.model_validate_json(sandbox_json)
+    settings = Settings(workspace=Path(node_root) / "workspace", docker_image=docker_image)
+    runtime = make_runtime(settings, sandbox)
+    found = runtime.reconcile([key]).get(key)
+    if isinstance(found, JobHandle):
+        runtime.cancel(found)
+        runtime.wait(found)
+        return "stopped"
+    return "absent" if found is None else "finished"
+
+
 def fingerprint(path: Path) -> str:
     """Cheap content fingerprint of an input: names, sizes and mtimes of its files."""
     import hashlib
