@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from medloop.agents.base import Planner
     from medloop.agents.runner import CampaignRunner
     from medloop.agents.services import CampaignServices, Checkpoints, EventCallback
-    from medloop.core.records import Campaign
+    from medloop.core.records import Campaign, Trial
     from medloop.core.specs import CampaignSpec, ExecutorSpec, SandboxSpec
     from medloop.core.store import Store
     from medloop.engine.base import TrialService
@@ -168,6 +168,8 @@ def spent_budget(store: Store, campaign_id: str) -> dict[str, float]:
     """What a campaign has already used: jobs run and GPU-hours from its trial ledger (the
     host clock's job wall times), wall seconds as charged by the agent up to its last
     finished cycle. A resumed campaign's scheduler starts from here."""
+    from medloop.sandbox.base import never_started
+
     trials = jobs = 0
     gpu_s = 0.0
     wall_s = max((float(c.get("active_s", 0.0)) for c in store.cycles.list(campaign_id)), default=0.0)
@@ -177,13 +179,26 @@ def spent_budget(store: Store, campaign_id: str) -> dict[str, float]:
         for t in page:
             trials += 1
             job = t.result.job if t.result else None
-            if job is not None:
-                jobs += 1
-                gpu_s += job.wall_s * len(job.provenance.gpu_ids)
+            if job is None or never_started(job) or _reused(t, campaign_id):
+                continue  # cost nothing here: refused before it ran, or another campaign's job
+            jobs += 1
+            gpu_s += job.wall_s * len(job.provenance.gpu_ids)
         if page.next_cursor is None:
             break
         after = page.next_cursor
     return {"trials": jobs, "wall_s": wall_s, "gpu_hours": gpu_s / 3600.0}
+
+
+def _reused(trial: Trial, campaign_id: str) -> bool:
+    """A result copied from another trial by spec hash (older rows: a job keyed by another
+    campaign) was paid for there."""
+    result = trial.result
+    if result is None or result.job is None:
+        return False
+    if result.reused_from is not None:
+        return True
+    prefix = result.job.key.split(".", 1)[0]
+    return prefix.startswith("cmp_") and prefix != campaign_id
 
 
 def llm(settings: Settings, model: str | None) -> LLMClient:

@@ -51,6 +51,12 @@ def serve(
 
         anyio.run(mcp_server.serve_stdio, server)
         return
+    if not ctx.limits.roots():
+        # Over HTTP, every path a client names is opened by this server: confine them.
+        raise SpecError(
+            "medloop mcp --http needs data roots: without them a client could make the server read any path",
+            hint="set MEDLOOP_TOOLS_DATA_ROOTS to a comma list of the folders tools may read",
+        )
     entries = []
     if token_file is not None:
         entries.extend(mcp_server.StaticTokenVerifier.from_file(token_file).entries)

@@ -120,6 +120,9 @@ class JobOutcome(Record):
 # ---------------------------------------------------------------- sandbox jobs
 
 
+# A GPU as CUDA names it: an index (in PCI bus order), or a "GPU-<uuid>" / "MIG-<uuid>" id.
+GpuId = int | str
+
 JobStatus = Literal["succeeded", "failed", "oom", "timed_out", "cancelled", "quota_exceeded"]
 
 
@@ -129,7 +132,10 @@ class JobLimits(Record):
     cpus: float = Field(default=1.0, gt=0)
     pids: int = Field(default=512, ge=16)
     output_mb: int = Field(default=512, ge=1)
-    gpu_ids: list[int] = Field(default_factory=list)
+    output_entries: int = Field(default=10_000, ge=1, description="Files and folders the job may create")
+    gpu_ids: list[GpuId] = Field(
+        default_factory=list, description="Device indexes (PCI bus order), GPU-<uuid> or MIG-<uuid> ids"
+    )
 
 
 class JobSpec(Record):
@@ -153,7 +159,7 @@ class Provenance(Record):
     runtime: str
     image: str | None = Field(default=None, description="Image digest, or interpreter + lock hash")
     host: str
-    gpu_ids: list[int] = Field(default_factory=list)
+    gpu_ids: list[GpuId] = Field(default_factory=list)
     started_at: str
     ended_at: str
     exit_code: int | None = None
@@ -224,6 +230,10 @@ class TrialResult(Record):
     efficiency: dict[str, Any] = Field(default_factory=dict)
     job: JobResult | None = None
     error: str | None = None
+    reused_from: str | None = Field(
+        default=None,
+        description="Trial whose result this copies (same spec hash); its job is not this trial's",
+    )
 
 
 class Trial(Record):

@@ -352,6 +352,9 @@ class SandboxSpec(Spec):
     cpus: float = Field(default=1.0, gt=0)
     gpus: int = Field(default=0, ge=0)
     output_limit_mb: int = Field(default=512, ge=1)
+    output_entries: int = Field(
+        default=10_000, ge=1, le=10_000_000, description="Files and folders a job may create (inodes)"
+    )
     allow_untrusted_code: bool = Field(
         default=False,
         description="Let the local runtime run code hypotheses that did not ship with medloop "

@@ -184,16 +184,16 @@ def analyze_hypotheses(
             continue
         p_adj = p_by_id[a.hypothesis_id]
         c = a.comparison
-        v = stats.verdict(
-            c.estimate,
-            c.ci_low,
-            c.ci_high,
+        v, why = stats.decide(
+            c,
             p_adj,
             direction=objective.direction,
             alpha=policy.alpha,
             min_effect=policy.min_effect,
+            seeds=(len(a.control.usable), len(a.treatment.usable)),
         )
-        out.append(a.model_copy(update={"p_adjusted": p_adj, "verdict": v}))
+        note = "; ".join(part for part in (a.note, why) if part)
+        out.append(a.model_copy(update={"p_adjusted": p_adj, "verdict": v, "note": note}))
     return out
 
 

@@ -7,6 +7,7 @@ reported internal-validation metrics disagree with the recomputation is `tampere
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -37,6 +38,7 @@ from medloop.engine.base import (
     case_objective,
 )
 from medloop.engine.code import CodeStore
+from medloop.engine.outputs import OutputTree, UnsafeOutput
 from medloop.engine.tasks import ScoringContext, family
 from medloop.experiments.dataset.checkpoints import resolve_init, stage_checkpoint
 from medloop.sandbox.base import EventSink, Executor, job_key, limits_for
@@ -95,11 +97,12 @@ class SandboxTrials:
         if isinstance(config, SegConfig) and config.init != "scratch":
             # Transfer: the parent checkpoint (an earlier trial's, or a file) is staged
             # content-addressed and mounted read-only as the job input `init`.
-            resolved = resolve_init(config.init, self._trial_checkpoint)
-            if resolved is not None:
-                staged = stage_checkpoint(resolved[0], resolved[1], self._staging_dir)
-                self._init_folders[staged.relative] = staged.folder
-                init = {"init_checkpoint": staged.relative, "provenance": dict(staged.provenance)}
+            with contextlib.ExitStack() as stack:
+                resolved = resolve_init(config.init, lambda tid: self._trial_checkpoint(tid, stack))
+                if resolved is not None:
+                    staged = stage_checkpoint(resolved[0], resolved[1], self._staging_dir)
+                    self._init_folders[staged.relative] = staged.folder
+                    init = {"init_checkpoint": staged.relative, "provenance": dict(staged.provenance)}
         return TrialSpec(
             task=config.task,
             dataset=self.dataset.manifest,
@@ -109,16 +112,28 @@ class SandboxTrials:
             **init,
         )
 
-    def _trial_checkpoint(self, trial_id: str) -> Path | None:
-        """The checkpoint a finished trial kept (best, else last), on the host."""
+    def _outputs(self, out_dir: Path) -> OutputTree:
+        """A finished job's output, read without following links (see engine.outputs)."""
+        return OutputTree(
+            out_dir,
+            self.workspace / "scratch",
+            max_entries=self.sandbox.output_entries,
+            max_bytes=self.sandbox.output_limit_mb << 20,
+        )
+
+    def _trial_checkpoint(self, trial_id: str, stack: contextlib.ExitStack) -> Path | None:
+        """A private copy of the checkpoint a finished trial kept (best, else last); it
+        lives until `stack` closes. A link in place of a checkpoint is refused
+        (UnsafeOutput), so no host file behind it can become a later job's input."""
         trial = self.store.trials.get(trial_id)
         job = trial.result.job if trial.result else None
         if job is None or trial.status != "succeeded":
             return None
+        outputs = stack.enter_context(self._outputs(job.out_dir))
         for name in ("best.safetensors", "last.safetensors"):
-            path = job.out_dir / "checkpoints" / name
-            if path.is_file():
-                return path
+            copy = outputs.file(f"checkpoints/{name}")
+            if copy is not None:
+                return copy
         return None
 
     @property
@@ -172,7 +187,9 @@ class SandboxTrials:
                 continue
             previous = self.store.trials.find(current.spec_hash)
             if previous is not None and previous.result is not None and previous.id != current.id:
-                reused = previous.result.model_copy(update={"trial_id": current.id})
+                reused = previous.result.model_copy(
+                    update={"trial_id": current.id, "reused_from": previous.result.reused_from or previous.id}
+                )
                 done = self.store.trials.set_result(current.id, reused)
                 if on_trial:
                     on_trial(done)
@@ -268,20 +285,26 @@ class SandboxTrials:
         base = {"trial_id": trial_id, "spec_hash": spec.spec_hash(), "job": job}
         if job.status != "succeeded":
             return TrialResult(status=job.status, error=job.reason or f"exit code {job.exit_code}", **base)
-        try:
-            outcome = JobOutcome.model_validate_json((job.out_dir / "result.json").read_text())
-        except (OSError, ValidationError, ValueError) as exc:
-            return TrialResult(status="failed", error=f"result.json missing or invalid: {exc}", **base)
-        if outcome.status != "completed":
-            return TrialResult(status="failed", error=outcome.error or "job reported failure", **base)
+        with self._outputs(job.out_dir) as outputs:
+            try:
+                outputs.check()
+                outcome = JobOutcome.model_validate_json(outputs.read_text("result.json"))
+            except UnsafeOutput as exc:
+                return TrialResult(status="failed", error=f"unsafe job output: {exc.message}", **base)
+            except (OSError, ValidationError, ValueError) as exc:
+                return TrialResult(status="failed", error=f"result.json missing or invalid: {exc}", **base)
+            if outcome.status != "completed":
+                return TrialResult(status="failed", error=outcome.error or "job reported failure", **base)
 
-        fam, ctx = family(spec.task), self._scoring()
-        try:
-            evaluation = fam.score(ctx, trial_id, spec, job, "eval")
-            gap = fam.tamper_gap(ctx, spec, job, outcome)
-        except DatasetError as exc:
-            # Outputs the host cannot score are the trial's outcome, never a campaign crash.
-            return TrialResult(status="failed", error=exc.message, **base)
+            fam, ctx = family(spec.task), self._scoring()
+            try:
+                evaluation = fam.score(ctx, trial_id, spec, outputs, "eval")
+                gap = fam.tamper_gap(ctx, spec, outputs, outcome)
+            except UnsafeOutput as exc:
+                return TrialResult(status="failed", error=f"unsafe job output: {exc.message}", **base)
+            except DatasetError as exc:
+                # Outputs the host cannot score are the trial's outcome, never a campaign crash.
+                return TrialResult(status="failed", error=exc.message, **base)
         if evaluation is None:
             return TrialResult(status="failed", error="the job wrote no evaluation predictions", **base)
         per_case = case_objective(evaluation, self.objective.metric)
@@ -306,10 +329,11 @@ class SandboxTrials:
             cached: SplitEvaluation = trial.result.evaluations["test"]
             return cached
         try:
-            evaluation = family(trial.spec.task).score(
-                self._scoring(), trial.id, trial.spec, trial.result.job, "test"
-            )
-        except DatasetError:
+            with self._outputs(trial.result.job.out_dir) as outputs:
+                evaluation = family(trial.spec.task).score(
+                    self._scoring(), trial.id, trial.spec, outputs, "test"
+                )
+        except (DatasetError, UnsafeOutput):
             return None
         if evaluation is None:
             return None

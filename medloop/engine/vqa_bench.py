@@ -14,10 +14,12 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from medloop.core import safe_tree
 from medloop.core.errors import DatasetError, MedloopError
 from medloop.core.ids import sha256_hex
 from medloop.core.records import DatasetManifest, JobOutcome, JobSpec, TrialSpec
 from medloop.core.specs import SandboxSpec, VqaConfig
+from medloop.engine.outputs import OutputTree, UnsafeOutput
 from medloop.experiments.vlm.base import AnswerModel
 from medloop.experiments.vlm.runner import RunSummary, run_benchmark
 from medloop.experiments.vlm.tsv import read_tsv, write_tsv
@@ -101,13 +103,23 @@ def run_local_model(
             f"benchmark job {job.key} {result.status}: {result.reason or result.log_tail[-500:]}",
             hint="see `medloop sandbox jobs` for its log",
         )
+    # Read through the safe reader: the job controls every name in its output folder.
+    outputs = OutputTree(result.out_dir, result.out_dir.parent / "scratch")
+    copy = result.out_dir.parent / "predictions-eval.jsonl"  # host-owned, beside /out
     try:
-        outcome = JobOutcome.model_validate_json((result.out_dir / "result.json").read_text())
+        outputs.check()
+        outcome = JobOutcome.model_validate_json(outputs.read_text("result.json"))
+        if outcome.status != "completed" or "eval" not in outcome.predictions:
+            raise MedloopError(f"benchmark job {job.key} failed: {outcome.error}")
+        copy.unlink(missing_ok=True)
+        safe_tree.copy_file(result.out_dir, outcome.predictions["eval"], copy)
+    except UnsafeOutput as exc:
+        raise MedloopError(f"benchmark job {job.key}: unsafe output: {exc.message}") from None
     except (OSError, ValidationError, ValueError) as exc:
-        raise MedloopError(f"benchmark job {job.key}: result.json missing or invalid ({exc})") from None
-    if outcome.status != "completed" or "eval" not in outcome.predictions:
-        raise MedloopError(f"benchmark job {job.key} failed: {outcome.error}")
-    return result.out_dir / outcome.predictions["eval"]
+        raise MedloopError(
+            f"benchmark job {job.key}: result.json or predictions missing or invalid ({exc})"
+        ) from None
+    return copy
 
 
 def save_json(path: Path, data: object) -> Path:

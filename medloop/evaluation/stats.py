@@ -305,6 +305,45 @@ def verdict(
     return "inconclusive"
 
 
+# Fewer runs than this in an arm: the run-level test cannot run, and seed luck moves every
+# case of a run together, which a case-level p-value cannot see (issue 14: seed 0 vs seed 1
+# of the same arms gave p = 0.00012 on cases alone).
+MIN_SEEDS = 2
+
+
+def decide(
+    comparison: PairedComparison,
+    p_adjusted: float,
+    *,
+    direction: Direction,
+    alpha: float,
+    min_effect: float,
+    seeds: tuple[int, int] | None = None,
+    min_seeds: int = MIN_SEEDS,
+) -> tuple[Verdict, str]:
+    """The one decision every caller (agents, tools) applies: (verdict, reason).
+
+    A comparison whose run-level test did not run (fewer than `min_seeds` usable runs in
+    an arm) is `inconclusive`, whatever the case-level test says; `seeds` = (control,
+    treatment) usable runs, for the reason. Otherwise `verdict`'s pre-registered rule."""
+    if comparison.n_cases and (comparison.p_run is None or (seeds is not None and min(seeds) < min_seeds)):
+        counts = f" ({seeds[1]} treatment vs {seeds[0]} control)" if seeds is not None else ""
+        return "inconclusive", (
+            f"too few seeds{counts}: the run-level test needs at least {min_seeds} usable runs per arm; "
+            "a case-level p-value alone cannot tell an effect from one seed's luck"
+        )
+    chosen = verdict(
+        comparison.estimate,
+        comparison.ci_low,
+        comparison.ci_high,
+        p_adjusted,
+        direction=direction,
+        alpha=alpha,
+        min_effect=min_effect,
+    )
+    return chosen, ""
+
+
 def reproduction_agrees(
     original_estimate: float,
     original_ci: tuple[float, float],

@@ -7,19 +7,29 @@ A job that fails, runs out of memory, times out or breaks its output quota retur
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from medloop.core.records import JobLimits, JobResult, JobSpec
+from medloop.core.records import GpuId, JobLimits, JobResult, JobSpec
 from medloop.core.specs import SandboxSpec
 
 # Where a job sees its inputs and writes its outputs. The local runtime substitutes
 # real folders for these prefixes in the command and environment.
 IN_DIR = "/in"
 OUT_DIR = "/out"
+
+
+# The out_dir of a JobResult for a job that never started (budget, cancel before start).
+NOT_STARTED = Path(os.devnull)
+
+
+def never_started(result: JobResult) -> bool:
+    """Whether `result` records a job the scheduler refused before it ran (costs nothing)."""
+    return result.out_dir == NOT_STARTED
 
 
 def job_key(campaign_id: str, spec_hash: str, attempt: int = 0) -> str:
@@ -38,6 +48,7 @@ def limits_for(sandbox: SandboxSpec) -> JobLimits:
         memory_mb=sandbox.memory_mb,
         cpus=sandbox.cpus,
         output_mb=sandbox.output_limit_mb,
+        output_entries=sandbox.output_entries,
     )
 
 
@@ -57,7 +68,7 @@ class JobHandle(BaseModel):
     out_dir: Path
     started_at: str
     started_monotonic: float
-    gpu_ids: list[int] = Field(default_factory=list, description="GPUs the job was given")
+    gpu_ids: list[GpuId] = Field(default_factory=list, description="GPUs the job was given")
 
 
 class JobEvent(BaseModel):

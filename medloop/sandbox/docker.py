@@ -140,6 +140,9 @@ class DockerRuntime:
                 container.remove(force=True)
             (jd.path / "run.json").unlink(missing_ok=True)
             raise
+        # The wall-clock limit counts from the job's start: creating and starting a
+        # container takes seconds on a loaded host, which must not eat a short limit.
+        started_mono = time.monotonic()
         return JobHandle(
             key=job.key,
             runtime=self.name,
@@ -186,13 +189,9 @@ class DockerRuntime:
                     break
                 if container.status not in _LIVE:
                     break
-                if jd.written_bytes() > job.limits.output_mb * _MB:
-                    self._stop(
-                        jd,
-                        container,
-                        "quota_exceeded",
-                        f"wrote more than the {job.limits.output_mb} MB output limit",
-                    )
+                breach = jd.quota_breach(job.limits)
+                if breach is not None:
+                    self._stop(jd, container, "quota_exceeded", breach)
             if now >= deadline:
                 self._stop(
                     jd, container, "timed_out", f"wall-clock limit of {job.limits.timeout_s:g} s reached"
@@ -330,6 +329,7 @@ class DockerRuntime:
             "MEDLOOP_IN": IN_DIR,
             "MEDLOOP_OUT": OUT_DIR,
             **job.env,
+            "CUDA_DEVICE_ORDER": "PCI_BUS_ID",  # indexes as nvidia-smi and MEDLOOP_GPU_IDS count
         }
         device_requests = []
         if limits.gpu_ids:

@@ -11,8 +11,6 @@ from typing import Any
 from medloop.core.records import JobSpec, JobStatus
 from medloop.sandbox.jobdir import JobDir
 
-_MB = 1 << 20
-
 
 def classify(jd: JobDir, job: JobSpec, state: dict[str, Any], vanished: bool) -> tuple[JobStatus, str | None]:
     if vanished:
@@ -20,8 +18,11 @@ def classify(jd: JobDir, job: JobSpec, state: dict[str, Any], vanished: bool) ->
     code = state.get("ExitCode")
     if state.get("OOMKilled"):
         return "oom", f"killed by the kernel: memory limit of {job.limits.memory_mb} MB reached"
-    if code == 128 + signal.SIGXFSZ or jd.written_bytes() > job.limits.output_mb * _MB:
+    if code == 128 + signal.SIGXFSZ:
         return "quota_exceeded", f"wrote more than the {job.limits.output_mb} MB output limit"
+    breach = jd.quota_breach(job.limits)
+    if breach is not None:
+        return "quota_exceeded", breach
     if code == 0:
         return "succeeded", None
     if state.get("Error"):

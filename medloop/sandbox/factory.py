@@ -6,10 +6,12 @@
 from __future__ import annotations
 
 import functools
+import re
 import shutil
 import subprocess
 
 from medloop.core.errors import SpecError
+from medloop.core.records import GpuId
 from medloop.core.settings import Settings
 from medloop.core.specs import Budget, ExecutorSpec, SandboxSpec
 from medloop.sandbox.base import Executor, SandboxRuntime
@@ -62,21 +64,31 @@ def make_executor(
     )
 
 
-def gpu_pool(settings: Settings) -> list[int]:
+def parse_gpu_id(text: str) -> GpuId:
+    """A GPU as CUDA names it: an index (PCI bus order), GPU-<uuid> or MIG-<uuid>."""
+    part = text.strip()
+    if part.isdigit():
+        return int(part)
+    if re.fullmatch(r"(GPU|MIG)-[A-Za-z0-9/-]+", part):
+        return part
+    raise SpecError(
+        f"GPU id {part!r} is neither an index nor a GPU-<uuid> / MIG-<uuid> id",
+        hint="e.g. MEDLOOP_GPU_IDS=0,1 or MEDLOOP_GPU_IDS=GPU-5f3c...,MIG-9a1b... (nvidia-smi -L lists them)",
+    )
+
+
+def gpu_pool(settings: Settings) -> list[GpuId]:
     """GPU ids jobs may use: MEDLOOP_GPU_IDS, else every GPU nvidia-smi lists, else none."""
     if settings.gpu_ids.strip():
         try:
-            return [int(part) for part in settings.gpu_ids.split(",") if part.strip()]
-        except ValueError:
-            raise SpecError(
-                f"MEDLOOP_GPU_IDS={settings.gpu_ids!r} is not a comma list of integers",
-                hint="e.g. MEDLOOP_GPU_IDS=0,1",
-            ) from None
+            return [parse_gpu_id(part) for part in settings.gpu_ids.split(",") if part.strip()]
+        except SpecError as exc:
+            raise SpecError(f"MEDLOOP_GPU_IDS={settings.gpu_ids!r}: {exc.message}", hint=exc.hint) from None
     return list(_detected_gpus())
 
 
 @functools.cache
-def _detected_gpus() -> tuple[int, ...]:
+def _detected_gpus() -> tuple[GpuId, ...]:
     exe = shutil.which("nvidia-smi")
     if exe is None:
         return ()

@@ -32,7 +32,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from medloop.core.errors import SpecError
-from medloop.core.records import JobResult, JobStatus
+from medloop.core.records import JobLimits, JobResult, JobStatus
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 _MAX_NAME = 96
@@ -66,25 +66,31 @@ def read_json(path: Path) -> Any | None:
         return None
 
 
-def tree_size(path: Path) -> int:
-    """Bytes used by regular files under `path` (symlinks are not followed or counted)."""
-    total = 0
+def tree_usage(path: Path) -> tuple[int, int]:
+    """(bytes on disk, entries) under `path`: files, folders and anything else the job made
+    count as entries (inodes), folders with their own blocks; links are not followed."""
+    total = entries = 0
     stack = [path]
     while stack:
         current = stack.pop()
         try:
-            entries = list(os.scandir(current))
+            found = list(os.scandir(current))
         except (FileNotFoundError, NotADirectoryError, PermissionError):
             continue
-        for entry in entries:
+        for entry in found:
+            entries += 1
             try:
+                total += entry.stat(follow_symlinks=False).st_blocks * 512
                 if entry.is_dir(follow_symlinks=False):
                     stack.append(Path(entry.path))
-                elif entry.is_file(follow_symlinks=False):
-                    total += entry.stat(follow_symlinks=False).st_blocks * 512
             except FileNotFoundError:
                 continue
-    return total
+    return total, entries
+
+
+def tree_size(path: Path) -> int:
+    """Bytes used under `path`, folders included (symlinks are not followed)."""
+    return tree_usage(path)[0]
 
 
 def remove_tree(path: Path) -> None:
@@ -198,10 +204,29 @@ class JobDir:
 
     def written_bytes(self) -> int:
         """Everything the job wrote that counts against its output quota (out, scratch, log)."""
-        total = tree_size(self.out_dir) + tree_size(self.tmp_dir) + tree_size(self.home_dir)
+        return self.written()[0]
+
+    def written(self) -> tuple[int, int]:
+        """(bytes, entries) the job wrote: out, scratch and log count against its quota."""
+        total = entries = 0
+        for folder in (self.out_dir, self.tmp_dir, self.home_dir):
+            size, count = tree_usage(folder)
+            total, entries = total + size, entries + count
         with contextlib.suppress(FileNotFoundError):
             total += self.log_path.stat().st_size
-        return total
+        return total, entries
+
+    def quota_breach(self, limits: JobLimits) -> str | None:
+        """Why the job's writes break its limits (bytes or entries), or None."""
+        size, entries = self.written()
+        if size > limits.output_mb * (1 << 20):
+            return f"wrote more than the {limits.output_mb} MB output limit"
+        if entries > limits.output_entries:
+            return (
+                f"created {entries} files and folders, more than the limit of "
+                f"{limits.output_entries} output entries (sandbox.output_entries)"
+            )
+        return None
 
     def log_tail(self, lines: int = 200, max_bytes: int = 16_384) -> str:
         try:

@@ -224,6 +224,9 @@ class LocalRuntime:
             "OPENBLAS_NUM_THREADS": threads,
             # No GPU unless the job was given explicit device ids.
             "CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in job.limits.gpu_ids),
+            # Indexes mean what nvidia-smi and MEDLOOP_GPU_IDS mean (CUDA's default order
+            # is "fastest first", which can differ).
+            "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
             "MEDLOOP_IN": str(jd.in_dir),
             "MEDLOOP_OUT": str(jd.out_dir),
             **OFFLINE_ENV,
@@ -271,8 +274,8 @@ class LocalRuntime:
             )
         elif len(procs) > limits.pids + 1:  # +1: the launcher
             self._stop(jd, info, "failed", f"more than {limits.pids} processes (limit pids={limits.pids})")
-        elif jd.written_bytes() > limits.output_mb * _MB:
-            self._stop(jd, info, "quota_exceeded", f"wrote more than the {limits.output_mb} MB output limit")
+        elif (breach := jd.quota_breach(limits)) is not None:
+            self._stop(jd, info, "quota_exceeded", breach)
 
     @staticmethod
     def _emit(lines: list[str], on_log: LogSink | None) -> None:
@@ -336,8 +339,11 @@ def _classify(
     sig = exit_info.get("signal")
     if exit_info.get("error"):
         return "failed", f"could not start the job: {exit_info['error']}"
-    if sig == signal.SIGXFSZ or jd.written_bytes() > job.limits.output_mb * _MB:
+    if sig == signal.SIGXFSZ:
         return "quota_exceeded", f"wrote more than the {job.limits.output_mb} MB output limit"
+    breach = jd.quota_breach(job.limits)
+    if breach is not None:
+        return "quota_exceeded", breach
     if code == 0:
         return "succeeded", None
     if sig == signal.SIGKILL:

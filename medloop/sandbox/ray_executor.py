@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tarfile
 import tempfile
 import threading
 import time
@@ -32,7 +33,7 @@ from medloop.core.specs import Budget, ExecutorSpec, SandboxSpec
 from medloop.sandbox.base import EventSink, JobHandle, LogSink
 from medloop.sandbox.jobdir import JobDir, RunInfo, read_json, remove_tree, write_json_atomic
 from medloop.sandbox.provenance import package_root
-from medloop.sandbox.ray_node import LogHub, fingerprint, node_job, pack_dir, unpack
+from medloop.sandbox.ray_node import LogHub, fingerprint, node_job, node_reap, pack_dir, unpack
 from medloop.sandbox.scheduler import BudgetUsage, Scheduler
 from medloop.sandbox.staging import resolve_inputs
 
@@ -94,6 +95,7 @@ class RayRuntime:
             )
         self._hub = ray.remote(num_cpus=0)(LogHub).remote()
         self._task = ray.remote(node_job)
+        self._reaper = ray.remote(node_reap)
         self._refs: dict[str, Any] = {}
         self._inputs: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -169,16 +171,21 @@ class RayRuntime:
                 with self._lock:
                     self._refs.pop(handle.key, None)
             self._relay(handle.key, log, on_log)
-        unpack(out_tar, jd.out_dir)
         node_result = JobResult.model_validate_json(result_json)
         prov = node_result.provenance
-        result = node_result.model_copy(
-            update={
-                "key": job.key,
-                "out_dir": jd.out_dir,
-                "provenance": prov.model_copy(update={"runtime": f"ray+{prov.runtime}"}),
-            }
-        )
+        update: dict[str, Any] = {
+            "key": job.key,
+            "out_dir": jd.out_dir,
+            "provenance": prov.model_copy(update={"runtime": f"ray+{prov.runtime}"}),
+        }
+        try:
+            unpack(out_tar, jd.out_dir)
+        except (tarfile.TarError, OSError) as exc:
+            # A node running older code may still ship links: this job fails, not the run.
+            remove_tree(jd.out_dir)
+            jd.out_dir.mkdir()
+            update |= {"status": "failed", "reason": f"unsafe job output: {type(exc).__name__}: {exc}"}
+        result = node_result.model_copy(update=update)
         jd.write_result(result)
         return result
 
@@ -191,6 +198,35 @@ class RayRuntime:
         if ref is not None and not self._record_node(jd):
             # Still queued in Ray: nothing runs on a node yet, so dropping the task is safe.
             ray.cancel(ref)
+        elif ref is None and jd.result() is None and self._record_node(jd):
+            # The task that watched the job is gone (worker lost): nobody on the node reads
+            # the cancel request, so stop the job there before any retry runs beside it.
+            self._reap(jd)
+
+    def _reap(self, jd: JobDir) -> None:
+        ray = _ray()
+        node = read_json(jd.path / "node.json") or {}
+        alive = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
+        if node.get("node_id") not in alive:
+            return  # a dead node's processes and containers died with it
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        job = JobSpec.model_validate_json((jd.path / "spec.json").read_text())
+        reaper = self._reaper.options(
+            num_cpus=0,
+            max_retries=2,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node["node_id"], soft=False),
+        )
+        ref = reaper.remote(
+            jd.key,
+            self.sandbox.model_dump_json(),
+            self.node_root,
+            job.image or self.sandbox.image or self.docker_image,
+        )
+        try:
+            ray.get(ref, timeout=job.limits.timeout_s + _GRACE_S)
+        except (ray.exceptions.RayError, TimeoutError) as exc:
+            raise SandboxUnavailable(f"could not stop the lost job {jd.key} on its node: {exc}") from exc
 
     def logs(self, handle: JobHandle, *, tail: int = 200) -> str:
         return JobDir(self.jobs_dir, handle.key).log_tail(tail)

@@ -20,7 +20,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from medloop.core import safe_tree
 from medloop.core.records import JobResult, JobSpec
+from medloop.core.safe_tree import UnsafeOutput
 from medloop.core.settings import Settings
 from medloop.core.specs import SandboxSpec
 
@@ -101,7 +103,8 @@ def node_job(
     for name, (digest, is_dir, filename, ref) in inputs.items():
         data = ray.get(ref) if isinstance(ref, ray.ObjectRef) else ref
         node_inputs[name] = _materialize(root / "inputs", digest, filename, data, is_dir)
-    gpu_ids = [int(g) for g in ray.get_gpu_ids()]
+    # Ray names GPUs by index, or by UUID / MIG id where the node was started that way.
+    gpu_ids = [int(g) if str(g).isdigit() else str(g) for g in ray.get_gpu_ids()]
     job = job.model_copy(
         update={"inputs": node_inputs, "limits": job.limits.model_copy(update={"gpu_ids": gpu_ids})}
     )
@@ -142,7 +145,44 @@ def node_job(
             flusher.join(timeout=5)
             with lock, contextlib.suppress(Exception):
                 ray.get(hub.push.remote(job.key, list(pending)))
-    return result.model_dump_json(), pack_dir(result.out_dir), node_id
+    result, out_tar = pack_output(result, job)
+    return result.model_dump_json(), out_tar, node_id
+
+
+def pack_output(result: JobResult, job: JobSpec) -> tuple[JobResult, bytes]:
+    """The job's /out as a tar of regular files and folders only. A link, device, FIFO or
+    too many entries fail this job (the result says why) and ship nothing: one bad output
+    must never break the driver's unpacking, the run, or a resume."""
+    try:
+        return result, safe_tree.tar_tree(
+            result.out_dir, max_entries=job.limits.output_entries, max_bytes=job.limits.output_mb << 20
+        )
+    except UnsafeOutput as exc:
+        reason = f"unsafe job output: {exc.message}"
+        failed = result.model_copy(
+            update={"status": "failed" if result.status == "succeeded" else result.status, "reason": reason}
+        )
+        buffer = io.BytesIO()
+        tarfile.open(fileobj=buffer, mode="w").close()
+        return failed, buffer.getvalue()
+
+
+def node_reap(key: str, sandbox_json: str, node_root: str, docker_image: str) -> str:
+    """Stop and collect what a lost task left of job `key` on this node (a Ray task pinned
+    here). The node runtime re-attaches by key, kills the job's process tree or container
+    and records its result; a finished container is removed. Returns what it found."""
+    from medloop.sandbox.base import JobHandle
+    from medloop.sandbox.factory import make_runtime
+
+    sandbox = SandboxSpec.model_validate_json(sandbox_json)
+    settings = Settings(workspace=Path(node_root) / "workspace", docker_image=docker_image)
+    runtime = make_runtime(settings, sandbox)
+    found = runtime.reconcile([key]).get(key)
+    if isinstance(found, JobHandle):
+        runtime.cancel(found)
+        runtime.wait(found)
+        return "stopped"
+    return "absent" if found is None else "finished"
 
 
 def fingerprint(path: Path) -> str:

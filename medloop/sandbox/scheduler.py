@@ -17,21 +17,19 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import queue
 import threading
 import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
 from medloop.core.errors import ImageNotFound, MedloopError, SandboxUnavailable, SpecError
-from medloop.core.records import JobResult, JobSpec, JobStatus, utcnow
+from medloop.core.records import GpuId, JobResult, JobSpec, JobStatus, utcnow
 from medloop.core.specs import Budget
-from medloop.sandbox.base import EventSink, JobEvent, JobHandle, SandboxRuntime, attempt_key
+from medloop.sandbox.base import NOT_STARTED, EventSink, JobEvent, JobHandle, SandboxRuntime, attempt_key
 from medloop.sandbox.provenance import make_provenance
 
 
@@ -49,7 +47,7 @@ class BudgetUsage(BaseModel):
 class _Run:
     index: int
     job: JobSpec  # as the caller gave it
-    gpus: list[int]
+    gpus: list[GpuId]
     attempt: int = 0
     handle: JobHandle | None = None
     started: float = field(default_factory=time.monotonic)
@@ -64,7 +62,7 @@ class Scheduler:
         runtime: SandboxRuntime,
         *,
         slots: int = 1,
-        gpu_ids: Sequence[int] = (),
+        gpu_ids: Sequence[GpuId] = (),
         gpus_per_job: int = 0,
         jobs_per_gpu: int = 1,
         budget: Budget | None = None,
@@ -89,7 +87,8 @@ class Scheduler:
         self.retry_backoff_s = retry_backoff_s
         # GPUs per job that the runtime places itself (Ray): charged, not assigned here.
         self.external_gpus = external_gpus
-        self._gpu_load = dict.fromkeys(gpu_ids, 0)
+        self._pool: list[GpuId] = list(dict.fromkeys(gpu_ids))
+        self._gpu_load: dict[GpuId, int] = dict.fromkeys(self._pool, 0)
         self._spent = spent or BudgetUsage()
         self._t0 = time.monotonic()
         self._trials = 0
@@ -129,6 +128,12 @@ class Scheduler:
             self._enforce_budget()
             while pending and fault is None and len(self._running) < self.slots:
                 job = jobs[pending[0]]
+                foreign = self._foreign_gpus(job)
+                if foreign is not None:
+                    i = pending.popleft()
+                    results[i] = self._not_run(job, foreign, status="failed")
+                    emit(JobEvent(key=job.key, kind="finished", result=results[i]))
+                    continue
                 why = self._blocked(job)
                 if why is not None:
                     i = pending.popleft()
@@ -229,23 +234,36 @@ class Scheduler:
     def _wants(self, job: JobSpec) -> int:
         return len(job.limits.gpu_ids) or self.gpus_per_job
 
-    def _take_gpus(self, job: JobSpec) -> list[int] | None:
-        """Reserve GPU ids for the job, or None if not enough are free now."""
+    def _foreign_gpus(self, job: JobSpec) -> str | None:
+        """Why a job that names its own GPUs may not run here (ids outside the pool)."""
+        foreign = [g for g in job.limits.gpu_ids if g not in self._pool]
+        if not foreign:
+            return None
+        pool = ",".join(str(g) for g in self._pool) or "none"
+        return (
+            f"the job asks for GPU(s) {', '.join(str(g) for g in foreign)} outside this host's pool "
+            f"(MEDLOOP_GPU_IDS: {pool})"
+        )
+
+    def _take_gpus(self, job: JobSpec) -> list[GpuId] | None:
+        """Reserve GPU ids for the job, or None if not enough are free now. Only ids of
+        the pool are ever handed out or counted (a job naming another id never starts)."""
         with self._lock:
+            chosen: list[GpuId]
             if job.limits.gpu_ids:
                 chosen = list(job.limits.gpu_ids)
-                if any(self._gpu_load.get(g, 0) >= self.jobs_per_gpu for g in chosen):
+                if any(self._gpu_load[g] >= self.jobs_per_gpu for g in chosen):
                     return None
             else:
                 free = sorted(
                     (g for g, load in self._gpu_load.items() if load < self.jobs_per_gpu),
-                    key=lambda g: (self._gpu_load[g], g),
+                    key=lambda g: (self._gpu_load[g], self._pool.index(g)),
                 )
                 if len(free) < self.gpus_per_job:
                     return None
                 chosen = free[: self.gpus_per_job]
             for gpu in chosen:
-                self._gpu_load[gpu] = self._gpu_load.get(gpu, 0) + 1
+                self._gpu_load[gpu] += 1
             return chosen
 
     # ---------------------------------------------------------------- running
@@ -258,7 +276,7 @@ class Scheduler:
         self,
         index: int,
         job: JobSpec,
-        gpus: list[int],
+        gpus: list[GpuId],
         done: queue.Queue[tuple[int, JobResult | Exception]],
         emit: EventSink,
         *,
@@ -367,7 +385,8 @@ class Scheduler:
                 recovered[i] = (item, n)
                 with self._lock:
                     for gpu in item.gpu_ids:
-                        self._gpu_load[gpu] = self._gpu_load.get(gpu, 0) + 1
+                        if gpu in self._gpu_load:  # never let a re-attached job grow the pool
+                            self._gpu_load[gpu] += 1
         return recovered
 
     def _not_run(self, job: JobSpec, reason: str, *, status: JobStatus = "cancelled") -> JobResult:
@@ -378,7 +397,7 @@ class Scheduler:
             status=status,
             exit_code=None,
             wall_s=0.0,
-            out_dir=Path(os.devnull),
+            out_dir=NOT_STARTED,
             reason=reason,
             provenance=make_provenance(
                 job, runtime=self.runtime.name, image=None, started_at=now, ended_at=now, exit_code=None

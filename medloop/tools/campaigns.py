@@ -26,6 +26,7 @@ from medloop.tools.common import (
     TRIALS,
     Budgeted,
     budget_view,
+    confine_init,
     require_budget,
     resolve_path,
 )
@@ -98,6 +99,10 @@ def _load(ctx: ToolContext, args: StartInput) -> CampaignSpec:
         resolve_path(ctx, str(spec.executor.table), what="spec.executor.table", must_be_dir=False)
     else:
         resolve_path(ctx, str(spec.dataset.path), what="spec.dataset.path")
+    confine_init(ctx, spec.baseline_overrides.get("init"), what="spec.baseline.init")
+    factor = spec.search_space.get("init")
+    for choice in getattr(factor, "choices", None) or []:
+        confine_init(ctx, choice, what="spec.search_space.init")
     if spec.budget.max_trials is None:
         raise SpecError(
             "spec.budget.max_trials: required for campaigns started through tools",

@@ -16,22 +16,38 @@ TRIALS, GPU_HOURS, CAMPAIGNS = "trials", "gpu_hours", "campaigns"
 
 
 def resolve_path(ctx: ToolContext, raw: str, *, what: str, must_be_dir: bool = True) -> Path:
-    """An absolute path for a folder the caller named, inside the configured data roots."""
+    """An absolute path for a folder (or, with must_be_dir=False, a file) the caller
+    named, inside the configured data roots.
+
+    With data roots set, a path outside them, a missing path and a path of the wrong kind
+    get one and the same error naming only what the caller typed: a caller learns nothing
+    about the server's files outside the roots (not even whether they exist)."""
     if not raw.strip():
         raise SpecError(f"{what}: empty path", hint="pass the folder's absolute path")
+    noun = "folder" if must_be_dir else "file"
     path = Path(raw).expanduser().resolve()
     roots = ctx.limits.roots()
-    if roots and not any(path == r or r in path.parents for r in roots):
-        raise PermissionDenied(
-            f"{what}: {path} lies outside the folders this tool server may read",
-            hint=f"allowed: {', '.join(str(r) for r in roots)} (MEDLOOP_TOOLS_DATA_ROOTS)",
-        )
-    if must_be_dir and not path.is_dir():
-        state = "is not a folder" if path.exists() else "does not exist"
+    right_kind = path.is_dir() if must_be_dir else path.is_file()
+    if roots:
+        inside = any(path == r or r in path.parents for r in roots)
+        if not (inside and right_kind):
+            raise PermissionDenied(
+                f"{what}: {raw} does not exist or lies outside the folders this tool server may read",
+                hint=f"name an existing {noun} under {', '.join(str(r) for r in roots)} (MEDLOOP_TOOLS_DATA_ROOTS)",
+            )
+    elif not right_kind:
+        state = f"is not a {noun}" if path.exists() else "does not exist"
         raise SpecError(
-            f"{what}: {path} {state}", hint="pass an existing folder on the tool server's machine"
+            f"{what}: {path} {state}", hint=f"pass an existing {noun} on the tool server's machine"
         )
     return path
+
+
+def confine_init(ctx: ToolContext, init: object, *, what: str) -> None:
+    """A `file:<checkpoint>` init is a path the caller names: it must lie in the data roots
+    like any other (scratch and trial:<id> name nothing on disk)."""
+    if isinstance(init, str) and init.startswith("file:"):
+        resolve_path(ctx, init.removeprefix("file:"), what=what, must_be_dir=False)
 
 
 class BudgetView(ToolModel):

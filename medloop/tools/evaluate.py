@@ -3,6 +3,7 @@ arms of trials against each other with paired statistics (compare_trials)."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Literal
 
@@ -13,6 +14,7 @@ from medloop.core.records import DatasetManifest, SplitEvaluation, Trial
 from medloop.core.specs import Objective, ValidationPolicy
 from medloop.engine.analysis import ArmData, arm_data, compare_arms
 from medloop.engine.base import FINAL_STATUSES
+from medloop.engine.outputs import OutputTree, UnsafeOutput
 from medloop.evaluation import stats
 from medloop.evaluation.metrics import HIGHER_IS_BETTER, evaluate_split
 from medloop.experiments.dataset import held_out_labels, read_dataset
@@ -114,6 +116,11 @@ def evaluate_predictions(ctx: ToolContext, args: EvaluateInput) -> EvaluateOutpu
     Limits: labelsTs (split test) only for reviewers and admins: the test split is touched
     once per campaign, not searched on. Predictions must match the reference geometry.
     """
+    with contextlib.ExitStack() as stack:
+        return _evaluate(ctx, args, stack)
+
+
+def _evaluate(ctx: ToolContext, args: EvaluateInput, stack: contextlib.ExitStack) -> EvaluateOutput:
     if args.trial_handle is not None:
         trial = ctx.store.trials.get(args.trial_handle)
         if trial.status not in FINAL_STATUSES or trial.result is None or trial.result.job is None:
@@ -122,7 +129,12 @@ def evaluate_predictions(ctx: ToolContext, args: EvaluateInput) -> EvaluateOutpu
                 hint="wait for it with trial_status; failed trials have no predictions",
             )
         dataset = resolve_path(ctx, str(_trial_dataset(ctx, trial)), what="trial dataset")
-        pred_dir = trial.result.job.out_dir / "predictions" / "eval"
+        # The job wrote that folder: score a private snapshot, never a link out of it.
+        outputs = stack.enter_context(OutputTree(trial.result.job.out_dir, ctx.workspace / "scratch"))
+        try:
+            pred_dir = outputs.folder("predictions/eval") or outputs.empty_folder()
+        except UnsafeOutput as exc:
+            raise ConflictError(f"trial {trial.id}: {exc.message}") from None
         refs = held_out_labels(dataset, trial.spec.dataset, "eval")
         labels, sites, split = trial.spec.dataset.labels, trial.spec.dataset.sites, "eval"
     else:
@@ -264,7 +276,8 @@ def compare_trials(ctx: ToolContext, args: CompareInput) -> CompareOutput:
     permutation) test, a paired bootstrap CI of the mean difference, and with two or more
     seeds per arm also a run-level t-test (the larger p-value is reported). The verdict
     applies the pre-registered rule: supported needs significance, an improvement of at
-    least min_effect and a CI that excludes zero.
+    least min_effect and a CI that excludes zero. With fewer than two usable seeds in an
+    arm the run-level test cannot run and the verdict is inconclusive (the reason says so).
 
     Use when: you ran the same seeds on two configurations (run_trial) and want to know if
     the difference is real. Three or more seeds per arm are advised.
@@ -300,19 +313,19 @@ def compare_trials(ctx: ToolContext, args: CompareInput) -> CompareOutput:
             verdict="inconclusive",
             interpretation="nothing to compare: an arm has no usable trial scored with this metric on this split",
         )
-    verdict = stats.verdict(
-        comparison.estimate,
-        comparison.ci_low,
-        comparison.ci_high,
+    verdict, why = stats.decide(
+        comparison,
         comparison.p_value,
         direction=direction,
         alpha=args.alpha,
         min_effect=args.min_effect,
+        seeds=(len(control.seeds), len(treatment.seeds)),
     )
     text = (
         f"treatment - control = {comparison.estimate:+.4f} {args.metric} "
         f"({comparison.ci_level:.0%} CI {comparison.ci_low:+.4f} to {comparison.ci_high:+.4f}, p = {comparison.p_value:.3g}, "
         f"{comparison.n_cases} cases, {len(treatment.seeds)} vs {len(control.seeds)} seeds): {verdict}"
+        + (f" ({why})" if why else "")
     )
     return CompareOutput(
         metric=args.metric,

@@ -23,7 +23,15 @@ from medloop.core.ids import content_id
 from medloop.core.records import Campaign, Trial
 from medloop.core.specs import CampaignSpec, SegConfig
 from medloop.engine.base import FINAL_STATUSES, TrialRequest, case_objective, trial_id_for
-from medloop.tools.common import GPU_HOURS, TRIALS, Budgeted, budget_view, require_budget, resolve_path
+from medloop.tools.common import (
+    GPU_HOURS,
+    TRIALS,
+    Budgeted,
+    budget_view,
+    confine_init,
+    require_budget,
+    resolve_path,
+)
 from medloop.tools.context import ACT, READ, ToolContext
 from medloop.tools.datasets import EXAMPLE_DATASET
 from medloop.tools.jobs import TrialDone, TrialJobs
@@ -177,6 +185,7 @@ def run_trial(ctx: ToolContext, args: RunTrialInput) -> RunTrialOutput:
             hint="lower timeout_s (MEDLOOP_TOOLS_MAX_TRIAL_TIMEOUT_S sets the limit)",
         )
     dataset = resolve_path(ctx, args.dataset_path, what="dataset_path")
+    confine_init(ctx, args.trial_config.init, what="trial_config.init")
     cid, spec = workbench(ctx, dataset, args)
     service = ctx.make_trials(spec, cid)
     try:

@@ -181,3 +181,37 @@ def test_pooled_variance_does_not_lend_stability_to_an_unstable_arm() -> None:
             for c, p in zip(comps, adj, strict=True)
         )
     assert hits / cycles <= 0.05
+
+
+def test_decide_needs_the_run_level_test() -> None:
+    """One run per arm: a case-level p of ~1e-6 is still inconclusive, with the reason;
+    with runs in both arms decide() agrees with verdict()."""
+    rng = np.random.default_rng(3)
+    cases = [f"c{i}" for i in range(30)]
+    control = {c: float(v) for c, v in zip(cases, rng.normal(0.7, 0.05, 30), strict=True)}
+    treatment = {c: v + 0.05 for c, v in control.items()}
+    single = stats.compare_paired(control, treatment)
+    assert single.p_case < 1e-4 and single.p_run is None
+    assert (
+        stats.verdict(
+            single.estimate,
+            single.ci_low,
+            single.ci_high,
+            single.p_value,
+            direction="maximize",
+            alpha=0.05,
+            min_effect=0.0,
+        )
+        == "supported"
+    )  # the old rule, case test only
+    v, why = stats.decide(
+        single, single.p_value, direction="maximize", alpha=0.05, min_effect=0.0, seeds=(1, 1)
+    )
+    assert v == "inconclusive" and "too few seeds (1 treatment vs 1 control)" in why
+    runs_c = [{c: v + d for c, v in control.items()} for d in (0.0, 0.01, -0.01)]
+    runs_t = [{c: v + 0.05 + d for c, v in control.items()} for d in (0.0, 0.012, -0.008)]
+    multi = stats.compare_paired(runs_c, runs_t, control_seeds=[0, 1, 2], treatment_seeds=[0, 1, 2])
+    v, why = stats.decide(
+        multi, multi.p_value, direction="maximize", alpha=0.05, min_effect=0.0, seeds=(3, 3)
+    )
+    assert (v, why) == ("supported", "")

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from medloop.core.records import JobOutcome, JobResult, SplitEvaluation, TrialSpec
+from medloop.core.records import JobOutcome, SplitEvaluation, TrialSpec
 from medloop.core.specs import DatasetRef, Objective
 from medloop.engine.base import PreparedDataset
+from medloop.engine.outputs import OutputTree
 
 
 @dataclass(frozen=True)
@@ -50,14 +51,15 @@ class TaskFamily(Protocol):
         ...
 
     def score(
-        self, ctx: ScoringContext, trial_id: str, spec: TrialSpec, job: JobResult, split: str
+        self, ctx: ScoringContext, trial_id: str, spec: TrialSpec, outputs: OutputTree, split: str
     ) -> SplitEvaluation | None:
-        """Recompute the metrics of `split` from the job's raw outputs; None when the job
-        has nothing for that split (e.g. no test cases)."""
+        """Recompute the metrics of `split` from the job's raw outputs, read only through
+        `outputs` (private snapshots, never the job's own paths); None when the job has
+        nothing for that split (e.g. no test cases)."""
         ...
 
     def tamper_gap(
-        self, ctx: ScoringContext, spec: TrialSpec, job: JobResult, outcome: JobOutcome
+        self, ctx: ScoringContext, spec: TrialSpec, outputs: OutputTree, outcome: JobOutcome
     ) -> float | None:
         """Max |reported - recomputed| over what the job claimed about itself (0 if it
         reported nothing; None when the family's jobs report nothing checkable)."""

@@ -7,9 +7,10 @@ import math
 from pathlib import Path
 
 from medloop.core.errors import DatasetError
-from medloop.core.records import JobOutcome, JobResult, SplitEvaluation, TrialSpec
+from medloop.core.records import JobOutcome, SplitEvaluation, TrialSpec
 from medloop.core.specs import DatasetRef, Objective
 from medloop.engine.base import PreparedDataset
+from medloop.engine.outputs import OutputTree
 from medloop.engine.tasks.base import ScoringContext
 from medloop.evaluation.metrics import evaluate_split, tamper_gap
 from medloop.experiments.dataset import build_manifest, fingerprint_summary, held_out_labels, stage_inputs
@@ -42,14 +43,14 @@ class SegmentationFamily:
         return tuple(dict.fromkeys(("dice", "nsd", "hd95", objective.metric)))
 
     def score(
-        self, ctx: ScoringContext, trial_id: str, spec: TrialSpec, job: JobResult, split: str
+        self, ctx: ScoringContext, trial_id: str, spec: TrialSpec, outputs: OutputTree, split: str
     ) -> SplitEvaluation | None:
         labels = held_out_labels(ctx.dataset.path, spec.dataset, split)
-        pred_dir = job.out_dir / "predictions" / split
-        if split != "eval" and (not labels or not pred_dir.is_dir()):
+        snapshot = outputs.folder(f"predictions/{split}")
+        if split != "eval" and (not labels or snapshot is None):
             return None
         return evaluate_split(
-            pred_dir,
+            snapshot or outputs.empty_folder(),
             labels,
             labels=spec.dataset.labels,
             sites=spec.dataset.sites,
@@ -58,7 +59,7 @@ class SegmentationFamily:
         )
 
     def tamper_gap(
-        self, ctx: ScoringContext, spec: TrialSpec, job: JobResult, outcome: JobOutcome
+        self, ctx: ScoringContext, spec: TrialSpec, outputs: OutputTree, outcome: JobOutcome
     ) -> float | None:
         """Internal-validation metrics the job reported, recomputed on its own train cases."""
         dataset = ctx.dataset
@@ -70,7 +71,7 @@ class SegmentationFamily:
                 return math.inf  # claims metrics on cases whose labels it never had
             labels = held_out_labels(dataset.path, dataset.manifest, "train")
             recomputed = evaluate_split(
-                job.out_dir / "predictions" / reported.split,
+                outputs.folder(f"predictions/{reported.split}") or outputs.empty_folder(),
                 {case: labels[case] for case in cases},
                 labels=dataset.manifest.labels,
                 sites=dataset.manifest.sites,

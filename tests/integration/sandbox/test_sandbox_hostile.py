@@ -16,7 +16,7 @@ import pytest
 from medloop.core.errors import SpecError
 from medloop.core.records import JobLimits, JobResult, JobSpec
 from medloop.core.settings import Settings
-from medloop.sandbox.docker import DockerRuntime
+from medloop.sandbox.docker import DOCKER_SOCKETS, DockerRuntime
 from tests.conftest import require
 from tests.contract.sandbox.conftest import docker_available
 
@@ -163,10 +163,9 @@ def test_job_cannot_see_host_paths_outside_its_inputs(docker_rt: DockerRuntime, 
 
 
 def test_inputs_that_would_expose_the_docker_socket_are_refused(docker_rt: DockerRuntime) -> None:
-    sock = Path("/var/run/docker.sock")
-    if not sock.exists():
-        pytest.skip("the daemon listens elsewhere")
-    spec = JobSpec(key="sock", command=["true"], inputs={"run": Path("/var/run")})
+    socks = [Path(s) for s in DOCKER_SOCKETS if Path(s).exists()]
+    require("docker", bool(socks), f"the daemon listens on none of {', '.join(DOCKER_SOCKETS)}")
+    spec = JobSpec(key="sock", command=["true"], inputs={"run": socks[0].parent})
     with pytest.raises(SpecError, match="Docker socket"):
         docker_rt.submit(spec)
 

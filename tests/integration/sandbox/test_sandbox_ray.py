@@ -180,3 +180,81 @@ def test_a_restarted_driver_reattaches_to_a_docker_job_on_its_node(
     assert result.status == "succeeded", result.log_tail
     assert "done" in result.log_tail
     assert len(list(result.out_dir.glob("ran-*"))) == 1
+
+
+def test_a_link_in_one_jobs_output_fails_that_job_only(ray_head: None, settings: Settings) -> None:
+    # Item 3 of issue 14: an absolute symlink in /out used to raise AbsoluteLinkError while
+    # the driver unpacked it, ending the whole run (and every resume).
+    executor = RayExecutor(settings, SandboxSpec(), ExecutorSpec(kind="ray", slots=2))
+    hostile = (
+        "import os; out = os.environ['MEDLOOP_OUT']; open(out + '/ok.txt', 'w').write('x'); "
+        "os.symlink('/etc/shadow', out + '/labels.nii.gz')"
+    )
+    honest = "import os; open(os.environ['MEDLOOP_OUT'] + '/ok.txt', 'w').write('fine')"
+    try:
+        bad, good = executor.run([pyjob("linker", hostile), pyjob("honest", honest)])
+    finally:
+        executor.close()
+    assert bad.status == "failed" and "symbolic link" in (bad.reason or "")
+    assert not (bad.out_dir / "labels.nii.gz").is_symlink()
+    assert good.status == "succeeded" and (good.out_dir / "ok.txt").read_text() == "fine"
+
+
+@pytest.mark.parametrize("sandbox", ["local", pytest.param("docker", marks=pytest.mark.docker)])
+def test_a_lost_tasks_job_is_stopped_before_its_retry(
+    ray_head: None, settings: Settings, sandbox: str
+) -> None:
+    # Issue 14 item 6: when Ray loses the task (worker killed), the job it started kept
+    # running beside the scheduler's retry (a Docker container stayed behind, Exited).
+    # cancel() - which the scheduler calls before a retry - must stop it on its node.
+    import ray
+
+    from medloop.sandbox.procs import is_running
+
+    if sandbox == "docker":
+        ok, why = docker_available(settings.docker_image)
+        require("docker", ok, why)
+    node_root = settings.workspace_dir / "ray-node"
+    spec = SandboxSpec(runtime=sandbox)  # type: ignore[arg-type]
+    runtime = RayRuntime(settings.jobs_dir, spec, docker_image=settings.docker_image, node_root=node_root)
+    code = (
+        "import os, time; open(os.environ['MEDLOOP_OUT'] + '/pid', 'w').write(str(os.getpid())); "
+        "time.sleep(60); open(os.environ['MEDLOOP_OUT'] + '/done', 'w')"
+    )
+    handle = runtime.submit(pyjob("lost", code))
+    lost: list[BaseException] = []
+
+    def driver() -> None:
+        try:
+            runtime.wait(handle)
+        except SandboxUnavailable as exc:
+            lost.append(exc)
+
+    waiter = threading.Thread(target=driver)
+    waiter.start()
+    node_out = node_root / "workspace" / "jobs" / "lost" / "out"
+    deadline = time.monotonic() + 60
+    while not ((node_out / "pid").is_file() and (settings.jobs_dir / "lost" / "node.json").is_file()):
+        assert time.monotonic() < deadline, "the job never started"
+        time.sleep(0.1)
+    pid = int((node_out / "pid").read_text())
+    ray.cancel(runtime._refs["lost"], force=True)
+    waiter.join(timeout=60)
+    assert lost, "the driver should have lost its task"
+    runtime.cancel(handle)
+    if sandbox == "local":
+        deadline = time.monotonic() + 60
+        while is_running(pid):
+            assert time.monotonic() < deadline, "the lost attempt's job is still running"
+            time.sleep(0.2)
+    else:
+        from medloop.sandbox.docker import JOB_LABEL, WORKSPACE_LABEL, DockerRuntime
+        from medloop.sandbox.image import docker_client
+
+        node_jobs = Settings(workspace=node_root / "workspace").jobs_dir
+        namespace = DockerRuntime(node_jobs, image=settings.docker_image).namespace
+        labels = [f"{JOB_LABEL}=lost", f"{WORKSPACE_LABEL}={namespace}"]
+        left = docker_client().containers.list(all=True, filters={"label": labels})
+        assert not left, "the lost attempt's container was not removed"
+    assert not (node_out / "done").exists()
+    runtime.close()

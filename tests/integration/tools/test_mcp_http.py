@@ -34,7 +34,7 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def server(server_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
+def server(server_env: dict[str, str], tmp_path: Path, phantom: Path) -> Iterator[str]:
     tokens = tmp_path / "tokens.json"
     tokens.write_text(
         json.dumps(
@@ -42,7 +42,8 @@ def server(server_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
         )
     )
     port = free_port()
-    env = {**server_env, "MEDLOOP_MCP_TOKEN": VIEWER_TOKEN}
+    roots = f"{phantom.parent},{tmp_path}"
+    env = {**server_env, "MEDLOOP_MCP_TOKEN": VIEWER_TOKEN, "MEDLOOP_TOOLS_DATA_ROOTS": roots}
     cmd = [sys.executable, "-m", "medloop", "mcp", "--http", "--port", str(port), "--caller", "dashboard"]
     proc = subprocess.Popen(
         [*cmd, "--role", "viewer", "--token-file", str(tokens)], env=env, stderr=subprocess.PIPE
@@ -116,3 +117,17 @@ def test_the_token_names_the_caller_and_its_role(server: str, phantom: Path, wor
     assert not proposed.is_error, proposed.content
     claim = open_store(workspace / "medloop.db").claims.get(proposed.structured_content["claim_id"])
     assert claim.author == "lab-agent" and claim.tier == "proposed"
+
+
+def test_the_http_server_refuses_to_start_without_data_roots(server_env: dict[str, str]) -> None:
+    # Issue 14 item 4: with no roots a client could make the server open any path
+    # (campaign_start {"spec_path": "/etc/passwd"}).
+    env = {**server_env, "MEDLOOP_MCP_TOKEN": VIEWER_TOKEN}
+    env.pop("MEDLOOP_TOOLS_DATA_ROOTS", None)
+    cmd = [sys.executable, "-m", "medloop", "mcp", "--http", "--port", str(free_port())]
+    try:
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("the server started without data roots") from None
+    assert done.returncode != 0
+    assert "MEDLOOP_TOOLS_DATA_ROOTS" in done.stderr and "Traceback" not in done.stderr

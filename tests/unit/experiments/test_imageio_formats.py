@@ -8,8 +8,19 @@ import numpy as np
 import pytest
 
 from medloop.experiments.dataset.imageio import read_header, read_volume, save_nifti, write_like
+from tests.conftest import require
 
-sitk = pytest.importorskip("SimpleITK")
+try:
+    import SimpleITK as sitk
+except ImportError:  # the `data` extra; CI installs it and lists simpleitk in MEDLOOP_REQUIRE
+    sitk = None
+
+
+@pytest.fixture(autouse=True)
+def _needs_simpleitk() -> None:
+    require(
+        "simpleitk", sitk is not None, "the SimpleITK package is not installed (pip install 'medloop[data]')"
+    )
 
 
 @pytest.mark.parametrize("ending", [".nrrd", ".mha"])

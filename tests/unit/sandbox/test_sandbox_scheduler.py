@@ -229,3 +229,35 @@ def test_factory_builds_a_scheduler_from_the_campaign_specs(settings: Settings) 
 def test_repeated_keys_are_refused(settings: Settings) -> None:
     with pytest.raises(SpecError, match="repeated: same"):
         Scheduler(LocalRuntime(settings.jobs_dir)).run([pyjob("same", "1"), pyjob("same", "2")])
+
+
+def test_a_job_naming_a_gpu_outside_the_pool_is_refused_and_the_pool_stays(settings: Settings) -> None:
+    # Issue 14 item 8: GPU 7 was accepted and joined the pool for good.
+    sched = Scheduler(LocalRuntime(settings.jobs_dir), slots=2, gpu_ids=[0], gpus_per_job=0)
+    rogue = pyjob("rogue", SLEEP.format(s=0)).model_copy(update={"limits": JobLimits(gpu_ids=[7])})
+    own = pyjob("own", SLEEP.format(s=0)).model_copy(update={"limits": JobLimits(gpu_ids=[0])})
+    bad, good = sched.run([rogue, own])
+    assert (
+        bad.status == "failed"
+        and "GPU(s) 7 outside" in (bad.reason or "")
+        and "MEDLOOP_GPU_IDS" in bad.reason
+    )
+    assert good.status == "succeeded" and good.log_tail == "gpu=0"
+    again = sched.run([pyjob("rogue2", "print(1)").model_copy(update={"limits": JobLimits(gpu_ids=[7])})])[0]
+    assert again.status == "failed"  # 7 never became part of the pool
+
+
+def test_gpu_uuids_and_mig_ids_are_ids_and_jobs_see_pci_bus_order(settings: Settings) -> None:
+    from medloop.sandbox.factory import gpu_pool
+
+    ids = "GPU-5f3c2a1b-0000-1111-2222-333344445555,MIG-9a1b2c3d-4444-5555-6666-777788889999"
+    pool = gpu_pool(settings.model_copy(update={"gpu_ids": f"{ids},2"}))
+    assert pool == [*ids.split(","), 2]
+    with pytest.raises(SpecError, match="neither an index"):
+        gpu_pool(settings.model_copy(update={"gpu_ids": "0,gpu0"}))
+    show = "import os; print(os.environ['CUDA_VISIBLE_DEVICES'], os.environ['CUDA_DEVICE_ORDER'])"
+    sched = Scheduler(LocalRuntime(settings.jobs_dir), slots=2, gpu_ids=pool[:2], gpus_per_job=1)
+    results = sched.run([pyjob("u0", show), pyjob("u1", show)])
+    seen = sorted(r.log_tail for r in results)
+    assert seen == sorted(f"{g} PCI_BUS_ID" for g in pool[:2])
+    assert sorted(str(r.provenance.gpu_ids[0]) for r in results) == sorted(pool[:2])
