@@ -170,6 +170,11 @@ class JobResult(Record):
     log_tail: str = ""
     reason: str | None = None
     provenance: Provenance
+    lost: bool = Field(
+        default=False,
+        description="The job vanished without an outcome (host crash, launcher killed): the "
+        "scheduler runs it again as a new attempt; never a scientific result",
+    )
 
 
 # ---------------------------------------------------------------- trial results (host side)
