@@ -229,6 +229,9 @@ class TrialResult(Record):
     efficiency: dict[str, Any] = Field(default_factory=dict)
     job: JobResult | None = None
     error: str | None = None
+    split_errors: dict[str, str] = Field(
+        default_factory=dict, description="split -> why the host could not score it (e.g. the test split)"
+    )
 
 
 class Trial(Record):
