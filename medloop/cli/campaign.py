@@ -36,6 +36,10 @@ def _show_final(campaign_id: str, runner: Any) -> None:
         console.print(report)
     reason = campaign.summary.get("stop_reason")
     console.print(f"status: {campaign.status}" + (f" ({reason})" if reason else ""))
+    if campaign.summary.get("incomplete"):
+        console.print(
+            f"incomplete: {campaign.summary['incomplete']}", markup=False, highlight=False, soft_wrap=True
+        )
     waiting = campaign.summary.get("waiting_for")
     if campaign.status == "paused" and waiting == "review":
         console.print(f"waiting for a review: see and decide with `medloop campaign review {campaign_id}`")

@@ -248,7 +248,10 @@ class Trial(Record):
 
 # ---------------------------------------------------------------- campaigns and hypotheses
 
-CampaignStatus = Literal["created", "running", "paused", "stopping", "stopped", "completed", "failed"]
+# incomplete: the campaign ended, but its final test-split comparison lacks results (why: summary)
+CampaignStatus = Literal[
+    "created", "running", "paused", "stopping", "stopped", "completed", "incomplete", "failed"
+]
 
 
 class FactorChange(Record):
@@ -267,7 +270,8 @@ class Hypothesis(Record):
     rationale: str = ""
     evidence_ids: list[str] = Field(default_factory=list, description="Claims the plan relied on")
     source: Literal["offline", "llm", "user"] = "offline"
-    verdict: Literal["pending", "supported", "refuted", "inconclusive", "failed"] = "pending"
+    # cancelled: the budget stopped its trials before they ran (analysis["note"] says which)
+    verdict: Literal["pending", "supported", "refuted", "inconclusive", "failed", "cancelled"] = "pending"
     control_trials: list[str] = Field(default_factory=list)
     treatment_trials: list[str] = Field(default_factory=list)
     reproduction_control: list[str] = Field(default_factory=list)

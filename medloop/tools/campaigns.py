@@ -36,7 +36,7 @@ from medloop.tools.common import (
 from medloop.tools.context import ACT, READ, CampaignLaunch, CreateCampaign, ToolContext
 from medloop.tools.registry import ToolModel, tool
 
-FINAL_CAMPAIGN = ("completed", "stopped", "failed")
+FINAL_CAMPAIGN = ("completed", "incomplete", "stopped", "failed")
 
 
 class ProcessLauncher:

@@ -26,7 +26,7 @@ from medloop.web.security import SESSION_COOKIE, Caller, Ctx, ctx_of
 
 router = APIRouter(include_in_schema=False)
 PRELOGIN_COOKIE = "medloop_prelogin"
-FINAL = ("completed", "stopped", "failed")
+FINAL = ("completed", "incomplete", "stopped", "failed")
 STREAM_SECONDS = 600.0  # one live-update stream; the browser reconnects after it ends
 
 
