@@ -138,13 +138,13 @@ def _advisory_lock(dsn: str, campaign_id: str) -> Iterator[None]:
 
 
 def knowledge(
-    settings: Settings, store: Store, *, reconcile: bool = True, reembed: bool = False
+    settings: Settings, store: Store, *, reconcile: bool = True, reembed: bool = False, repair: bool = False
 ) -> KnowledgeBase:
     """The knowledge base of the settings' vector index and embedder (`reembed`: opened for
     `rebuild(reembed=True)`, see make_knowledge_base)."""
     from medloop.knowledge.factory import make_knowledge_base
 
-    return make_knowledge_base(settings, store, reconcile=reconcile, reembed=reembed)
+    return make_knowledge_base(settings, store, reconcile=reconcile, reembed=reembed, repair=repair)
 
 
 def executor(settings: Settings, sandbox: SandboxSpec, spec: ExecutorSpec | None = None) -> Executor:

@@ -7,6 +7,7 @@ from typing import Any
 
 from langgraph.types import interrupt
 
+from medloop.agents.budget import incomplete_reason, reserve_stop_reason
 from medloop.agents.node_base import NodeBase
 from medloop.agents.requested import run_request
 from medloop.agents.seeds import final_seeds
@@ -52,6 +53,13 @@ class ClosingNodes(NodeBase):
             reason = f"trial budget spent ({n_trials}/{budget.max_trials})"
         elif budget.max_wall is not None and state.get("active_s", 0.0) >= budget.max_wall:
             reason = f"wall-time budget spent ({state.get('active_s', 0.0):.0f}s)"
+        else:  # never start a cycle that would leave the final test-split runs no time
+            reason = reserve_stop_reason(
+                campaign,
+                float(state.get("active_s", 0.0)),
+                self.s.store.trials.list(campaign_id=campaign.id, limit=100_000).items,
+                self.s.store.cycles.list(campaign.id),
+            )
         self.emit(
             "cycle_end",
             cycle=cycle,
@@ -134,13 +142,24 @@ class ClosingNodes(NodeBase):
             ),
         )
         test_arms = {}
+        scored: set[str] = set()
         for name, reqs in plan.items():
             trials = []
             for req in reqs:
                 trial = self.s.store.trials.get(req.trial_id)
                 if service.evaluate_test(trial) is not None:
                     trials.append(self.s.store.trials.get(req.trial_id))
+                    scored.add(req.trial_id)
             test_arms[name] = arm_data(trials, campaign.spec.objective, split="test")
+        # With a test split, a final run without a test result leaves the campaign
+        # incomplete (with the reason), never `completed` with a silent gap.
+        missing = (
+            incomplete_reason([self.s.store.trials.get(r.trial_id) for r in requests], scored)
+            if service.dataset.manifest.test_cases
+            else None
+        )
+        if missing:
+            summary["incomplete"] = missing
         summary["test"] = {
             name: {"objective": a.objective, "trials": a.usable} for name, a in test_arms.items()
         }
@@ -153,12 +172,12 @@ class ClosingNodes(NodeBase):
             comp = compare_arms(test_arms["baseline"], test_arms["incumbent"], campaign.spec.validation)
             if comp is not None:
                 summary["test"]["effect"] = comp.model_dump(exclude={"cases"})
-        first_time = campaign.status != "completed"
-        self.s.store.campaigns.update(
-            campaign.id, status="completed", summary={**campaign.summary, **summary}
-        )
+        status = "incomplete" if missing else "completed"
+        first_time = campaign.status != status
+        self.s.store.campaigns.update(campaign.id, status=status, summary={**campaign.summary, **summary})
         if first_time:  # a re-run after a crash must not audit the completion twice
-            self.s.store.audit.append(self.s.actor, "campaign.complete", "campaign", campaign.id, summary)
+            action = "campaign.incomplete" if missing else "campaign.complete"
+            self.s.store.audit.append(self.s.actor, action, "campaign", campaign.id, summary)
         self.emit("final", summary=summary)
         return {}
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from langgraph.types import interrupt
 
+from medloop.agents.budget import cancelled_by_budget
 from medloop.agents.claims import build_claim, claim_id_for, reproduction_evidence
 from medloop.agents.node_base import NodeBase
 from medloop.agents.space import apply_changes
@@ -72,6 +73,7 @@ class DecisionNodes(NodeBase):
         analyses = analyze_hypotheses(
             self.s.store, hyps, objective=spec.objective, policy=spec.validation, seed=state["cycle"]
         )
+        verdicts: dict[str, str] = {}
         for hyp, a in zip(hyps, analyses, strict=True):
             analysis: dict[str, Any] = {
                 "control_objective": a.control.objective,
@@ -85,8 +87,16 @@ class DecisionNodes(NodeBase):
                 )
             if a.by_group:  # per-category effects (VQA), kept as the claim's evidence
                 analysis["by_category"] = a.by_group
+            verdict = a.verdict
+            if verdict == "failed":  # the budget stopped its trials: no evidence, not a failure
+                cut = cancelled_by_budget(
+                    [self.s.store.trials.get(t) for t in [*hyp.control_trials, *hyp.treatment_trials]]
+                )
+                if cut is not None:
+                    verdict, analysis["note"] = "cancelled", f"cancelled (budget): {cut}"
+            verdicts[hyp.id] = verdict
             self.s.store.cycles.put_hypothesis(
-                hyp.model_copy(update={"verdict": a.verdict, "analysis": analysis})
+                hyp.model_copy(update={"verdict": verdict, "analysis": analysis})
             )
         self.emit(
             "verdicts",
@@ -95,7 +105,7 @@ class DecisionNodes(NodeBase):
                 {
                     "hypothesis": h.id,
                     "statement": h.statement,
-                    "verdict": a.verdict,
+                    "verdict": verdicts[h.id],
                     "estimate": a.comparison.estimate if a.comparison else None,
                     "ci": [a.comparison.ci_low, a.comparison.ci_high] if a.comparison else None,
                     "p_adjusted": a.p_adjusted,

@@ -53,7 +53,7 @@ class CampaignRunner:
     def run(self, campaign_id: str) -> Campaign:
         """Run from the start (a new campaign) or continue where it stopped."""
         campaign = self.s.store.campaigns.get(campaign_id)
-        if campaign.status in ("completed", "stopped", "failed"):
+        if campaign.status in ("completed", "incomplete", "stopped", "failed"):
             raise ConflictError(f"campaign {campaign_id} is {campaign.status}")
         return self._drive(campaign_id, decision=None)
 
@@ -157,7 +157,7 @@ class CampaignRunner:
             self.s.store.campaigns.update(
                 campaign_id, status="paused", summary={**summary, "waiting_for": kind or "resume"}
             )
-        elif campaign.status == "completed":
+        elif campaign.status in ("completed", "incomplete"):
             self.s.store.campaigns.update(campaign_id, summary=summary)
         return self.s.store.campaigns.get(campaign_id)
 
@@ -166,7 +166,7 @@ def request(store: Store, campaign_id: str, what: str, *, actor: str) -> Campaig
     """Ask a campaign to pause (at the next cycle boundary) or stop (finish the cycle, then
     report). Used by the CLI, the web API and the tools alike."""
     campaign = store.campaigns.get(campaign_id)
-    if campaign.status in ("completed", "stopped", "failed"):
+    if campaign.status in ("completed", "incomplete", "stopped", "failed"):
         raise ConflictError(f"campaign {campaign_id} is {campaign.status}; it cannot {what}")
     status = "paused" if what == "pause" else "stopping"
     with store.transaction():

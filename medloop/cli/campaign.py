@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from medloop.cli.common import console, print_json, settings
+
+if TYPE_CHECKING:
+    from medloop.core.records import Trial
 
 app = typer.Typer(help="Run, inspect and resume research campaigns.", no_args_is_help=True)
 
@@ -33,6 +36,10 @@ def _show_final(campaign_id: str, runner: Any) -> None:
         console.print(report)
     reason = campaign.summary.get("stop_reason")
     console.print(f"status: {campaign.status}" + (f" ({reason})" if reason else ""))
+    if campaign.summary.get("incomplete"):
+        console.print(
+            f"incomplete: {campaign.summary['incomplete']}", markup=False, highlight=False, soft_wrap=True
+        )
     waiting = campaign.summary.get("waiting_for")
     if campaign.status == "paused" and waiting == "review":
         console.print(f"waiting for a review: see and decide with `medloop campaign review {campaign_id}`")
@@ -212,6 +219,7 @@ def show(
     campaign = store.campaigns.get(campaign_id)
     hypotheses = store.cycles.hypotheses(campaign_id)
     cycles = store.cycles.list(campaign_id)
+    trials = [_trial_row(t) for t in store.trials.list(campaign_id=campaign_id, limit=100_000).items]
     if as_json:
         print_json(
             {
@@ -219,7 +227,7 @@ def show(
                 "cycles": cycles,
                 "hypotheses": [h.model_dump(mode="json") for h in hypotheses],
                 "claims_used": sorted({c for cy in cycles for c in cy.get("retrieved", [])}),
-                "trials": len(store.trials.list(campaign_id=campaign_id, limit=100_000).items),
+                "trials": trials,
             }
         )
         return
@@ -233,6 +241,32 @@ def show(
             console.print(f"  {h.id} relied on {', '.join(h.evidence_ids)}")
     console.print(final_table(campaign, hypotheses))
     console.print(incumbent_table(campaign))
+    for note in ("incomplete", "error"):
+        if campaign.summary.get(note):
+            console.print(f"{note}: {campaign.summary[note]}", markup=False, highlight=False, soft_wrap=True)
+    failed = [t for t in trials if t["cause"]]
+    if failed:
+        console.print(f"{len(failed)} of {len(trials)} trials did not succeed:")
+        for t in failed:
+            line = f"  {t['id']} {t['arm']} seed {t['seed']} {t['status']}: {t['cause']}"
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def _trial_row(trial: Trial) -> dict[str, Any]:
+    """One trial for `campaign show`: what ran, how it ended and, if it failed, why."""
+    result = trial.result
+    causes = [result.error] if result and result.error and trial.status != "succeeded" else []
+    if result:
+        causes += [f"{split} split not scored: {why}" for split, why in result.split_errors.items()]
+    return {
+        "id": trial.id,
+        "hypothesis": trial.hypothesis_id,
+        "arm": trial.arm,
+        "seed": trial.spec.seed,
+        "status": trial.status,
+        "objective": result.objective if result else None,
+        "cause": "; ".join(causes) or None,
+    }
 
 
 @app.command("review")

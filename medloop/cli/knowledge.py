@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from medloop.cli.common import console, print_json, settings
+from medloop.cli.common import console, err_console, print_json, settings
 
 app = typer.Typer(
     help="Maintain the knowledge base: rebuild indexes, quarantine, import/export.", no_args_is_help=True
@@ -22,10 +22,10 @@ def _store() -> Any:
     return open_store(settings().store_url)
 
 
-def _kb(*, reconcile: bool = True, reembed: bool = False) -> Any:
+def _kb(*, reconcile: bool = True, reembed: bool = False, repair: bool = False) -> Any:
     from medloop import bootstrap
 
-    return bootstrap.knowledge(settings(), _store(), reconcile=reconcile, reembed=reembed)
+    return bootstrap.knowledge(settings(), _store(), reconcile=reconcile, reembed=reembed, repair=repair)
 
 
 def _counts(title: str, counts: dict[str, Any], as_json: bool) -> None:
@@ -68,8 +68,15 @@ def rebuild(
     ),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Drop the vector index and the graph and rebuild both from SQL."""
-    kb = _kb(reembed=reembed)
+    """Drop the vector index and the graph and rebuild both from SQL (a corrupt vector
+    index is moved aside, kept, and rebuilt)."""
+    kb = _kb(reconcile=False, reembed=reembed, repair=True)
+    if kb.set_aside is not None:
+        err_console.print(
+            f"the vector index was corrupt: moved it to {kb.set_aside}; rebuilding it from SQL",
+            markup=False,
+            highlight=False,
+        )
     _counts("rebuilt", kb.rebuild(reembed=reembed), as_json)
 
 

@@ -131,7 +131,7 @@ def final_table(campaign: Campaign, hypotheses: list[Hypothesis]) -> Table:
         table.add_row(
             str(h.cycle),
             change,
-            f"[{colour}]{h.verdict}[/{colour}]",
+            f"[{colour}]{'cancelled (budget)' if h.verdict == 'cancelled' else h.verdict}[/{colour}]",
             effect,
             _fmt(a.get("p_adjusted"), ".3g"),
             h.reproduction,

@@ -176,6 +176,11 @@ class JobResult(Record):
     log_tail: str = ""
     reason: str | None = None
     provenance: Provenance
+    lost: bool = Field(
+        default=False,
+        description="The job vanished without an outcome (host crash, launcher killed): the "
+        "scheduler runs it again as a new attempt; never a scientific result",
+    )
 
 
 # ---------------------------------------------------------------- trial results (host side)
@@ -234,6 +239,9 @@ class TrialResult(Record):
         default=None,
         description="Trial whose result this copies (same spec hash); its job is not this trial's",
     )
+    split_errors: dict[str, str] = Field(
+        default_factory=dict, description="split -> why the host could not score it (e.g. the test split)"
+    )
 
 
 class Trial(Record):
@@ -250,7 +258,10 @@ class Trial(Record):
 
 # ---------------------------------------------------------------- campaigns and hypotheses
 
-CampaignStatus = Literal["created", "running", "paused", "stopping", "stopped", "completed", "failed"]
+# incomplete: the campaign ended, but its final test-split comparison lacks results (why: summary)
+CampaignStatus = Literal[
+    "created", "running", "paused", "stopping", "stopped", "completed", "incomplete", "failed"
+]
 
 
 class FactorChange(Record):
@@ -269,7 +280,8 @@ class Hypothesis(Record):
     rationale: str = ""
     evidence_ids: list[str] = Field(default_factory=list, description="Claims the plan relied on")
     source: Literal["offline", "llm", "user"] = "offline"
-    verdict: Literal["pending", "supported", "refuted", "inconclusive", "failed"] = "pending"
+    # cancelled: the budget stopped its trials before they ran (analysis["note"] says which)
+    verdict: Literal["pending", "supported", "refuted", "inconclusive", "failed", "cancelled"] = "pending"
     control_trials: list[str] = Field(default_factory=list)
     treatment_trials: list[str] = Field(default_factory=list)
     reproduction_control: list[str] = Field(default_factory=list)

@@ -184,8 +184,8 @@ class ReplayTrials:
 
     def evaluate_test(self, trial: Trial) -> SplitEvaluation | None:
         outcome = self.lookup(trial.spec)
-        if outcome is None or not outcome.test or trial.result is None:
-            return None
+        if outcome is None or not outcome.test or trial.result is None or trial.status != "succeeded":
+            return None  # only a run that finished has test predictions to score
         evaluation = self._evaluation("test", outcome.test)
         updated = trial.result.model_copy(
             update={"evaluations": {**trial.result.evaluations, "test": evaluation}}

@@ -37,6 +37,7 @@ from medloop.engine.base import (
     aggregate,
     case_objective,
 )
+from medloop.engine.causes import job_failure
 from medloop.engine.code import CodeStore
 from medloop.engine.outputs import OutputTree, UnsafeOutput
 from medloop.engine.tasks import ScoringContext, family
@@ -284,7 +285,7 @@ class SandboxTrials:
         job = job.model_copy(update={"provenance": prov})
         base = {"trial_id": trial_id, "spec_hash": spec.spec_hash(), "job": job}
         if job.status != "succeeded":
-            return TrialResult(status=job.status, error=job.reason or f"exit code {job.exit_code}", **base)
+            return TrialResult(status=job.status, error=job_failure(job), **base)
         with self._outputs(job.out_dir) as outputs:
             try:
                 outputs.check()
@@ -322,7 +323,10 @@ class SandboxTrials:
         )
 
     def evaluate_test(self, trial: Trial) -> SplitEvaluation | None:
-        """Score a finished trial's test-split predictions (used once, at campaign end)."""
+        """Score a finished trial's test-split predictions (used once, at campaign end).
+
+        None when there is nothing to score; when the predictions cannot be scored, the
+        reason is recorded on the trial (`result.split_errors["test"]`) for the report."""
         if trial.result is None or trial.result.job is None or trial.status != "succeeded":
             return None
         if "test" in trial.result.evaluations:
@@ -333,15 +337,22 @@ class SandboxTrials:
                 evaluation = family(trial.spec.task).score(
                     self._scoring(), trial.id, trial.spec, outputs, "test"
                 )
-        except (DatasetError, UnsafeOutput):
+        except (DatasetError, UnsafeOutput) as exc:
+            self._split_error(trial.id, trial.result, "test", exc.message)
             return None
         if evaluation is None:
+            if trial.spec.dataset.test_cases:  # a test split exists, the job left it unscored
+                self._split_error(trial.id, trial.result, "test", "the job wrote no test-split predictions")
             return None
         updated = trial.result.model_copy(
             update={"evaluations": {**trial.result.evaluations, "test": evaluation}}
         )
         self.store.trials.set_result(trial.id, updated)
         return evaluation
+
+    def _split_error(self, trial_id: str, result: TrialResult, split: str, why: str) -> None:
+        errors = {**result.split_errors, split: why}
+        self.store.trials.set_result(trial_id, result.model_copy(update={"split_errors": errors}))
 
 
 def _code_refs(config: TrialConfig) -> dict[str, str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import atexit
 import weakref
 
-from medloop.core.errors import SpecError
+from medloop.core.errors import MedloopError, SpecError
 from medloop.core.ids import new_id
 from medloop.core.settings import Settings
 from medloop.core.store import Store
@@ -18,7 +18,14 @@ from medloop.knowledge.base import VectorIndex
 from medloop.knowledge.embedders import make_embedder
 from medloop.knowledge.graph import NetworkXGraph
 from medloop.knowledge.service import KnowledgeService
-from medloop.knowledge.vector import ChromaVectorIndex, MemoryVectorIndex, chroma_client
+from medloop.knowledge.vector import (
+    ChromaVectorIndex,
+    CorruptIndex,
+    MemoryVectorIndex,
+    chroma_client,
+    corrupt,
+    set_aside,
+)
 
 
 def knowledge_id(store: Store) -> str:
@@ -33,12 +40,19 @@ def knowledge_id(store: Store) -> str:
 
 
 def make_knowledge_base(
-    settings: Settings, store: Store, *, reconcile: bool = True, reembed: bool = False
+    settings: Settings,
+    store: Store,
+    *,
+    reconcile: bool = True,
+    reembed: bool = False,
+    repair: bool = False,
 ) -> KnowledgeService:
     """Build the knowledge base for these settings and bring its indexes in line with SQL.
 
     `reembed=True` opens it for `rebuild(reembed=True)` with a new embedder: the stored
-    embedder is not checked and the vector collection starts empty."""
+    embedder is not checked and the vector collection starts empty. `repair=True` (for
+    `rebuild`) moves a corrupt persistent index aside and starts an empty one; without it a
+    corrupt index raises `CorruptIndex` (one line: run `medloop knowledge rebuild`)."""
     embedder = make_embedder(
         settings.embedder,
         api_base=settings.embedder_api_base,
@@ -50,15 +64,18 @@ def make_knowledge_base(
     collection = f"medloop_{knowledge_id(store)}"
     target = settings.vector_target
     vectors: VectorIndex
+    set_aside_to = None
     if target == "memory":
         vectors = MemoryVectorIndex(embedder.dim)
     elif target == "chroma":
         if owner:
-            client = chroma_client(settings.chroma_dir)
-            where = f"the Chroma index at {settings.chroma_dir}"
-            vectors = ChromaVectorIndex(
-                client, embedder=embedder.name, dim=embedder.dim, name=collection, where=where, reset=reembed
-            )
+            try:
+                vectors = _local_chroma(settings, embedder.name, embedder.dim, collection, reset=reembed)
+            except CorruptIndex:
+                if not repair:
+                    raise
+                set_aside_to = set_aside(settings.chroma_dir)
+                vectors = _local_chroma(settings, embedder.name, embedder.dim, collection, reset=reembed)
         else:
             # Another process writes Chroma; follow SQL into memory instead of opening it.
             vectors = MemoryVectorIndex(embedder.dim)
@@ -83,6 +100,7 @@ def make_knowledge_base(
         where=f"the knowledge base in {settings.workspace_dir}",
         check=not reembed,
     )
+    kb.set_aside = set_aside_to
     if not owner:
         kb.writer_note = f"pid {lock.holder(kdir / 'writer.lock')} holds {kdir / 'writer.lock'}"
     if reconcile and not reembed:
@@ -97,3 +115,19 @@ def make_knowledge_base(
 
         atexit.register(_save_graph)
     return kb
+
+
+def _local_chroma(
+    settings: Settings, embedder: str, dim: int, collection: str, *, reset: bool
+) -> ChromaVectorIndex:
+    """The workspace's persistent Chroma index; any failure to open it is `CorruptIndex`."""
+    client = chroma_client(settings.chroma_dir)
+    where = f"the Chroma index at {settings.chroma_dir}"
+    try:
+        return ChromaVectorIndex(
+            client, embedder=embedder, dim=dim, name=collection, where=where, reset=reset
+        )
+    except MedloopError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a damaged segment surfaces as several chromadb types
+        raise corrupt(settings.chroma_dir, exc) from None

@@ -9,6 +9,7 @@ repaired by `reconcile()` and other processes see new claims at their next query
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -75,6 +76,7 @@ class KnowledgeService:
         self.owner = owner
         self.where = where
         self.writer_note = "see its writer.lock"
+        self.set_aside: Path | None = None  # where `rebuild` moved a corrupt vector index
         self._seq = 0  # last kb_claim_facts seq applied to the vector index
         self._own: set[str] = set()  # claims this object indexed ahead of `_seq`
         self._graph_dirty = False  # edges applied since the graph cache was loaded or saved

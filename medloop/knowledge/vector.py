@@ -33,6 +33,19 @@ def mismatch(where: str, stored: str, stored_dim: int, name: str, dim: int) -> E
     )
 
 
+class CorruptIndex(StoreError):
+    """The persistent vector index cannot be opened (a damaged or foreign chroma.sqlite3).
+    SQL holds every vector: `medloop knowledge rebuild` moves the index aside and rebuilds it."""
+
+
+def corrupt(path: Path, exc: BaseException) -> CorruptIndex:
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return CorruptIndex(
+        f"vector index is corrupt: run `medloop knowledge rebuild` ({path}: {first})",
+        hint="rebuild keeps the damaged index, renamed, and rebuilds it from SQL",
+    )
+
+
 def _value_key(value: Any) -> str:
     return value if isinstance(value, str) else repr(value)
 
@@ -184,7 +197,37 @@ def chroma_client(target: Path | str) -> Any:
             raise StoreError(f"cannot reach the Chroma server at {target}: {exc}") from None
     path = Path(target)
     path.mkdir(parents=True, exist_ok=True)
-    return chromadb.PersistentClient(path=str(path), settings=settings)
+    try:
+        client = chromadb.PersistentClient(path=str(path), settings=settings)
+        client.list_collections()  # reads the database: a damaged one fails here, not later
+    except Exception as exc:  # noqa: BLE001 - chromadb raises several types for a bad file
+        _forget_client(path)
+        raise corrupt(path, exc) from None
+    return client
+
+
+def _forget_client(path: Path) -> None:
+    """Drop chromadb's per-process cache entry for this folder: a client that failed to
+    start stays cached, and would fail again even after the folder is replaced."""
+    from chromadb.api.shared_system_client import SharedSystemClient
+
+    SharedSystemClient._identifier_to_system.pop(str(path), None)
+    SharedSystemClient._identifier_to_refcount.pop(str(path), None)
+
+
+def set_aside(path: Path) -> Path:
+    """Move a corrupt index folder aside (kept for inspection), timestamped; returns where."""
+    from datetime import UTC, datetime
+
+    _forget_client(path)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while aside.exists():
+        n += 1
+        aside = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+    path.rename(aside)
+    return aside
 
 
 class ChromaVectorIndex:

@@ -429,6 +429,7 @@ class DockerRuntime:
             out_dir=jd.out_dir,
             log_tail=jd.log_tail(50, 8192),
             reason=reason,
+            lost=container is None and kill is None,
             provenance=make_provenance(
                 job,
                 runtime=self.name,

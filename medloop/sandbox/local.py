@@ -302,6 +302,9 @@ class LocalRuntime:
         )
         ended_at = str(exit_info["ended_at"]) if exit_info else utcnow()
         status, reason = _classify(jd, job, exit_info, kill is not None)
+        # No exit status and no kill of ours: the launcher and its job died together (host
+        # crash, reboot, a kill of the whole process group). Nothing was measured.
+        lost = exit_info is None and kill is None
         if kill is not None:
             status, reason = kill.status, kill.reason
             exit_code = exit_code if exit_code is not None else 128 + signal.SIGKILL
@@ -313,6 +316,7 @@ class LocalRuntime:
             out_dir=jd.out_dir,
             log_tail=jd.log_tail(50, 8192),
             reason=reason,
+            lost=lost,
             provenance=make_provenance(
                 job,
                 runtime=self.name,

@@ -342,6 +342,7 @@ class RayRuntime:
             out_dir=jd.out_dir,
             log_tail=jd.log_tail(50, 8192),
             reason=reason,
+            lost=True,
             provenance=make_provenance(
                 job, runtime=self.name, image=None, started_at=info.started_at, ended_at=now, exit_code=None
             ),

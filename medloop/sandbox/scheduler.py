@@ -7,11 +7,14 @@
   A job that the budget does not allow is not started (result `cancelled`, reason says
   which budget); running jobs are stopped when the wall-time or GPU-hour budget is spent.
 - Retries happen only for infrastructure faults (`SandboxUnavailable` other than
-  `ImageNotFound`), as a new attempt key; a job that failed, timed out or ran out of
-  memory is a result, never retried.
+  `ImageNotFound`) and for jobs that vanished without an outcome (`JobResult.lost`: the
+  host crashed, or the launcher died with its job), as a new attempt key, at most
+  `max_retries` times; a job that failed, timed out or ran out of memory is a result,
+  never retried.
 - Crash recovery: before starting anything, `run` asks the runtime to `reconcile` every
-  attempt key of every job: finished jobs are collected, running ones re-attached, older
-  attempts still running are stopped, so each job yields exactly one result.
+  attempt key of every job: finished jobs are collected, running ones re-attached, lost
+  ones started again as the next attempt, older attempts still running are stopped, so
+  each job yields exactly one result.
 """
 
 from __future__ import annotations
@@ -111,10 +114,15 @@ class Scheduler:
         results: list[JobResult | None] = [None] * len(jobs)
         done: queue.Queue[tuple[int, JobResult | Exception]] = queue.Queue()
         pending: deque[int] = deque()
+        next_attempt: dict[int, int] = {}
         recovered = self._recover(jobs)
         for i, job in enumerate(jobs):
             found = recovered.get(i)
-            if isinstance(found, JobResult):
+            if isinstance(found, int):  # lost in a crash: run again as this attempt
+                next_attempt[i] = found
+                pending.append(i)
+                emit(JobEvent(key=job.key, kind="queued"))
+            elif isinstance(found, JobResult):
                 results[i] = found
                 emit(JobEvent(key=job.key, kind="finished", result=found))
             elif found is not None:
@@ -146,7 +154,7 @@ class Scheduler:
                 i = pending.popleft()
                 with self._lock:
                     self._trials += 1
-                self._start(i, job, gpus, done, emit)
+                self._start(i, job, gpus, done, emit, attempt=next_attempt.get(i, 0))
             try:
                 i, outcome = done.get(timeout=0.1)
             except queue.Empty:
@@ -317,6 +325,20 @@ class Scheduler:
                     if run.stop_reason is not None:
                         self.runtime.cancel(run.handle)
                     result = self.runtime.wait(run.handle, on_log=on_log)
+                    if result.lost and run.attempt < self.max_retries and run.stop_reason is None:
+                        on_log(
+                            f"medloop: the job vanished ({result.reason}); retrying as attempt {run.attempt + 1}"
+                        )
+                        with self._lock:
+                            run.attempt += 1
+                            run.handle = None
+                        continue
+                    if result.lost:
+                        result = result.model_copy(
+                            update={
+                                "reason": f"{result.reason} (lost {run.attempt + 1} times; not run again)"
+                            }
+                        )
                     break
                 except ImageNotFound:
                     raise
@@ -361,8 +383,9 @@ class Scheduler:
 
     # ---------------------------------------------------------------- recovery
 
-    def _recover(self, jobs: Sequence[JobSpec]) -> dict[int, JobResult | tuple[JobHandle, int]]:
-        """Collect or re-attach earlier attempts of these jobs (after a crash)."""
+    def _recover(self, jobs: Sequence[JobSpec]) -> dict[int, JobResult | tuple[JobHandle, int] | int]:
+        """Collect or re-attach earlier attempts of these jobs (after a crash). A job whose
+        latest attempt was lost is given the next attempt number to start (an int)."""
         attempts = {
             attempt_key(job.key, n): (i, n) for i, job in enumerate(jobs) for n in range(self.max_retries + 1)
         }
@@ -370,7 +393,7 @@ class Scheduler:
         for key, item in self.runtime.reconcile(list(attempts)).items():
             i, n = attempts[key]
             by_job.setdefault(i, []).append((n, item))
-        recovered: dict[int, JobResult | tuple[JobHandle, int]] = {}
+        recovered: dict[int, JobResult | tuple[JobHandle, int] | int] = {}
         for i, found in by_job.items():
             found.sort(key=lambda pair: pair[0])
             for _, older in found[:-1]:
@@ -379,7 +402,13 @@ class Scheduler:
                     with contextlib.suppress(MedloopError):
                         self.runtime.cancel(older)
             n, item = found[-1]
-            if isinstance(item, JobResult):
+            if isinstance(item, JobResult) and item.lost and n < self.max_retries:
+                recovered[i] = n + 1
+            elif isinstance(item, JobResult):
+                if item.lost:
+                    item = item.model_copy(
+                        update={"reason": f"{item.reason} (lost {n + 1} times; not run again)"}
+                    )
                 recovered[i] = item.model_copy(update={"key": jobs[i].key})
             else:
                 recovered[i] = (item, n)

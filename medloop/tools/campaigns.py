@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from medloop.core.accounts import ToolJob
-from medloop.core.errors import MedloopError, SandboxUnavailable, SpecError
+from medloop.core.errors import NotFoundError, SandboxUnavailable, SpecError
 from medloop.core.specs import CampaignSpec, load_campaign_spec, parse_campaign_spec
 from medloop.engine.launcher import CampaignProcesses
 from medloop.tools.common import (
@@ -33,7 +33,7 @@ from medloop.tools.common import (
 from medloop.tools.context import ACT, READ, CampaignLaunch, CreateCampaign, ToolContext
 from medloop.tools.registry import ToolModel, tool
 
-FINAL_CAMPAIGN = ("completed", "stopped", "failed")
+FINAL_CAMPAIGN = ("completed", "incomplete", "stopped", "failed")
 
 
 class ProcessLauncher:
@@ -226,6 +226,8 @@ class CampaignStatusOutput(ToolModel):
     incumbent: dict[str, Any]
     stop_reason: str | None = None
     waiting_for: str | None = None
+    incomplete: str | None = Field(default=None, description="Why the campaign ended without its test result")
+    error: str | None = Field(default=None, description="Why the campaign failed")
     test: dict[str, Any] | None = Field(
         default=None, description="Final test-split comparison, once completed"
     )
@@ -237,7 +239,7 @@ def _status(ctx: ToolContext, campaign_id: str) -> CampaignStatusOutput:
     launch: CampaignLaunch | None = None
     try:
         launch = CampaignLaunch.model_validate(ctx.ledger.get_job(campaign_id).detail)
-    except MedloopError:
+    except NotFoundError:  # created elsewhere (CLI, dashboard): no process of ours to watch
         launch = None
     alive = ctx.launcher.running(launch) if ctx.launcher is not None and launch is not None else None
     counts: dict[str, int] = {}
@@ -281,6 +283,8 @@ def _status(ctx: ToolContext, campaign_id: str) -> CampaignStatusOutput:
         incumbent_objective=c.incumbent_objective,
         incumbent=c.incumbent,
         stop_reason=c.summary.get("stop_reason"),
+        incomplete=c.summary.get("incomplete"),
+        error=c.summary.get("error") if c.status == "failed" else None,
         waiting_for=waiting,
         test=c.summary.get("test"),
         next_step=hint,
@@ -293,7 +297,7 @@ def _settle(ctx: ToolContext, status: CampaignStatusOutput) -> None:
         return
     try:
         job = ctx.ledger.get_job(status.campaign_id)
-    except MedloopError:
+    except NotFoundError:  # not started through the tools: nothing was reserved
         return
     ran = float(sum(status.trials.values()))
     ctx.ledger.charge(job.caller, TRIALS, status.campaign_id, ran, settle=True)

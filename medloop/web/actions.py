@@ -184,7 +184,7 @@ def control(
             raise ConflictError(f"campaign {campaign_id} is {status}; only a running campaign can be paused")
         return ctx.runner().pause(campaign_id, actor=principal.name), None
     if action == "stop":
-        if status in ("completed", "stopped", "failed"):
+        if status in ("completed", "incomplete", "stopped", "failed"):
             raise ConflictError(f"campaign {campaign_id} is already {status}")
         stopped = ctx.runner().stop(campaign_id, actor=principal.name)
         if not live and status in ("created", "paused"):

@@ -60,11 +60,12 @@ def test_campaign_twice_and_json_views(tiny: Path) -> None:
     campaigns = json.loads(medloop(tiny, "campaign", "list", "--json").stdout)
     assert [c["status"] for c in campaigns] == ["completed"]
     shown = json.loads(medloop(tiny, "campaign", "show", campaigns[0]["id"], "--json").stdout)
-    assert shown["trials"] >= 4 and shown["hypotheses"][0]["verdict"] in (
+    assert len(shown["trials"]) >= 4 and shown["hypotheses"][0]["verdict"] in (
         "supported",
         "refuted",
         "inconclusive",
     )
+    assert set(shown["trials"][0]) == {"id", "hypothesis", "arm", "seed", "status", "objective", "cause"}
 
     claims: list[dict[str, Any]] = json.loads(medloop(tiny, "claims", "list", "--json").stdout)["claims"]
     assert claims

@@ -18,7 +18,7 @@ router = APIRouter(prefix="/api/v1", tags=["campaigns"], responses=ERROR_RESPONS
 CampaignId = Annotated[str, Path(max_length=100, description="Campaign id (cmp_...)")]
 Limit = Annotated[int, Query(ge=1, le=500, description="Page size")]
 Cursor = Annotated[str | None, Query(max_length=200, description="next_cursor of the previous page")]
-STATUSES = "created|running|paused|stopping|stopped|completed|failed"
+STATUSES = "created|running|paused|stopping|stopped|completed|incomplete|failed"
 
 
 @router.get("/campaigns", response_model=S.CampaignPage, summary="List campaigns, newest first")

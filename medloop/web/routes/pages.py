@@ -16,7 +16,7 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
-from medloop.core.errors import MedloopError
+from medloop.core.errors import MedloopError, PermissionDenied
 from medloop.web import actions, render, views
 from medloop.web import launcher as L
 from medloop.web.accounts import AuthRequired, Principal, end_session, start_session
@@ -26,7 +26,7 @@ from medloop.web.security import SESSION_COOKIE, Caller, Ctx, ctx_of
 
 router = APIRouter(include_in_schema=False)
 PRELOGIN_COOKIE = "medloop_prelogin"
-FINAL = ("completed", "stopped", "failed")
+FINAL = ("completed", "incomplete", "stopped", "failed")
 STREAM_SECONDS = 600.0  # one live-update stream; the browser reconnects after it ends
 
 
@@ -202,6 +202,7 @@ def _campaign_context(ctx: Ctx, who: Principal, campaign_id: str) -> dict[str, A
     claims = ctx.store.listings.claims(campaign_id=campaign_id, limit=200).items
     recent = ctx.store.listings.recent_trials(campaign_id, 30)
     controls = []
+    controls_note = None
     try:
         authorize(who, "campaign.control", campaign=campaign)
         status = campaign.status
@@ -213,8 +214,14 @@ def _campaign_context(ctx: Ctx, who: Principal, campaign_id: str) -> dict[str, A
             controls.append("resume")
         if status not in FINAL:
             controls.append("stop")
-    except MedloopError:
-        pass
+    except PermissionDenied as exc:  # a reader sees why there are no buttons
+        controls_note = exc.message
+    # Why each failed trial failed (the listing row does not carry it).
+    causes = {
+        t["id"]: _cause(ctx, t["id"])
+        for t in recent
+        if t["status"] not in ("pending", "running", "succeeded")
+    }
     cycles = []
     hyps_by_cycle: dict[int, list[Any]] = {}
     for h in detail.hypotheses:
@@ -232,9 +239,16 @@ def _campaign_context(ctx: Ctx, who: Principal, campaign_id: str) -> dict[str, A
         "recent": recent,
         "n_trials": detail.budget.trials_used,
         "controls": controls,
+        "controls_note": controls_note,
+        "causes": causes,
         "timeline": cycles,
         "log_tail": _launch_log(ctx, campaign_id),
     }
+
+
+def _cause(ctx: Ctx, trial_id: str) -> str | None:
+    result = ctx.store.trials.get(trial_id).result
+    return result.error if result else None
 
 
 def _launch_log(ctx: Ctx, campaign_id: str) -> str:
