@@ -484,18 +484,11 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
 
 def load_campaign_spec(path: Path, *, check_dataset: bool = True) -> CampaignSpec:
     """Read and validate a campaign YAML file. Raises SpecError with one clear line."""
-    import yaml
+    from medloop.core import safeyaml
 
     if not path.is_file():
         raise SpecError(f"{path}: campaign file not found", hint="pass the path to a YAML file")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise SpecError(f"{path}:{where}: not valid YAML") from None
-    except UnicodeDecodeError:
-        raise SpecError(f"{path}: not a text file") from None
+    data = safeyaml.read(path).data  # size, aliases, depth, duplicate keys: refused here
     return parse_campaign_spec(data, source=str(path), check_dataset=check_dataset)
 
 
