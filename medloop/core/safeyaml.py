@@ -54,7 +54,7 @@ def _check_events(loader: yaml.SafeLoader, source: str) -> None:
     documents = 0
     nodes = 0
     while True:
-        event = loader.get_event()
+        event = loader.get_event()  # type: ignore[no-untyped-call]
         if isinstance(event, yaml.StreamEndEvent):
             return
         if isinstance(event, yaml.NodeEvent):

@@ -69,8 +69,8 @@ def parse_spec(text: str, overrides: dict[str, str] | None = None) -> CampaignSp
     except SpecError as exc:
         match = _YAML_LINE.match(exc.message)
         line = int(match.group("line")) if match else None
-        detail = exc.message.removeprefix(f"{_SOURCE}: ")
-        raise InvalidInput(str(exc), [FieldError(field="yaml", message=detail, line=line)]) from None
+        problem = exc.message.removeprefix(f"{_SOURCE}: ")
+        raise InvalidInput(str(exc), [FieldError(field="yaml", message=problem, line=line)]) from None
     data = doc.data
     if data is None:
         data = {}

@@ -34,3 +34,20 @@ def test_duplicate_keys_are_refused_with_the_line(web: Web) -> None:
     assert "duplicate key 'name' (first on line 1)" in detail["message"]
     assert detail["line"] == len(text.splitlines())
     _nothing_created(web)
+
+
+def test_boolean_count_and_quadratic_duration_are_refused_fast(web: Web) -> None:
+    text = B.replay_yaml(web.table).replace("max_cycles: 3", "max_cycles: 3, max_trials: true")
+    r = web.client.post("/api/v1/campaigns", json={"spec_yaml": text}, headers=web.auth("bob"))
+    detail = r.json()["error"]["details"][0]
+    assert (r.status_code, detail["field"]) == (422, "budget.max_trials")
+    assert "expected a number, got true" in detail["message"]
+    # '1' + spaces + 'x' made the duration regex backtrack quadratically (minutes of CPU)
+    slow = B.replay_yaml(web.table).replace(
+        "max_cycles: 3", "max_cycles: 3, max_wall: '1" + " " * 150_000 + "x'"
+    )
+    start = time.process_time()
+    r = web.client.post("/api/v1/campaigns", json={"spec_yaml": slow}, headers=web.auth("bob"))
+    assert time.process_time() - start < 5
+    assert r.status_code == 422 and r.json()["error"]["details"][0]["field"] == "budget.max_wall"
+    _nothing_created(web)
