@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 import typer
 
@@ -23,7 +24,7 @@ from medloop.cli import (
     vqa,
     web,
 )
-from medloop.cli.common import console, err_console
+from medloop.cli.common import console, err_console, print_json
 from medloop.core.errors import MedloopError
 from medloop.core.settings import OFFLINE_ENV
 
@@ -54,8 +55,24 @@ def version() -> None:
     console.print(__version__)
 
 
+def _json_error(kind: str, message: str, hint: str | None, exit_code: int) -> None:
+    """With --json, a failure is also a JSON object on stdout, so a script reads one format."""
+    if "--json" in sys.argv[1:]:
+        print_json({"error": {"type": kind, "message": message, "hint": hint, "exit_code": exit_code}})
+
+
+def _is_usage_error(exc: Exception) -> bool:
+    """click's usage errors (typer vendors click, so check both spellings)."""
+    import click
+
+    return isinstance(exc, click.ClickException) or (
+        isinstance(exc, typer.TyperException) and callable(getattr(exc, "show", None))
+    )
+
+
 def main() -> None:
-    """Entry point: offline defaults, then run; MedloopErrors become one line + exit code."""
+    """Entry point: offline defaults, then run; MedloopErrors become one line + exit code,
+    usage errors the usage and exit 2, never a traceback."""
     for key, value in OFFLINE_ENV.items():
         os.environ.setdefault(key, value)
     try:
@@ -67,6 +84,7 @@ def main() -> None:
         err_console.print(f"error: {exc.message}", markup=False, highlight=False)
         if exc.hint:
             err_console.print(f"hint: {exc.hint}", markup=False, highlight=False)
+        _json_error(type(exc).__name__, exc.message, exc.hint, exc.exit_code)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err_console.print("interrupted", markup=False)
@@ -76,9 +94,10 @@ def main() -> None:
     except typer.Abort:
         sys.exit(1)
     except Exception as exc:  # click usage errors arrive here in standalone_mode=False
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+        if not _is_usage_error(exc):
+            raise
+        usage: Any = exc  # a click ClickException (typer's vendored click is untyped)
+        usage.show()  # usage line, "Try ... --help", and the error
+        exit_code = int(usage.exit_code)
+        _json_error("UsageError", str(usage.format_message()), None, exit_code)
+        sys.exit(exit_code)

@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from medloop.core.errors import SpecError
+from medloop.core.fields import GOAL_TEXT, Float, Int, NameText, UserPath
 
 Scalar = str | int | float | bool
 TaskKind = Literal["segmentation", "vqa"]
@@ -53,7 +54,7 @@ class Spec(BaseModel):
 
 class Categorical(Spec):
     type: Literal["categorical"] = "categorical"
-    choices: list[Scalar] = Field(min_length=1)
+    choices: list[Scalar] = Field(min_length=1, max_length=1000)
     when: dict[str, list[Scalar]] | None = Field(
         default=None, description="Active only when every named factor takes one of these values"
     )
@@ -61,8 +62,8 @@ class Categorical(Spec):
 
 class IntRange(Spec):
     type: Literal["int"]
-    low: int
-    high: int
+    low: Int
+    high: Int
     log: bool = False
     when: dict[str, list[Scalar]] | None = None
 
@@ -75,8 +76,8 @@ class IntRange(Spec):
 
 class FloatRange(Spec):
     type: Literal["float"]
-    low: float
-    high: float
+    low: Float
+    high: Float
     log: bool = False
     when: dict[str, list[Scalar]] | None = None
 
@@ -114,39 +115,45 @@ class SegConfig(Spec):
     )
     model: Literal["unet", "segresnet", "dynunet", "swinunetr"] = "unet"
     spatial_dims: Literal[2, 3] = 2
-    base_features: int = Field(default=16, ge=4, le=320, description="Channels of the first level")
-    depth: int = Field(default=4, ge=2, le=7, description="Resolution levels")
+    base_features: Int = Field(default=16, ge=4, le=320, description="Channels of the first level")
+    depth: Int = Field(default=4, ge=2, le=7, description="Resolution levels")
     loss: Literal["dice", "dicece", "dicefocal"] = "dicece"
     optimizer: Literal["adamw", "sgd"] = "adamw"
-    lr: float = Field(default=1e-3, gt=0, le=10)
-    weight_decay: float = Field(default=1e-5, ge=0)
-    iterations: int = Field(default=200, ge=1, le=1_000_000, description="Optimizer steps")
-    batch_size: int = Field(default=8, ge=1, le=1024)
+    lr: Float = Field(default=1e-3, gt=0, le=10)
+    weight_decay: Float = Field(default=1e-5, ge=0, le=10)
+    iterations: Int = Field(default=200, ge=1, le=1_000_000, description="Optimizer steps")
+    batch_size: Int = Field(default=8, ge=1, le=1024)
     augmentation: Literal["none", "light", "nnunet"] = "none"
-    internal_val_fraction: float = Field(
+    internal_val_fraction: Float = Field(
         default=0.2, ge=0.0, lt=1.0, description="Training cases the job holds out for itself"
     )
-    num_threads: int = Field(default=1, ge=1, le=256, description="CPU threads for torch")
-    res_units: int = Field(default=0, ge=0, le=4, description="UNet residual units per level")
+    num_threads: Int = Field(default=1, ge=1, le=256, description="CPU threads for torch")
+    res_units: Int = Field(default=0, ge=0, le=4, description="UNet residual units per level")
     patch_size: str = Field(
         default="auto",
         pattern=r"^(auto|\d+x\d+(x\d+)?)$",
         description="Training patch in voxels, e.g. '64x64' or '96x96x64'; auto: whole 2D slice, "
         "or the nnU-Net-style plan for 3D",
     )
-    epoch_iterations: int = Field(
-        default=50, ge=1, description="Iterations per epoch: validation, checkpoint, early stopping"
+    epoch_iterations: Int = Field(
+        default=50,
+        ge=1,
+        le=1_000_000,
+        description="Iterations per epoch: validation, checkpoint, early stopping",
     )
-    early_stopping: int = Field(
-        default=0, ge=0, description="Stop after this many epochs without a better internal val Dice; 0 = off"
+    early_stopping: Int = Field(
+        default=0,
+        ge=0,
+        le=100_000,
+        description="Stop after this many epochs without a better internal val Dice; 0 = off",
     )
     schedule: Literal["auto", "poly", "cosine", "constant"] = Field(
         default="auto", description="LR schedule; auto = poly for sgd (nnU-Net), constant for adamw"
     )
-    momentum: float = Field(default=0.99, ge=0, lt=1, description="SGD Nesterov momentum (nnU-Net: 0.99)")
+    momentum: Float = Field(default=0.99, ge=0, lt=1, description="SGD Nesterov momentum (nnU-Net: 0.99)")
     amp: bool = Field(default=True, description="Mixed precision (CUDA only; ignored on CPU)")
     tta: bool = Field(default=False, description="Mirroring test-time augmentation at inference")
-    sw_overlap: float = Field(default=0.5, ge=0, lt=1, description="Sliding-window overlap")
+    sw_overlap: Float = Field(default=0.5, ge=0, lt=1, description="Sliding-window overlap")
     target_spacing: str = Field(
         default="none",
         pattern=r"^(none|auto|\d+(\.\d+)?x\d+(\.\d+)?(x\d+(\.\d+)?)?)$",
@@ -154,6 +161,7 @@ class SegConfig(Spec):
     )
     init: str = Field(
         default="scratch",
+        max_length=4096,
         pattern=r"^(scratch|trial:[A-Za-z0-9_.-]+|file:.+)$",
         description="Weights to start from: scratch, trial:<trial id> or file:<checkpoint path>",
     )
@@ -193,37 +201,43 @@ class VqaConfig(Spec):
     model_path: str = Field(
         default="tiny",
         min_length=1,
+        max_length=4096,
         description="'tiny' (a small randomly initialised LLaVA-style model built in code, for tests "
         "and demos) or a folder with Hugging Face weights and processor (never downloaded)",
     )
     method: Literal["none", "lora", "full"] = Field(
         default="lora", description="none: evaluate the model as it is; lora (peft) or full fine-tuning"
     )
-    lora_rank: int = Field(default=8, ge=1, le=512)
-    lora_alpha: int = Field(default=16, ge=1, description="LoRA scaling numerator (scale = alpha / rank)")
-    lora_dropout: float = Field(default=0.0, ge=0, lt=1)
-    lr: float = Field(default=1e-4, gt=0, le=1)
-    weight_decay: float = Field(default=0.0, ge=0)
-    epochs: int = Field(default=1, ge=0, le=1000, description="Passes over the training items")
-    batch_size: int = Field(default=8, ge=1, le=1024)
-    image_size: int = Field(
+    lora_rank: Int = Field(default=8, ge=1, le=512)
+    lora_alpha: Int = Field(
+        default=16, ge=1, le=65_536, description="LoRA scaling numerator (scale = alpha / rank)"
+    )
+    lora_dropout: Float = Field(default=0.0, ge=0, lt=1)
+    lr: Float = Field(default=1e-4, gt=0, le=1)
+    weight_decay: Float = Field(default=0.0, ge=0, le=10)
+    epochs: Int = Field(default=1, ge=0, le=1000, description="Passes over the training items")
+    batch_size: Int = Field(default=8, ge=1, le=1024)
+    image_size: Int = Field(
         default=32, ge=8, le=4096, description="Images are resized to this square size (px) before the model"
     )
     train_categories: str = Field(
         default="all",
+        max_length=2000,
         pattern=rf"^(all|{_VQA_FIELD}=[^,=]+(,{_VQA_FIELD}=[^,=]+)*)$",
         description="Training items to use: all, or comma-separated field=value terms (an item is used "
         "when it matches any), e.g. 'task=organ_recognition,task=laterality'",
     )
     captions: bool = Field(default=False, description="Also train on the image-caption pairs")
-    max_train_items: int = Field(default=0, ge=0, description="Cap on training items; 0 = all")
-    max_new_tokens: int = Field(default=8, ge=1, le=4096)
-    eval_batch_size: int = Field(default=16, ge=1, le=1024)
-    item_timeout: float = Field(default=60.0, gt=0, description="Seconds one answer may take")
+    max_train_items: Int = Field(
+        default=0, ge=0, le=1_000_000_000, description="Cap on training items; 0 = all"
+    )
+    max_new_tokens: Int = Field(default=8, ge=1, le=4096)
+    eval_batch_size: Int = Field(default=16, ge=1, le=1024)
+    item_timeout: Float = Field(default=60.0, gt=0, le=86_400, description="Seconds one answer may take")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         default="auto", description="auto: bfloat16 on CUDA, float32 on CPU"
     )
-    num_threads: int = Field(default=1, ge=1, le=256, description="CPU threads for torch")
+    num_threads: Int = Field(default=1, ge=1, le=256, description="CPU threads for torch")
 
 
 def _task_of(value: Any) -> str:
@@ -264,7 +278,11 @@ _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 
 def parse_duration(value: Any) -> Any:
     """Accept seconds as a number or strings such as '90s', '10m', '4h'."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a duration such as 90, '90s', '10m' or '4h', got {str(value).lower()}")
     if isinstance(value, str):
+        if len(value) > 40:  # bounds the regex's work too
+            raise ValueError(f"{value[:40]!r}... is not a duration such as 90, '90s', '10m' or '4h'")
         match = _DURATION.match(value)
         if not match:
             raise ValueError(f"{value!r} is not a duration such as 90, '90s', '10m' or '4h'")
@@ -273,23 +291,24 @@ def parse_duration(value: Any) -> Any:
 
 
 Seconds = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+YEAR_S = 365 * 86_400
 
 
 class DatasetRef(Spec):
-    path: Path = Field(
+    path: UserPath = Field(
         description="nnU-Net v2 raw dataset folder (with dataset.json); for task vqa also a converted "
         "VQA folder (with vqa.json, see `medloop vqa convert`)"
     )
-    eval_fraction: float = Field(default=0.3, gt=0, lt=1, description="Cases held out for search")
-    split_seed: int = 12345
+    eval_fraction: Float = Field(default=0.3, gt=0, lt=1, description="Cases held out for search")
+    split_seed: Int = Field(default=12345, ge=0, le=2**32 - 1)
     split: Literal["holdout", "kfold", "leave_site_out"] = Field(
         default="holdout",
         description="How the evaluation cases are chosen: a site-stratified holdout, one fold of "
         "a seeded k-fold by case, or every case of one site (out-of-domain evaluation)",
     )
-    folds: int = Field(default=5, ge=2, le=50, description="k for split: kfold")
-    fold: int = Field(default=0, ge=0, description="Which fold (kfold), or which site by index")
-    held_out_site: str | None = Field(default=None, description="The site for split: leave_site_out")
+    folds: Int = Field(default=5, ge=2, le=50, description="k for split: kfold")
+    fold: Int = Field(default=0, ge=0, le=1000, description="Which fold (kfold), or which site by index")
+    held_out_site: NameText | None = Field(default=None, description="The site for split: leave_site_out")
 
 
 # Metrics a campaign can optimise, per task, with the direction that is better. The host
@@ -300,7 +319,7 @@ METRICS: dict[str, dict[str, Direction]] = {
 
 
 class Objective(Spec):
-    metric: str = "dice"
+    metric: NameText = "dice"
     direction: Direction = "maximize"
     split: Literal["val"] = "val"
     aggregation: Literal["mean", "median"] = "mean"
@@ -308,16 +327,16 @@ class Objective(Spec):
 
 class ValidationPolicy(Spec):
     # >= 2: with one run per arm a seed's luck cannot be told from an effect.
-    seeds_per_arm: int = Field(default=3, ge=2, le=50)
-    alpha: float = Field(default=0.05, gt=0, lt=1)
-    min_effect: float = Field(default=0.0, ge=0, description="Pre-registered minimum effect")
+    seeds_per_arm: Int = Field(default=3, ge=2, le=50)
+    alpha: Float = Field(default=0.05, gt=0, lt=1)
+    min_effect: Float = Field(default=0.0, ge=0, le=1_000_000, description="Pre-registered minimum effect")
     test: Literal["wilcoxon", "permutation", "mcnemar"] = Field(
         default="wilcoxon",
         description="Case-level paired test; mcnemar: exact sign test (McNemar's on 0/1 outcomes such as VQA items)",
     )
     correction: Literal["holm", "none"] = "holm"
-    bootstrap_resamples: int = Field(default=10_000, ge=100)
-    reproduction_seeds: int = Field(
+    bootstrap_resamples: Int = Field(default=10_000, ge=100, le=1_000_000)
+    reproduction_seeds: Int = Field(
         default=3,
         ge=0,
         le=50,
@@ -328,31 +347,33 @@ class ValidationPolicy(Spec):
 
 
 class Budget(Spec):
-    max_trials: int | None = Field(default=None, ge=1)
-    max_wall: Seconds | None = None
-    max_gpu_hours: float | None = Field(default=None, gt=0)
-    max_llm_usd: float | None = Field(default=None, ge=0)
-    max_llm_tokens: int | None = Field(default=None, ge=0, description="Also a cap for unpriced models")
-    max_cycles: int = Field(default=5, ge=1)
-    patience: int = Field(default=2, ge=1, description="Stop after this many cycles without gain")
+    max_trials: Int | None = Field(default=None, ge=1, le=100_000)
+    max_wall: Seconds | None = Field(default=None, le=YEAR_S)
+    max_gpu_hours: Float | None = Field(default=None, gt=0, le=1_000_000)
+    max_llm_usd: Float | None = Field(default=None, ge=0, le=1_000_000)
+    max_llm_tokens: Int | None = Field(
+        default=None, ge=0, le=10**12, description="Also a cap for unpriced models"
+    )
+    max_cycles: Int = Field(default=5, ge=1, le=10_000)
+    patience: Int = Field(default=2, ge=1, le=10_000, description="Stop after this many cycles without gain")
 
 
 class ExecutorSpec(Spec):
     kind: Literal["local", "ray", "table"] = "local"
-    slots: int = Field(default=1, ge=1, le=1024)
-    address: str | None = None
-    table: Path | None = None
+    slots: Int = Field(default=1, ge=1, le=1024)
+    address: NameText | None = None
+    table: UserPath | None = None
 
 
 class SandboxSpec(Spec):
     runtime: Literal["local", "docker"] = "local"
-    image: str | None = None
-    timeout: Seconds = 1800.0
-    memory_mb: int = Field(default=4096, ge=64)
-    cpus: float = Field(default=1.0, gt=0)
-    gpus: int = Field(default=0, ge=0)
-    output_limit_mb: int = Field(default=512, ge=1)
-    output_entries: int = Field(
+    image: NameText | None = None
+    timeout: Seconds = Field(default=1800.0, le=30 * 86_400)
+    memory_mb: Int = Field(default=4096, ge=64, le=4 * 1024 * 1024)
+    cpus: Float = Field(default=1.0, gt=0, le=1024)
+    gpus: Int = Field(default=0, ge=0, le=64)
+    output_limit_mb: Int = Field(default=512, ge=1, le=1024 * 1024)
+    output_entries: Int = Field(
         default=10_000, ge=1, le=10_000_000, description="Files and folders a job may create (inodes)"
     )
     allow_untrusted_code: bool = Field(
@@ -364,24 +385,25 @@ class SandboxSpec(Spec):
 
 class PlannerSpec(Spec):
     kind: Literal["offline", "llm"] = "offline"
-    model: str | None = None
-    hypotheses_per_cycle: int = Field(default=2, ge=1, le=20)
+    model: NameText | None = None
+    hypotheses_per_cycle: Int = Field(default=2, ge=1, le=20)
 
 
 class CampaignSpec(Spec):
     """A goal-driven campaign, as written in YAML."""
 
     name: str = Field(min_length=1, max_length=120)
-    goal: str = Field(min_length=1)
+    goal: str = Field(min_length=1, max_length=GOAL_TEXT)
     task: TaskKind = "segmentation"
     dataset: DatasetRef
     objective: Objective = Objective()
     baseline: dict[str, Scalar] = Field(
         default_factory=dict,
+        max_length=100,
         description="Trial config fields of the baseline. `auto: true` starts from the dataset's "
         "nnU-Net-style plans (the other keys override them); `baseline: auto` is short for that.",
     )
-    search_space: dict[str, Factor] = Field(min_length=1)
+    search_space: dict[str, Factor] = Field(min_length=1, max_length=100)
     validation: ValidationPolicy = ValidationPolicy()
     budget: Budget = Budget()
     executor: ExecutorSpec = ExecutorSpec()
@@ -487,18 +509,11 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
 
 def load_campaign_spec(path: Path, *, check_dataset: bool = True) -> CampaignSpec:
     """Read and validate a campaign YAML file. Raises SpecError with one clear line."""
-    import yaml
+    from medloop.core import safeyaml
 
     if not path.is_file():
         raise SpecError(f"{path}: campaign file not found", hint="pass the path to a YAML file")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise SpecError(f"{path}:{where}: not valid YAML") from None
-    except UnicodeDecodeError:
-        raise SpecError(f"{path}: not a text file") from None
+    data = safeyaml.read(path).data  # size, aliases, depth, duplicate keys: refused here
     return parse_campaign_spec(data, source=str(path), check_dataset=check_dataset)
 
 

@@ -20,6 +20,7 @@ from medloop.core.settings import Settings
 from medloop.web import errors
 from medloop.web.accounts import AuthRequired
 from medloop.web.context import RateLimit, WebContext
+from medloop.web.limits import BodyLimit
 
 PACKAGE_DIR = Path(__file__).parent
 STATIC_DIR = PACKAGE_DIR / "static"
@@ -73,7 +74,17 @@ def create_app(
     )
     app.state.ctx = ctx
     errors.install(app)
-    app.add_exception_handler(MedloopError, _html_or_json(app))
+    html_or_json = _html_or_json(app)
+    app.add_exception_handler(MedloopError, html_or_json)
+
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        response: Response = await html_or_json(request, errors.from_unexpected(exc))
+        return response
+
+    # Whatever a route did not translate still gets the error body, never plain text.
+    for kind in (ValueError, OSError, RecursionError, Exception):
+        app.add_exception_handler(kind, unexpected)
+    app.add_middleware(BodyLimit)
     for module in (api_misc, api_campaigns, api_trials, api_claims):
         app.include_router(module.router)
     app.include_router(pages.router)

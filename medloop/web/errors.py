@@ -8,6 +8,8 @@ is the YAML line when the input was YAML).
 
 from __future__ import annotations
 
+import errno
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -76,6 +78,35 @@ class Unavailable(MedloopError):
     """A capability this installation lacks (HTTP 503)."""
 
 
+class BadRequest(MedloopError):
+    """A request value the code could not use (a NUL byte in a path, text that is not UTF-8)."""
+
+
+class Internal(MedloopError):
+    """A fault of the server, not of the request (HTTP 500); the traceback goes to the log."""
+
+
+# errno of path errors that the request caused (a name too long, a NUL, a loop of links)
+_REQUEST_ERRNOS = {errno.ENAMETOOLONG, errno.EINVAL, errno.ELOOP}
+_MISSING_ERRNOS = {errno.ENOENT, errno.ENOTDIR, errno.EISDIR}
+log = logging.getLogger("medloop.web")
+
+
+def from_unexpected(exc: Exception) -> MedloopError:
+    """An exception no route translated, as the MedloopError the client is told about. The
+    message never carries the exception's text (it may name server paths)."""
+    if isinstance(exc, ValueError):  # includes UnicodeError; os functions raise it for a NUL
+        return BadRequest(f"the request holds a value that cannot be used ({type(exc).__name__})")
+    if isinstance(exc, OSError) and exc.errno in _REQUEST_ERRNOS:
+        return BadRequest("the request names a path that cannot be used")
+    if isinstance(exc, OSError) and exc.errno in _MISSING_ERRNOS:
+        return NotFoundError("not found")
+    if isinstance(exc, RecursionError):
+        return BadRequest("the request is nested too deeply")
+    log.error("unhandled error", exc_info=exc)
+    return Internal("internal error; the server log has the details")
+
+
 # Most specific first.
 _STATUS: list[tuple[type[MedloopError], int, str]] = [
     (AuthRequired, 401, "unauthenticated"),
@@ -90,6 +121,8 @@ _STATUS: list[tuple[type[MedloopError], int, str]] = [
     (DatasetError, 422, "invalid_dataset"),
     (StoreError, 503, "store_unavailable"),
     (Unavailable, 503, "unavailable"),
+    (BadRequest, 400, "bad_request"),
+    (Internal, 500, "internal_error"),
 ]
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -101,7 +134,9 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (404, "Not found"),
         (409, "Conflicts with the current state or a lifecycle rule"),
         (422, "Invalid input; details name each field"),
+        (413, "Request body over 1 MB"),
         (429, "Too many review actions; see Retry-After"),
+        (500, "A fault of the server (logged)"),
         (503, "A backend is unavailable"),
     )
 }
@@ -168,3 +203,9 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(MedloopError, on_medloop)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
+
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        return medloop_response(from_unexpected(exc))
+
+    for kind in (ValueError, OSError, RecursionError, Exception):
+        app.add_exception_handler(kind, on_unexpected)

@@ -5,13 +5,13 @@ YAML line). Campaigns then run through the one process launcher
 
 from __future__ import annotations
 
-import contextlib
 import re
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from medloop.core import safeyaml
 from medloop.core.errors import SpecError
 from medloop.core.specs import CampaignSpec, format_validation_error, parse_campaign_spec
 from medloop.web.errors import FieldError, InvalidInput
@@ -29,52 +29,16 @@ FORM_FIELDS: dict[str, str] = {
     "planner.kind": "Planner",
 }
 _SOURCE = "campaign"
+_YAML_LINE = re.compile(rf"^{_SOURCE}: line (?P<line>\d+):")
 _PREFIXED = re.compile(rf"^{_SOURCE}: (?:(?P<field>[\w.\[\]-]+): )?(?P<msg>.*)$", re.S)
 
 
 # ---------------------------------------------------------------- YAML with line numbers
 
 
-def _key_lines(text: str) -> dict[str, int]:
-    """Dotted key path -> 1-based line of the key in the YAML text."""
-    import yaml
-
-    out: dict[str, int] = {}
-
-    def walk(node: Any, prefix: str) -> None:
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                path = f"{prefix}.{key.value}" if prefix else str(key.value)
-                out[path] = key.start_mark.line + 1
-                walk(value, path)
-        elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                out[f"{prefix}.{i}"] = item.start_mark.line + 1
-                walk(item, f"{prefix}.{i}")
-
-    with contextlib.suppress(yaml.YAMLError):
-        walk(yaml.compose(text), "")
-    return out
-
-
-def _line_for(field: str, lines: dict[str, int]) -> int | None:
-    parts = field.split(".")
-    while parts:
-        line = lines.get(".".join(parts))
-        if line is not None:
-            return line
-        parts.pop()
-    return None
-
-
 def _scalar(text: str) -> Any:
     """A form value as YAML reads it ('12' -> 12, '8m' stays a string)."""
-    import yaml
-
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
+    return safeyaml.scalar(text)
 
 
 def _set_path(data: dict[str, Any], path: str, value: Any) -> None:
@@ -92,22 +56,14 @@ def _set_path(data: dict[str, Any], path: str, value: Any) -> None:
 def parse_spec(text: str, overrides: dict[str, str] | None = None) -> CampaignSpec:
     """Validate a campaign YAML (plus form overrides). Raises InvalidInput listing every
     offending field with its YAML line, or nothing. The dataset (or replay table) must exist."""
-    import yaml
-
-    if len(text.encode()) > MAX_YAML_BYTES:
-        raise InvalidInput(
-            "campaign file too large", [FieldError(field="yaml", message=f"over {MAX_YAML_BYTES} bytes")]
-        )
     try:
-        data = yaml.safe_load(text) if text.strip() else {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        problem = getattr(exc, "problem", None) or "not valid YAML"
-        raise InvalidInput(
-            f"the campaign file is not valid YAML (line {line})",
-            [FieldError(field="yaml", message=str(problem), line=line)],
-        ) from None
+        doc = safeyaml.parse(text, source=_SOURCE, max_bytes=MAX_YAML_BYTES)
+    except SpecError as exc:
+        match = _YAML_LINE.match(exc.message)
+        line = int(match.group("line")) if match else None
+        problem = exc.message.removeprefix(f"{_SOURCE}: ")
+        raise InvalidInput(str(exc), [FieldError(field="yaml", message=problem, line=line)]) from None
+    data = doc.data
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -115,7 +71,6 @@ def parse_spec(text: str, overrides: dict[str, str] | None = None) -> CampaignSp
             "the campaign file must be a mapping of keys",
             [FieldError(field="yaml", message="expected `key: value` lines at the top level", line=1)],
         )
-    lines = _key_lines(text)
     from_form: set[str] = set()
     for path, value in (overrides or {}).items():
         if path not in FORM_FIELDS:
@@ -140,7 +95,7 @@ def parse_spec(text: str, overrides: dict[str, str] | None = None) -> CampaignSp
                 msg = "unknown key (check the spelling; see examples/ for the allowed keys)"
             elif err["type"] == "missing":
                 msg = "required key is missing"
-            line = _line_for(field, lines) if field and field not in from_form else None
+            line = doc.line_for(field) if field and field not in from_form else None
             details.append(FieldError(field=field, message=msg, line=line))
         raise InvalidInput(format_validation_error(exc, _SOURCE), details) from None
     try:
@@ -149,7 +104,7 @@ def parse_spec(text: str, overrides: dict[str, str] | None = None) -> CampaignSp
         match = _PREFIXED.match(exc.message)
         field = (match.group("field") or "") if match else ""
         msg = match.group("msg") if match else exc.message
-        line = _line_for(field, lines) if field and field not in from_form else None
+        line = doc.line_for(field) if field and field not in from_form else None
         detail = FieldError(field=field, message=msg, line=line)
         raise InvalidInput(exc.message, [detail]) from None
 

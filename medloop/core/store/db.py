@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
+from urllib.parse import quote
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -117,17 +119,24 @@ class Database:
                 hint="use sqlite:///path/to/medloop.db or postgresql+psycopg://user@host/db",
             )
         connect_args: dict[str, Any] = {}
+        target = self.url
+        self.read_only = False
         if self.dialect == "sqlite":
             connect_args["check_same_thread"] = False
-            if self.url.database:
-                Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
+            path = Path(self.url.database) if self.url.database else None
+            if path is not None and _cannot_write(path):
+                # Reads still work (campaign list, show); a write says why it cannot.
+                self.read_only = True
+                target = _read_only_url(path)
+            elif path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
         try:
             # Transactions are ours (BEGIN/COMMIT in autocommit mode): no pool reset on close.
             engine = sa.create_engine(
-                self.url, poolclass=sa.NullPool, pool_reset_on_return=None, connect_args=connect_args
+                target, poolclass=sa.NullPool, pool_reset_on_return=None, connect_args=connect_args
             )
             if self.dialect == "sqlite":
-                sa.event.listen(engine, "connect", _sqlite_pragmas(busy_timeout_ms))
+                sa.event.listen(engine, "connect", _sqlite_pragmas(busy_timeout_ms, self.read_only))
             self.conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         except (sa.exc.SQLAlchemyError, ImportError) as exc:
             raise StoreError(f"cannot open the store at {self.url.render_as_string()}: {exc}") from None
@@ -143,7 +152,7 @@ class Database:
         """Atomic unit of work. Nested calls join the outer transaction."""
         with self.lock:
             if self._depth == 0:
-                for sql in _BEGIN[self.dialect]:
+                for sql in ("BEGIN",) if self.read_only else _BEGIN[self.dialect]:
                     self._run(functools.partial(self.conn.exec_driver_sql, sql))
             self._depth += 1
             try:
@@ -166,6 +175,13 @@ class Database:
             return fn()
         except sa.exc.IntegrityError as exc:
             raise ConflictError(f"the store refused a write: {exc.orig}") from None
+        except sa.exc.OperationalError as exc:
+            if self.read_only and "readonly" in str(exc.orig):
+                raise StoreError(
+                    f"the store {self.url.database} is read-only for this user; this command needs to write",
+                    hint="run it where the workspace is writable, or point MEDLOOP_WORKSPACE elsewhere",
+                ) from None
+            raise StoreError(f"database error: {exc.orig}".strip()) from None
         except sa.exc.DBAPIError as exc:
             if exc.connection_invalidated:  # the server dropped us: the next call reconnects
                 self.conn.rollback()
@@ -226,13 +242,29 @@ class Database:
         return Page([convert(r) for r in rows[:limit]], rows[limit - 1]._mapping[key] if more else None)
 
 
-def _sqlite_pragmas(busy_timeout_ms: int) -> Callable[[Any, Any], None]:
+def _sqlite_pragmas(busy_timeout_ms: int, read_only: bool = False) -> Callable[[Any, Any], None]:
     def on_connect(dbapi_conn: Any, _record: Any) -> None:
-        for pragma in (f"busy_timeout = {busy_timeout_ms}", "journal_mode = WAL", "foreign_keys = ON"):
-            dbapi_conn.execute(f"PRAGMA {pragma}")
-        dbapi_conn.execute("PRAGMA synchronous = NORMAL")  # WAL: durable at checkpoints
+        dbapi_conn.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
+        dbapi_conn.execute("PRAGMA foreign_keys = ON")
+        if not read_only:  # setting the journal mode is a write
+            dbapi_conn.execute("PRAGMA journal_mode = WAL")
+            dbapi_conn.execute("PRAGMA synchronous = NORMAL")  # WAL: durable at checkpoints
 
     return on_connect
+
+
+def _cannot_write(path: Path) -> bool:
+    """An existing SQLite file this process may not write (file or folder read-only, or a
+    read-only file system): SQLite needs both for its journal."""
+    return path.is_file() and not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK))
+
+
+def _read_only_url(path: Path) -> sa.URL:
+    """SQLite URI for reading without writing anything, not even the WAL index. Without a
+    WAL file the database is all in the main file: `immutable` then needs no lock file."""
+    wal = path.with_name(path.name + "-wal")
+    query = "mode=ro" if wal.exists() else "mode=ro&immutable=1"
+    return sa.make_url(f"sqlite:///file:{quote(str(path))}?{query}&uri=true")
 
 
 class Repo(Generic[R]):
