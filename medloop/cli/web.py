@@ -103,11 +103,66 @@ def users_token(
 def users_revoke(
     token_id: str = typer.Argument(..., help="Token id (tok_..., the part before the dot)"),
 ) -> None:
-    """Revoke an API token."""
+    """Revoke an API token; the dashboard sessions opened with it end at once."""
     from medloop.web.accounts import revoke_token
 
-    revoke_token(_store(), token_id.partition(".")[0], actor=settings().user)
-    console.print(f"{token_id.partition('.')[0]} revoked")
+    ended = revoke_token(_store(), token_id.partition(".")[0], actor=settings().user)
+    console.print(f"{token_id.partition('.')[0]} revoked; {ended} dashboard session(s) ended")
+
+
+@users_app.command("disable")
+def users_disable(name: str = typer.Argument(...)) -> None:
+    """Disable a user: they cannot log in, their tokens and sessions stop working at once."""
+    from medloop.web.accounts import set_disabled
+
+    _, ended = set_disabled(_store(), name, True, actor=settings().user)
+    console.print(f"user {name} disabled; {ended} dashboard session(s) ended")
+
+
+@users_app.command("enable")
+def users_enable(name: str = typer.Argument(...)) -> None:
+    """Enable a disabled user again (their unrevoked tokens work again)."""
+    from medloop.web.accounts import set_disabled
+
+    set_disabled(_store(), name, False, actor=settings().user)
+    console.print(f"user {name} enabled")
+
+
+@users_app.command("sessions")
+def users_sessions(
+    name: str = typer.Argument(...),
+    end: bool = typer.Option(False, "--end", help="End every open session of this user"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """List a user's dashboard sessions (open first), or end them all with --end."""
+    from medloop.web.accounts import end_sessions, session_state
+
+    store = _store()
+    store.users.get(name)
+    if end:
+        ended = end_sessions(store, name, actor=settings().user)
+        if as_json:
+            print_json({"name": name, "ended": ended})
+            return
+        console.print(f"{ended} dashboard session(s) of {name} ended")
+        return
+    rows = [
+        {"token_id": s.token_id, "created_at": s.created_at, "expires_at": s.expires_at,
+         "revoked_at": s.revoked_at, "state": session_state(s)}
+        for s in store.sessions.list(name)
+    ]  # fmt: skip
+    rows.sort(key=lambda r: (r["state"] != "open", r["created_at"]))
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        console.print(f"{name} has no dashboard sessions")
+    for r in rows:
+        console.print(
+            f"{r['state']:<8} opened {r['created_at'][:19]}  expires {r['expires_at'][:19]}  "
+            f"token {r['token_id'] or '-'}",
+            markup=False,
+        )
 
 
 @users_app.command("list")
@@ -134,11 +189,13 @@ def users_list(as_json: bool = typer.Option(False, "--json")) -> None:
     from rich.table import Table
 
     table = Table()
-    for col in ("name", "role", "active tokens", "created"):
+    for col in ("name", "role", "active tokens", "created", "disabled"):
         table.add_column(col)
     for u in users:
         active = [t.id for t in tokens if t.user == u.name and t.revoked_at is None]
-        table.add_row(u.name, u.role, ", ".join(active) or "-", u.created_at[:19])
+        table.add_row(
+            u.name, u.role, ", ".join(active) or "-", u.created_at[:19], (u.disabled_at or "-")[:19]
+        )
     console.print(table)
 
 

@@ -84,6 +84,32 @@ def test_users_tokens_sessions_and_rate_limits(store: SqlStore) -> None:
     assert store.sessions.get(session.id_hash).revoked_at is not None
     with pytest.raises(NotFoundError):
         store.sessions.get("nope")
+    # Sessions remember their token: revoking it or disabling the user ends them in one write.
+    for n, (user, tok) in enumerate(
+        [("alice", "tok_1"), ("alice", "tok_1"), ("alice", None), ("Bob", "tok_2")]
+    ):
+        store.sessions.add(
+            WebSession(
+                id_hash=f"{n}" * 64,
+                user=user,
+                csrf="c",
+                expires_at="2999-01-01T00:00:00+00:00",
+                token_id=tok,
+                created_at=f"2026-01-0{n + 1}T00:00:00+00:00",
+            )
+        )
+    assert [s.id_hash[0] for s in store.sessions.list("alice")] == ["0", "1", "2", "s"]
+    assert store.sessions.end(token_id="tok_1") == 2 and store.sessions.end(token_id="tok_1") == 0
+    assert store.sessions.end(user="alice") == 1 and store.sessions.get("3" * 64).revoked_at is None
+    assert all(s.revoked_at for s in store.sessions.list("alice")) and len(store.sessions.list()) == 5
+    disabled = store.users.set_disabled("Bob", True)
+    assert disabled.disabled_at is not None and store.users.set_disabled("Bob", True) == disabled
+    assert store.tokens.login("tok_2") == TokenLogin(
+        "g" * 64, None, None, "Bob", "viewer", disabled.disabled_at
+    )
+    assert store.users.set_disabled("Bob", False).disabled_at is None
+    with pytest.raises(NotFoundError):
+        store.users.set_disabled("carol", True)
 
     assert [store.users.rate_hit("alice", "review", limit=2, window_s=60) for _ in range(2)] == [0.0, 0.0]
     wait = store.users.rate_hit("alice", "review", limit=2, window_s=60)
