@@ -146,21 +146,22 @@ def users_sessions(
             return
         console.print(f"{ended} dashboard session(s) of {name} ended")
         return
-    rows = [
-        {"token_id": s.token_id, "created_at": s.created_at, "expires_at": s.expires_at,
-         "revoked_at": s.revoked_at, "state": session_state(s)}
-        for s in store.sessions.list(name)
-    ]  # fmt: skip
-    rows.sort(key=lambda r: (r["state"] != "open", r["created_at"]))
+    sessions = sorted(store.sessions.list(name), key=lambda s: (session_state(s) != "open", s.created_at))
     if as_json:
-        print_json(rows)
+        print_json(
+            [
+                s.model_dump(include={"token_id", "created_at", "expires_at", "revoked_at"})
+                | {"state": session_state(s)}
+                for s in sessions
+            ]
+        )
         return
-    if not rows:
+    if not sessions:
         console.print(f"{name} has no dashboard sessions")
-    for r in rows:
+    for s in sessions:
         console.print(
-            f"{r['state']:<8} opened {r['created_at'][:19]}  expires {r['expires_at'][:19]}  "
-            f"token {r['token_id'] or '-'}",
+            f"{session_state(s):<8} opened {s.created_at[:19]}  expires {s.expires_at[:19]}  "
+            f"token {s.token_id or '-'}",
             markup=False,
         )
 
