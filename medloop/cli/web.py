@@ -201,16 +201,33 @@ def users_list(as_json: bool = typer.Option(False, "--json")) -> None:
 
 
 @audit_app.command("verify")
-def audit_verify(as_json: bool = typer.Option(False, "--json")) -> None:
-    """Recompute the audit log's hash chain; exit 1 at the first entry that does not match."""
+def audit_verify(
+    anchor: list[str] = typer.Option(
+        [], "--anchor", help="An anchor file or HASH:COUNT from `audit anchor`; the log must still hold it"
+    ),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Recompute the audit log's hash chain (entries 1..n, no gaps); exit 1 at the first
+    entry that does not match, or if the log no longer holds an anchored head."""
     from medloop.core.errors import MedloopError
+    from medloop.web import anchors
 
+    wanted = [a for value in anchor for a in anchors.load(value)]
     store = _store()
     ok, bad = store.audit.verify()
-    entries = len(store.audit.list(limit=100_000_000))
+    entries = store.audit.head()[0]
+    problem = None
+    if ok and wanted:
+        try:
+            anchors.check(store, wanted)
+        except anchors.AnchorMismatch as exc:
+            problem = exc
     if as_json:
-        print_json({"ok": ok, "first_bad_seq": bad, "entries": entries})
-        if not ok:
+        print_json(
+            {"ok": ok and problem is None, "first_bad_seq": bad, "entries": entries,
+             "anchors": len(wanted), "anchor_error": problem.message if problem else None}
+        )  # fmt: skip
+        if not ok or problem:
             raise typer.Exit(1)
         return
     if not ok:
@@ -218,7 +235,34 @@ def audit_verify(as_json: bool = typer.Option(False, "--json")) -> None:
             f"audit chain broken at entry {bad} of {entries} (an entry was changed, removed or inserted)",
             hint=f"compare with a backup; entries before {bad} are intact",
         )
-    console.print(f"audit chain intact: {entries} entries")
+    if problem:
+        raise problem
+    held = (
+        f"; holds {len(wanted)} anchor(s)"
+        if wanted
+        else " (without an anchor, a rewrite with recomputed hashes or removed last entries cannot be seen)"
+    )
+    console.print(f"audit chain intact: {entries} entries{held}", markup=False)
+
+
+@audit_app.command("anchor")
+def audit_anchor(
+    file: Path | None = typer.Option(
+        None, "--file", help="Also append the anchor to this file (keep it off the database's volume)"
+    ),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Print the head of the audit log as HASH:COUNT: kept outside the database, it lets
+    `audit verify --anchor` detect removed last entries and rewrites with recomputed hashes."""
+    from medloop.web import anchors
+
+    anchor = anchors.head(_store())
+    if file is not None:
+        anchors.append(file, anchor)
+    if as_json:
+        print_json({"hash": anchor.hash, "count": anchor.count, "anchor": str(anchor)})
+        return
+    console.print(str(anchor), markup=False, highlight=False)
 
 
 @audit_app.command("list")

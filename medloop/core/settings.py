@@ -46,6 +46,15 @@ class Settings(BaseSettings):
     llm_api_key: str | None = None
     require: str = Field(default="", description="Comma list of backends tests must not skip")
     user: str = Field(default="local", description="Name recorded as the actor of CLI actions")
+    audit_anchor_file: Path | None = Field(
+        default=None,
+        description="File the server appends audit-chain anchors (HASH:COUNT) to; keep it off the database's volume",
+    )
+    audit_anchor_interval: float = Field(
+        default=300.0,
+        gt=0,
+        description="Seconds between the server's audit anchors (written only if the log moved)",
+    )
 
     @property
     def workspace_dir(self) -> Path:

@@ -6,8 +6,10 @@ the package (no CDN), the dashboard, and one error body for every failure.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -17,7 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from medloop import __version__
 from medloop.core.errors import MedloopError
 from medloop.core.settings import Settings
-from medloop.web import errors
+from medloop.web import anchors, errors
 from medloop.web.accounts import AuthRequired
 from medloop.web.context import RateLimit, WebContext
 
@@ -63,7 +65,14 @@ def create_app(
 
     settings = settings or Settings()
     ctx = WebContext.build(settings, examples_dir=examples_dir, review_limit=review_limit, cwd=cwd)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        async with anchors.anchoring(ctx.store, settings.audit_anchor_file, settings.audit_anchor_interval):
+            yield
+
     app = FastAPI(
+        lifespan=lifespan,
         title="medloop",
         version=__version__,
         description=DESCRIPTION,

@@ -281,7 +281,10 @@ class Audit(Protocol):
         self, *, object_id: Filter = None, after: int = 0, limit: int = 1000
     ) -> builtins.list[AuditEntry]: ...
     def verify(self) -> tuple[bool, int | None]:
-        """Recompute the chain: (ok, first bad seq)."""
+        """Recompute the chain (seq 1..n without gaps, each hash linked): (ok, first bad seq)."""
+
+    def head(self) -> tuple[int, str]:
+        """(seq, hash) of the last entry: what an anchor outside the database records."""
 
 
 class Users(Protocol):

@@ -15,6 +15,7 @@ DETAIL = {"ünï": "códe ✓", "f": 0.1, "tiny": 2.5e-300, "big": 2**70, "n": [
 
 
 def test_audit_chain_is_the_0_1_0_hash_chain_and_refuses_changes(store: SqlStore) -> None:
+    assert store.audit.head() == (0, "0" * 64)
     first = store.audit.append("alice", "claim.validate", "claim", "c1", DETAIL)
     more = store.audit.append_many([("bob", "x", "claim", "c2", {}), ("bob", "y", "trial", "t1", {"k": [1]})])
     entries = store.audit.list()
@@ -34,7 +35,7 @@ def test_audit_chain_is_the_0_1_0_hash_chain_and_refuses_changes(store: SqlStore
         }
         assert e.prev_hash == prev and e.hash == sha256_hex(prev + canonical_json(body))
         prev = e.hash
-    assert store.audit.verify() == (True, None)
+    assert store.audit.verify() == (True, None) and store.audit.head() == (3, more[-1].hash)
     assert [e.seq for e in store.audit.list(object_id="c2")] == [2]
     assert [e.seq for e in store.audit.list(after=1, limit=1)] == [2]
     for sql in ("UPDATE audit SET actor = 'mallory' WHERE seq = 2", "DELETE FROM audit WHERE seq = 3"):
