@@ -23,6 +23,17 @@ OFFLINE_ENV = {
 }
 
 
+def os_user() -> str:
+    """Who runs this process (login name), so that CLI campaigns and decisions belong to a
+    person, not to a shared placeholder; "local" when the OS cannot say."""
+    import getpass
+
+    try:
+        return getpass.getuser() or "local"
+    except (OSError, KeyError):  # no LOGNAME/USER and no passwd entry (some containers)
+        return "local"
+
+
 class Settings(BaseSettings):
     """Installation settings. Every field can be set as `MEDLOOP_<FIELD>`."""
 
@@ -45,7 +56,10 @@ class Settings(BaseSettings):
     llm_api_base: str | None = None
     llm_api_key: str | None = None
     require: str = Field(default="", description="Comma list of backends tests must not skip")
-    user: str = Field(default="local", description="Name recorded as the actor of CLI actions")
+    user: str = Field(
+        default_factory=lambda: os_user(),
+        description="Name recorded as the actor and owner of CLI actions (default: the OS user)",
+    )
     audit_anchor_file: Path | None = Field(
         default=None,
         description="File the server appends audit-chain anchors (HASH:COUNT) to; keep it off the database's volume",

@@ -19,7 +19,7 @@ from medloop.core.store.db import Database, Repo, Row, given, one, select, updat
 from medloop.core.store.mapper import Mapper
 
 GENESIS_HASH = "0" * 64
-_STATE = ("baseline", "incumbent", "incumbent_objective", "baseline_objective", "summary")
+_STATE = ("baseline", "incumbent", "incumbent_objective", "baseline_objective", "summary", "started_by")
 CAMPAIGN = Mapper(Campaign, s.campaigns, json={"spec_json": "spec", "state_json": _STATE})
 HYPOTHESIS = Mapper(Hypothesis, s.hypotheses, json={"json": "*"})
 TRIAL = Mapper(
