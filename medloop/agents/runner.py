@@ -50,7 +50,9 @@ class CampaignRunner:
         )
         with self.s.store.transaction():
             self.s.store.campaigns.add(campaign)
-            detail = {"name": spec.name} | ({"started_by": campaign.started_by} if campaign.started_by else {})
+            detail = {"name": spec.name} | (
+                {"started_by": campaign.started_by} if campaign.started_by else {}
+            )
             self.s.store.audit.append(owner, "campaign.create", "campaign", campaign.id, detail)
         return campaign
 

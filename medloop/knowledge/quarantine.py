@@ -143,4 +143,6 @@ def lift(store: Store, quarantine_id: str, *, actor: str, role: str, reason: str
 
 def _may_validate(store: Store, claim_id: str, actor: str, role: str) -> bool:
     claim = store.claims.get(claim_id)
-    return role == "reviewer" and actor != claim.author and actor not in lifecycle.campaign_people(store, claim)
+    return (
+        role == "reviewer" and actor != claim.author and actor not in lifecycle.campaign_people(store, claim)
+    )
