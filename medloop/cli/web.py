@@ -37,10 +37,29 @@ def serve(
         None, min=1, help="Review actions per user per minute (default 30)"
     ),
     log_level: str = typer.Option("info", help="uvicorn log level"),
+    proxy_headers: bool = typer.Option(
+        False,
+        "--proxy-headers/--no-proxy-headers",
+        help="Trust X-Forwarded-For/-Proto from --forwarded-allow-ips (behind a TLS proxy)",
+    ),
+    forwarded_allow_ips: str = typer.Option(
+        "127.0.0.1", help="Comma list of proxy addresses (or networks) whose forwarded headers are trusted"
+    ),
+    ssl_certfile: Path | None = typer.Option(
+        None, exists=True, dir_okay=False, help="Serve HTTPS with this certificate (PEM)"
+    ),
+    ssl_keyfile: Path | None = typer.Option(
+        None, exists=True, dir_okay=False, help="The certificate's key (PEM)"
+    ),
 ) -> None:
-    """Serve the REST API (/api/v1, docs at /api/docs) and the dashboard on the workspace."""
+    """Serve the REST API (/api/v1, docs at /api/docs) and the dashboard on the workspace.
+
+    Session cookies get the Secure flag when the request came over HTTPS: with --ssl-*
+    here, or through a proxy trusted with --proxy-headers --forwarded-allow-ips."""
     import uvicorn
 
+    if (ssl_certfile is None) != (ssl_keyfile is None):
+        raise typer.BadParameter("give both --ssl-certfile and --ssl-keyfile, or neither")
     st = settings()
     _store()  # migrate (and fail with one line) before the workers start
     folder = examples if examples is not None else Path("examples")
@@ -49,7 +68,10 @@ def serve(
     if review_limit is not None:
         os.environ["MEDLOOP_WEB_REVIEW_LIMIT"] = str(review_limit)
     os.environ["MEDLOOP_WORKSPACE"] = str(st.workspace_dir)
-    console.print(f"medloop on http://{host}:{port}  (workspace {st.workspace_dir}; API docs at /api/docs)")
+    scheme = "https" if ssl_certfile else "http"
+    console.print(
+        f"medloop on {scheme}://{host}:{port}  (workspace {st.workspace_dir}; API docs at /api/docs)"
+    )
     uvicorn.run(
         "medloop.web.app:create_app_from_env",
         factory=True,
@@ -57,7 +79,10 @@ def serve(
         port=port,
         workers=workers,
         log_level=log_level,
-        proxy_headers=False,
+        proxy_headers=proxy_headers,
+        forwarded_allow_ips=forwarded_allow_ips if proxy_headers else None,
+        ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
+        ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None,
     )
 
 

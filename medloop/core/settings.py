@@ -60,6 +60,18 @@ class Settings(BaseSettings):
         default_factory=lambda: os_user(),
         description="Name recorded as the actor and owner of CLI actions (default: the OS user)",
     )
+    login_failures_per_address: int = Field(
+        default=10, ge=1, description="Failed logins from one client address per window before it gets 429"
+    )
+    login_failures_per_account: int = Field(
+        default=30,
+        ge=1,
+        description="Failed logins for one account per window before they get 429 (see README)",
+    )
+    login_window: float = Field(default=300.0, gt=0, description="Seconds of the failed-login window")
+    refusals_per_user: int = Field(
+        default=30, ge=1, description="Refused actions (403) per user per minute before they get 429"
+    )
     audit_anchor_file: Path | None = Field(
         default=None,
         description="File the server appends audit-chain anchors (HASH:COUNT) to; keep it off the database's volume",

@@ -17,9 +17,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from medloop import __version__
-from medloop.core.errors import MedloopError
+from medloop.core.errors import MedloopError, PermissionDenied
 from medloop.core.settings import Settings
-from medloop.web import anchors, errors
+from medloop.web import anchors, errors, guard
 from medloop.web.accounts import AuthRequired
 from medloop.web.context import RateLimit, WebContext
 
@@ -82,7 +82,9 @@ def create_app(
     )
     app.state.ctx = ctx
     errors.install(app)
-    app.add_exception_handler(MedloopError, _html_or_json(app))
+    on_error = _html_or_json(app)
+    app.add_exception_handler(MedloopError, on_error)
+    app.add_exception_handler(PermissionDenied, guard.on_refused(on_error))  # audited, throttled
     for module in (api_misc, api_campaigns, api_trials, api_claims):
         app.include_router(module.router)
     app.include_router(pages.router)

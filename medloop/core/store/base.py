@@ -294,9 +294,10 @@ class Users(Protocol):
     def set_disabled(self, name: str, disabled: bool) -> User:
         """Disable (stamped now) or enable a user; NotFoundError if unknown."""
 
-    def rate_hit(self, user: str, action: str, *, limit: int, window_s: float) -> float:
+    def rate_hit(self, user: str, action: str, *, limit: int, window_s: float, peek: bool = False) -> float:
         """Count one `action` if fewer than `limit` happened in the last `window_s` seconds:
-        0.0 if counted, else the seconds until one frees up. Shared by every process."""
+        0.0 if counted, else the seconds until one frees up. Shared by every process.
+        `peek`: count nothing, only say how long until one would be counted."""
 
 
 class Tokens(Protocol):

@@ -54,15 +54,23 @@ class SqlUsers(Repo[a.User]):
                 self.db.write(update(s.users, ("name",)), {"disabled_at": stamp, "_name": name})
             return self.get(name)
 
-    def rate_hit(self, user: str, action: str, *, limit: int, window_s: float) -> float:
+    def rate_hit(self, user: str, action: str, *, limit: int, window_s: float, peek: bool = False) -> float:
         r, now = s.rate_events, time.time()
+        key = {"user_name": user, "action": action}
+        if peek:  # read only: no write on the path every request takes
+            stmt = sa.select(r.c.at).where(
+                r.c.user_name == user, r.c.action == action, r.c.at >= now - window_s
+            )
+            hits = self.db.all(stmt.order_by(r.c.at))
+            return max(0.001, float(hits[0][0]) + window_s - now) if len(hits) >= limit else 0.0
         with self.db.transaction():
-            self.db.write(sa.delete(r).where(r.c.at < now - window_s))
+            # Only this action's old hits: each action has its own window.
+            self.db.write(sa.delete(r).where(r.c.action == action, r.c.at < now - window_s))
             stmt = select(r, ("user_name", "action"), cols=("at",), order=("at",))
-            hits = self.db.all(stmt, {"user_name": user, "action": action})
+            hits = self.db.all(stmt, key)
             if len(hits) >= limit:
                 return max(0.001, float(hits[0][0]) + window_s - now)
-            self.db.write(sa.insert(r), {"user_name": user, "action": action, "at": now})
+            self.db.write(sa.insert(r), key | {"at": now})
         return 0.0
 
 
