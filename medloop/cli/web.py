@@ -59,7 +59,9 @@ def serve(
     import uvicorn
 
     if (ssl_certfile is None) != (ssl_keyfile is None):
-        raise typer.BadParameter("give both --ssl-certfile and --ssl-keyfile, or neither")
+        from medloop.core.errors import SpecError
+
+        raise SpecError("give both --ssl-certfile and --ssl-keyfile, or neither")
     st = settings()
     _store()  # migrate (and fail with one line) before the workers start
     folder = examples if examples is not None else Path("examples")
