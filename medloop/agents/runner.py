@@ -29,7 +29,9 @@ class CampaignRunner:
 
     # ------------------------------------------------------------ lifecycle
 
-    def create(self, spec: CampaignSpec, *, owner: str) -> Campaign:
+    def create(self, spec: CampaignSpec, *, owner: str, started_by: str | None = None) -> Campaign:
+        """A new campaign. `started_by`: who ran the command, when not the owner; they may
+        not review its claims either."""
         self.s.make_planner(spec)  # e.g. `planner.kind: llm` without a model fails here, not mid-run
         planned = None
         if spec.baseline_auto:
@@ -42,12 +44,16 @@ class CampaignRunner:
             name=spec.name,
             spec=spec,
             owner=owner,
+            started_by=started_by if started_by not in (None, owner) else None,
             baseline=baseline,
             incumbent=baseline,
         )
         with self.s.store.transaction():
             self.s.store.campaigns.add(campaign)
-            self.s.store.audit.append(owner, "campaign.create", "campaign", campaign.id, {"name": spec.name})
+            detail = {"name": spec.name} | (
+                {"started_by": campaign.started_by} if campaign.started_by else {}
+            )
+            self.s.store.audit.append(owner, "campaign.create", "campaign", campaign.id, detail)
         return campaign
 
     def run(self, campaign_id: str) -> Campaign:

@@ -50,7 +50,9 @@ def _show_final(campaign_id: str, runner: Any) -> None:
 @app.command("run")
 def run(
     file: Path = typer.Argument(..., help="Campaign YAML (see examples/quickstart.yaml)"),
-    owner: str | None = typer.Option(None, help="Who owns the campaign (default: MEDLOOP_USER)"),
+    owner: str | None = typer.Option(
+        None, help="Who owns the campaign (default: MEDLOOP_USER, else the OS user)"
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Print every trial"),
 ) -> None:
     """Validate a campaign file, create the campaign and run it to the end."""
@@ -62,7 +64,8 @@ def run(
 
         read_dataset(spec.dataset.path)  # a broken dataset fails here, before any record
     runner = _runner(verbose)
-    campaign = runner.create(spec, owner=owner or settings().user)
+    me = settings().user
+    campaign = runner.create(spec, owner=owner or me, started_by=me)
     console.print(f"campaign [bold]{campaign.id}[/bold] ({spec.name}): {spec.goal}")
     runner.run(campaign.id)
     _show_final(campaign.id, runner)

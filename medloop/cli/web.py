@@ -37,10 +37,31 @@ def serve(
         None, min=1, help="Review actions per user per minute (default 30)"
     ),
     log_level: str = typer.Option("info", help="uvicorn log level"),
+    proxy_headers: bool = typer.Option(
+        False,
+        "--proxy-headers/--no-proxy-headers",
+        help="Trust X-Forwarded-For/-Proto from --forwarded-allow-ips (behind a TLS proxy)",
+    ),
+    forwarded_allow_ips: str = typer.Option(
+        "127.0.0.1", help="Comma list of proxy addresses (or networks) whose forwarded headers are trusted"
+    ),
+    ssl_certfile: Path | None = typer.Option(
+        None, exists=True, dir_okay=False, help="Serve HTTPS with this certificate (PEM)"
+    ),
+    ssl_keyfile: Path | None = typer.Option(
+        None, exists=True, dir_okay=False, help="The certificate's key (PEM)"
+    ),
 ) -> None:
-    """Serve the REST API (/api/v1, docs at /api/docs) and the dashboard on the workspace."""
+    """Serve the REST API (/api/v1, docs at /api/docs) and the dashboard on the workspace.
+
+    Session cookies get the Secure flag when the request came over HTTPS: with --ssl-*
+    here, or through a proxy trusted with --proxy-headers --forwarded-allow-ips."""
     import uvicorn
 
+    if (ssl_certfile is None) != (ssl_keyfile is None):
+        from medloop.core.errors import SpecError
+
+        raise SpecError("give both --ssl-certfile and --ssl-keyfile, or neither")
     st = settings()
     _store()  # migrate (and fail with one line) before the workers start
     folder = examples if examples is not None else Path("examples")
@@ -49,7 +70,10 @@ def serve(
     if review_limit is not None:
         os.environ["MEDLOOP_WEB_REVIEW_LIMIT"] = str(review_limit)
     os.environ["MEDLOOP_WORKSPACE"] = str(st.workspace_dir)
-    console.print(f"medloop on http://{host}:{port}  (workspace {st.workspace_dir}; API docs at /api/docs)")
+    scheme = "https" if ssl_certfile else "http"
+    console.print(
+        f"medloop on {scheme}://{host}:{port}  (workspace {st.workspace_dir}; API docs at /api/docs)"
+    )
     uvicorn.run(
         "medloop.web.app:create_app_from_env",
         factory=True,
@@ -57,7 +81,10 @@ def serve(
         port=port,
         workers=workers,
         log_level=log_level,
-        proxy_headers=False,
+        proxy_headers=proxy_headers,
+        forwarded_allow_ips=forwarded_allow_ips if proxy_headers else None,
+        ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
+        ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None,
     )
 
 
@@ -103,11 +130,67 @@ def users_token(
 def users_revoke(
     token_id: str = typer.Argument(..., help="Token id (tok_..., the part before the dot)"),
 ) -> None:
-    """Revoke an API token."""
+    """Revoke an API token; the dashboard sessions opened with it end at once."""
     from medloop.web.accounts import revoke_token
 
-    revoke_token(_store(), token_id.partition(".")[0], actor=settings().user)
-    console.print(f"{token_id.partition('.')[0]} revoked")
+    ended = revoke_token(_store(), token_id.partition(".")[0], actor=settings().user)
+    console.print(f"{token_id.partition('.')[0]} revoked; {ended} dashboard session(s) ended")
+
+
+@users_app.command("disable")
+def users_disable(name: str = typer.Argument(...)) -> None:
+    """Disable a user: they cannot log in, their tokens and sessions stop working at once."""
+    from medloop.web.accounts import set_disabled
+
+    _, ended = set_disabled(_store(), name, True, actor=settings().user)
+    console.print(f"user {name} disabled; {ended} dashboard session(s) ended")
+
+
+@users_app.command("enable")
+def users_enable(name: str = typer.Argument(...)) -> None:
+    """Enable a disabled user again (their unrevoked tokens work again)."""
+    from medloop.web.accounts import set_disabled
+
+    set_disabled(_store(), name, False, actor=settings().user)
+    console.print(f"user {name} enabled")
+
+
+@users_app.command("sessions")
+def users_sessions(
+    name: str = typer.Argument(...),
+    end: bool = typer.Option(False, "--end", help="End every open session of this user"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """List a user's dashboard sessions (open first), or end them all with --end."""
+    from medloop.web.accounts import end_sessions, session_state
+
+    store = _store()
+    store.users.get(name)
+    if end:
+        ended = end_sessions(store, name, actor=settings().user)
+        if as_json:
+            print_json({"name": name, "ended": ended})
+            return
+        console.print(f"{ended} dashboard session(s) of {name} ended")
+        return
+    sessions = sorted(store.sessions.list(name), key=lambda s: (session_state(s) != "open", s.created_at))
+    if as_json:
+        print_json(
+            [
+                s.model_dump(include={"token_id", "created_at", "expires_at", "revoked_at"})
+                | {"state": session_state(s)}
+                for s in sessions
+            ]
+        )
+        return
+    if not sessions:
+        console.print(f"{name} has no dashboard sessions")
+    for s in sessions:
+        console.print(
+            f"{session_state(s):<8} opened {s.created_at[:19]}  expires {s.expires_at[:19]}  "
+            f"token {s.token_id or '-'}",
+            markup=False,
+        )
 
 
 @users_app.command("list")
@@ -134,25 +217,44 @@ def users_list(as_json: bool = typer.Option(False, "--json")) -> None:
     from rich.table import Table
 
     table = Table()
-    for col in ("name", "role", "active tokens", "created"):
+    for col in ("name", "role", "active tokens", "created", "disabled"):
         table.add_column(col)
     for u in users:
         active = [t.id for t in tokens if t.user == u.name and t.revoked_at is None]
-        table.add_row(u.name, u.role, ", ".join(active) or "-", u.created_at[:19])
+        table.add_row(
+            u.name, u.role, ", ".join(active) or "-", u.created_at[:19], (u.disabled_at or "-")[:19]
+        )
     console.print(table)
 
 
 @audit_app.command("verify")
-def audit_verify(as_json: bool = typer.Option(False, "--json")) -> None:
-    """Recompute the audit log's hash chain; exit 1 at the first entry that does not match."""
+def audit_verify(
+    anchor: list[str] = typer.Option(
+        [], "--anchor", help="An anchor file or HASH:COUNT from `audit anchor`; the log must still hold it"
+    ),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Recompute the audit log's hash chain (entries 1..n, no gaps); exit 1 at the first
+    entry that does not match, or if the log no longer holds an anchored head."""
     from medloop.core.errors import MedloopError
+    from medloop.web import anchors
 
+    wanted = [a for value in anchor for a in anchors.load(value)]
     store = _store()
     ok, bad = store.audit.verify()
-    entries = len(store.audit.list(limit=100_000_000))
+    entries = store.audit.head()[0]
+    problem = None
+    if ok and wanted:
+        try:
+            anchors.check(store, wanted)
+        except anchors.AnchorMismatch as exc:
+            problem = exc
     if as_json:
-        print_json({"ok": ok, "first_bad_seq": bad, "entries": entries})
-        if not ok:
+        print_json(
+            {"ok": ok and problem is None, "first_bad_seq": bad, "entries": entries,
+             "anchors": len(wanted), "anchor_error": problem.message if problem else None}
+        )  # fmt: skip
+        if not ok or problem:
             raise typer.Exit(1)
         return
     if not ok:
@@ -160,7 +262,34 @@ def audit_verify(as_json: bool = typer.Option(False, "--json")) -> None:
             f"audit chain broken at entry {bad} of {entries} (an entry was changed, removed or inserted)",
             hint=f"compare with a backup; entries before {bad} are intact",
         )
-    console.print(f"audit chain intact: {entries} entries")
+    if problem:
+        raise problem
+    held = (
+        f"; holds {len(wanted)} anchor(s)"
+        if wanted
+        else " (without an anchor, a rewrite with recomputed hashes or removed last entries cannot be seen)"
+    )
+    console.print(f"audit chain intact: {entries} entries{held}", markup=False)
+
+
+@audit_app.command("anchor")
+def audit_anchor(
+    file: Path | None = typer.Option(
+        None, "--file", help="Also append the anchor to this file (keep it off the database's volume)"
+    ),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Print the head of the audit log as HASH:COUNT: kept outside the database, it lets
+    `audit verify --anchor` detect removed last entries and rewrites with recomputed hashes."""
+    from medloop.web import anchors
+
+    anchor = anchors.head(_store())
+    if file is not None:
+        anchors.append(file, anchor)
+    if as_json:
+        print_json({"hash": anchor.hash, "count": anchor.count, "anchor": str(anchor)})
+        return
+    console.print(str(anchor), markup=False, highlight=False)
 
 
 @audit_app.command("list")

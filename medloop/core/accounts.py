@@ -38,7 +38,9 @@ class ApiToken(Record):
 
 
 class WebSession(Record):
-    """A dashboard login. `id_hash` is sha256 of the cookie value; `csrf` goes in forms."""
+    """A dashboard login. `id_hash` is sha256 of the cookie value; `csrf` goes in forms.
+    `token_id`: the API token it was opened with (None for 0.1.0 sessions); the session
+    lives no longer than that token."""
 
     id_hash: str
     user: str
@@ -46,6 +48,7 @@ class WebSession(Record):
     created_at: str = Field(default_factory=utcnow)
     expires_at: str
     revoked_at: str | None = None
+    token_id: str | None = None
 
 
 class TokenLogin(NamedTuple):

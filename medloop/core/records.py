@@ -297,6 +297,9 @@ class Campaign(Record):
     spec: CampaignSpec
     status: CampaignStatus = "created"
     owner: str = "local"
+    # Who started it (the CLI's MEDLOOP_USER or OS user, the web caller), when the owner
+    # was named by someone else (`campaign run --owner`); bound by the same review rules.
+    started_by: str | None = None
     created_at: str = Field(default_factory=utcnow)
     updated_at: str = Field(default_factory=utcnow)
     baseline: dict[str, Scalar] = Field(default_factory=dict)

@@ -23,6 +23,17 @@ OFFLINE_ENV = {
 }
 
 
+def os_user() -> str:
+    """Who runs this process (login name), so that CLI campaigns and decisions belong to a
+    person, not to a shared placeholder; "local" when the OS cannot say."""
+    import getpass
+
+    try:
+        return getpass.getuser() or "local"
+    except (OSError, KeyError):  # no LOGNAME/USER and no passwd entry (some containers)
+        return "local"
+
+
 class Settings(BaseSettings):
     """Installation settings. Every field can be set as `MEDLOOP_<FIELD>`."""
 
@@ -49,7 +60,31 @@ class Settings(BaseSettings):
     llm_api_base: str | None = None
     llm_api_key: str | None = None
     require: str = Field(default="", description="Comma list of backends tests must not skip")
-    user: str = Field(default="local", description="Name recorded as the actor of CLI actions")
+    user: str = Field(
+        default_factory=lambda: os_user(),
+        description="Name recorded as the actor and owner of CLI actions (default: the OS user)",
+    )
+    login_failures_per_address: int = Field(
+        default=10, ge=1, description="Failed logins from one client address per window before it gets 429"
+    )
+    login_failures_per_account: int = Field(
+        default=30,
+        ge=1,
+        description="Failed logins for one account per window before they get 429 (see README)",
+    )
+    login_window: float = Field(default=300.0, gt=0, description="Seconds of the failed-login window")
+    refusals_per_user: int = Field(
+        default=30, ge=1, description="Refused actions (403) per user per minute before they get 429"
+    )
+    audit_anchor_file: Path | None = Field(
+        default=None,
+        description="File the server appends audit-chain anchors (HASH:COUNT) to; keep it off the database's volume",
+    )
+    audit_anchor_interval: float = Field(
+        default=300.0,
+        gt=0,
+        description="Seconds between the server's audit anchors (written only if the log moved)",
+    )
 
     @property
     def workspace_dir(self) -> Path:

@@ -53,6 +53,7 @@ class Context:
 
     campaign_owner: str | None
     has_reproduction: bool
+    started_by: str | None = None  # who ran the campaign, when not its owner
 
 
 def allowed_moves(tier: Tier) -> dict[Tier, tuple[str, ...]]:
@@ -87,9 +88,9 @@ def check(claim: Claim, to: Tier, *, actor: str, role: str, reason: str, ctx: Co
             raise TrustError(
                 f"{actor} authored claim {claim.id} and cannot review it", hint="ask another reviewer"
             )
-        if ctx.campaign_owner is not None and actor == ctx.campaign_owner:
+        if actor in (ctx.campaign_owner, ctx.started_by):
             raise TrustError(
-                f"{actor} owns campaign {claim.campaign_id}; a reviewer cannot "
+                f"{actor} owns or started campaign {claim.campaign_id}; a reviewer cannot "
                 f"{_VERB[to]} a claim from their own campaign",
                 hint="ask a reviewer who did not run the campaign",
             )
@@ -112,19 +113,27 @@ REPRODUCTION_ROLES = ("reproduction", "reproduces")
 
 
 def context_for(store: Store, claim: Claim, to: Tier) -> Context:
+    owner, started_by = campaign_people(store, claim)
     return Context(
-        campaign_owner=campaign_owner(store, claim),
+        campaign_owner=owner,
         has_reproduction=to == "reproduced" and has_reproduction(store, claim),
+        started_by=started_by,
     )
 
 
-def campaign_owner(store: Store, claim: Claim) -> str | None:
+def campaign_people(store: Store, claim: Claim) -> tuple[str | None, str | None]:
+    """(owner, started_by) of the claim's campaign; Nones without one."""
     if not claim.campaign_id:
-        return None
+        return None, None
     try:
-        return store.campaigns.get(claim.campaign_id).owner
+        campaign = store.campaigns.get(claim.campaign_id)
     except NotFoundError:
-        return None
+        return None, None
+    return campaign.owner, campaign.started_by
+
+
+def campaign_owner(store: Store, claim: Claim) -> str | None:
+    return campaign_people(store, claim)[0]
 
 
 def has_reproduction(store: Store, claim: Claim) -> bool:

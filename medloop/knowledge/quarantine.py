@@ -143,5 +143,6 @@ def lift(store: Store, quarantine_id: str, *, actor: str, role: str, reason: str
 
 def _may_validate(store: Store, claim_id: str, actor: str, role: str) -> bool:
     claim = store.claims.get(claim_id)
-    owner = lifecycle.campaign_owner(store, claim)
-    return role == "reviewer" and actor != claim.author and actor != owner
+    return (
+        role == "reviewer" and actor != claim.author and actor not in lifecycle.campaign_people(store, claim)
+    )

@@ -14,6 +14,7 @@ from medloop.web import launcher as L
 from medloop.web.accounts import Principal
 from medloop.web.context import WebContext
 from medloop.web.errors import FieldError, InvalidInput, RateLimited
+from medloop.web.guard import audits_refusals
 from medloop.web.policy import authorize
 from medloop.web.schemas import ReviewOut
 
@@ -61,6 +62,7 @@ def allowed_review_actions(ctx: WebContext, principal: Principal, claim: Claim) 
     return out
 
 
+@audits_refusals
 def review(ctx: WebContext, principal: Principal, claim_id: str, action: str, rationale: str) -> ReviewOut:
     if action not in REVIEW_ACTIONS:
         raise NotFoundError(f"unknown review action {action!r}", hint=f"actions: {', '.join(REVIEW_ACTIONS)}")
@@ -98,12 +100,14 @@ def review(ctx: WebContext, principal: Principal, claim_id: str, action: str, ra
     return ReviewOut(claim=ctx.store.claims.get(claim_id), audit=_last_audit(ctx, claim_id), quarantine=q)
 
 
+@audits_refusals
 def quarantine_target(ctx: WebContext, principal: Principal, target: str, rationale: str) -> Quarantine:
     authorize(principal, "claim.quarantine")
     _rate(ctx, principal)
     return ctx.curation().quarantine(target, why=rationale.strip(), actor=principal.name, role=principal.role)
 
 
+@audits_refusals
 def lift_quarantine(ctx: WebContext, principal: Principal, quarantine_id: str, rationale: str) -> Quarantine:
     authorize(principal, "quarantine.lift")
     ctx.store.quarantines.get(quarantine_id)
@@ -121,6 +125,7 @@ def _last_audit(ctx: WebContext, object_id: str) -> AuditEntry | None:
 # ---------------------------------------------------------------- campaigns
 
 
+@audits_refusals
 def create_campaign(
     ctx: WebContext,
     principal: Principal,
@@ -151,6 +156,7 @@ def create_campaign(
     return ctx.store.campaigns.get(campaign.id), pid
 
 
+@audits_refusals
 def control(
     ctx: WebContext, principal: Principal, campaign_id: str, action: str
 ) -> tuple[Campaign, int | None]:

@@ -6,8 +6,10 @@ the package (no CDN), the dashboard, and one error body for every failure.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -15,9 +17,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from medloop import __version__
-from medloop.core.errors import MedloopError
+from medloop.core.errors import MedloopError, PermissionDenied
 from medloop.core.settings import Settings
-from medloop.web import errors
+from medloop.web import anchors, errors, guard
 from medloop.web.accounts import AuthRequired
 from medloop.web.context import RateLimit, WebContext
 from medloop.web.limits import BodyLimit
@@ -64,7 +66,14 @@ def create_app(
 
     settings = settings or Settings()
     ctx = WebContext.build(settings, examples_dir=examples_dir, review_limit=review_limit, cwd=cwd)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        async with anchors.anchoring(ctx.store, settings.audit_anchor_file, settings.audit_anchor_interval):
+            yield
+
     app = FastAPI(
+        lifespan=lifespan,
         title="medloop",
         version=__version__,
         description=DESCRIPTION,
@@ -76,6 +85,7 @@ def create_app(
     errors.install(app)
     html_or_json = _html_or_json(app)
     app.add_exception_handler(MedloopError, html_or_json)
+    app.add_exception_handler(PermissionDenied, guard.on_refused(html_or_json))  # audited, throttled
 
     async def unexpected(request: Request, exc: Exception) -> Response:
         response: Response = await html_or_json(request, errors.from_unexpected(exc))

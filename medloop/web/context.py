@@ -44,6 +44,8 @@ class WebContext:
     launcher: CampaignProcesses
     examples_dir: Path | None = None
     review_limit: RateLimit = RateLimit()
+    # client address -> until when this process looks its failed logins up (guard.py)
+    suspects: dict[str, float] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _runner: Any = None
 

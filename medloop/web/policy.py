@@ -69,9 +69,9 @@ def authorize(
             hint="ask the owner or an admin",
         )
     if rule.independent:
-        if owner is not None and owner == principal.name:
+        if campaign is not None and principal.name in (campaign.owner, campaign.started_by):
             raise PermissionDenied(
-                f"{principal.name} owns campaign {campaign.id if campaign else ''}; a reviewer cannot "
+                f"{principal.name} owns or started campaign {campaign.id}; a reviewer cannot "
                 f"{verb} a claim from their own campaign",
                 hint="ask a reviewer who did not run the campaign",
             )

@@ -10,6 +10,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from medloop.web import guard
 from medloop.web.accounts import AuthRequired, Principal, session_principal, token_principal
 from medloop.web.context import WebContext
 from medloop.web.errors import CsrfError
@@ -57,12 +58,20 @@ async def principal(
 ) -> Principal:
     ctx = ctx_of(request)
     if creds is not None:
-        return token_principal(ctx.store, creds.credentials)
+        raw = creds.credentials
+        who = guard.login(ctx, request, raw, lambda: token_principal(ctx.store, raw), via="token")
+        request.state.principal = who
+        return who
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie:
         who = session_principal(ctx.store, cookie)
+        request.state.principal = who
         if request.method not in SAFE_METHODS:
-            await check_csrf(request, who)
+            try:
+                await check_csrf(request, who)
+            except CsrfError as exc:
+                guard.refused(ctx, who, exc, where=f"{request.method} {request.url.path}")
+                raise
         return who
     raise AuthRequired(
         "authentication required",

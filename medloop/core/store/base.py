@@ -281,16 +281,23 @@ class Audit(Protocol):
         self, *, object_id: Filter = None, after: int = 0, limit: int = 1000
     ) -> builtins.list[AuditEntry]: ...
     def verify(self) -> tuple[bool, int | None]:
-        """Recompute the chain: (ok, first bad seq)."""
+        """Recompute the chain (seq 1..n without gaps, each hash linked): (ok, first bad seq)."""
+
+    def head(self) -> tuple[int, str]:
+        """(seq, hash) of the last entry: what an anchor outside the database records."""
 
 
 class Users(Protocol):
     def add(self, user: User) -> None: ...
     def get(self, name: str) -> User: ...
     def list(self) -> builtins.list[User]: ...
-    def rate_hit(self, user: str, action: str, *, limit: int, window_s: float) -> float:
+    def set_disabled(self, name: str, disabled: bool) -> User:
+        """Disable (stamped now) or enable a user; NotFoundError if unknown."""
+
+    def rate_hit(self, user: str, action: str, *, limit: int, window_s: float, peek: bool = False) -> float:
         """Count one `action` if fewer than `limit` happened in the last `window_s` seconds:
-        0.0 if counted, else the seconds until one frees up. Shared by every process."""
+        0.0 if counted, else the seconds until one frees up. Shared by every process.
+        `peek`: count nothing, only say how long until one would be counted."""
 
 
 class Tokens(Protocol):
@@ -304,7 +311,10 @@ class Tokens(Protocol):
 class Sessions(Protocol):
     def add(self, session: WebSession) -> None: ...
     def get(self, id_hash: str) -> WebSession: ...
+    def list(self, user: Filter = None) -> builtins.list[WebSession]: ...
     def revoke(self, id_hash: str) -> None: ...
+    def end(self, *, user: str | None = None, token_id: str | None = None) -> int:
+        """Revoke every open session of one user or one token; returns how many."""
 
 
 class Reviews(Protocol):

@@ -19,7 +19,7 @@ from medloop.core.store.db import Database, Repo, Row, given, one, select, updat
 from medloop.core.store.mapper import Mapper
 
 GENESIS_HASH = "0" * 64
-_STATE = ("baseline", "incumbent", "incumbent_objective", "baseline_objective", "summary")
+_STATE = ("baseline", "incumbent", "incumbent_objective", "baseline_objective", "summary", "started_by")
 CAMPAIGN = Mapper(Campaign, s.campaigns, json={"spec_json": "spec", "state_json": _STATE})
 HYPOTHESIS = Mapper(Hypothesis, s.hypotheses, json={"json": "*"})
 TRIAL = Mapper(
@@ -201,9 +201,7 @@ class SqlAudit:
         """Entries in order, chained, in one transaction and one INSERT batch."""
         out: builtins.list[AuditEntry] = []
         with self.db.transaction():
-            stmt = select(s.audit, cols=("seq", "hash"), order=("seq",), desc=True, limit=True)
-            last = self.db.all(stmt, {"limit": 1})
-            seq, prev_hash = (last[0].seq, last[0].hash) if last else (0, GENESIS_HASH)
+            seq, prev_hash = self.head()
             for actor, action, object_type, object_id, detail in entries:
                 seq += 1
                 body = {"seq": seq, "ts": utcnow(), "actor": actor, "action": action,
@@ -222,18 +220,28 @@ class SqlAudit:
         return [AUDIT.record(r) for r in self.db.all(stmt, where | {"after": after, "limit": limit})]
 
     def verify(self) -> tuple[bool, int | None]:
-        prev, after, fields = (
+        """Recompute the chain: entries numbered 1..n without a gap, each linked to the one
+        before. An entry removed from the middle shows as a gap even when the hashes after
+        it were recomputed; edits with recomputed hashes and removed last entries need an
+        anchor kept outside the database (`head`, web/anchors.py)."""
+        prev, seq, fields = (
             GENESIS_HASH,
             0,
             {"seq", "ts", "actor", "action", "object_type", "object_id", "detail"},
         )
-        while batch := self.list(after=after, limit=5000):
+        while batch := self.list(after=seq, limit=5000):
             for e in batch:
                 if (
-                    e.prev_hash != prev
+                    e.seq != seq + 1
+                    or e.prev_hash != prev
                     or sha256_hex(prev + canonical_json(e.model_dump(include=fields))) != e.hash
                 ):
                     return False, e.seq
-                prev = e.hash
-            after = batch[-1].seq
+                prev, seq = e.hash, e.seq
         return True, None
+
+    def head(self) -> tuple[int, str]:
+        """(seq, hash) of the last entry; (0, the genesis hash) when empty."""
+        stmt = select(s.audit, cols=("seq", "hash"), order=("seq",), desc=True, limit=True)
+        last = self.db.all(stmt, {"limit": 1})
+        return (int(last[0].seq), str(last[0].hash)) if last else (0, GENESIS_HASH)

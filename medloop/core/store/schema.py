@@ -162,10 +162,11 @@ tokens = _table(
     _fk("user_name", "web_users.name", None),
     index={"web_tokens_user": "user_name"},
 )
-sessions = _table(
+sessions = _table(  # token_id: the token the session was opened with (0003; None before)
     "web_sessions",
-    "id_hash* user_name csrf created_at expires_at revoked_at?",
+    "id_hash* user_name csrf created_at expires_at revoked_at? token_id?",
     _fk("user_name", "web_users.name", None),
+    index={"web_sessions_user": "user_name created_at", "web_sessions_token": "token_id"},
 )
 rate_events = _table(  # at: unix seconds
     "web_rate_events",

@@ -45,15 +45,32 @@ class SqlUsers(Repo[a.User]):
     def list(self) -> builtins.list[a.User]:
         return matching(self.db, USER, ("name",))
 
-    def rate_hit(self, user: str, action: str, *, limit: int, window_s: float) -> float:
-        r, now = s.rate_events, time.time()
+    def set_disabled(self, name: str, disabled: bool) -> a.User:
+        """Disable (now) or enable a user; again is a no-op. NotFoundError if unknown."""
         with self.db.transaction():
-            self.db.write(sa.delete(r).where(r.c.at < now - window_s))
+            user = self.get(name)
+            if (user.disabled_at is not None) != disabled:
+                stamp = utcnow() if disabled else None
+                self.db.write(update(s.users, ("name",)), {"disabled_at": stamp, "_name": name})
+            return self.get(name)
+
+    def rate_hit(self, user: str, action: str, *, limit: int, window_s: float, peek: bool = False) -> float:
+        r, now = s.rate_events, time.time()
+        key = {"user_name": user, "action": action}
+        if peek:  # read only: no write on the path every request takes
+            stmt = sa.select(r.c.at).where(
+                r.c.user_name == user, r.c.action == action, r.c.at >= now - window_s
+            )
+            hits = self.db.all(stmt.order_by(r.c.at))
+            return max(0.001, float(hits[0][0]) + window_s - now) if len(hits) >= limit else 0.0
+        with self.db.transaction():
+            # Only this action's old hits: each action has its own window.
+            self.db.write(sa.delete(r).where(r.c.action == action, r.c.at < now - window_s))
             stmt = select(r, ("user_name", "action"), cols=("at",), order=("at",))
-            hits = self.db.all(stmt, {"user_name": user, "action": action})
+            hits = self.db.all(stmt, key)
             if len(hits) >= limit:
                 return max(0.001, float(hits[0][0]) + window_s - now)
-            self.db.write(sa.insert(r), {"user_name": user, "action": action, "at": now})
+            self.db.write(sa.insert(r), key | {"at": now})
         return 0.0
 
 
@@ -82,8 +99,21 @@ class SqlTokens(Repo[a.ApiToken]):
 class SqlSessions(Repo[a.WebSession]):
     mapper, missing = SESSION, "session not found"
 
+    def list(self, user: Filter = None) -> builtins.list[a.WebSession]:
+        return matching(self.db, SESSION, ("created_at", "id_hash"), user_name=user)
+
     def revoke(self, id_hash: str) -> None:
         self.db.write(update(s.sessions, ("id_hash",)), {"revoked_at": utcnow(), "_id_hash": id_hash})
+
+    def end(self, *, user: str | None = None, token_id: str | None = None) -> int:
+        """Revoke every open session of `user` or of `token_id`; returns how many."""
+        if (user is None) == (token_id is None):
+            raise ValueError("end sessions of one user or of one token")
+        where = ("user_name",) if user is not None else ("token_id",)
+        key = {"_user_name": user} if user is not None else {"_token_id": token_id}
+        return self.db.write(
+            update(s.sessions, where, unset=("revoked_at",)), {"revoked_at": utcnow(), **key}
+        )
 
 
 class SqlReviews(Repo[a.ReproductionRequest]):

@@ -17,10 +17,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
 from medloop.core.errors import MedloopError, PermissionDenied
-from medloop.web import actions, render, views
+from medloop.web import actions, guard, render, views
 from medloop.web import launcher as L
 from medloop.web.accounts import AuthRequired, Principal, end_session, start_session
-from medloop.web.errors import InvalidInput, status_of
+from medloop.web.errors import InvalidInput, RateLimited, status_of
 from medloop.web.policy import authorize
 from medloop.web.security import SESSION_COOKIE, Caller, Ctx, ctx_of
 
@@ -70,7 +70,14 @@ def _local(next_url: str | None) -> str:
 def login_form(request: Request) -> HTMLResponse:
     nonce = request.cookies.get(PRELOGIN_COOKIE) or secrets.token_urlsafe(24)
     response = page(request, None, "login.html", nonce=nonce, next=_local(request.query_params.get("next")))
-    response.set_cookie(PRELOGIN_COOKIE, nonce, httponly=True, samesite="strict", max_age=3600)
+    response.set_cookie(
+        PRELOGIN_COOKIE,
+        nonce,
+        httponly=True,
+        samesite="strict",
+        max_age=3600,
+        secure=request.url.scheme == "https",  # HTTPS directly or through a trusted proxy
+    )
     return response
 
 
@@ -92,9 +99,17 @@ async def login(request: Request) -> Response:
             error="the login form expired; try again",
         )
     try:
-        cookie, _session = await run_in_threadpool(start_session, ctx.store, token)
+        cookie, _session = await run_in_threadpool(
+            guard.login, ctx, request, token, lambda: start_session(ctx.store, token), via="login"
+        )
     except AuthRequired as exc:
         return page(request, None, "login.html", status_code=401, nonce=nonce, next=target, error=exc.message)
+    except RateLimited as exc:
+        limited = page(
+            request, None, "login.html", status_code=429, nonce=nonce, next=target, error=exc.message
+        )
+        limited.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+        return limited
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(
         SESSION_COOKIE,

@@ -15,6 +15,7 @@ DETAIL = {"ünï": "códe ✓", "f": 0.1, "tiny": 2.5e-300, "big": 2**70, "n": [
 
 
 def test_audit_chain_is_the_0_1_0_hash_chain_and_refuses_changes(store: SqlStore) -> None:
+    assert store.audit.head() == (0, "0" * 64)
     first = store.audit.append("alice", "claim.validate", "claim", "c1", DETAIL)
     more = store.audit.append_many([("bob", "x", "claim", "c2", {}), ("bob", "y", "trial", "t1", {"k": [1]})])
     entries = store.audit.list()
@@ -34,7 +35,7 @@ def test_audit_chain_is_the_0_1_0_hash_chain_and_refuses_changes(store: SqlStore
         }
         assert e.prev_hash == prev and e.hash == sha256_hex(prev + canonical_json(body))
         prev = e.hash
-    assert store.audit.verify() == (True, None)
+    assert store.audit.verify() == (True, None) and store.audit.head() == (3, more[-1].hash)
     assert [e.seq for e in store.audit.list(object_id="c2")] == [2]
     assert [e.seq for e in store.audit.list(after=1, limit=1)] == [2]
     for sql in ("UPDATE audit SET actor = 'mallory' WHERE seq = 2", "DELETE FROM audit WHERE seq = 3"):
@@ -84,6 +85,32 @@ def test_users_tokens_sessions_and_rate_limits(store: SqlStore) -> None:
     assert store.sessions.get(session.id_hash).revoked_at is not None
     with pytest.raises(NotFoundError):
         store.sessions.get("nope")
+    # Sessions remember their token: revoking it or disabling the user ends them in one write.
+    for n, (user, tok) in enumerate(
+        [("alice", "tok_1"), ("alice", "tok_1"), ("alice", None), ("Bob", "tok_2")]
+    ):
+        store.sessions.add(
+            WebSession(
+                id_hash=f"{n}" * 64,
+                user=user,
+                csrf="c",
+                expires_at="2999-01-01T00:00:00+00:00",
+                token_id=tok,
+                created_at=f"2026-01-0{n + 1}T00:00:00+00:00",
+            )
+        )
+    assert [s.id_hash[0] for s in store.sessions.list("alice")] == ["0", "1", "2", "s"]
+    assert store.sessions.end(token_id="tok_1") == 2 and store.sessions.end(token_id="tok_1") == 0
+    assert store.sessions.end(user="alice") == 1 and store.sessions.get("3" * 64).revoked_at is None
+    assert all(s.revoked_at for s in store.sessions.list("alice")) and len(store.sessions.list()) == 5
+    disabled = store.users.set_disabled("Bob", True)
+    assert disabled.disabled_at is not None and store.users.set_disabled("Bob", True) == disabled
+    assert store.tokens.login("tok_2") == TokenLogin(
+        "g" * 64, None, None, "Bob", "viewer", disabled.disabled_at
+    )
+    assert store.users.set_disabled("Bob", False).disabled_at is None
+    with pytest.raises(NotFoundError):
+        store.users.set_disabled("carol", True)
 
     assert [store.users.rate_hit("alice", "review", limit=2, window_s=60) for _ in range(2)] == [0.0, 0.0]
     wait = store.users.rate_hit("alice", "review", limit=2, window_s=60)
