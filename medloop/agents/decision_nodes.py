@@ -133,17 +133,20 @@ class DecisionNodes(NodeBase):
                 to_reproduce.append(hyp.id)
         self.emit("claims", cycle=state["cycle"], ids=new_claims)
         if to_reproduce and campaign.spec.validation.reproduction_seeds > 0:
-            # Only the best supported change can become the incumbent this cycle, so only it
-            # is reproduced now; the others stay `supported` claims and, being re-tested on
-            # the new incumbent next cycle, are reproduced when they win there.
-            sign = 1.0 if campaign.spec.objective.direction == "maximize" else -1.0
-            best = max(
-                to_reproduce,
-                key=lambda h: (
-                    sign * float(self.s.store.cycles.get_hypothesis(h).analysis.get("estimate", 0.0))
-                ),
-            )
-            return {"new_claim_ids": new_claims, "reproduce_ids": [best], "phase": "reproduce"}
+            # Every supported change is reproduced (`reproduce: all`): a supported claim
+            # left unreproduced is knowledge the next campaign cannot lean on. With
+            # `reproduce: best` only the change that could become the incumbent is.
+            if campaign.spec.validation.reproduce == "best":
+                sign = 1.0 if campaign.spec.objective.direction == "maximize" else -1.0
+                to_reproduce = [
+                    max(
+                        to_reproduce,
+                        key=lambda h: (
+                            sign * float(self.s.store.cycles.get_hypothesis(h).analysis.get("estimate", 0.0))
+                        ),
+                    )
+                ]
+            return {"new_claim_ids": new_claims, "reproduce_ids": to_reproduce, "phase": "reproduce"}
         # Reproduction is off (reproduction_seeds: 0): claims stay `supported` and, since the
         # incumbent changes only on a reproduced improvement, it stays where it is.
         return {"new_claim_ids": new_claims, "reproduce_ids": [], "incumbent_changed": False}

@@ -324,6 +324,11 @@ class ValidationPolicy(Spec):
         description="Fresh seeds per arm to reproduce a supported claim (>= 3; 0 turns reproduction "
         "off, and then no change ever becomes the incumbent)",
     )
+    reproduce: Literal["all", "best"] = Field(
+        default="all",
+        description="Which supported changes of a cycle are reproduced: all of them, or only the "
+        "best (the one that could become the incumbent; cheaper)",
+    )
     human_review: bool = False
 
 

@@ -10,7 +10,8 @@ test, so the larger p-value is reported):
   arms with a t-test (paired by seed when both arms ran the same seeds, Welch otherwise).
 The reported CI is the union of the paired case bootstrap CI (10k resamples) and the
 run-level t CI, and Holm's step-down procedure controls the family-wise error rate
-across the hypotheses of one cycle.
+across the hypotheses of one cycle. A scalar objective (one value per run, no cases)
+is decided by the run-level test alone, and the test's name says so.
 """
 
 from __future__ import annotations
@@ -241,8 +242,13 @@ def compare_paired(
         paired = control_seeds is not None and list(control_seeds) == list(treatment_seeds or [])
         p_run, run_low, run_high = run_level_test(arr_c, arr_t, paired=paired, level=level, pooled=pooled)
         kind = ("-paired-pooled" if pooled else "-paired") if paired else "-welch"
-        p, name = max(p_case, p_run), f"{test}+run-t{kind}"
-        low, high = min(low, run_low), max(high, run_high)
+        if len(cases) == 1:
+            # A scalar objective (one number per run, e.g. accuracy of a tabular model):
+            # there are no cases to pair, so the run-level test over seeds alone decides.
+            p, name, low, high = p_run, f"run-t{kind} (scalar objective: run level only)", run_low, run_high
+        else:
+            p, name = max(p_case, p_run), f"{test}+run-t{kind}"
+            low, high = min(low, run_low), max(high, run_high)
     return PairedComparison(
         estimate=float(diff.mean()) if diff.size else math.nan,
         ci_low=low,

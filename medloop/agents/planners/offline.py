@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from medloop.agents.base import HypothesisDraft, PlanningContext
+from medloop.agents.seeds import planning_seed
 from medloop.agents.space import active, apply_changes, config_key, neighbours, step
-from medloop.core.ids import sha256_hex
 from medloop.core.records import FactorChange
 from medloop.core.specs import Categorical, Scalar
 from medloop.knowledge.base import RetrievedClaim
@@ -226,9 +226,9 @@ class OfflinePlanner:
         candidates = self.candidates(context)
         self.score(candidates, context)
         self.score_history(candidates, context)
-        # Seeded by the spec, not the campaign id: the same campaign file plans the same way.
-        spec_key = sha256_hex(context.spec.model_dump_json())
-        rng = random.Random(f"{self.seed}:{spec_key}:{context.cycle}")
+        # Seeded by the spec, not the campaign id or its paths: the same campaign file plans
+        # the same way wherever it is run from.
+        rng = random.Random(planning_seed(context.spec, self.seed, "tie-break", context.cycle))
         rng.shuffle(candidates)  # seeded tie-break; the sort below is stable
         candidates.sort(key=lambda c: -c.score)
         chosen: list[Candidate] = []
@@ -253,7 +253,7 @@ class OfflinePlanner:
         if self.model_based and context.n >= 2:
             from medloop.agents.planners.tpe import suggest_numeric
 
-            tpe = suggest_numeric(context, seed=int(spec_key[:8], 16) + context.cycle)
+            tpe = suggest_numeric(context, seed=planning_seed(context.spec, self.seed, "tpe", context.cycle))
             if tpe and all(tpe != ch for ch, _ in drafts_changes):
                 # The model-based proposal takes the last slot, unless knowledge ranked that
                 # slot's one-factor move positively (evidence beats a surrogate model).
