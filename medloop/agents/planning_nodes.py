@@ -74,6 +74,11 @@ class PlanningNodes(NodeBase):
             retrieved=retrieved,
             tested_configs=[t.spec.config.model_dump(mode="json") for t in trials],
             measured=self.measured(trials),
+            runs=[
+                (t.spec.config.model_dump(mode="json"), t.spec.seed, t.result.objective)
+                for t in trials
+                if t.status == "succeeded" and t.result is not None and t.result.objective is not None
+            ],
             n=n,
         )
         planner = self.s.make_planner(spec)

@@ -29,7 +29,7 @@ baseline: {loss: dice, augmentation: none, lr: 0.0003}
 search_space:
   loss: [dice, dicece]
   augmentation: [none, light]
-  lr: {type: float, low: 0.0003, high: 0.003, log: true}
+  lr: LRS
 validation: {seeds_per_arm: 3, reproduction_seeds: 3, min_effect: 0.005}
 budget: {max_cycles: 2, patience: 2}
 executor: {kind: table, table: TABLE}
@@ -65,7 +65,9 @@ def test_requested_reproduction_runs_once_and_moves_evidence_and_tier(tmp_path: 
     space = {"loss": ["dice", "dicece"], "augmentation": ["none", "light"], "lr": lrs}
     table = tmp_path / "table.json"
     save_table(synthetic_table(space=space, effect=effect, n_cases=24, rng_seed=3, seeds=SEEDS), table)
-    (tmp_path / "c.yaml").write_text(CAMPAIGN.replace("DIR", str(tmp_path)).replace("TABLE", str(table)))
+    (tmp_path / "c.yaml").write_text(
+        CAMPAIGN.replace("DIR", str(tmp_path)).replace("TABLE", str(table)).replace("LRS", str(lrs))
+    )
     medloop(tmp_path, "campaign", "run", "c.yaml")
 
     store = open_store(tmp_path / ".medloop" / "medloop.db")
