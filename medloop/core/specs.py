@@ -324,6 +324,14 @@ class ValidationPolicy(Spec):
         description="Fresh seeds per arm to reproduce a supported claim (>= 3; 0 turns reproduction "
         "off, and then no change ever becomes the incumbent)",
     )
+    stages: int = Field(
+        default=1,
+        ge=1,
+        le=5,
+        description="Looks of the sequential test: a change still undecided after seeds_per_arm "
+        "seeds per arm gets seeds_per_arm more, up to this many times, under O'Brien-Fleming-type "
+        "alpha spending (adding seeds does not inflate the error); 1 = a fixed design",
+    )
     reproduce: Literal["all", "best"] = Field(
         default="all",
         description="Which supported changes of a cycle are reproduced: all of them, or only the "
@@ -340,6 +348,12 @@ class Budget(Spec):
     max_llm_tokens: int | None = Field(default=None, ge=0, description="Also a cap for unpriced models")
     max_cycles: int = Field(default=5, ge=1)
     patience: int = Field(default=2, ge=1, description="Stop after this many cycles without gain")
+    patience_trials: int | None = Field(
+        default=None,
+        ge=1,
+        description="Convergence rule in trials: stop after this many trials without a better "
+        "screened value (the best mean of any config run so far); replaces `patience` when set",
+    )
 
 
 class ExecutorSpec(Spec):

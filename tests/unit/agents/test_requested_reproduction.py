@@ -147,11 +147,17 @@ def test_running_campaign_runs_requests_between_cycles(tmp_path: Path) -> None:
     )
     runner = CampaignRunner(services, on_event=lambda k, p: events.append((k, p)))
     spec = make_spec(table)
-    spec = spec.model_copy(update={"validation": spec.validation.model_copy(update={"human_review": True})})
+    spec = spec.model_copy(
+        update={"validation": spec.validation.model_copy(update={"human_review": True, "reproduce": "best"})}
+    )
     campaign = runner.run(runner.create(spec, owner="alice").id)
     pending = runner.pending_interrupt(campaign.id)
     assert campaign.status == "paused" and pending is not None
-    claim_id = next(c for c in pending["claims"] if store.claims.get(c).tier == "reproduced")
+    # Every supported change is reproduced; the largest is the one that moves the incumbent.
+    claim_id = max(
+        (c for c in pending["claims"] if store.claims.get(c).tier == "reproduced"),
+        key=lambda c: store.claims.get(c).effect.estimate,  # type: ignore[union-attr]
+    )
 
     # While the campaign waits, a reviewer asks for another reproduction of the claim.
     request = ReproductionRequest(id=new_id("rrq"), claim_id=claim_id, actor="rita", rationale="fresh seeds")

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from medloop.agents.planners.offline import OfflinePlanner
 from medloop.agents.runner import CampaignRunner
 from medloop.agents.seeds import planning_seed
 from medloop.agents.space import grid
@@ -78,8 +79,36 @@ def test_every_supported_change_is_reproduced(tmp_path: Path) -> None:
 
     save_table(synthetic_table(space={**SPACE, "lr": lrs}, effect=effect, n_cases=24, rng_seed=5), path)
     store = open_store(tmp_path / "m.db")
-    runner = CampaignRunner(services(tmp_path, store))
+    svc = services(tmp_path, store)
+    svc.make_planner = lambda spec: OfflinePlanner(model_based=False)  # two one-factor moves
+    runner = CampaignRunner(svc)
     done = runner.run(runner.create(make_spec(path, max_cycles=1), owner="a").id)
     first = store.cycles.hypotheses(done.id, 1)
     assert len(first) == 2 and all(h.verdict == "supported" for h in first)
     assert all(h.reproduction == "agreed" for h in first)
+
+
+def test_campaign_uses_its_whole_trial_budget(tmp_path: Path, table: Path) -> None:
+    """With cycles and patience out of the way, only the trial budget ends the campaign;
+    the planner never runs out of moves (the space has 28 configs, the budget pays ~15)."""
+    store = open_store(tmp_path / "m.db")
+    runner = CampaignRunner(services(tmp_path, store))
+    spec = make_spec(table, max_trials=60, max_cycles=100, patience=100)
+    done = runner.run(runner.create(spec, owner="a").id)
+    used = len(store.trials.list(campaign_id=done.id, limit=1000).items)
+    assert "budget" in done.summary["stop_reason"], done.summary["stop_reason"]
+    assert 60 - 2 * spec.validation.seeds_per_arm <= used <= 60
+    screened = done.summary["best_screened"]
+    assert screened["objective"] >= (done.incumbent_objective or 0.0) - 1e-9
+    assert set(screened["config"]) == set(spec.search_space)
+
+
+def test_patience_counts_trials_without_a_better_screened_value(tmp_path: Path, table: Path) -> None:
+    store = open_store(tmp_path / "m.db")
+    runner = CampaignRunner(services(tmp_path, store))
+    spec = make_spec(table, max_trials=200, max_cycles=100, patience=1, patience_trials=30)
+    done = runner.run(runner.create(spec, owner="a").id)
+    reason = done.summary["stop_reason"]
+    assert reason.startswith("converged: no better screened value in"), reason
+    cycles = store.cycles.list(done.id)
+    assert len(cycles) > 1  # `patience: 1` (cycles) was replaced by the trial rule
