@@ -40,6 +40,11 @@ class PlanningContext(BaseModel):
     measured: list[tuple[dict[str, Any], float | None]] = Field(
         default_factory=list, description="(config, mean objective over its eval runs) in this campaign"
     )
+    runs: list[tuple[dict[str, Any], int, float]] = Field(
+        default_factory=list,
+        description="(config, seed, objective) of every finished run of this campaign: all arms, all "
+        "seeds, reproduction runs included (the proposer's observations)",
+    )
     n: int = Field(description="How many hypotheses to propose at most")
 
 
@@ -66,3 +71,29 @@ class Planner(Protocol):
         ...
 
     def load_state(self, state: dict[str, Any]) -> None: ...
+
+
+class Proposer(Protocol):
+    """Model-based search over the whole search space (the boundary a sampler sits behind).
+
+    Every run of the campaign is an observation (all arms, all seeds, screening and
+    reproduction runs): `tell` it, then `ask` for configs the model expects to be good.
+    Configs are full trial configs; only the search-space factors are the model's."""
+
+    name: str
+
+    def tell(
+        self, config: dict[str, Any], value: float, *, seed: int | None = None, fidelity: float = 1.0
+    ) -> None:
+        """One finished run: its config and objective (seed and fidelity for the record)."""
+        ...
+
+    def prior(self, config: dict[str, Any], weight: float) -> None:
+        """A config that knowledge from elsewhere rates (weight > 0, higher first): asked
+        before the model's own proposals, then judged by this campaign's runs like any other."""
+        ...
+
+    def ask(self, n: int, *, base: dict[str, Any], exclude: set[str]) -> list[dict[str, Any]]:
+        """Up to n distinct configs (base with search-space factors set), none of whose
+        `config_key` is in `exclude`. Fewer when the space is exhausted."""
+        ...

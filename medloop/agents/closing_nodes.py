@@ -11,8 +11,10 @@ from medloop.agents.budget import incomplete_reason, reserve_stop_reason
 from medloop.agents.node_base import NodeBase
 from medloop.agents.requested import run_request
 from medloop.agents.seeds import final_seeds
+from medloop.agents.space import config_key
 from medloop.agents.state import CampaignState
 from medloop.core.errors import MedloopError
+from medloop.core.records import Campaign, Trial
 from medloop.core.specs import make_config
 from medloop.engine.analysis import arm_data, compare_arms, split_breakdown
 from medloop.engine.base import TrialRequest, trial_id_for
@@ -40,14 +42,26 @@ class ClosingNodes(NodeBase):
             },
         )
         reason = state.get("stop_reason")
-        n_trials = len(self.s.store.trials.list(campaign_id=campaign.id, limit=100_000).items)
+        trials = self.s.store.trials.list(campaign_id=campaign.id, limit=100_000).items
+        n_trials = len(trials)
+        screened = self.best_screened(campaign, trials)
+        best, at_best = state.get("best_screened"), int(state.get("trials_at_best", 0))
+        sign = 1.0 if campaign.spec.objective.direction == "maximize" else -1.0
+        if screened is not None and (best is None or sign * screened["objective"] > sign * best):
+            best, at_best = screened["objective"], n_trials
+        since_best = n_trials - at_best
         if reason:
             pass
         elif campaign.status == "stopping":
             reason = "stopped by user"
         elif cycle >= budget.max_cycles:
             reason = f"reached max_cycles={budget.max_cycles}"
-        elif no_gain >= budget.patience:
+        elif budget.patience_trials is not None and since_best >= budget.patience_trials:
+            reason = (
+                f"converged: no better screened value in {since_best} trials "
+                f"(patience_trials {budget.patience_trials})"
+            )
+        elif budget.patience_trials is None and no_gain >= budget.patience:
             reason = f"no improvement in {no_gain} cycles (patience {budget.patience})"
         elif budget.max_trials is not None and n_trials >= budget.max_trials:
             reason = f"trial budget spent ({n_trials}/{budget.max_trials})"
@@ -55,20 +69,23 @@ class ClosingNodes(NodeBase):
             reason = f"wall-time budget spent ({state.get('active_s', 0.0):.0f}s)"
         else:  # never start a cycle that would leave the final test-split runs no time
             reason = reserve_stop_reason(
-                campaign,
-                float(state.get("active_s", 0.0)),
-                self.s.store.trials.list(campaign_id=campaign.id, limit=100_000).items,
-                self.s.store.cycles.list(campaign.id),
+                campaign, float(state.get("active_s", 0.0)), trials, self.s.store.cycles.list(campaign.id)
             )
+        current = self.s.store.campaigns.get(campaign.id)
+        if screened is not None and current.summary.get("best_screened") != screened:
+            # What the search believes beside what the campaign claims (the incumbent).
+            self.s.store.campaigns.update(campaign.id, summary={**current.summary, "best_screened": screened})
         self.emit(
             "cycle_end",
             cycle=cycle,
             incumbent_objective=campaign.incumbent_objective,
+            best_screened=None if screened is None else screened["objective"],
             trials=n_trials,
             stop=reason,
         )
+        progress = {"no_gain_cycles": no_gain, "best_screened": best, "trials_at_best": at_best}
         if reason:
-            return {"stop_reason": reason, "no_gain_cycles": no_gain}
+            return {"stop_reason": reason, **progress}
         if campaign.status == "paused":
             interrupt({"kind": "paused", "cycle": cycle})
         return {
@@ -78,7 +95,7 @@ class ClosingNodes(NodeBase):
             "reproduce_ids": [],
             "new_claim_ids": [],
             "incumbent_changed": False,
-            "no_gain_cycles": no_gain,
+            **progress,
         }
 
     def _run_requests(self, campaign_id: str, cycle: int) -> None:
@@ -182,3 +199,21 @@ class ClosingNodes(NodeBase):
         return {}
 
     # ------------------------------------------------------------ helpers
+
+    def best_screened(self, campaign: Campaign, trials: list[Trial]) -> dict[str, Any] | None:
+        """The config with the best mean objective over its runs so far (any arm, any
+        seed): the search's belief, shown beside the certified incumbent."""
+        sign = 1.0 if campaign.spec.objective.direction == "maximize" else -1.0
+        scored = [(cfg, v) for cfg, v in self.measured(trials) if v is not None]
+        if not scored:
+            return None
+        cfg, value = max(scored, key=lambda cv: (sign * cv[1], config_key(cv[0])))
+        runs = sum(
+            1
+            for t in trials
+            if t.result is not None
+            and t.result.objective is not None
+            and config_key(t.spec.config.model_dump(mode="json")) == config_key(cfg)
+        )
+        space = campaign.spec.search_space
+        return {"objective": value, "config": {k: v for k, v in cfg.items() if k in space}, "runs": runs}

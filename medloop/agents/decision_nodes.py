@@ -10,18 +10,22 @@ from langgraph.types import interrupt
 from medloop.agents.budget import cancelled_by_budget
 from medloop.agents.claims import build_claim, claim_id_for, reproduction_evidence
 from medloop.agents.node_base import NodeBase
+from medloop.agents.seeds import explore_seeds
 from medloop.agents.space import apply_changes
 from medloop.agents.state import CampaignState
 from medloop.core.errors import TrustError
-from medloop.core.records import Campaign, Hypothesis
+from medloop.core.records import Campaign, Hypothesis, Trial
 from medloop.core.specs import make_config
 from medloop.engine.analysis import (
+    HypothesisAnalysis,
     analyze_hypotheses,
     arm_data,
     compare_arms,
     pooled_estimate,
     reproduction_agrees,
+    sequential_levels,
 )
+from medloop.engine.base import TrialRequest, trial_id_for
 
 
 class DecisionNodes(NodeBase):
@@ -70,9 +74,8 @@ class DecisionNodes(NodeBase):
                 )
             return {}
         hyps = self.hypotheses(state.get("hypothesis_ids", []))
-        analyses = analyze_hypotheses(
-            self.s.store, hyps, objective=spec.objective, policy=spec.validation, seed=state["cycle"]
-        )
+        analyses, looks = self._sequential(campaign, hyps, state["cycle"])
+        hyps = self.hypotheses(state.get("hypothesis_ids", []))  # arms may have grown
         verdicts: dict[str, str] = {}
         for hyp, a in zip(hyps, analyses, strict=True):
             analysis: dict[str, Any] = {
@@ -85,6 +88,7 @@ class DecisionNodes(NodeBase):
                 analysis.update(
                     p_adjusted=a.p_adjusted, n_seeds=min(len(a.control.seeds), len(a.treatment.seeds))
                 )
+            analysis["looks"] = looks.get(hyp.id, {})
             if a.by_group:  # per-category effects (VQA), kept as the claim's evidence
                 analysis["by_category"] = a.by_group
             verdict = a.verdict
@@ -115,6 +119,82 @@ class DecisionNodes(NodeBase):
         )
         return {}
 
+    def _sequential(
+        self, campaign: Campaign, hyps: list[Hypothesis], cycle: int
+    ) -> tuple[list[HypothesisAnalysis], dict[str, dict[str, Any]]]:
+        """The paired test as a group-sequential one: at look k of K (validation.stages)
+        a change is decided at the nominal level that O'Brien-Fleming-type spending allows;
+        an undecided one gets seeds_per_arm more seeds per arm, while the trial budget
+        pays for them. Seeds already run are reused (trial ids are content ids)."""
+        spec = campaign.spec
+        policy = spec.validation
+        levels = sequential_levels([(k + 1) / policy.stages for k in range(policy.stages)], policy.alpha)
+        looks: dict[str, dict[str, Any]] = {}
+        for k, level in enumerate(levels):
+            staged = policy.model_copy(update={"alpha": level})
+            analyses = analyze_hypotheses(
+                self.s.store, hyps, objective=spec.objective, policy=staged, seed=cycle
+            )
+            for h in hyps:
+                looks[h.id] = {"look": k + 1, "of": policy.stages, "nominal_alpha": level}
+            undecided = [h for h, a in zip(hyps, analyses, strict=True) if a.verdict == "inconclusive"]
+            undecided = [h for h in undecided if h.treatment_trials and h.control_trials]
+            if k == len(levels) - 1 or not undecided:
+                return analyses, looks
+            per_arm = policy.seeds_per_arm
+            if len(undecided) * 2 * per_arm > self._spare_trials(campaign):
+                return analyses, looks  # the budget ends the test here: it stays inconclusive
+            seeds = explore_seeds(campaign.id, per_arm * (k + 2))[per_arm * (k + 1) :]
+            self.emit("certification_look", cycle=cycle, look=k + 2, hypotheses=[h.id for h in undecided])
+            self._add_seeds(campaign, undecided, seeds)
+            hyps = self.hypotheses([h.id for h in hyps])
+        return analyses, looks
+
+    def _spare_trials(self, campaign: Campaign) -> int:
+        """Trials the budget still pays for beyond a reproduction and the final runs."""
+        budget = campaign.spec.budget.max_trials
+        if budget is None:
+            return 10**6
+        used = len(self.s.store.trials.list(campaign_id=campaign.id, limit=100_000).items)
+        policy = campaign.spec.validation
+        return budget - used - 2 * policy.reproduction_seeds - 2 * policy.seeds_per_arm
+
+    def _add_seeds(self, campaign: Campaign, hyps: list[Hypothesis], seeds: list[int]) -> None:
+        service = self.trials(campaign)
+        requests: list[TrialRequest] = []
+        for hyp in hyps:
+            arms: dict[str, list[str]] = {
+                "control": list(hyp.control_trials),
+                "treatment": list(hyp.treatment_trials),
+            }
+            for arm, ids in arms.items():
+                config = self.s.store.trials.get(ids[0]).spec.config
+                for seed in seeds:
+                    tspec = service.spec_for(config, seed, max_seconds=campaign.spec.sandbox.timeout)
+                    tid = trial_id_for(campaign.id, tspec)
+                    self.s.store.trials.put(
+                        Trial(
+                            id=tid,
+                            campaign_id=campaign.id,
+                            hypothesis_id=hyp.id,
+                            arm=arm,  # type: ignore[arg-type]
+                            spec=tspec,
+                            spec_hash=tspec.spec_hash(),
+                        )
+                    )
+                    if tid not in ids:
+                        ids.append(tid)
+                        requests.append(
+                            TrialRequest(trial_id=tid, hypothesis_id=hyp.id, arm=arm, spec=tspec)  # type: ignore[arg-type]
+                        )
+            self.s.store.cycles.put_hypothesis(
+                hyp.model_copy(
+                    update={"control_trials": arms["control"], "treatment_trials": arms["treatment"]}
+                )
+            )
+        unique = list({r.trial_id: r for r in requests}.values())
+        service.run(campaign.id, unique)
+
     def record(self, state: CampaignState) -> dict[str, Any]:
         campaign = self.campaign(state)
         kb, actor = self.s.knowledge, self.s.actor
@@ -143,17 +223,20 @@ class DecisionNodes(NodeBase):
                 to_reproduce.append(hyp.id)
         self.emit("claims", cycle=state["cycle"], ids=new_claims)
         if to_reproduce and campaign.spec.validation.reproduction_seeds > 0:
-            # Only the best supported change can become the incumbent this cycle, so only it
-            # is reproduced now; the others stay `supported` claims and, being re-tested on
-            # the new incumbent next cycle, are reproduced when they win there.
-            sign = 1.0 if campaign.spec.objective.direction == "maximize" else -1.0
-            best = max(
-                to_reproduce,
-                key=lambda h: (
-                    sign * float(self.s.store.cycles.get_hypothesis(h).analysis.get("estimate", 0.0))
-                ),
-            )
-            return {"new_claim_ids": new_claims, "reproduce_ids": [best], "phase": "reproduce"}
+            # Every supported change is reproduced (`reproduce: all`): a supported claim
+            # left unreproduced is knowledge the next campaign cannot lean on. With
+            # `reproduce: best` only the change that could become the incumbent is.
+            if campaign.spec.validation.reproduce == "best":
+                sign = 1.0 if campaign.spec.objective.direction == "maximize" else -1.0
+                to_reproduce = [
+                    max(
+                        to_reproduce,
+                        key=lambda h: (
+                            sign * float(self.s.store.cycles.get_hypothesis(h).analysis.get("estimate", 0.0))
+                        ),
+                    )
+                ]
+            return {"new_claim_ids": new_claims, "reproduce_ids": to_reproduce, "phase": "reproduce"}
         # Reproduction is off (reproduction_seeds: 0): claims stay `supported` and, since the
         # incumbent changes only on a reproduced improvement, it stays where it is.
         return {"new_claim_ids": new_claims, "reproduce_ids": [], "incumbent_changed": False}

@@ -26,6 +26,11 @@ class PlanningNodes(NodeBase):
     def retrieve(self, state: CampaignState) -> dict[str, Any]:
         campaign = self.campaign(state)
         found = self.retrieval(campaign)
+        # This campaign's own claims (earlier cycles) reach the planner through its history,
+        # not through retrieval; they are listed here so that a later cycle shows, and
+        # records, that it planned with them.
+        own_ids = [h.claim_id for h in self.s.store.cycles.hypotheses(campaign.id) if h.claim_id]
+        own = self.s.store.claims.get_many(own_ids) if own_ids else []
         self.emit(
             "retrieved",
             cycle=state["cycle"],
@@ -38,9 +43,13 @@ class PlanningNodes(NodeBase):
                     "statement": r.claim.statement,
                 }
                 for r in found
+            ]
+            + [
+                {"id": c.id, "tier": c.tier, "role": "campaign", "score": 1.0, "statement": c.statement}
+                for c in own
             ],
         )
-        return {"retrieved": [r.claim.id for r in found]}
+        return {"retrieved": [r.claim.id for r in found] + [c.id for c in own]}
 
     def propose(self, state: CampaignState) -> dict[str, Any]:
         campaign = self.campaign(state)
@@ -65,6 +74,11 @@ class PlanningNodes(NodeBase):
             retrieved=retrieved,
             tested_configs=[t.spec.config.model_dump(mode="json") for t in trials],
             measured=self.measured(trials),
+            runs=[
+                (t.spec.config.model_dump(mode="json"), t.spec.seed, t.result.objective)
+                for t in trials
+                if t.status == "succeeded" and t.result is not None and t.result.objective is not None
+            ],
             n=n,
         )
         planner = self.s.make_planner(spec)

@@ -16,7 +16,9 @@ replay tables are keyed by.
 
 from __future__ import annotations
 
-from medloop.core.ids import sha256_hex
+from typing import Any
+
+from medloop.core.ids import canonical_json, sha256_hex
 
 SEED_STRIDE = 10_000
 REPRODUCTION_OFFSET = 1000
@@ -29,6 +31,23 @@ MAX_REQUESTS = (SEED_STRIDE - REQUESTED_OFFSET) // REQUESTED_BLOCK
 def seed_base(campaign_id: str) -> int:
     """A stable per-campaign base below 2**31 (torch and numpy accept it)."""
     return (int(sha256_hex(campaign_id)[:8], 16) % 200_000) * SEED_STRIDE
+
+
+# Where a spec names files or services: the same campaign reached through another path
+# spelling (absolute vs relative) or another host must plan the same way.
+_LOCATION_FIELDS: dict[str, Any] = {
+    "dataset": {"path"},
+    "executor": {"table", "address", "slots"},
+    "sandbox": {"image"},
+}
+
+
+def planning_seed(spec: Any, seed: int, *salt: object) -> int:
+    """The planner's random seed for one decision: from the planner's seed and what the
+    campaign asks for (goal, space, baseline, policy), never from file paths, hosts or
+    dict order (canonical JSON sorts keys). `spec` is a CampaignSpec."""
+    body = spec.model_dump(mode="json", exclude=_LOCATION_FIELDS)
+    return int(sha256_hex(canonical_json([seed, body, list(salt)]))[:8], 16)
 
 
 def explore_seeds(campaign_id: str, n: int) -> list[int]:

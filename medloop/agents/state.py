@@ -17,6 +17,8 @@ class CampaignState(TypedDict, total=False):
     new_claim_ids: list[str]
     awaiting_review: list[str]  # reproduced hypotheses whose promotion waits for a reviewer
     no_gain_cycles: int
+    best_screened: float | None  # best mean objective of any config run so far
+    trials_at_best: int  # trials the campaign had used when best_screened last improved
     incumbent_changed: bool
     active_s: float  # wall seconds spent in nodes, charged against the budget
     stop_reason: str | None

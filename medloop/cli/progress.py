@@ -159,6 +159,14 @@ def incumbent_table(campaign: Campaign) -> Table:
             _fmt(val, ".4f"),
             _fmt(test.get(label, {}).get("objective"), ".4f"),
         )
+    screened = campaign.summary.get("best_screened")
+    if screened:  # what the search believes (not certified), beside what the campaign claims
+        table.add_row(
+            "best screened",
+            *[str(screened["config"].get(n, "")) for n in space],
+            _fmt(screened["objective"], ".4f"),
+            "-",
+        )
     effect = test.get("effect")
     if effect:
         table.caption = (

@@ -343,6 +343,19 @@ class ValidationPolicy(Spec):
         description="Fresh seeds per arm to reproduce a supported claim (>= 3; 0 turns reproduction "
         "off, and then no change ever becomes the incumbent)",
     )
+    stages: int = Field(
+        default=1,
+        ge=1,
+        le=5,
+        description="Looks of the sequential test: a change still undecided after seeds_per_arm "
+        "seeds per arm gets seeds_per_arm more, up to this many times, under O'Brien-Fleming-type "
+        "alpha spending (adding seeds does not inflate the error); 1 = a fixed design",
+    )
+    reproduce: Literal["all", "best"] = Field(
+        default="all",
+        description="Which supported changes of a cycle are reproduced: all of them, or only the "
+        "best (the one that could become the incumbent; cheaper)",
+    )
     human_review: bool = False
 
 
@@ -356,6 +369,13 @@ class Budget(Spec):
     )
     max_cycles: Int = Field(default=5, ge=1, le=10_000)
     patience: Int = Field(default=2, ge=1, le=10_000, description="Stop after this many cycles without gain")
+    patience_trials: Int | None = Field(
+        default=None,
+        ge=1,
+        le=1_000_000,
+        description="Convergence rule in trials: stop after this many trials without a better "
+        "screened value (the best mean of any config run so far); replaces `patience` when set",
+    )
 
 
 class ExecutorSpec(Spec):

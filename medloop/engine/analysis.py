@@ -252,3 +252,8 @@ def split_breakdown(trials: Sequence[Trial], split: str = "test") -> dict[str, A
             "runs": len(evals),
         }
     return out
+
+
+def sequential_levels(fractions: Sequence[float], alpha: float) -> list[float]:
+    """Nominal levels of a group-sequential test's looks (see evaluation.stats)."""
+    return stats.sequential_levels(fractions, alpha)

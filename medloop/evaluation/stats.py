@@ -10,11 +10,13 @@ test, so the larger p-value is reported):
   arms with a t-test (paired by seed when both arms ran the same seeds, Welch otherwise).
 The reported CI is the union of the paired case bootstrap CI (10k resamples) and the
 run-level t CI, and Holm's step-down procedure controls the family-wise error rate
-across the hypotheses of one cycle.
+across the hypotheses of one cycle. A scalar objective (one value per run, no cases)
+is decided by the run-level test alone, and the test's name says so.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from typing import Literal
@@ -241,8 +243,13 @@ def compare_paired(
         paired = control_seeds is not None and list(control_seeds) == list(treatment_seeds or [])
         p_run, run_low, run_high = run_level_test(arr_c, arr_t, paired=paired, level=level, pooled=pooled)
         kind = ("-paired-pooled" if pooled else "-paired") if paired else "-welch"
-        p, name = max(p_case, p_run), f"{test}+run-t{kind}"
-        low, high = min(low, run_low), max(high, run_high)
+        if len(cases) == 1:
+            # A scalar objective (one number per run, e.g. accuracy of a tabular model):
+            # there are no cases to pair, so the run-level test over seeds alone decides.
+            p, name, low, high = p_run, f"run-t{kind} (scalar objective: run level only)", run_low, run_high
+        else:
+            p, name = max(p_case, p_run), f"{test}+run-t{kind}"
+            low, high = min(low, run_low), max(high, run_high)
     return PairedComparison(
         estimate=float(diff.mean()) if diff.size else math.nan,
         ci_low=low,
@@ -364,3 +371,48 @@ def reproduction_agrees(
         return False
     same_sign = (fresh_estimate > 0) == (original_estimate > 0)
     return same_sign and original_ci[0] <= pooled_estimate <= original_ci[1]
+
+
+def obrien_fleming_spent(fraction: float, alpha: float) -> float:
+    """Lan-DeMets O'Brien-Fleming-type alpha spending, two-sided: the type I error a
+    group-sequential test may have spent once a fraction t of its information (seeds) is
+    in, alpha(t) = 2 - 2 Phi(z_{1-alpha/2} / sqrt(t)). Little is spent early, nearly all
+    of alpha is left for the last look."""
+    from scipy.stats import norm
+
+    if fraction <= 0:
+        return 0.0
+    t = min(1.0, fraction)
+    return float(2.0 - 2.0 * norm.cdf(norm.ppf(1.0 - alpha / 2.0) / math.sqrt(t)))
+
+
+def sequential_levels(fractions: Sequence[float], alpha: float) -> list[float]:
+    """Nominal two-sided p-value thresholds of a group-sequential test at looks with the
+    given information fractions (increasing, last = 1), so that the chance of rejecting a
+    true null at *any* look is alpha (O'Brien-Fleming-type spending). Exact for the
+    canonical joint distribution of the looks' z statistics (corr(Z_i, Z_j) =
+    sqrt(t_i / t_j)); a t statistic with few seeds is treated through its p-value."""
+    from scipy.optimize import brentq
+    from scipy.stats import multivariate_normal, norm
+
+    t = [float(f) for f in fractions]
+    if not t or any(b <= a for a, b in itertools.pairwise(t)) or not 0 < t[0] <= t[-1] <= 1:
+        raise ValueError(f"information fractions must increase within (0, 1]: {fractions}")
+    bounds: list[float] = []
+    levels: list[float] = []
+    for k in range(len(t)):
+        target = 1.0 - obrien_fleming_spent(t[k], alpha)  # P(no rejection through look k)
+        if k == 0:
+            c = float(norm.ppf(1.0 - (1.0 - target) / 2.0))
+        else:
+            cov = np.array([[math.sqrt(min(a, b) / max(a, b)) for b in t[: k + 1]] for a in t[: k + 1]])
+
+            def stay(c: float, k: int = k, cov: np.ndarray = cov, target: float = target) -> float:
+                lim = np.array([*bounds, c])
+                p = multivariate_normal.cdf(lim, mean=np.zeros(k + 1), cov=cov, lower_limit=-lim)
+                return float(p) - target
+
+            c = float(brentq(stay, 0.5, 10.0, xtol=1e-6))
+        bounds.append(c)
+        levels.append(float(2.0 * norm.sf(c)))
+    return levels

@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from medloop.core.accounts import ToolJob
-from medloop.core.errors import NotFoundError, SandboxUnavailable, SpecError
+from medloop.core.errors import MedloopError, NotFoundError, SandboxUnavailable, SpecError
 from medloop.core.specs import CampaignSpec, load_campaign_spec, parse_campaign_spec
 from medloop.engine.launcher import CampaignProcesses
 from medloop.tools.common import (

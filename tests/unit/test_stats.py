@@ -215,3 +215,20 @@ def test_decide_needs_the_run_level_test() -> None:
         multi, multi.p_value, direction="maximize", alpha=0.05, min_effect=0.0, seeds=(3, 3)
     )
     assert (v, why) == ("supported", "")
+
+
+def test_scalar_objective_is_decided_by_the_run_level_test_alone() -> None:
+    """One number per run (no cases): the case-level test has nothing to pair (a single
+    difference), so the run-level paired t-test over seeds decides and the test says so."""
+    seeds = list(range(6))
+    control = [{"run": 0.80 + 0.002 * s} for s in seeds]
+    treatment = [{"run": 0.83 + 0.002 * s + 0.001 * (-1) ** s} for s in seeds]
+    c = stats.compare_paired(control, treatment, control_seeds=seeds, treatment_seeds=seeds)
+    assert c.n_cases == 1
+    assert "scalar objective" in c.test and c.test.startswith("run-t-paired")
+    assert c.p_run is not None and c.p_value == c.p_run < 0.001
+    assert c.ci_low > 0.02 and c.ci_high < 0.04
+    v = stats.verdict(
+        c.estimate, c.ci_low, c.ci_high, c.p_value, direction="maximize", alpha=0.05, min_effect=0.01
+    )
+    assert v == "supported"

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from medloop.agents.base import HypothesisDraft, Planner, PlanningContext
 from medloop.agents.prompts import load_prompt, quote, truncate
-from medloop.agents.space import validate_changes
+from medloop.agents.space import apply_changes, validate_changes
 from medloop.core.errors import LLMError
 from medloop.core.records import FactorChange
 from medloop.core.specs import Categorical, Scalar
@@ -235,6 +235,18 @@ class LLMPlanner:
         return self.fallback.propose(ctx)
 
     def propose(self, context: PlanningContext) -> list[HypothesisDraft]:
+        drafts = self._propose(context)
+        if len(drafts) >= context.n:
+            return drafts
+        # Fewer ideas than slots: the offline planner's proposer (TPE over every run of the
+        # campaign) fills the rest, never repeating a config the LLM already proposed.
+        proposed = [apply_changes(context.incumbent, d.changes) for d in drafts]
+        rest = context.model_copy(
+            update={"n": context.n - len(drafts), "tested_configs": [*context.tested_configs, *proposed]}
+        )
+        return drafts + self.fallback.propose(rest)[: rest.n]
+
+    def _propose(self, context: PlanningContext) -> list[HypothesisDraft]:
         spent = self.budget_left()
         if spent:
             return self._fallback(context, spent)

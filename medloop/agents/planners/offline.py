@@ -1,18 +1,18 @@
-"""Offline planner: moves around the incumbent, ranked with the knowledge base.
+"""Offline planner: a model-based proposer over the whole space, steered by knowledge.
 
-No LLM. Candidates are one-factor changes: every other choice of a categorical factor,
-the grid neighbours of a numeric factor, and, after a numeric move that became the
-incumbent, a double step further in the same direction (a line search). Each candidate
-is scored by the retrieved claims about the same change: reproduced/validated claims
-(evidence) weigh most, lower tiers count as weaker suggestions, refuted or harmful
-changes sink to the bottom. Ties are broken by a seeded shuffle so that campaigns are
-reproducible.
-
-Warm start: when reproduced or validated claims from similar datasets agree on better
-values for several factors, the first hypothesis adopts them together ("transfer"), so a
-new campaign can jump to what worked elsewhere in one controlled test instead of walking
-there one factor at a time. A model-based proposal (TPE) for the numeric factors can take
-the last slot once a few configs have been measured.
+No LLM. Two sources of hypotheses share a cycle's slots:
+- knowledge-ranked one-factor moves around the incumbent (every other choice of a
+  categorical factor, grid neighbours of a numeric one, a line search after an accepted
+  numeric move), scored by retrieved claims about the same change (reproduced/validated
+  weigh most, refuted or harmful changes sink) and by this campaign's history. Only moves
+  with a positive score (evidence, or a factor not yet tried) take slots, and never all
+  of them;
+- the proposer (Optuna TPE, planners/tpe.py) fitted to every run of the campaign, which
+  proposes full configs: any number of factors at once, float ranges as floats. Claims
+  from related campaigns are its priors (configs asked first, by tier and similarity),
+  not a single jump.
+When both run dry the planner returns nothing only because the space is exhausted. Ties
+and samples are seeded from the planner seed and the spec without its paths.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from medloop.agents.base import HypothesisDraft, PlanningContext
+from medloop.agents.planners.tpe import TpeProposer
+from medloop.agents.seeds import SEED_STRIDE, planning_seed
 from medloop.agents.space import active, apply_changes, config_key, neighbours, step
-from medloop.core.ids import sha256_hex
 from medloop.core.records import FactorChange
 from medloop.core.specs import Categorical, Scalar
 from medloop.knowledge.base import RetrievedClaim
@@ -142,31 +143,28 @@ class OfflinePlanner:
         return 0
 
     @staticmethod
-    def transfer(ctx: PlanningContext) -> tuple[list[FactorChange], list[str]] | None:
-        """Adopt, together, the values that reproduced/validated claims found better."""
+    def priors(ctx: PlanningContext) -> list[tuple[list[FactorChange], float, list[str]]]:
+        """Changes of the incumbent that claims from related campaigns found better, each
+        with a weight (tier x dataset similarity) and the claims behind it."""
         direction = ctx.spec.objective.direction
-        target: dict[str, tuple[Scalar, str]] = {}
-        ranked = sorted(
-            (r for r in ctx.retrieved if r.role == "evidence" and (_gain(r, direction) or 0.0) > 0),
-            key=lambda r: (-TIER_WEIGHT.get(r.claim.tier, 0.0), -r.score),
-        )
-        for item in ranked:
-            for ch in item.claim.changes:
-                if ch.factor in ctx.spec.search_space and ch.factor not in target:
-                    target[ch.factor] = (ch.to_value, item.claim.id)
-        changes = [
-            FactorChange(factor=f, from_value=ctx.incumbent.get(f), to_value=v)
-            for f, (v, _) in target.items()
-            if not _same_value(ctx.incumbent.get(f), v)
-        ]
-        if len(changes) < 2:  # a single change is already a ranked one-factor candidate
-            return None
-        tested = {config_key(c) for c in ctx.tested_configs}
-        if config_key(apply_changes(ctx.incumbent, changes)) in tested:
-            return None
-        return changes, list(
-            dict.fromkeys(cid for f, (_, cid) in target.items() if any(c.factor == f for c in changes))
-        )
+        out: dict[str, tuple[list[FactorChange], float, list[str]]] = {}
+        for item in ctx.retrieved:
+            gain = _gain(item, direction)
+            if item.claim.tier == "refuted" or gain is None or gain <= 0:
+                continue
+            changes = [
+                FactorChange(factor=c.factor, from_value=ctx.incumbent.get(c.factor), to_value=c.to_value)
+                for c in item.claim.changes
+                if c.factor in ctx.spec.search_space
+                and not _same_value(ctx.incumbent.get(c.factor), c.to_value)
+            ]
+            if not changes:
+                continue
+            weight = TIER_WEIGHT.get(item.claim.tier, 0.0) * (0.5 + 0.5 * max(0.0, min(1.0, item.score)))
+            key = config_key(apply_changes(ctx.incumbent, changes))
+            old = out.get(key)
+            out[key] = (changes, weight + (old[1] if old else 0.0), [*(old[2] if old else []), item.claim.id])
+        return sorted(out.values(), key=lambda p: -p[1])
 
     def score(self, candidates: list[Candidate], ctx: PlanningContext) -> None:
         direction = ctx.spec.objective.direction
@@ -222,54 +220,73 @@ class OfflinePlanner:
                 cand.score += delta
                 cand.reasons.append(f"cycle {row.cycle}: {row.verdict} ({delta:+.1f})")
 
+    def proposer(self, ctx: PlanningContext) -> TpeProposer:
+        """TPE fitted to every run of the campaign, with knowledge as enqueued priors."""
+        proposer = TpeProposer(
+            ctx.spec.search_space,
+            direction=ctx.spec.objective.direction,
+            seed=planning_seed(ctx.spec, self.seed, "tpe", ctx.cycle),
+        )
+        for config, seed, value in ctx.runs:
+            proposer.tell(config, value, seed=seed % SEED_STRIDE)
+        for changes, weight, _ in self.priors(ctx):
+            proposer.prior(apply_changes(ctx.incumbent, changes), weight)
+        return proposer
+
     def propose(self, context: PlanningContext) -> list[HypothesisDraft]:
         candidates = self.candidates(context)
         self.score(candidates, context)
         self.score_history(candidates, context)
-        # Seeded by the spec, not the campaign id: the same campaign file plans the same way.
-        spec_key = sha256_hex(context.spec.model_dump_json())
-        rng = random.Random(f"{self.seed}:{spec_key}:{context.cycle}")
+        # Seeded by the spec, not the campaign id or its paths: the same campaign file plans
+        # the same way wherever it is run from.
+        rng = random.Random(planning_seed(context.spec, self.seed, "tie-break", context.cycle))
         rng.shuffle(candidates)  # seeded tie-break; the sort below is stable
         candidates.sort(key=lambda c: -c.score)
-        chosen: list[Candidate] = []
+        n = context.n
+        # Knowledge-ranked one-factor moves take the slots they earn (a positive score), but
+        # with a model the last slot is always the model's: one-factor moves alone get stuck
+        # where the optimum needs several factors to change together.
+        one_factor_slots = n if not self.model_based else max(0, n - 1) if n > 1 else 0
+        chosen: list[tuple[list[FactorChange], Candidate | None]] = []
         used_factors: set[str] = set()
-        for cand in candidates:  # one hypothesis per factor per cycle keeps arms independent
-            if cand.change.factor in used_factors:
-                continue
-            chosen.append(cand)
-            used_factors.add(cand.change.factor)
-            if len(chosen) == context.n:
-                break
-        drafts_changes: list[tuple[list[FactorChange], Candidate | None]] = [([c.change], c) for c in chosen]
-        warm = self.transfer(context)
-        if warm is not None:
-            changes, claim_ids = warm
-            lead = Candidate(
-                changes[0],
-                evidence=claim_ids,
-                reasons=[f"transfer: adopt together what {', '.join(claim_ids)} reproduced"],
-            )
-            drafts_changes = [(changes, lead), *drafts_changes][: context.n]
-        if self.model_based and context.n >= 2:
-            from medloop.agents.planners.tpe import suggest_numeric
+        taken: set[str] = set()
 
-            tpe = suggest_numeric(context, seed=int(spec_key[:8], 16) + context.cycle)
-            if tpe and all(tpe != ch for ch, _ in drafts_changes):
-                # The model-based proposal takes the last slot, unless knowledge ranked that
-                # slot's one-factor move positively (evidence beats a surrogate model).
-                if len(drafts_changes) < context.n:
-                    drafts_changes.append((tpe, None))
-                elif drafts_changes[-1][1] is not None and drafts_changes[-1][1].score <= 0:
-                    drafts_changes[-1] = (tpe, None)
+        def take(cands: list[Candidate], limit: int) -> None:
+            for cand in cands:  # one one-factor hypothesis per factor per cycle
+                if len(chosen) >= limit or cand.change.factor in used_factors:
+                    continue
+                chosen.append(([cand.change], cand))
+                used_factors.add(cand.change.factor)
+                taken.add(config_key(apply_changes(context.incumbent, [cand.change])))
+
+        take([c for c in candidates if c.score > 0] if self.model_based else candidates, one_factor_slots)
+        prior_evidence: dict[str, list[str]] = {}
+        if self.model_based and len(chosen) < n:
+            proposer = self.proposer(context)
+            prior_evidence = {
+                config_key(apply_changes(context.incumbent, ch)): ids for ch, _, ids in self.priors(context)
+            }
+            tested = {config_key(c) for c in context.tested_configs} | taken
+            for config in proposer.ask(n - len(chosen), base=context.incumbent, exclude=tested):
+                changes = [
+                    FactorChange(factor=f, from_value=context.incumbent.get(f), to_value=config[f])
+                    for f in sorted(context.spec.search_space)
+                    if f in config and not _same_value(config[f], context.incumbent.get(f))
+                ]
+                if changes:
+                    chosen.append((changes, None))
+        take(candidates, n)  # the model ran dry (a finite space, all tested): any move left
         metric = context.spec.objective.metric
         verb = "raises" if context.spec.objective.direction == "maximize" else "lowers"
         dataset = context.spec.dataset.path.name
         out = []
-        for changes, source in drafts_changes:
+        for changes, source in chosen:
             moved = ", ".join(f"{c.factor} from {c.from_value} to {c.to_value}" for c in changes)
             if source is None:
-                rationale = f"TPE over {len(context.measured)} measured configs of this campaign"
-                evidence: list[str] = []
+                evidence = prior_evidence.get(config_key(apply_changes(context.incumbent, changes)), [])
+                rationale = f"TPE over {len(context.runs)} runs of this campaign" + (
+                    f"; prior from {', '.join(evidence)}" if evidence else ""
+                )
                 expected = None
             else:
                 rationale = (

@@ -1,81 +1,162 @@
-"""Model-based proposals for the numeric factors (Optuna's TPE over this campaign's runs).
+"""The model-based proposer: Optuna's TPE over the whole search space, fitted to every run.
 
-One-factor moves walk a numeric factor one grid step per cycle; TPE can jump to the
-promising region once a few configs have been measured. Categorical factors stay at the
-incumbent's values so the hypothesis remains a change of numeric factors only, and every
-suggestion is snapped to the planners' grid so that configs are comparable across
-campaigns (and present in replay tables).
+Categorical, integer, float and log ranges are Optuna distributions as declared (a float
+range is searched as a float range, no grid), conditional factors (`when`) are sampled
+define-by-run so a factor exists only where it is active, and a proposal may change any
+number of factors at once. Past runs enter the study with `add_trial`, one per run (all
+arms, all seeds), so the model sees the seed noise too. Knowledge from related campaigns
+enters as enqueued priors: configs the sampler evaluates first, in order of weight.
+
+The study is rebuilt from the campaign's runs at every planning step (runs are the truth,
+the study a view of them), sorted by content so the same runs give the same proposals.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
-from medloop.agents.base import PlanningContext
-from medloop.agents.space import active, apply_changes, config_key, grid
-from medloop.core.records import FactorChange
-from medloop.core.specs import FloatRange, IntRange
+from medloop.agents.space import active, config_key
+from medloop.core.specs import Categorical, Direction, Factor, FloatRange, IntRange
 
-MIN_OBSERVATIONS = 3
-
-
-def observations(ctx: PlanningContext) -> list[tuple[dict[str, Any], float]]:
-    """(config, mean objective) of every config measured in this campaign."""
-    return [(cfg, value) for cfg, value in ctx.measured if value is not None]
+# Random proposals before the model takes over. Runs count one by one (a config with 3
+# seeds is 3 observations), so a handful of configs is enough.
+STARTUP_RUNS = 6
+# How many samples one ask may draw before it gives up on finding an untested config.
+MAX_DRAWS = 200
 
 
-def suggest_numeric(ctx: PlanningContext, *, seed: int, tries: int = 24) -> list[FactorChange] | None:
-    """A multi-factor numeric change of the incumbent, or None (too few runs, no numeric
-    factors, or nothing untested)."""
-    numeric = {
-        name: f
-        for name, f in ctx.spec.search_space.items()
-        if isinstance(f, FloatRange | IntRange) and active(f, ctx.incumbent)
-    }
-    obs = observations(ctx)
-    if not numeric or len(obs) < MIN_OBSERVATIONS:
-        return None
-    import optuna
+def _ordered(space: dict[str, Factor]) -> list[str]:
+    """Factors in an order where every `when` condition names an earlier factor (or one
+    outside the space, taken from the base config)."""
+    done: list[str] = []
+    pending = sorted(space)
+    while pending:
+        ready = [n for n in pending if all(d not in space or d in done for d in (space[n].when or {}))]
+        if not ready:  # a cycle of conditions: keep the declared order for the rest
+            ready = pending
+        done.extend(ready)
+        pending = [n for n in pending if n not in ready]
+    return done
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    dists: dict[str, Any] = {
-        name: (
-            optuna.distributions.FloatDistribution(float(f.low), float(f.high), log=f.log)
-            if isinstance(f, FloatRange)
-            else optuna.distributions.IntDistribution(int(f.low), int(f.high), log=f.log)
-        )
-        for name, f in numeric.items()
-    }
-    maximize = ctx.spec.objective.direction == "maximize"
-    study = optuna.create_study(
-        direction="maximize" if maximize else "minimize",
-        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=MIN_OBSERVATIONS),
-    )
-    fixed = {k: v for k, v in ctx.incumbent.items() if k not in numeric}
-    for cfg, value in obs:
-        # Only runs that share the incumbent's other factors inform this conditional model.
-        if any(cfg.get(k) != v for k, v in fixed.items() if k in ctx.spec.search_space):
-            continue
-        params = {n: cfg[n] for n in numeric if n in cfg}
-        if len(params) != len(numeric) or not all(
-            dists[n]._contains(dists[n].to_internal_repr(v)) for n, v in params.items()
-        ):
-            continue
-        study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=value))
-    if len(study.trials) < MIN_OBSERVATIONS:
-        return None
-    tested = {config_key(c) for c in ctx.tested_configs}
-    for _ in range(tries):
-        trial = study.ask(dists)
-        changes = []
-        for name, factor in numeric.items():
-            wanted = float(trial.params[name])
-            snapped = min(grid(factor), key=lambda p: abs(float(p) - wanted))
-            if snapped != ctx.incumbent.get(name):
-                changes.append(
-                    FactorChange(factor=name, from_value=ctx.incumbent.get(name), to_value=snapped)
-                )
-        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-        if changes and config_key(apply_changes(ctx.incumbent, changes)) not in tested:
-            return changes
-    return None
+
+def _inside(factor: Factor, value: Any) -> bool:
+    if isinstance(factor, Categorical):
+        return value in factor.choices
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    whole = not isinstance(factor, IntRange) or value == int(value)
+    return whole and factor.low <= value <= factor.high
+
+
+class TpeProposer:
+    name = "tpe"
+
+    def __init__(
+        self, space: dict[str, Factor], *, direction: Direction, seed: int, startup: int = STARTUP_RUNS
+    ) -> None:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.space = space
+        self.order = _ordered(space)
+        self._observations: list[tuple[str, int, dict[str, Any], float]] = []
+        self._priors: list[tuple[float, str, dict[str, Any]]] = []
+        with warnings.catch_warnings():  # multivariate/group/constant_liar are "experimental"
+            warnings.simplefilter("ignore")
+            sampler = optuna.samplers.TPESampler(
+                seed=seed,
+                n_startup_trials=startup,
+                multivariate=True,
+                group=True,
+                constant_liar=True,
+            )
+        self.study = optuna.create_study(direction=direction, sampler=sampler)
+        self._fitted = False
+
+    # ------------------------------------------------------------ distributions
+
+    def distribution(self, name: str) -> Any:
+        import optuna.distributions as d
+
+        f = self.space[name]
+        if isinstance(f, Categorical):
+            return d.CategoricalDistribution(list(f.choices))
+        if isinstance(f, IntRange):
+            return d.IntDistribution(int(f.low), int(f.high), log=f.log)
+        assert isinstance(f, FloatRange)
+        return d.FloatDistribution(float(f.low), float(f.high), log=f.log)
+
+    def _params(self, config: dict[str, Any]) -> dict[str, Any] | None:
+        """The search-space part of a config, or None when a value lies outside the space
+        (a baseline off the declared range is still a run, but not the model's)."""
+        out: dict[str, Any] = {}
+        for name in self.order:
+            f = self.space[name]
+            if not active(f, config) or name not in config:
+                continue
+            value = config[name]
+            if not _inside(f, value):
+                return None
+            out[name] = value
+        return out
+
+    def _suggest(self, trial: Any, name: str) -> Any:
+        f = self.space[name]
+        if isinstance(f, Categorical):
+            return trial.suggest_categorical(name, list(f.choices))
+        if isinstance(f, IntRange):
+            return trial.suggest_int(name, int(f.low), int(f.high), log=f.log)
+        return trial.suggest_float(name, float(f.low), float(f.high), log=f.log)
+
+    # ------------------------------------------------------------ the boundary
+
+    def tell(
+        self, config: dict[str, Any], value: float, *, seed: int | None = None, fidelity: float = 1.0
+    ) -> None:
+        params = self._params(config)
+        if params is not None and value == value:  # NaN never enters the model
+            self._observations.append((config_key(params), seed or 0, params, float(value)))
+            self._fitted = False
+
+    def prior(self, config: dict[str, Any], weight: float) -> None:
+        params = self._params(config)
+        if params is not None and weight > 0:
+            self._priors.append((weight, config_key(params), params))
+
+    def _fit(self) -> None:
+        import optuna
+
+        if self._fitted:
+            return
+        for _, _, params, value in sorted(self._observations, key=lambda o: (o[0], o[1], o[3])):
+            dists = {n: self.distribution(n) for n in params}
+            self.study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=value))
+        for _, _, params in sorted(self._priors, key=lambda p: (-p[0], p[1])):
+            self.study.enqueue_trial(params, skip_if_exists=True)
+        self._observations, self._priors = [], []
+        self._fitted = True
+
+    def ask(self, n: int, *, base: dict[str, Any], exclude: set[str]) -> list[dict[str, Any]]:
+        import optuna
+
+        self._fit()
+        out: list[dict[str, Any]] = []
+        seen = set(exclude)
+        draws = 0
+        while len(out) < n and draws < MAX_DRAWS:
+            draws += 1
+            trial = self.study.ask()
+            config = dict(base)
+            for name in self.order:
+                if not active(self.space[name], config):
+                    continue
+                config[name] = self._suggest(trial, name)
+            key = config_key(config)
+            if key in seen:
+                # Not an observation: a failed trial is ignored by the sampler's model.
+                self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                continue
+            seen.add(key)
+            out.append(config)  # left running: constant_liar keeps the next ask away from it
+        return out

@@ -30,14 +30,20 @@ def test_review_interrupt_and_decisions(tmp_path: Path, table: Path) -> None:  #
     )
     runner = CampaignRunner(services, on_event=lambda k, p: events.append((k, p)))
     spec = make_spec(table)
-    spec = spec.model_copy(update={"validation": spec.validation.model_copy(update={"human_review": True})})
+    spec = spec.model_copy(
+        update={"validation": spec.validation.model_copy(update={"human_review": True, "reproduce": "best"})}
+    )
     campaign = runner.run(runner.create(spec, owner="alice").id)
 
     assert campaign.status == "paused" and campaign.summary["waiting_for"] == "review"
     assert campaign.incumbent == campaign.baseline  # nothing promoted before review
     pending = runner.pending_interrupt(campaign.id)
     assert pending is not None and pending["claims"]
-    claim_id = next(c for c in pending["claims"] if store.claims.get(c).tier == "reproduced")
+    # Every supported change is reproduced; the largest is the one that moves the incumbent.
+    claim_id = max(
+        (c for c in pending["claims"] if store.claims.get(c).tier == "reproduced"),
+        key=lambda c: store.claims.get(c).effect.estimate,  # type: ignore[union-attr]
+    )
 
     # The campaign owner cannot validate their own claim: refused, the campaign keeps waiting.
     decision = {"action": "validate", "reviewer": "alice", "reason": "looks right"}

@@ -29,7 +29,7 @@ baseline: {loss: dice, augmentation: none, lr: 0.0003}
 search_space:
   loss: [dice, dicece]
   augmentation: [none, light]
-  lr: {type: float, low: 0.0003, high: 0.003, log: true}
+  lr: LRS
 validation: {seeds_per_arm: 3, reproduction_seeds: 3, min_effect: 0.005}
 budget: {max_cycles: 2, patience: 2}
 executor: {kind: table, table: TABLE}
@@ -65,7 +65,9 @@ def test_requested_reproduction_runs_once_and_moves_evidence_and_tier(tmp_path: 
     space = {"loss": ["dice", "dicece"], "augmentation": ["none", "light"], "lr": lrs}
     table = tmp_path / "table.json"
     save_table(synthetic_table(space=space, effect=effect, n_cases=24, rng_seed=3, seeds=SEEDS), table)
-    (tmp_path / "c.yaml").write_text(CAMPAIGN.replace("DIR", str(tmp_path)).replace("TABLE", str(table)))
+    (tmp_path / "c.yaml").write_text(
+        CAMPAIGN.replace("DIR", str(tmp_path)).replace("TABLE", str(table)).replace("LRS", str(lrs))
+    )
     medloop(tmp_path, "campaign", "run", "c.yaml")
 
     store = open_store(tmp_path / ".medloop" / "medloop.db")
@@ -145,11 +147,17 @@ def test_running_campaign_runs_requests_between_cycles(tmp_path: Path) -> None:
     )
     runner = CampaignRunner(services, on_event=lambda k, p: events.append((k, p)))
     spec = make_spec(table)
-    spec = spec.model_copy(update={"validation": spec.validation.model_copy(update={"human_review": True})})
+    spec = spec.model_copy(
+        update={"validation": spec.validation.model_copy(update={"human_review": True, "reproduce": "best"})}
+    )
     campaign = runner.run(runner.create(spec, owner="alice").id)
     pending = runner.pending_interrupt(campaign.id)
     assert campaign.status == "paused" and pending is not None
-    claim_id = next(c for c in pending["claims"] if store.claims.get(c).tier == "reproduced")
+    # Every supported change is reproduced; the largest is the one that moves the incumbent.
+    claim_id = max(
+        (c for c in pending["claims"] if store.claims.get(c).tier == "reproduced"),
+        key=lambda c: store.claims.get(c).effect.estimate,  # type: ignore[union-attr]
+    )
 
     # While the campaign waits, a reviewer asks for another reproduction of the claim.
     request = ReproductionRequest(id=new_id("rrq"), claim_id=claim_id, actor="rita", rationale="fresh seeds")
