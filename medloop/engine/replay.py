@@ -156,18 +156,60 @@ class NoiseModel:
         )
 
 
+class _Loaded:
+    """A parsed table with its lookup index and (once needed) its noise model."""
+
+    def __init__(self, path: Path) -> None:
+        self.table = load_table(path)
+        self.table_hash = sha256_hex(path.read_bytes())[:16]
+        self.index = {
+            (config_signature(o.config, self.table.factors), o.seed): o for o in self.table.outcomes
+        }
+        self._noise: NoiseModel | None = None
+
+    @property
+    def noise(self) -> NoiseModel:
+        if self._noise is None:
+            self._noise = NoiseModel(self.table, self.table_hash)
+        return self._noise
+
+
+# Parsing a large table (150,000 runs) takes seconds; campaigns replayed one after another
+# on the same unchanged file share one parse. Keyed by path, size and modification time.
+_LOADED: dict[tuple[str, int, int], _Loaded] = {}
+_LOADED_MAX = 2
+
+
+def _loaded(path: Path) -> _Loaded:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise SpecError(f"executor.table: {path} does not exist") from None
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    hit = _LOADED.get(key)
+    if hit is None:
+        hit = _Loaded(path)
+        while len(_LOADED) >= _LOADED_MAX:
+            del _LOADED[next(iter(_LOADED))]
+        _LOADED[key] = hit
+    return hit
+
+
+def loaded_table(path: Path) -> ReplayTable:
+    """`load_table`, shared with the replay executor's parse of the same unchanged file."""
+    return _loaded(path).table
+
+
 class ReplayTrials:
     """A TrialService whose trials are looked up, not run."""
 
     def __init__(self, store: Store, spec: CampaignSpec, *, table: Path) -> None:
         self.store = store
         self.spec = spec
-        self.table = load_table(table)
-        self.table_hash = sha256_hex(table.read_bytes())[:16]
-        self._index = {
-            (config_signature(o.config, self.table.factors), o.seed): o for o in self.table.outcomes
-        }
-        self._noise: NoiseModel | None = None  # built on the first unrecorded seed
+        self._loaded = _loaded(table)
+        self.table = self._loaded.table
+        self.table_hash = self._loaded.table_hash
+        self._index = self._loaded.index
         self._dataset = PreparedDataset(
             path=table.resolve().parent,
             manifest=self.table.dataset,
@@ -216,10 +258,8 @@ class ReplayTrials:
         recorded = self._index.get((sig, seed))
         if recorded is not None:
             return recorded
-        if self._noise is None:
-            self._noise = NoiseModel(self.table, self.table_hash)
         config = dict(zip(self.table.factors, sig, strict=True))
-        return self._noise.draw(config, sig, seed)
+        return self._loaded.noise.draw(config, sig, seed)
 
     def recorded(self, spec: TrialSpec) -> bool:
         sig = config_signature(spec.config.model_dump(), self.table.factors)
