@@ -46,7 +46,9 @@ _CASE: dict[str, er.Case] = {}  # set in the parent before the pool forks
 
 
 def all_tables() -> list[str]:
-    return ["surface1080", "phantom_a", "phantom_b", *table_names()]
+    hpo = table_names()
+    first = ["nasbench201_cifar10", "nasbench201_cifar100", "hpobench_car"]  # warm pairs early
+    return ["surface1080", "phantom_a", "phantom_b", *first, *[n for n in hpo if n not in first]]
 
 
 def build_case(name: str, out: Path) -> er.Case:
@@ -140,6 +142,13 @@ def print_table(report: dict[str, Any], budget: int) -> None:
             used = f"{s['trials_used']:g}" + (f" ({s['stopped_early']} early)" if s["stopped_early"] else "")
             print(f"{method:<9} {fmt_trials(s, '05'):>12} {fmt_trials(s, '2'):>12} {regrets} {used:>10}")
         print(f"medloop / TPE: {t['ratio_05']} to 0.5%, {t['ratio_2']} to 2%")
+    for pair, w in report.get("warm", {}).items():
+        s, c = w["warm"], w["cold"]
+        print(
+            f"\n== warm start {pair}: medloop to 0.5% {fmt_trials(s, '05')} (cold {fmt_trials(c, '05')}), "
+            f"to 2% {fmt_trials(s, '2')} (cold {fmt_trials(c, '2')}); final regret {s['final_regret']} "
+            f"(cold {c['final_regret']}); warm / TPE {w['ratio_05']} to 0.5%, {w['ratio_2']} to 2%"
+        )
 
 
 def verdicts(report: dict[str, Any]) -> list[str]:
@@ -190,8 +199,15 @@ def verdicts(report: dict[str, Any]) -> list[str]:
 
 
 def efficiency(
-    names: list[str], campaigns: int, budget: int, procs: int, out: Path, warm: bool
+    names: list[str],
+    campaigns: int,
+    budget: int,
+    procs: int,
+    out: Path,
+    warm: bool,
+    partial: Path | None = None,
 ) -> dict[str, Any]:
+    """Per table in turn; `partial`: a JSON file rewritten after each table (long runs)."""
     report: dict[str, Any] = {"tables": {}, "warm": {}}
     for name in names:
         _CASE.clear()
@@ -214,23 +230,32 @@ def efficiency(
             "wall_s": round(time.monotonic() - start, 1),
         }
         print(f"[{name}: {report['tables'][name]['wall_s']} s]", file=sys.stderr, flush=True)
-    if warm:
         for source, target in WARM_PAIRS:
-            if target not in names:
-                continue
-            _CASE.clear()
-            _CASE[source], _CASE[target] = build_case(source, out), build_case(target, out)
-            pair = f"{source}>{target}"
-            rows = pool_map(_job, [("warm", pair, seed, budget) for seed in range(campaigns)], procs)
-            w = summarise(_CASE[target], rows, budget)
-            t = report["tables"][target]["methods"]
-            report["warm"][pair] = {
-                "warm": w,
-                "cold": t["medloop"],
-                "ratio_05": ratio(w, t["tpe"], "trials_05"),
-                "ratio_2": ratio(w, t["tpe"], "trials_2"),
-            }
+            if warm and target == name:  # right after its cold runs
+                report["warm"][f"{source}>{target}"] = warm_start(
+                    source, target, report, campaigns, budget, procs, out
+                )
+        if partial:
+            partial.parent.mkdir(parents=True, exist_ok=True)
+            partial.write_text(json.dumps({"campaigns": campaigns, "budget": budget, **report}, indent=1))
     return report
+
+
+def warm_start(
+    source: str, target: str, report: dict[str, Any], campaigns: int, budget: int, procs: int, out: Path
+) -> dict[str, Any]:
+    """Campaigns on `target` whose knowledge base holds a finished campaign on `source`."""
+    _CASE.clear()
+    _CASE[source], _CASE[target] = build_case(source, out), build_case(target, out)
+    rows = pool_map(_job, [("warm", f"{source}>{target}", seed, budget) for seed in range(campaigns)], procs)
+    w = summarise(_CASE[target], rows, budget)
+    t = report["tables"][target]["methods"]
+    return {
+        "warm": w,
+        "cold": t["medloop"],
+        "ratio_05": ratio(w, t["tpe"], "trials_05"),
+        "ratio_2": ratio(w, t["tpe"], "trials_2"),
+    }
 
 
 def calibration(null: int, planted: int, budget: int, procs: int) -> dict[str, Any]:
@@ -288,7 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     budget = args.budget or (60 if q else 300)
     report: dict[str, Any] = {"campaigns": campaigns, "budget": budget}
     if args.mode in ("all", "efficiency"):
-        report.update(efficiency(names, campaigns, budget, args.procs, args.data, warm=not args.no_warm))
+        partial = args.json.with_suffix(".partial.json") if args.json else None
+        report.update(efficiency(names, campaigns, budget, args.procs, args.data, not args.no_warm, partial))
         print_table(report, budget)
     if args.mode in ("all", "calibration"):
         report["calibration"] = calibration(
