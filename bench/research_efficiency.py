@@ -119,8 +119,18 @@ def summarise(case: er.Case, runs: list[dict[str, Any]], budget: int) -> dict[st
     return out
 
 
-def ratio(a: dict[str, Any], b: dict[str, Any], key: str) -> float:
+def ratio(a: dict[str, Any], b: dict[str, Any], key: str) -> float | None:
+    """a / b in trials to a target; a lower bound when only `a` is censored, None (unknown)
+    when both are (neither reached it in the median run)."""
+    label = key.removeprefix("trials_")
+    if a[f"censored_{label}"] and b[f"censored_{label}"]:
+        return None
     return round(a[key] / max(b[key], 1), 3)
+
+
+def median_ratio(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return round(statistics.median(known), 3) if known else None
 
 
 def fmt_trials(s: dict[str, Any], label: str) -> str:
@@ -159,17 +169,27 @@ def verdicts(report: dict[str, Any]) -> list[str]:
 
     tables = report.get("tables", {})
     if tables:
-        r05 = round(statistics.median(t["ratio_05"] for t in tables.values()), 3)
-        r2 = round(statistics.median(t["ratio_2"] for t in tables.values()), 3)
+        r05 = median_ratio([t["ratio_05"] for t in tables.values()])
+        r2 = median_ratio([t["ratio_2"] for t in tables.values()])
         early = sum(t["methods"]["medloop"]["stopped_early"] for t in tables.values())
         total = sum(t["methods"]["medloop"]["runs"] for t in tables.values())
         line(
-            "cold: median over tables, medloop/TPE trials to 0.5%", r05, "<= 1.2", r05 <= TARGETS["ratio_05"]
+            "cold: median over tables, medloop/TPE trials to 0.5%",
+            r05,
+            "<= 1.2",
+            r05 is not None and r05 <= TARGETS["ratio_05"],
         )
-        line("cold: median over tables, medloop/TPE trials to 2%", r2, "<= 1.0", r2 <= TARGETS["ratio_2"])
+        line(
+            "cold: median over tables, medloop/TPE trials to 2%",
+            r2,
+            "<= 1.0",
+            r2 is not None and r2 <= TARGETS["ratio_2"],
+        )
         line("campaigns that stopped with budget unused", f"{early}/{total}", "0", early == 0)
     for pair, w in report.get("warm", {}).items():
-        line(f"warm ({pair}): medloop warm / TPE to 0.5%", w["ratio_05"], "<= 0.8", w["ratio_05"] <= 0.8)
+        line(
+            f"warm ({pair}): medloop warm / TPE to 0.5%", w["ratio_05"], "<= 0.8", (w["ratio_05"] or 9) <= 0.8
+        )
         ok = w["warm"]["final_regret"] <= w["cold"]["final_regret"]
         line(
             f"warm ({pair}): final regret warm vs cold",

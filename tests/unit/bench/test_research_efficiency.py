@@ -91,3 +91,12 @@ def test_converter_writes_a_replay_table(tmp_path: Path) -> None:
     case = er.hpo_case(path)
     assert case.scalar and len(case.truth) == 15_625
     assert case.truth[case.sig(meta["baseline"])] < case.best
+
+
+def test_ratio_of_censored_medians() -> None:
+    hit = {"trials_05": 40, "censored_05": False}
+    miss = {"trials_05": 600, "censored_05": True}
+    assert re_bench.ratio(hit, {"trials_05": 20, "censored_05": False}, "trials_05") == 2.0
+    assert re_bench.ratio(miss, hit, "trials_05") == 15.0  # a lower bound
+    assert re_bench.ratio(miss, miss, "trials_05") is None  # unknown, not "equal"
+    assert re_bench.median_ratio([None, 1.0, 3.0]) == 2.0 and re_bench.median_ratio([None]) is None
