@@ -133,3 +133,15 @@ def test_unknown_config_or_single_seed_table_still_fails(tmp_path: Path) -> None
     missing = _run(trials, {"loss": "dicefocal", "augmentation": "none"}, [0])
     assert missing[0].status == "failed"
     assert "no run of this config" in (missing[0].result.error or "")
+
+
+def test_a_rewritten_table_is_read_again(tmp_path: Path) -> None:
+    """Parses are shared between campaigns on the same file, but never outlive a change."""
+    path = tmp_path / "t.json"
+    save_table(synthetic_table(space=SPACE, effect=_effect, n_cases=4, seeds=(0, 1), rng_seed=1), path)
+    first = _trials(tmp_path / "a.db", path)
+    assert _trials(tmp_path / "b.db", path).table is first.table
+    save_table(synthetic_table(space=SPACE, effect=_effect, n_cases=4, seeds=(0, 1, 2), rng_seed=2), path)
+    again = _trials(tmp_path / "c.db", path)
+    assert again.table is not first.table and len(again.table.outcomes) == 12
+    assert again.table_hash != first.table_hash
