@@ -11,11 +11,18 @@ Format (JSON):
      "outcomes": [{"config": {factor: value}, "seed": 0,
                    "eval": {case: value}, "test": {case: value}}]}
 Config fields not listed in `factors` are ignored when matching.
+
+A table may record fewer seeds than a campaign asks for. A trial whose config is recorded
+but whose seed is not is answered from the table's noise model (docs/replay.md): the
+config's per-case means shifted by a run-level residual that is drawn deterministically
+(from the table's hash, the config and the seed) from the pooled within-config residuals
+of the recorded runs. A config the table does not record still fails the trial.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -84,17 +91,125 @@ def save_table(table: ReplayTable, path: Path) -> None:
     tmp.replace(path)
 
 
+def _run_mean(values: dict[str, float]) -> float:
+    return sum(values.values()) / len(values) if values else 0.0
+
+
+def _case_means(runs: Sequence[dict[str, float]]) -> dict[str, float]:
+    sums: dict[str, list[float]] = {}
+    for run in runs:
+        for case, value in run.items():
+            sums.setdefault(case, []).append(value)
+    return {case: sum(v) / len(v) for case, v in sums.items()}
+
+
+class NoiseModel:
+    """Draws outcomes for seeds a table does not record (see docs/replay.md).
+
+    A recorded run's residual is its mean over cases minus the mean of its config's runs,
+    scaled by sqrt(n / (n - 1)) for a config with n recorded seeds (so the pooled residuals
+    have the within-config variance, not the smaller variance around a sample mean). A drawn
+    run is the config's per-case means plus one pooled residual, the same shift for every
+    case, with the eval and test residuals of one recorded run kept together. The pick is a
+    hash of (table hash, config, seed): the same trial always gets the same outcome."""
+
+    def __init__(self, table: ReplayTable, table_hash: str) -> None:
+        self.table_hash = table_hash
+        groups: dict[tuple[Any, ...], list[ReplayOutcome]] = {}
+        for o in table.outcomes:
+            groups.setdefault(config_signature(o.config, table.factors), []).append(o)
+        self._means = {
+            sig: (_case_means([o.eval for o in runs]), _case_means([o.test for o in runs]))
+            for sig, runs in groups.items()
+        }
+        pool: list[tuple[float, float]] = []
+        for runs in groups.values():
+            n = len(runs)
+            if n < 2:
+                continue
+            scale = math.sqrt(n / (n - 1))
+            eval_mean = sum(_run_mean(o.eval) for o in runs) / n
+            test_mean = sum(_run_mean(o.test) for o in runs) / n
+            pool.extend(
+                (scale * (_run_mean(o.eval) - eval_mean), scale * (_run_mean(o.test) - test_mean))
+                for o in runs
+            )
+        self._pool = pool
+        values = [v for o in table.outcomes for part in (o.eval, o.test) for v in part.values()]
+        self._low, self._high = (min(values), max(values)) if values else (0.0, 0.0)
+
+    def draw(self, config: dict[str, Scalar], sig: tuple[Any, ...], seed: int) -> ReplayOutcome | str:
+        """The drawn outcome of `config` at `seed`, or why there is none."""
+        means = self._means.get(sig)
+        if means is None:
+            return "the table records no run of this config"
+        if not self._pool:
+            return "the table records one seed per config, so it has no noise model to draw from"
+        pick = int(sha256_hex(f"{self.table_hash}|{sig!r}|{seed}")[:15], 16) % len(self._pool)
+        shift_eval, shift_test = self._pool[pick]
+
+        def shifted(values: dict[str, float], shift: float) -> dict[str, float]:
+            return {c: min(self._high, max(self._low, v + shift)) for c, v in values.items()}
+
+        return ReplayOutcome(
+            config=config, seed=seed, eval=shifted(means[0], shift_eval), test=shifted(means[1], shift_test)
+        )
+
+
+class _Loaded:
+    """A parsed table with its lookup index and (once needed) its noise model."""
+
+    def __init__(self, path: Path) -> None:
+        self.table = load_table(path)
+        self.table_hash = sha256_hex(path.read_bytes())[:16]
+        self.index = {
+            (config_signature(o.config, self.table.factors), o.seed): o for o in self.table.outcomes
+        }
+        self._noise: NoiseModel | None = None
+
+    @property
+    def noise(self) -> NoiseModel:
+        if self._noise is None:
+            self._noise = NoiseModel(self.table, self.table_hash)
+        return self._noise
+
+
+# Parsing a large table (150,000 runs) takes seconds; campaigns replayed one after another
+# on the same unchanged file share one parse. Keyed by path, size and modification time.
+_LOADED: dict[tuple[str, int, int], _Loaded] = {}
+_LOADED_MAX = 2
+
+
+def _loaded(path: Path) -> _Loaded:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise SpecError(f"executor.table: {path} does not exist") from None
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    hit = _LOADED.get(key)
+    if hit is None:
+        hit = _Loaded(path)
+        while len(_LOADED) >= _LOADED_MAX:
+            del _LOADED[next(iter(_LOADED))]
+        _LOADED[key] = hit
+    return hit
+
+
+def loaded_table(path: Path) -> ReplayTable:
+    """`load_table`, shared with the replay executor's parse of the same unchanged file."""
+    return _loaded(path).table
+
+
 class ReplayTrials:
     """A TrialService whose trials are looked up, not run."""
 
     def __init__(self, store: Store, spec: CampaignSpec, *, table: Path) -> None:
         self.store = store
         self.spec = spec
-        self.table = load_table(table)
-        self.table_hash = sha256_hex(table.read_bytes())[:16]
-        self._index = {
-            (config_signature(o.config, self.table.factors), o.seed): o for o in self.table.outcomes
-        }
+        self._loaded = _loaded(table)
+        self.table = self._loaded.table
+        self.table_hash = self._loaded.table_hash
+        self._index = self._loaded.index
         self._dataset = PreparedDataset(
             path=table.resolve().parent,
             manifest=self.table.dataset,
@@ -129,10 +244,26 @@ class ReplayTrials:
         )
 
     def lookup(self, spec: TrialSpec) -> ReplayOutcome | None:
+        """The recorded outcome of this config and seed, else one drawn from the noise model,
+        else None (the config is not in the table)."""
+        outcome = self.draw(spec)
+        return outcome if isinstance(outcome, ReplayOutcome) else None
+
+    def draw(self, spec: TrialSpec) -> ReplayOutcome | str:
+        """Like `lookup`, but says why there is no outcome."""
         # Campaigns offset their seeds by a multiple of 10,000 (agents/seeds.py); the table
         # records the role-and-index part.
-        key = (config_signature(spec.config.model_dump(), self.table.factors), spec.seed % 10_000)
-        return self._index.get(key)
+        sig = config_signature(spec.config.model_dump(), self.table.factors)
+        seed = spec.seed % 10_000
+        recorded = self._index.get((sig, seed))
+        if recorded is not None:
+            return recorded
+        config = dict(zip(self.table.factors, sig, strict=True))
+        return self._loaded.noise.draw(config, sig, seed)
+
+    def recorded(self, spec: TrialSpec) -> bool:
+        sig = config_signature(spec.config.model_dump(), self.table.factors)
+        return (sig, spec.seed % 10_000) in self._index
 
     def run(
         self,
@@ -156,15 +287,15 @@ class ReplayTrials:
             )
             trial = self.store.trials.get(req.trial_id)
             if trial.status not in FINAL_STATUSES:
-                outcome = self.lookup(req.spec)
-                if outcome is None:
+                outcome = self.draw(req.spec)
+                if isinstance(outcome, str):
                     wanted = config_signature(req.spec.config.model_dump(), self.table.factors)
                     result = TrialResult(
                         trial_id=req.trial_id,
                         spec_hash=trial.spec_hash,
                         status="failed",
                         error=f"no recorded outcome for {dict(zip(self.table.factors, wanted, strict=True))} "
-                        f"seed {req.spec.seed}",
+                        f"seed {req.spec.seed}: {outcome}",
                     )
                 else:
                     evaluation = self._evaluation("eval", outcome.eval)
@@ -174,7 +305,10 @@ class ReplayTrials:
                         status="succeeded",
                         objective=aggregate(list(outcome.eval.values()), self.spec.objective.aggregation),
                         evaluations={"eval": evaluation},
-                        efficiency={"replay_table": self.table_hash},
+                        efficiency={
+                            "replay_table": self.table_hash,
+                            "replay_seed": "recorded" if self.recorded(req.spec) else "drawn",
+                        },
                     )
                 trial = self.store.trials.set_result(req.trial_id, result)
                 if on_trial:
