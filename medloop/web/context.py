@@ -12,6 +12,7 @@ from medloop import bootstrap
 from medloop.core.records import Quarantine
 from medloop.core.settings import Settings
 from medloop.core.store import Store
+from medloop.web.audit_page import IncrementalVerifier
 from medloop.web.errors import Unavailable
 from medloop.web.launcher import Launcher
 
@@ -46,6 +47,7 @@ class WebContext:
     review_limit: RateLimit = RateLimit()
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _runner: Any = None
+    audit_chain: IncrementalVerifier = field(default_factory=IncrementalVerifier)
 
     @classmethod
     def build(

@@ -4,6 +4,7 @@ show (best-so-far curve, training curves), built from the same views."""
 from __future__ import annotations
 
 import math
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,19 @@ def changes(items: Any) -> str:
     return "; ".join(out)
 
 
+# Claims written before titles followed the tier end in the verdict of their creation.
+_VERDICT_SUFFIX = re.compile(
+    r":\s*(proposed|supported|refuted|inconclusive|reproduced|validated|external|rejected|superseded|quarantined)\s*$"
+)
+
+
+def claim_title(statement: str | None, tier: str | None = None) -> str:
+    """A claim's title with its *current* tier as the suffix (never the tier it was created
+    with, which older statements carry in their text)."""
+    text = _VERDICT_SUFFIX.sub("", statement or "").rstrip()
+    return f"{text}: {tier}" if tier else text
+
+
 @lru_cache(maxsize=1)
 def environment() -> Environment:
     env = Environment(
@@ -69,7 +83,9 @@ def environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(num=num, signed=signed, pvalue=pvalue, duration=duration, changes=changes)
+    env.filters.update(
+        num=num, signed=signed, pvalue=pvalue, duration=duration, changes=changes, claim_title=claim_title
+    )
     env.globals["tier_colour"] = charts.TIER_COLOURS
     return env
 

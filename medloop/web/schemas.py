@@ -130,6 +130,11 @@ class Curve(Out):
     best: list[float | None] = Field(description="Best objective so far, in the objective's direction")
 
 
+class VerdictNote(Out):
+    label: str = Field(description="e.g. 'cancelled (budget)'")
+    reason: str = Field(description="why the trials did not run, from their results")
+
+
 class CampaignDetail(Out):
     campaign: CampaignSummary
     spec: dict[str, Any]
@@ -142,6 +147,10 @@ class CampaignDetail(Out):
     budget: Budget
     trial_counts: dict[str, int]
     best_so_far: Curve
+    verdict_notes: dict[str, VerdictNote] = Field(
+        default_factory=dict,
+        description="hypothesis id -> how to show a 'failed' verdict whose trials never ran (e.g. the budget)",
+    )
 
 
 class CampaignCreate(In):

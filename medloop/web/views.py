@@ -109,7 +109,29 @@ def campaign_detail(store: Store, campaign: Campaign, launcher: Launcher | None 
         ),
         trial_counts=counts,
         best_so_far=best_so_far(store.listings.trial_curve(campaign.id), campaign.spec.objective.direction),
+        verdict_notes=verdict_notes(store, campaign.id),
     )
+
+
+def verdict_notes(store: Store, campaign_id: str) -> dict[str, S.VerdictNote]:
+    """A hypothesis whose trials were all cancelled (by the budget, or by the host) did not
+    fail: show it as cancelled, with the reason its trials carry."""
+    notes: dict[str, S.VerdictNote] = {}
+    for hyp in store.cycles.hypotheses(campaign_id):
+        if hyp.verdict != "failed":
+            continue
+        trials = store.trials.list(campaign_id=campaign_id, hypothesis_id=hyp.id, limit=1000).items
+        results = [t.result for t in trials]
+        if not results or any(r is None or r.status not in ("cancelled", "quota_exceeded") for r in results):
+            continue
+        reasons = sorted({(r.error or r.status) for r in results if r is not None})
+        budget = any("budget" in why for why in reasons) or any(
+            r is not None and r.status == "quota_exceeded" for r in results
+        )
+        notes[hyp.id] = S.VerdictNote(
+            label="cancelled (budget)" if budget else "cancelled", reason="; ".join(reasons)
+        )
+    return notes
 
 
 # ---------------------------------------------------------------- trials
