@@ -3,6 +3,7 @@ so the three agree. Read-only: nothing here changes state."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -154,6 +155,29 @@ def trial_row(trial: Trial) -> TrialListing:
 def out_dir(trial: Trial) -> Path | None:
     job = trial.result.job if trial.result else None
     return job.out_dir if job is not None else None
+
+
+CURVES_FILE = "curves.json"  # written by the segmentation job: every iteration's loss
+MAX_CURVE_BYTES = 20_000_000
+
+
+def iteration_losses(trial: Trial) -> list[tuple[float, float]]:
+    """(iteration, batch loss) for every iteration the job logged; [] when it kept none or
+    the file is not what the job writes (the job is untrusted: malformed means absent)."""
+    folder = out_dir(trial)
+    path = folder / CURVES_FILE if folder is not None else None
+    if path is None or not path.is_file() or path.is_symlink() or path.stat().st_size > MAX_CURVE_BYTES:
+        return []
+    try:
+        data = json.loads(path.read_text())
+        xs, ys = data["iteration"], data["loss"]
+        return [
+            (float(x), float(y))
+            for x, y in zip(xs, ys, strict=True)
+            if isinstance(x, int | float) and isinstance(y, int | float) and math.isfinite(y)
+        ]
+    except (ValueError, KeyError, TypeError, OSError):
+        return []
 
 
 def prediction_cases(trial: Trial) -> dict[str, list[str]]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 import sqlite3
 
+import pytest
+
 from medloop.core.records import TrialResult
 from medloop.web.render import claim_title
 from tests.web.conftest import Web
@@ -94,3 +96,92 @@ def test_audit_page_pages_by_seq_and_verifies_only_new_entries(web: Web) -> None
     con.commit()
     con.close()
     assert f"Hash chain broken at entry {last + 2}" in client.get("/audit").text
+
+
+def test_trial_axis_has_whole_ticks_and_the_legend_sits_above_the_plot() -> None:
+    from medloop.web import charts
+
+    assert charts._nice_ticks(1, 10, 6, integer=True) == [2, 4, 6, 8, 10]  # was 2.5, 5, 7.5, 10
+    series = [
+        charts.Series("trial objective", [(float(i), 0.5 + i / 100) for i in range(1, 11)], dots=True),
+        charts.Series("best screened", [(1.0, 0.51), (10.0, 0.6)], step=True),
+    ]
+    svg = charts.line_chart(series, title="t", x_label="trials", y_label="dice", chart_id="c")
+    ticks = re.findall(r'class="chart-tick">([^<]+)</text>', svg)
+    assert "2.5" not in ticks and "7.5" not in ticks
+    frame_top = float(
+        re.findall(r'<rect x="\d+" y="(\d+)" width="\d+" height="\d+" class="chart-frame"', svg)[0]
+    )
+    legend_ys = [float(y) for y in re.findall(r'<text x="[\d.]+" y="([\d.]+)" class="chart-legend"', svg)]
+    assert legend_ys and all(y < frame_top for y in legend_ys), (legend_ys, frame_top)
+    data = charts.chart_data(series, title="t", x_label="trials", y_label="dice")
+    assert data["x"] == [float(i) for i in range(1, 11)] and data["integer_x"] is True
+    assert data["series"][1]["y"][1] is None  # aligned columns: no value at x=2
+
+
+def test_every_logged_iteration_reaches_the_trial_page(web: Web) -> None:
+    import json as _json
+
+    from medloop.core.records import JobResult, Provenance
+    from medloop.web import views
+
+    trial = web.store.trials.list(campaign_id=web.campaign_id, limit=1).items[0]
+    out = web.settings.workspace / "fake-out"
+    out.mkdir()
+    losses = [1.0 / (i + 1) for i in range(150)]
+    (out / views.CURVES_FILE).write_text(_json.dumps({"iteration": list(range(1, 151)), "loss": losses}))
+    assert trial.result is not None
+    prov = Provenance(
+        code_version="t",
+        runtime="local",
+        host="h",
+        started_at="2026-01-01T00:00:00Z",
+        ended_at="2026-01-01T00:00:01Z",
+    )
+    job = JobResult(key="k", status="succeeded", exit_code=0, wall_s=1.0, out_dir=out, provenance=prov)
+    history = [{"epoch": float(e), "iteration": float(50 * e), "loss": 0.5 / e} for e in (1, 2, 3)]
+    web.store.trials.set_result(trial.id, trial.result.model_copy(update={"job": job, "history": history}))
+    client, _ = web.login("vic")
+    html = client.get(f"/trials/{trial.id}").text
+    chart = re.search(r'id="curve-loss-i" data-height="\d+" data-chart="([^"]+)"', html)
+    assert chart is not None
+    from html import unescape
+
+    data = _json.loads(unescape(chart.group(1)))
+    batch = next(s for s in data["series"] if s["name"] == "batch loss")
+    assert sum(v is not None for v in batch["y"]) == 150  # not 3 points for 150 iterations
+    (out / views.CURVES_FILE).write_text("{not json")
+    assert client.get(f"/trials/{trial.id}").status_code == 200  # a broken file is ignored
+
+
+def test_compare_a_hypothesis_arms_and_picked_trials(web: Web) -> None:
+    hyp = next(
+        h for h in web.store.cycles.hypotheses(web.campaign_id) if h.control_trials and h.treatment_trials
+    )
+    r = web.client.get("/api/v1/compare", params={"hypothesis": hyp.id}, headers=web.auth("vic"))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    arms = {t["id"]: t["arm"] for t in body["trials"]}
+    assert {k for k, v in arms.items() if v == "control"} == set(hyp.control_trials)
+    assert body["cases"] and all(set(c["values"]) == set(arms) for c in body["cases"])
+    paired = body["paired"]
+    assert paired is not None and paired["n_cases"] == len(paired["control_per_case"])
+    # the same statistic the campaign's analysis recorded for this hypothesis
+    assert paired["estimate"] == pytest.approx(hyp.analysis["estimate"], abs=1e-9)
+    assert set(body["per_site"][hyp.control_trials[0]]) >= {"site_a"} or body["per_site"]
+
+    picked = hyp.control_trials[:1] + hyp.treatment_trials[:1]
+    r2 = web.client.get("/api/v1/compare", params={"trials": ",".join(picked)}, headers=web.auth("vic"))
+    assert r2.status_code == 200 and [t["id"] for t in r2.json()["trials"]] == picked
+    one = web.client.get("/api/v1/compare", params={"trials": picked[0]}, headers=web.auth("vic"))
+    assert one.status_code == 422 and one.json()["error"]["details"][0]["field"] == "trials"
+    missing = web.client.get(
+        "/api/v1/compare", params={"trials": "trl_nope,trl_gone"}, headers=web.auth("vic")
+    )
+    assert missing.status_code == 404
+
+    client, _ = web.login("vic")
+    html = client.get("/compare", params=[("trials", picked[0]), ("trials", picked[1])]).text
+    assert 'id="cmp-paired"' in html and 'id="cmp-cases"' in html and 'id="cmp-scatter-i"' in html
+    campaign = client.get(f"/campaigns/{web.campaign_id}").text
+    assert f"/compare?hypothesis={hyp.id}" in campaign and 'id="compare-form"' in campaign

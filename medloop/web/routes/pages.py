@@ -305,7 +305,7 @@ def trial_page(trial_id: str, request: Request, ctx: Ctx, who: Caller) -> HTMLRe
         "trial.html",
         t=detail.trial,
         detail=detail,
-        curves=render.training_svgs(trial),
+        curves=render.training_svgs(trial, views.iteration_losses(trial)),
         tables=tables,
         logs=views.log_lines(trial, 80, ctx.settings.jobs_dir),
         artifacts=views.artifacts(trial)[:200],
