@@ -32,13 +32,15 @@ def effect_from(analysis: dict[str, Any], campaign: Campaign) -> Effect:
     )
 
 
-def statement_for(hypothesis: Hypothesis, effect: Effect, verdict: str, dataset: str) -> str:
+def statement_for(hypothesis: Hypothesis, effect: Effect, dataset: str) -> str:
+    """What was found, without the verdict: the tier changes over the claim's life (a
+    reproduction, a review) and pages add the current one when they show the title."""
     change = ", ".join(f"{c.factor} {c.from_value} -> {c.to_value}" for c in hypothesis.changes)
     moved = "raised" if effect.estimate > 0 else "lowered" if effect.estimate < 0 else "did not change"
     return (
         f"On {dataset}, changing {change} {moved} mean {effect.metric} by {effect.estimate:+.4f} "
         f"(95% CI {effect.ci_low:+.4f} to {effect.ci_high:+.4f}; {effect.test} p={effect.p_value:.3g}, "
-        f"Holm p={effect.p_adjusted:.3g}; {effect.n_cases} cases x {effect.n_seeds} seeds): {verdict}"
+        f"Holm p={effect.p_adjusted:.3g}; {effect.n_cases} cases x {effect.n_seeds} seeds)"
     )
 
 
@@ -60,7 +62,7 @@ def build_claim(
         id=claim_id,
         campaign_id=campaign.id,
         hypothesis_id=hypothesis.id,
-        statement=statement_for(hypothesis, effect, verdict, manifest.name),
+        statement=statement_for(hypothesis, effect, manifest.name),
         changes=hypothesis.changes,
         context=ClaimContext(
             task=campaign.spec.task,

@@ -24,7 +24,7 @@ from medloop.cli import (
     vqa,
     web,
 )
-from medloop.cli.common import console, err_console, print_json
+from medloop.cli.common import console, err_console, print_json, wants_json
 from medloop.core.errors import MedloopError
 from medloop.core.settings import OFFLINE_ENV
 
@@ -81,6 +81,9 @@ def main() -> None:
         if isinstance(code, int) and code:
             sys.exit(code)
     except MedloopError as exc:
+        if wants_json(sys.argv[1:]):  # scripts asked for JSON: the error is JSON too
+            error = {"type": type(exc).__name__, "message": exc.message, "hint": exc.hint}
+            print_json({"error": error, "exit_code": exc.exit_code})
         err_console.print(f"error: {exc.message}", markup=False, highlight=False)
         if exc.hint:
             err_console.print(f"hint: {exc.hint}", markup=False, highlight=False)

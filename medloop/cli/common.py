@@ -12,9 +12,10 @@ from medloop.core.settings import Settings
 
 
 def _console(stderr: bool = False) -> Console:
-    # Logs and CI are not terminals: give tables room instead of rich's 80-column default.
+    # Logs and CI are not terminals: give tables room instead of rich's 80-column default,
+    # and never break a message inside a word (soft_wrap leaves long lines whole).
     probe = Console(stderr=stderr)
-    return probe if probe.is_terminal else Console(stderr=stderr, width=130)
+    return probe if probe.is_terminal else Console(stderr=stderr, width=130, soft_wrap=True)
 
 
 console = _console()
@@ -33,6 +34,12 @@ def settings() -> Settings:
         first = exc.errors()[0]
         name = "MEDLOOP_" + str(first["loc"][0]).upper() if first["loc"] else "MEDLOOP_*"
         raise SpecError(f"{name}: {first['msg']}", hint="fix or unset the environment variable") from None
+
+
+def wants_json(argv: list[str]) -> bool:
+    """Whether the command line asked for `--json` (before any `--` separator)."""
+    args = argv[: argv.index("--")] if "--" in argv else argv
+    return "--json" in args
 
 
 def print_json(data: Any) -> None:

@@ -77,6 +77,8 @@ def check(
     failed = not report.ok or (strict and bool(report.warnings))
     if json_out:
         print_json(report.to_dict())
+        if failed:  # the report above is the answer; a second (error) JSON document would break parsers
+            raise SystemExit(1)
     else:
         for problem in report.problems:
             style = "red" if problem.severity == "error" else "yellow"

@@ -19,31 +19,16 @@ from typing import Literal, get_args
 from medloop.core.errors import NotFoundError, TrustError
 from medloop.core.records import Claim, Tier, utcnow
 from medloop.core.store import Store
+from medloop.core.trust import MOVES, move_refusal
 
 Role = Literal["viewer", "agent", "reviewer", "admin"]
 ROLES: tuple[str, ...] = get_args(Role)
-STATISTICAL: tuple[Tier, ...] = ("supported", "refuted", "inconclusive")
 # Tiers a new claim may enter with; `external` is what imports get.
 INITIAL: tuple[Tier, ...] = ("proposed", "supported", "refuted", "inconclusive", "external")
 # Tiers never used to plan (and never shown as suggestions).
 EXCLUDED_FROM_PLANNING: tuple[Tier, ...] = ("quarantined", "rejected", "superseded")
 HUMAN_DECISIONS: tuple[Tier, ...] = ("validated", "rejected")
 _VERB = {"validated": "validate", "rejected": "reject"}
-
-# (from, to) -> roles that may make the move (quarantine moves are not listed: they have
-# their own operations, and `check` refuses them here).
-_MOVES: dict[tuple[Tier, Tier], tuple[str, ...]] = {}
-for _t in STATISTICAL:
-    _MOVES[("proposed", _t)] = ("agent", "admin")
-_MOVES[("supported", "inconclusive")] = ("agent", "admin")  # a reproduction that failed
-_MOVES[("reproduced", "inconclusive")] = ("agent", "admin")
-for _t in ("supported", "refuted", "external"):
-    _MOVES[(_t, "reproduced")] = ("agent", "admin")
-_MOVES[("reproduced", "validated")] = ("reviewer",)
-for _t in ("proposed", "supported", "refuted", "inconclusive", "reproduced", "external", "validated"):
-    _MOVES[(_t, "rejected")] = ("reviewer",)
-    _MOVES[(_t, "superseded")] = ("agent", "reviewer", "admin")
-_MOVES[("rejected", "superseded")] = ("reviewer", "admin")
 
 
 @dataclass(frozen=True)
@@ -54,10 +39,6 @@ class Context:
     campaign_owner: str | None
     has_reproduction: bool
     started_by: str | None = None  # who ran the campaign, when not its owner
-
-
-def allowed_moves(tier: Tier) -> dict[Tier, tuple[str, ...]]:
-    return {to: roles for (frm, to), roles in _MOVES.items() if frm == tier}
 
 
 def check(claim: Claim, to: Tier, *, actor: str, role: str, reason: str, ctx: Context) -> None:
@@ -76,13 +57,10 @@ def check(claim: Claim, to: Tier, *, actor: str, role: str, reason: str, ctx: Co
         )
     if frm == to:
         raise TrustError(f"claim {claim.id} is already {to}")
-    roles = _MOVES.get((frm, to))
-    if roles is None:
-        nexts = ", ".join(sorted(allowed_moves(frm))) or "none"
-        raise TrustError(f"claim {claim.id}: {frm} -> {to} is not a lifecycle step (from {frm}: {nexts})")
-    if role not in roles:
-        who = " or ".join(roles)
-        raise TrustError(f"claim {claim.id}: {frm} -> {to} needs role {who}; {actor} acts as {role}")
+    refused = move_refusal(frm, to, role)
+    if refused is not None:
+        acting = f"; {actor} acts as {role}" if (frm, to) in MOVES else ""
+        raise TrustError(f"claim {claim.id}: {refused}{acting}")
     if to in HUMAN_DECISIONS:
         if actor == claim.author:
             raise TrustError(

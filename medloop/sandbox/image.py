@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict
 import medloop
 from medloop.core.errors import MedloopError, SandboxUnavailable, SpecError
 from medloop.sandbox.provenance import package_root
+from medloop.sandbox.streaming import run_logged
 
 HASH_LABEL = "org.medloop.content-hash"
 DEBOOTSTRAP = "debootstrap"
@@ -235,9 +236,9 @@ def debootstrap_base(
         rootfs = Path(tmp) / "rootfs"
         cmd = [exe, "--variant=minbase", f"--include={DEBOOTSTRAP_PACKAGES}", suite, str(rootfs), mirror]
         log(f"$ {' '.join(cmd)}")
-        out = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if out.returncode != 0:
-            raise ImageBuildError(f"debootstrap failed: {_last_lines(out.stdout + out.stderr)}")
+        code, output = run_logged(cmd, log, what="debootstrap")
+        if code != 0:
+            raise ImageBuildError(f"debootstrap failed: {_last_lines(output)}")
         for cache in ("var/cache/apt/archives", "var/lib/apt/lists"):
             for item in (rootfs / cache).glob("*"):
                 if item.is_file():
@@ -325,10 +326,12 @@ def build_image(
         (ctx / "Dockerfile").write_text(dockerfile)
         (ctx / "requirements.txt").write_text("\n".join(requirements) + "\n")
         _link_all(wheels, ctx / "wheels")
-        image_id = _docker_build(client, ctx, base, offline, content_hash, _hash_repo(tag), log)
+        steps: set[str] = set()  # short ids of the images the build's steps made
+        image_id = _docker_build(client, ctx, base, offline, content_hash, _hash_repo(tag), log, steps)
     image = client.images.get(image_id)
     _tag(image, tag)
     prune_old_builds(client, _hash_repo(tag), content_hash, log)
+    remove_builder_images(client, steps, log)
     log(f"built {tag} ({image.id[:19]}) in {time.monotonic() - started:.0f} s")
     return BuildResult(
         tag=tag,
@@ -395,8 +398,32 @@ def prune_old_builds(client: Any, repo: str, keep_hash: str, log: Log) -> None:
                     log(f"untagged the earlier build {tag}")
 
 
+def remove_builder_images(client: Any, steps: set[str], log: Log) -> None:
+    """Delete the untagged images this build left behind (the multi-stage builder, over a GB
+    with the wheels it installed). Only images whose ids the build printed are touched."""
+    import docker
+
+    freed = 0
+    for image in client.images.list(filters={"dangling": True}):
+        short = image.id.split(":")[-1][:12]
+        if short in steps:
+            with contextlib.suppress(docker.errors.APIError):
+                size = int(image.attrs.get("Size") or 0)
+                client.images.remove(image.id, noprune=False)
+                freed += size
+    if freed:
+        log(f"removed the intermediate builder image(s) ({freed / 1e9:.2f} GB)")
+
+
 def _docker_build(
-    client: Any, ctx: Path, base: str, offline: bool, content_hash: str, repo: str, log: Log
+    client: Any,
+    ctx: Path,
+    base: str,
+    offline: bool,
+    content_hash: str,
+    repo: str,
+    log: Log,
+    steps: set[str] | None = None,
 ) -> str:
     import docker
 
@@ -423,6 +450,9 @@ def _docker_build(
             if text:
                 log(text)
                 tail = [*tail[-30:], text]
+                step = re.match(r"\s*---> ([0-9a-f]{12})\s*$", text)
+                if step and steps is not None:
+                    steps.add(step.group(1))
             aux = chunk.get("aux")
             if isinstance(aux, dict) and "ID" in aux:
                 image_id = str(aux["ID"])

@@ -10,6 +10,7 @@ from medloop.core.accounts import ReproductionRequest
 from medloop.core.errors import ConflictError, NotFoundError
 from medloop.core.ids import new_id
 from medloop.core.records import AuditEntry, Campaign, Claim, Quarantine, Tier
+from medloop.core.trust import move_refusal
 from medloop.web import launcher as L
 from medloop.web.accounts import Principal
 from medloop.web.context import WebContext
@@ -43,8 +44,8 @@ def claim_campaign(ctx: WebContext, claim: Claim) -> Campaign | None:
 
 
 def allowed_review_actions(ctx: WebContext, principal: Principal, claim: Claim) -> list[str]:
-    """Actions the policy lets this caller take on this claim (the lifecycle may still
-    refuse a move from the claim's current tier, with its own message)."""
+    """Actions the policy lets this caller take on this claim and that the lifecycle allows
+    from the claim's current tier (`core.trust.move_refusal`, the rule it enforces)."""
     from medloop.core.errors import PermissionDenied
 
     campaign = claim_campaign(ctx, claim)
@@ -56,7 +57,10 @@ def allowed_review_actions(ctx: WebContext, principal: Principal, claim: Claim) 
             continue
         if action == "quarantine" and claim.tier == "quarantined":
             continue
-        if action in _TIER and claim.tier in (_TIER[action], "quarantined"):
+        # The lifecycle's own table: no Validate on an inconclusive claim (the server would answer 409).
+        if action in _TIER and (
+            claim.tier == "quarantined" or move_refusal(claim.tier, _TIER[action], principal.role) is not None
+        ):
             continue
         out.append(action)
     return out

@@ -62,7 +62,15 @@ def create_app(
     review_limit: RateLimit | None = None,
     cwd: Path | None = None,
 ) -> FastAPI:
-    from medloop.web.routes import api_campaigns, api_claims, api_misc, api_trials, pages, pages_claims
+    from medloop.web.routes import (
+        api_campaigns,
+        api_claims,
+        api_misc,
+        api_trials,
+        compare,
+        pages,
+        pages_claims,
+    )
 
     settings = settings or Settings()
     ctx = WebContext.build(settings, examples_dir=examples_dir, review_limit=review_limit, cwd=cwd)
@@ -99,6 +107,7 @@ def create_app(
         app.include_router(module.router)
     app.include_router(pages.router)
     app.include_router(pages_claims.router)
+    app.include_router(compare.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/api/docs", include_in_schema=False)

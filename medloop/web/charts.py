@@ -1,8 +1,10 @@
-"""Plots as inline SVG strings, made on the server: no JavaScript library, no network, and
-the same markup in the dashboard and in self-contained HTML reports."""
+"""Plots made on the server as inline SVG (readable without JavaScript, in reports too),
+each wrapped with its full data (`data-chart`, every point) that static/charts.js turns
+into an interactive uPlot chart (zoom by dragging, values on hover) where scripts run."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,7 +32,9 @@ def _nice_ticks(lo: float, hi: float, n: int = 5, *, integer: bool = False) -> l
         hi = lo + 1.0
     raw = max((hi - lo) / max(1, n), 1.0 if integer else 0.0) or 1.0
     mag = 10 ** math.floor(math.log10(raw))
-    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    # 2.5 * 10^k is not a whole step when k = 0 (ticks at 2.5, 7.5 on a trial axis)
+    steps = (1, 2, 5, 10) if integer and mag < 10 else (1, 2, 2.5, 5, 10)
+    step = next(m * mag for m in steps if m * mag >= raw)
     start = math.ceil(lo / step) * step
     ticks: list[float] = []
     v = start
@@ -68,7 +72,8 @@ def line_chart(
 ) -> str:
     """A line/step/scatter chart with axes, ticks and a legend."""
     pts = [p for s in series for p in s.points if math.isfinite(p[0]) and math.isfinite(p[1])]
-    ml, mr, mt, mb = 58, 16, 28 if title else 12, 42
+    legend_h = 18 if len(series) > 1 else 0  # a row above the plot: never over the lines
+    ml, mr, mt, mb = 58, 16, (28 if title else 12) + legend_h, 42
     pw, ph = width - ml - mr, height - mt - mb
     attrs = f'class="chart" role="img" viewBox="0 0 {width} {height}" width="{width}" height="{height}"'
     if chart_id:
@@ -142,14 +147,70 @@ def line_chart(
             f'<polyline class="series line" data-series="{name}" fill="none" stroke="{colour}" '
             f'stroke-width="2"{dash} points="{" ".join(coords)}"/>'
         )
-    lx = ml + 8
-    for i, s in enumerate(series):
+    lx, y = ml, mt - 8
+    for i, s in enumerate(series if legend_h else []):
         colour = s.colour or COLOURS[i % len(COLOURS)]
-        y = mt + 14 + 15 * i
         out.append(f'<rect x="{lx}" y="{y - 8}" width="10" height="10" fill="{colour}"/>')
         out.append(f'<text x="{lx + 14}" y="{y + 1}" class="chart-legend">{escape(s.name)}</text>')
+        lx += 14 + 7 * len(s.name) + 16  # ~7 px per character at the legend's font size
     out.append("</svg>")
     return "".join(out)
+
+
+def chart_data(
+    series: Sequence[Series], *, title: str, x_label: str, y_label: str, integer_x: bool | None = None
+) -> dict[str, object]:
+    """Every point of every series on one shared x axis (uPlot's aligned columns; a series
+    without a value at some x has null there)."""
+    clean = [[(x, y) for x, y in s.points if math.isfinite(x) and math.isfinite(y)] for s in series]
+    xs = sorted({x for pts in clean for x, _ in pts})
+    where = {x: i for i, x in enumerate(xs)}
+    columns: list[list[float | None]] = []
+    for pts in clean:
+        col: list[float | None] = [None] * len(xs)
+        for x, y in pts:
+            col[where[x]] = y
+        columns.append(col)
+    if integer_x is None:
+        integer_x = all(float(x).is_integer() for x in xs)
+    return {
+        "title": title,
+        "x_label": x_label,
+        "y_label": y_label,
+        "integer_x": integer_x,
+        "x": xs,
+        "series": [
+            {
+                "name": s.name,
+                "colour": s.colour or COLOURS[i % len(COLOURS)],
+                "step": s.step,
+                "dots": s.dots,
+                "dashed": s.dashed,
+                "y": col,
+            }
+            for i, (s, col) in enumerate(zip(series, columns, strict=True))
+        ],
+    }
+
+
+def interactive_chart(
+    series: Sequence[Series],
+    *,
+    title: str = "",
+    x_label: str = "",
+    y_label: str = "",
+    width: int = 640,
+    height: int = 280,
+    chart_id: str = "",
+) -> str:
+    """The SVG chart inside a wrapper that carries all of its data for charts.js."""
+    svg = line_chart(
+        series, title=title, x_label=x_label, y_label=y_label, width=width, height=height, chart_id=chart_id
+    )
+    data = chart_data(series, title=title, x_label=x_label, y_label=y_label)
+    payload = escape(json.dumps(data, separators=(",", ":"), allow_nan=False), quote=True)
+    wrap_id = f' id="{escape(chart_id)}-i"' if chart_id else ""
+    return f'<div class="ichart"{wrap_id} data-height="{height}" data-chart="{payload}">{svg}</div>'
 
 
 TIER_COLOURS = {

@@ -13,6 +13,7 @@ from medloop.core.records import Quarantine
 from medloop.core.settings import Settings
 from medloop.core.store import Store
 from medloop.engine.launcher import CampaignProcesses
+from medloop.web.audit_page import IncrementalVerifier
 from medloop.web.errors import Unavailable
 
 if TYPE_CHECKING:
@@ -48,6 +49,7 @@ class WebContext:
     suspects: dict[str, float] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _runner: Any = None
+    audit_chain: IncrementalVerifier = field(default_factory=IncrementalVerifier)
 
     @classmethod
     def build(

@@ -60,13 +60,17 @@ def render_report(store: Store, campaign_id: str, *, cwd: Path | None = None) ->
         chart=render.best_so_far_svg(detail),
         claims=claims,
         best=best,
-        best_curves=render.training_svgs(best) if best is not None else [],
+        best_curves=render.training_svgs(best, views.iteration_losses(best)) if best is not None else [],
         best_table=views.metrics_table(best.result.evaluations["eval"])
         if best is not None and best.result and "eval" in best.result.evaluations
         else None,
         overlay=overlay,
         palette=palette,
         css=render.inline_static("app.css"),
+        # the chart library inline: the report stays one file that works offline
+        uplot_css=render.inline_static("vendor/uplot/uPlot.min.css"),
+        uplot_js=render.inline_static("vendor/uplot/uPlot.iife.min.js"),
+        charts_js=render.inline_static("charts.js"),
         generated=campaign.updated_at,
     )
 

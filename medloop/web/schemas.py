@@ -130,6 +130,11 @@ class Curve(Out):
     best: list[float | None] = Field(description="Best objective so far, in the objective's direction")
 
 
+class VerdictNote(Out):
+    label: str = Field(description="e.g. 'cancelled (budget)'")
+    reason: str = Field(description="why the trials did not run, from their results")
+
+
 class CampaignDetail(Out):
     campaign: CampaignSummary
     spec: dict[str, Any]
@@ -142,6 +147,10 @@ class CampaignDetail(Out):
     budget: Budget
     trial_counts: dict[str, int]
     best_so_far: Curve
+    verdict_notes: dict[str, VerdictNote] = Field(
+        default_factory=dict,
+        description="hypothesis id -> how to show a 'failed' verdict whose trials never ran (e.g. the budget)",
+    )
 
 
 class CampaignCreate(In):
@@ -336,3 +345,62 @@ class AuditCheck(Out):
     ok: bool
     first_bad_seq: int | None
     entries: int
+
+
+class CompareTrial(Out):
+    id: str
+    arm: str = Field(
+        description="control/treatment (a hypothesis's arms; otherwise the first trial is the reference)"
+    )
+    seed: int
+    status: str
+    objective: float | None
+    label: str
+
+
+class CompareCurve(Out):
+    trial_id: str
+    iteration: list[float] = Field(description="x of `loss`: every logged iteration when the job kept them")
+    loss: list[float | None]
+    val_iteration: list[float]
+    val_dice: list[float | None]
+
+
+class CaseValue(Out):
+    site: str | None
+    value: float | None
+    per_class: dict[str, float | None]
+
+
+class CompareCase(Out):
+    case: str
+    site: str | None
+    values: dict[str, float | None] = Field(description="trial id -> the metric's foreground mean")
+
+
+class PairedOut(Out):
+    """The engine's paired comparison of the control and treatment trials (seed-averaged per case)."""
+
+    estimate: float | None
+    ci_low: float | None
+    ci_high: float | None
+    ci_level: float
+    p_value: float | None
+    test: str
+    n_cases: int
+    control: list[str]
+    treatment: list[str]
+    control_per_case: dict[str, float]
+    treatment_per_case: dict[str, float]
+
+
+class CompareOut(Out):
+    metric: str
+    split: str
+    hypothesis_id: str | None
+    trials: list[CompareTrial]
+    curves: list[CompareCurve]
+    cases: list[CompareCase]
+    per_class: dict[str, dict[str, float | None]] = Field(description="trial id -> class -> mean over cases")
+    per_site: dict[str, dict[str, float | None]] = Field(description="trial id -> site -> mean over cases")
+    paired: PairedOut | None

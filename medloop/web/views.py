@@ -3,6 +3,7 @@ so the three agree. Read-only: nothing here changes state."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -111,7 +112,29 @@ def campaign_detail(
         ),
         trial_counts=counts,
         best_so_far=best_so_far(store.listings.trial_curve(campaign.id), campaign.spec.objective.direction),
+        verdict_notes=verdict_notes(store, campaign.id),
     )
+
+
+def verdict_notes(store: Store, campaign_id: str) -> dict[str, S.VerdictNote]:
+    """A hypothesis whose trials were all cancelled (by the budget, or by the host) did not
+    fail: show it as cancelled, with the reason its trials carry."""
+    notes: dict[str, S.VerdictNote] = {}
+    for hyp in store.cycles.hypotheses(campaign_id):
+        if hyp.verdict != "failed":
+            continue
+        trials = store.trials.list(campaign_id=campaign_id, hypothesis_id=hyp.id, limit=1000).items
+        results = [t.result for t in trials]
+        if not results or any(r is None or r.status not in ("cancelled", "quota_exceeded") for r in results):
+            continue
+        reasons = sorted({(r.error or r.status) for r in results if r is not None})
+        budget = any("budget" in why for why in reasons) or any(
+            r is not None and r.status == "quota_exceeded" for r in results
+        )
+        notes[hyp.id] = S.VerdictNote(
+            label="cancelled (budget)" if budget else "cancelled", reason="; ".join(reasons)
+        )
+    return notes
 
 
 # ---------------------------------------------------------------- trials
@@ -134,6 +157,29 @@ def trial_row(trial: Trial) -> TrialListing:
 def out_dir(trial: Trial) -> Path | None:
     job = trial.result.job if trial.result else None
     return job.out_dir if job is not None else None
+
+
+CURVES_FILE = "curves.json"  # written by the segmentation job: every iteration's loss
+MAX_CURVE_BYTES = 20_000_000
+
+
+def iteration_losses(trial: Trial) -> list[tuple[float, float]]:
+    """(iteration, batch loss) for every iteration the job logged; [] when it kept none or
+    the file is not what the job writes (the job is untrusted: malformed means absent)."""
+    folder = out_dir(trial)
+    path = folder / CURVES_FILE if folder is not None else None
+    if path is None or not path.is_file() or path.is_symlink() or path.stat().st_size > MAX_CURVE_BYTES:
+        return []
+    try:
+        data = json.loads(path.read_text())
+        xs, ys = data["iteration"], data["loss"]
+        return [
+            (float(x), float(y))
+            for x, y in zip(xs, ys, strict=True)
+            if isinstance(x, int | float) and isinstance(y, int | float) and math.isfinite(y)
+        ]
+    except (ValueError, KeyError, TypeError, OSError):
+        return []
 
 
 def prediction_cases(trial: Trial) -> dict[str, list[str]]:

@@ -128,8 +128,11 @@ def test_review_flow_in_chromium(site: dict[str, Any]) -> None:
 
         # a trial: training curves from its history and the prediction/label overlay
         page.locator("#trials a").first.click()
-        expect(page.locator("#curve-loss polyline")).to_have_count(1)
-        expect(page.locator("#curve-val_dice polyline")).to_have_count(1)
+        # interactive (uPlot) with every iteration's batch loss and the epoch means
+        expect(page.locator("#curve-loss-i .uplot")).to_have_count(1)
+        expect(page.locator("#curve-val_dice-i .uplot")).to_have_count(1)
+        loss_points = page.evaluate("document.getElementById('curve-loss-i').uplot.data[1].length")
+        assert loss_points == 20, loss_points  # the tiny campaign's trials run 20 iterations
         page.wait_for_function("document.getElementById('viewer').dataset.drawn !== undefined")
         colours = page.evaluate(
             """() => {
@@ -214,4 +217,4 @@ def test_report_of_a_real_campaign_embeds_curves_and_overlay(site: dict[str, Any
     html = write_report(site["store"], site["real"], tmp_path / "report.html").read_text()
     assert html.count('class="chart"') >= 3  # best-so-far + the best trial's loss and val Dice
     assert 'id="overlay"' in html and 'src="data:image/png;base64,' in html
-    assert "<script" not in html
+    assert "<script src" not in html and 'class="ichart"' in html  # uPlot inline, nothing fetched

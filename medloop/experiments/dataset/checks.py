@@ -86,6 +86,11 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return seen
 
 
+def _plain(values: Any, decimals: int) -> tuple[float | int, ...]:
+    """Numbers for a message: `(1.5, 1.5, 3.0)`, never `(np.float64(1.5), ...)`."""
+    return tuple(np.round(np.asarray(values, dtype=float), decimals).tolist())
+
+
 def _geometry(vol: Volume) -> tuple[tuple[int, ...], np.ndarray, np.ndarray, np.ndarray]:
     spacing = np.asarray(vol.spacing[:3], dtype=float)
     direction = vol.affine[:3, :3] / np.where(spacing[: vol.affine.shape[0] - 1] == 0, 1, spacing)
@@ -158,7 +163,13 @@ def _check_case(
             what = f"differs from {rel(ref_path)}"
             if shape != shape0:
                 out.append(
-                    Problem("error", "geometry_shape", f"shape {shape} {what} {shape0}", case, rel(path))
+                    Problem(
+                        "error",
+                        "geometry_shape",
+                        f"shape {tuple(int(n) for n in shape)} {what} {tuple(int(n) for n in shape0)}",
+                        case,
+                        rel(path),
+                    )
                 )
                 continue
             if not np.allclose(sp, sp0, rtol=_SPACING_TOL):
@@ -166,7 +177,7 @@ def _check_case(
                     Problem(
                         "error",
                         "geometry_spacing",
-                        f"spacing {tuple(sp.round(4))} {what} {tuple(sp0.round(4))}",
+                        f"spacing {_plain(sp, 4)} {what} {_plain(sp0, 4)}",
                         case,
                         rel(path),
                     )
@@ -176,7 +187,7 @@ def _check_case(
                     Problem(
                         "error",
                         "geometry_origin",
-                        f"origin {tuple(org.round(3))} {what} {tuple(org0.round(3))}",
+                        f"origin {_plain(org, 3)} {what} {_plain(org0, 3)}",
                         case,
                         rel(path),
                     )
@@ -191,6 +202,10 @@ def check_dataset(path: Path, *, workers: int | None = None) -> CheckReport:
     problems in the data; only a missing folder raises DatasetError)."""
     root = Path(path)
     report = CheckReport(str(root))
+    if root.is_file():
+        raise DatasetError(
+            f"{root}: is a file, not a dataset folder", hint=f"pass the folder that holds it: {root.parent}"
+        )
     if not root.is_dir():
         raise DatasetError(f"{root}: dataset folder does not exist")
     try:
@@ -231,7 +246,8 @@ def check_dataset(path: Path, *, workers: int | None = None) -> CheckReport:
                         "warning",
                         "file_ending",
                         f"ignored: does not end in {ending}",
-                        file=f"{folder}/{name}",
+                        name,
+                        f"{folder}/{name}",
                     )
                 )
     declared = meta.get("numTraining")

@@ -65,6 +65,10 @@ class NnunetDataset:
 
 def load_dataset_json(root: Path) -> dict[str, Any]:
     path = root / "dataset.json"
+    if root.is_file():
+        raise DatasetError(
+            f"{root}: is a file, not a dataset folder", hint=f"pass the folder that holds it: {root.parent}"
+        )
     if not root.is_dir():
         raise DatasetError(f"{root}: dataset folder does not exist")
     if not path.is_file():

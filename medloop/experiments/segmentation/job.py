@@ -7,6 +7,8 @@ the image's shape and affine), checkpoints/{last,best}.safetensors, and the JobO
 
 from __future__ import annotations
 
+import json
+import math
 import random
 import time
 from collections.abc import Callable
@@ -38,6 +40,15 @@ from medloop.experiments.segmentation.data import (
 
 INTERNAL_VAL_SEED = 0  # the same internal split for every trial of a dataset, so trials compare
 Emit = Callable[[dict[str, Any]], None]
+
+
+CURVES_FILE = "curves.json"  # every iteration's training loss, for the dashboard's charts
+
+
+def write_curves(path: Path, losses: list[float]) -> None:
+    """{"iteration": [1..n], "loss": [...]}; a non-finite loss is written as null."""
+    finite = [v if math.isfinite(v) else None for v in losses]
+    path.write_text(json.dumps({"iteration": list(range(1, len(finite) + 1)), "loss": finite}))
 
 
 def seed_everything(seed: int) -> None:
@@ -195,6 +206,7 @@ def run_segmentation(spec: TrialSpec, in_dir: Path, out_dir: Path, emit: Emit) -
         deep_supervision=bool(getattr(model, "deep_supervision", False)),
         params=params,
     )
+    write_curves(out_dir / CURVES_FILE, result.iteration_loss)
     best = ckpt_dir / "best.safetensors"
     chosen = best if best.is_file() else ckpt_dir / "last.safetensors"
     if chosen == best:

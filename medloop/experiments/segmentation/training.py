@@ -109,6 +109,7 @@ class TrainOutcome:
     best_epoch: int | None = None
     best_val_dice: float | None = None
     stopped_early: bool = False
+    iteration_loss: list[float] = field(default_factory=list)  # every iteration's batch loss, in order
 
 
 def validate(
@@ -171,6 +172,8 @@ def train(
     running_n = 0
     epoch_sum = torch.zeros((), device=device)  # loss sum over the current epoch
     epoch_n = 0
+    # Every iteration's loss stays on the device and is copied once per epoch (no per-step sync).
+    step_losses = torch.zeros(config.epoch_iterations + 1, device=device)
     epoch_start = time.perf_counter()
     train_time = 0.0
     epochs_without_gain = 0
@@ -204,6 +207,7 @@ def train(
         running += loss.detach()
         running_n += 1
         epoch_sum += loss.detach()
+        step_losses[epoch_n] = loss.detach()
         epoch_n += 1
         if it % log_every == 0 or it == config.iterations:
             mean_loss = float(running) / running_n
@@ -224,6 +228,7 @@ def train(
                 "lr": config.lr * factor(it),
             }
             epoch_sum.zero_()
+            out.iteration_loss += step_losses[:epoch_n].tolist()
             epoch_n = 0
             meta = {"epoch": epoch, "iteration": it, "config": config.model_dump(mode="json")}
             if val_cases:

@@ -29,12 +29,13 @@ from medloop.core.errors import DatasetError
 from medloop.experiments.dataset.imageio import read_volume
 from medloop.experiments.dataset.manifest import stratified_holdout
 from medloop.experiments.dataset.nnunet import Case, NnunetDataset, dataset_checksum, read_dataset
+from medloop.experiments.vlm.balance import balance_letters
 from medloop.experiments.vlm.questions import TASKS, SliceView, caption_for, drafts_for, modality_of, readable
 from medloop.experiments.vlm.render import display_slice, png_base64, reorient, window
 from medloop.experiments.vlm.tsv import LETTERS, VqaItem, write_tsv
 
 FORMAT = "medloop-vqa"
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2  # 2: answer letters balanced per split
 
 
 def _case_seed(seed: int, case_id: str, k: int) -> np.random.Generator:
@@ -184,6 +185,7 @@ def convert_dataset(
             )
             per_split[split] += items
             caption_rows += [{**row, "split": split} for row in captions]
+        per_split[split] = balance_letters(per_split[split], seed=seed, split=split)
     # Indices run over both splits, so an index names one item everywhere.
     counter = 0
     numbered: dict[str, list[VqaItem]] = {}

@@ -20,7 +20,8 @@ from medloop.core.errors import MedloopError, PermissionDenied
 from medloop.web import actions, guard, render, views
 from medloop.web import launcher as L
 from medloop.web.accounts import AuthRequired, Principal, end_session, start_session
-from medloop.web.errors import InvalidInput, RateLimited, status_of
+from medloop.web.audit_page import page_of as audit_page_of
+from medloop.web.errors import FieldError, InvalidInput, RateLimited, status_of
 from medloop.web.policy import authorize
 from medloop.web.security import SESSION_COOKIE, Caller, Ctx, ctx_of
 
@@ -333,7 +334,7 @@ def trial_page(trial_id: str, request: Request, ctx: Ctx, who: Caller) -> HTMLRe
         "trial.html",
         t=detail.trial,
         detail=detail,
-        curves=render.training_svgs(trial),
+        curves=render.training_svgs(trial, views.iteration_losses(trial)),
         tables=tables,
         logs=views.log_lines(trial, 80, ctx.settings.jobs_dir),
         artifacts=views.artifacts(trial)[:200],
@@ -347,15 +348,11 @@ def trial_page(trial_id: str, request: Request, ctx: Ctx, who: Caller) -> HTMLRe
 def audit_page(request: Request, ctx: Ctx, who: Caller) -> HTMLResponse:
     authorize(who, "read")
     object_id = request.query_params.get("object_id") or None
-    entries = ctx.store.audit.list(object_id=object_id, limit=1_000_000)
-    ok, bad = ctx.store.audit.verify()
-    return page(
-        request,
-        who,
-        "audit.html",
-        entries=list(reversed(entries))[:500],
-        total=len(entries),
-        ok=ok,
-        bad=bad,
-        object_id=object_id,
+    raw = request.query_params.get("before")
+    if raw is not None and not raw.isdigit():
+        raise InvalidInput("invalid cursor", [FieldError(field="before", message="an audit sequence number")])
+    chain = ctx.audit_chain.check(ctx.store)
+    entries, older = audit_page_of(
+        ctx.store, before=int(raw) if raw else None, last_seq=chain.last_seq, object_id=object_id
     )
+    return page(request, who, "audit.html", entries=entries, chain=chain, older=older, object_id=object_id)

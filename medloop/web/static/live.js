@@ -12,7 +12,10 @@
     fetch("/campaigns/" + encodeURIComponent(id) + "?partial=1", { credentials: "same-origin" })
       .then(function (r) { return r.ok ? r.text() : null; })
       .then(function (html) {
-        if (html !== null) { body.innerHTML = html; body.dataset.updated = String(Date.now()); }
+        if (html !== null) {
+          body.innerHTML = html; body.dataset.updated = String(Date.now());
+          if (window.medloopCharts) { window.medloopCharts.init(body); }
+        }
       })
       .finally(function () { busy = false; });
   }

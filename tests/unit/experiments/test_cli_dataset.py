@@ -52,3 +52,36 @@ def test_fingerprint_and_split_commands(tmp_path: Path) -> None:
     assert folds["file"] == "medloop_splits_kfold3_s12345.json" and len(folds["splits"]) == 3
     bad = medloop("dataset", "split", str(ds), "--method", "random")
     assert bad.returncode == 2 and "unknown split method" in bad.stderr
+
+
+def test_check_messages_are_plain_and_errors_follow_json(tmp_path: Path) -> None:
+    """Spacing mismatches print plain numbers, `--json` errors are JSON, a file path is named
+    as a file, a stray file's problem carries its name as the case, long lines stay whole."""
+    import numpy as np
+
+    from medloop.experiments.dataset.imageio import read_volume, save_nifti
+
+    ds = tmp_path / "Dataset901_Msg"
+    assert medloop("dataset", "synth", str(ds), "--cases", "4", "--seed", "1").returncode == 0
+    label = ds / "labelsTr" / "phantom_001.nii.gz"
+    vol = read_volume(label)
+    save_nifti(vol.array.astype(np.uint8), label, spacing=(2.5, 2.5, 5.0))
+    (ds / "imagesTr" / "notes_from_a_very_long_named_stray_file_that_should_not_wrap.txt").write_text("x")
+    proc = medloop("dataset", "check", str(ds))
+    assert proc.returncode == 1
+    assert "np.float64" not in proc.stdout and "spacing (2.5, 2.5, 5.0)" in proc.stdout, proc.stdout
+    stray = next(line for line in proc.stdout.splitlines() if "does not end in" in line)
+    assert "notes_from_a_very_long_named_stray_file_that_should_not_wrap.txt" in stray  # not wrapped
+    as_json = medloop("dataset", "check", str(ds), "--json")
+    assert as_json.returncode == 1
+    problems = json.loads(as_json.stdout)["problems"]  # one JSON document, nothing after it
+    ending = next(p for p in problems if p["code"] == "file_ending")
+    assert ending["case"] == "notes_from_a_very_long_named_stray_file_that_should_not_wrap.txt"
+
+    missing = medloop("dataset", "check", str(tmp_path / "nope"), "--json")
+    assert missing.returncode == 2
+    err = json.loads(missing.stdout)["error"]
+    assert err["type"] == "DatasetError" and "does not exist" in err["message"]
+    a_file = medloop("dataset", "check", str(ds / "dataset.json"))
+    assert a_file.returncode == 2 and "is a file, not a dataset folder" in a_file.stderr
+    assert "Traceback" not in a_file.stderr

@@ -154,6 +154,9 @@ def test_early_stopping_stops_when_val_stalls(tmp_path: Path) -> None:
         params=list(net.parameters()),
     )
     assert out.stopped_early and out.iterations == 15 and out.best_epoch == 1
+    # every iteration's batch loss is kept (15 values), not only the 3 epoch means
+    assert len(out.iteration_loss) == 15 and all(np.isfinite(out.iteration_loss))
+    assert np.mean(out.iteration_loss[:5]) == pytest.approx(out.history[0]["loss"], rel=1e-5)
     assert events[-1] == {"event": "early_stop", "epoch": 3, "best_epoch": 1}
 
 

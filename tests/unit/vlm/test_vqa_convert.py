@@ -154,3 +154,24 @@ def test_bad_arguments_are_clear(phantom: Path, tmp_path: Path) -> None:
         convert_dataset(phantom, tmp_path / "x", n_options=1)
     with pytest.raises(DatasetError, match="dataset folder does not exist"):
         convert_dataset(tmp_path / "none", tmp_path / "x")
+
+
+def test_answer_letters_are_balanced_per_split(converted: Path) -> None:
+    """Each letter answers about 1/n of the items with n options, in every split (a model
+    that always says "B" must not beat chance)."""
+    from collections import Counter
+
+    for split in ("train", "test"):
+        items = read_tsv(converted / f"{split}.tsv").items
+        for n in sorted({len(i.options) for i in items}):
+            group = [i for i in items if len(i.options) == n]
+            counts = Counter(i.answer for i in group)
+            assert set(counts) <= set("ABCDEFGH"[:n])
+            if len(group) >= n:
+                assert max(counts.values()) - min(counts.get(c, 0) for c in "ABCDEFGH"[:n]) <= 1, (
+                    split,
+                    n,
+                    counts,
+                )
+            for i in group:  # the answer still names the right text
+                assert i.answer in i.options
