@@ -62,8 +62,8 @@ def mix_at_snr(clean: np.ndarray, unit_noise: np.ndarray, snr_db: float) -> np.n
     """clean + noise scaled so that 10 log10(P_clean / P_noise) = snr_db (powers over
     the whole recording); float32, peak-limited to full scale only if it would clip."""
     p_clean = float(np.mean(np.square(clean, dtype=np.float64)))
-    scale = np.sqrt(p_clean / 10 ** (snr_db / 10))
-    mixed = clean.astype(np.float64) + scale * unit_noise[: len(clean)]
+    scale = float(np.sqrt(p_clean / 10 ** (snr_db / 10)))
+    mixed: np.ndarray = clean.astype(np.float64) + scale * unit_noise[: len(clean)]
     peak = float(np.max(np.abs(mixed))) if mixed.size else 0.0
     if peak > 1.0:
         mixed /= peak
