@@ -105,7 +105,8 @@ def stage_noisy(
     try:
         for rel in paths:
             clean, sr = read_audio(split_dir / rel)
-            bank = {kind: noise(kind, len(clean), _file_rng(seed, kind, rel), sr) for kind in NOISE_KINDS}
+            kinds = sorted({c.rsplit("_", 1)[0] for c in noisy})
+            bank = {kind: noise(kind, len(clean), _file_rng(seed, kind, rel), sr) for kind in kinds}
             for cond in noisy:
                 kind, snr = cond.rsplit("_", 1)
                 out = tmp / cond / rel
