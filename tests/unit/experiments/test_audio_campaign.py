@@ -54,7 +54,7 @@ def test_example_and_spec_rules(tmp_path: Path) -> None:
         parse_campaign_spec(
             _spec(tmp_path, search_space={"neuron": ["lif", "izhikevich"]}), source="t", check_dataset=False
         )
-    with pytest.raises(SpecError, match="has no manifest.csv"):
+    with pytest.raises(SpecError, match=r"has no manifest\.csv"):
         parse_campaign_spec(_spec(tmp_path), source="t")
     ok = parse_campaign_spec(_spec(tmp_path, objective={"metric": "f1_auc"}), source="t", check_dataset=False)
     assert ok.objective.metric == "f1_auc"
