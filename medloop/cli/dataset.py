@@ -177,6 +177,43 @@ def fingerprint(
     console.print("baseline: " + ", ".join(f"{k}={v}" for k, v in out["baseline"].items()))
 
 
+@app.command("convert-daic-woz")
+def convert_daic_woz(
+    src: Annotated[Path, typer.Argument(help="DAIC-WOZ folder (<id>_P/<id>_AUDIO.wav and *split*.csv)")],
+    dst: Annotated[Path, typer.Argument(help="New audio dataset folder (manifest.csv)")],
+) -> None:
+    """Convert DAIC-WOZ (participant folders + AVEC split CSVs) to an audio dataset."""
+    from medloop.experiments.dataset.audio_convert import convert_daic_woz as convert
+
+    _converted(convert(src, dst))
+
+
+@app.command("convert-modma")
+def convert_modma(
+    src: Annotated[Path, typer.Argument(help="MODMA audio folder (subject folders of .wav files)")],
+    dst: Annotated[Path, typer.Argument(help="New audio dataset folder (manifest.csv)")],
+    info: Annotated[
+        Path | None, typer.Option(help="Subject information table (default: the one in SRC)")
+    ] = None,
+) -> None:
+    """Convert MODMA audio (subject folders + subject info with type MDD/HC, PHQ-9)."""
+    from medloop.experiments.dataset.audio_convert import convert_modma as convert
+
+    _converted(convert(src, dst, info))
+
+
+def _converted(path: Path) -> None:
+    from medloop.experiments.dataset.audio_manifest import read_manifest
+
+    recs = read_manifest(path)
+    subjects = {r.subject for r in recs}
+    positive = {r.subject for r in recs if r.label == 1}
+    console.print(
+        f"[bold]{path}[/]: {len(recs)} recordings of {len(subjects)} subjects ({len(positive)} in the "
+        "condition class); check it with `medloop dataset check`"
+    )
+
+
 @app.command("convert-msd")
 def convert_msd(
     src: Annotated[Path, typer.Argument(help="Medical Segmentation Decathlon task folder")],
