@@ -11,14 +11,18 @@ from medloop.cli.common import console, print_json
 
 app = typer.Typer(help="Create, check and fingerprint datasets.", no_args_is_help=True)
 
-KINDS = ("phantom", "phantom3d", "mni")
+KINDS = ("phantom", "phantom3d", "mni", "speech")
 
 
 @app.command()
 def synth(
     dest: Annotated[Path, typer.Argument(help="Folder to create (an nnU-Net v2 raw dataset)")],
     kind: Annotated[
-        str, typer.Option(help="phantom (2D abdominal CT), phantom3d (3D abdominal CT), mni (MNI152 brain)")
+        str,
+        typer.Option(
+            help="phantom (2D abdominal CT), phantom3d (3D abdominal CT), mni (MNI152 brain), "
+            "speech (speech-like recordings with class-dependent prosody; cases = subjects)"
+        ),
     ] = "phantom",
     cases: Annotated[int, typer.Option(min=2, help="Training cases")] = 48,
     test_cases: Annotated[int | None, typer.Option(min=0, help="Test cases (default cases // 3)")] = None,
@@ -32,6 +36,9 @@ def synth(
 
     if kind not in KINDS:
         raise SpecError(f"--kind {kind!r} is not known", hint=f"use one of {', '.join(KINDS)}")
+    if kind == "speech":
+        _synth_speech(dest, cases=cases, test_cases=test_cases, sites=sites, seed=seed, json_out=json_out)
+        return
     if kind == "phantom":
         if sites is not None:
             raise SpecError("--sites applies to phantom3d and mni", hint="the 2D phantom has two sites")
@@ -64,16 +71,49 @@ def synth(
     )
 
 
+def _synth_speech(
+    dest: Path, *, cases: int, test_cases: int | None, sites: int | None, seed: int, json_out: bool
+) -> None:
+    from medloop.experiments.dataset.audio_manifest import read_manifest
+    from medloop.experiments.dataset.audio_synth import synth_speech
+
+    path = synth_speech(dest, subjects=cases, test_subjects=test_cases, sites=sites or 2, seed=seed)
+    recs = read_manifest(path)
+    summary = {
+        "path": str(path),
+        "kind": "speech",
+        "subjects": len({r.subject for r in recs}),
+        "test_subjects": len({r.subject for r in recs if r.split == "test"}),
+        "recordings": len(recs),
+        "condition_subjects": len({r.subject for r in recs if r.label == 1}),
+    }
+    if json_out:
+        print_json(summary)
+        return
+    console.print(
+        f"[bold]{path}[/]: {summary['subjects']} subjects ({summary['test_subjects']} test, "
+        f"{summary['condition_subjects']} in the condition class), {summary['recordings']} recordings"
+    )
+
+
 @app.command()
 def check(
-    path: Annotated[Path, typer.Argument(help="nnU-Net v2 raw dataset folder")],
+    path: Annotated[
+        Path, typer.Argument(help="nnU-Net v2 raw dataset folder, or an audio folder with manifest.csv")
+    ],
     strict: Annotated[bool, typer.Option(help="Treat warnings (e.g. empty labels) as errors")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
 ) -> None:
-    """List every problem in a dataset (each with its case and file); exit 1 on errors."""
+    """List every problem in a dataset (each with its case and file); exit 1 on errors.
+    An audio dataset (a folder with manifest.csv) gets the audio checks."""
     from medloop.experiments.dataset.checks import check_dataset
 
-    report = check_dataset(path)
+    if (path / "manifest.csv").is_file() and not (path / "dataset.json").is_file():
+        from medloop.experiments.dataset.audio_checks import check_audio_dataset
+
+        report = check_audio_dataset(path)
+    else:
+        report = check_dataset(path)
     failed = not report.ok or (strict and bool(report.warnings))
     if json_out:
         print_json(report.to_dict())
@@ -137,6 +177,43 @@ def fingerprint(
             f"spacing {cfg['target_spacing']}, ~{cfg['estimated_memory_mb']:.0f} MB"
         )
     console.print("baseline: " + ", ".join(f"{k}={v}" for k, v in out["baseline"].items()))
+
+
+@app.command("convert-daic-woz")
+def convert_daic_woz(
+    src: Annotated[Path, typer.Argument(help="DAIC-WOZ folder (<id>_P/<id>_AUDIO.wav and *split*.csv)")],
+    dst: Annotated[Path, typer.Argument(help="New audio dataset folder (manifest.csv)")],
+) -> None:
+    """Convert DAIC-WOZ (participant folders + AVEC split CSVs) to an audio dataset."""
+    from medloop.experiments.dataset.audio_convert import convert_daic_woz as convert
+
+    _converted(convert(src, dst))
+
+
+@app.command("convert-modma")
+def convert_modma(
+    src: Annotated[Path, typer.Argument(help="MODMA audio folder (subject folders of .wav files)")],
+    dst: Annotated[Path, typer.Argument(help="New audio dataset folder (manifest.csv)")],
+    info: Annotated[
+        Path | None, typer.Option(help="Subject information table (default: the one in SRC)")
+    ] = None,
+) -> None:
+    """Convert MODMA audio (subject folders + subject info with type MDD/HC, PHQ-9)."""
+    from medloop.experiments.dataset.audio_convert import convert_modma as convert
+
+    _converted(convert(src, dst, info))
+
+
+def _converted(path: Path) -> None:
+    from medloop.experiments.dataset.audio_manifest import read_manifest
+
+    recs = read_manifest(path)
+    subjects = {r.subject for r in recs}
+    positive = {r.subject for r in recs if r.label == 1}
+    console.print(
+        f"[bold]{path}[/]: {len(recs)} recordings of {len(subjects)} subjects ({len(positive)} in the "
+        "condition class); check it with `medloop dataset check`"
+    )
 
 
 @app.command("convert-msd")

@@ -25,7 +25,7 @@ from medloop.core.errors import SpecError
 from medloop.core.fields import GOAL_TEXT, Float, Int, NameText, UserPath
 
 Scalar = str | int | float | bool
-TaskKind = Literal["segmentation", "vqa"]
+TaskKind = Literal["segmentation", "vqa", "audio"]
 Direction = Literal["maximize", "minimize"]
 
 
@@ -240,6 +240,39 @@ class VqaConfig(Spec):
     num_threads: Int = Field(default=1, ge=1, le=256, description="CPU threads for torch")
 
 
+class AudioConfig(Spec):
+    """A speech-biomarker trial (e.g. depression from speech): acoustic features per
+    segment, a small network (optionally with spiking layers), trained on segments and
+    scored per subject on clean and noisy copies of the evaluation recordings."""
+
+    task: Literal["audio"] = "audio"
+    features: Literal["logmel", "mfcc", "contrast", "chroma", "zcr", "rms_pitch", "all"] = Field(
+        default="logmel", description="Acoustic feature family (librosa); all = the six stacked"
+    )
+    model: Literal["cnn", "crnn", "hstn"] = Field(
+        default="cnn", description="cnn; crnn (conv + BiLSTM); hstn (hierarchical spatial-temporal)"
+    )
+    neuron: Literal["none", "lif", "arslif"] = Field(
+        default="none",
+        description="Spiking layer after the front-end: none, LIF, or adaptive-rate smooth LIF",
+    )
+    aggregation: Literal["mean", "vote"] = Field(
+        default="mean", description="Subject decision from its segments: mean probability or majority vote"
+    )
+    augmentation: Literal["none", "noise", "gain", "stretch", "all"] = Field(
+        default="none", description="Training-time augmentation (audiomentations)"
+    )
+    sample_rate: int = Field(default=16000, ge=4000, le=96000, description="Audio is resampled to this (Hz)")
+    segment_seconds: float = Field(default=1.0, gt=0.1, le=30, description="Segment length (s)")
+    n_mels: int = Field(default=40, ge=8, le=256)
+    hidden: int = Field(default=32, ge=4, le=1024, description="Channels / hidden units")
+    epochs: int = Field(default=8, ge=1, le=1000)
+    batch_size: int = Field(default=32, ge=1, le=4096)
+    lr: float = Field(default=2e-3, gt=0, le=1)
+    weight_decay: float = Field(default=1e-4, ge=0)
+    num_threads: int = Field(default=1, ge=1, le=256, description="CPU threads for torch")
+
+
 def _task_of(value: Any) -> str:
     # Configs stored before `task` was a discriminator are segmentation configs.
     if isinstance(value, dict):
@@ -250,10 +283,12 @@ def _task_of(value: Any) -> str:
 # The trial config of every task kind. A new task adds its config model here and to the
 # TrialConfig union (discriminated on `task`); agents use `config_model(task)`.
 TrialConfig = Annotated[
-    Annotated[SegConfig, Tag("segmentation")] | Annotated[VqaConfig, Tag("vqa")],
+    Annotated[SegConfig, Tag("segmentation")]
+    | Annotated[VqaConfig, Tag("vqa")]
+    | Annotated[AudioConfig, Tag("audio")],
     Discriminator(_task_of),
 ]
-CONFIG_MODELS: dict[str, type[Spec]] = {"segmentation": SegConfig, "vqa": VqaConfig}
+CONFIG_MODELS: dict[str, type[Spec]] = {"segmentation": SegConfig, "vqa": VqaConfig, "audio": AudioConfig}
 
 
 def config_model(task: str) -> type[Spec]:
@@ -313,8 +348,16 @@ class DatasetRef(Spec):
 
 # Metrics a campaign can optimise, per task, with the direction that is better. The host
 # recomputes exactly these from raw predictions (a typo must not become an empty campaign).
+# Audio: subject-level metrics at one noise level (`f1@5db`, pooled over the noise kinds)
+# or the normalised area under the robustness curve over all levels (`f1_auc`).
+AUDIO_BASE_METRICS = ("accuracy", "precision", "recall", "f1", "auroc")
+AUDIO_SNRS = ("clean", "20db", "10db", "5db", "0db")
 METRICS: dict[str, dict[str, Direction]] = {
     "segmentation": {"dice": "maximize", "nsd": "maximize", "hd95": "minimize"},
+    "audio": {
+        **{f"{m}@{snr}": "maximize" for m in AUDIO_BASE_METRICS for snr in AUDIO_SNRS},
+        **{f"{m}_auc": "maximize" for m in AUDIO_BASE_METRICS},
+    },
 }
 
 
@@ -552,6 +595,14 @@ def parse_campaign_spec(data: Any, *, source: str, check_dataset: bool = True) -
         ds = spec.dataset.path
         if spec.task == "vqa" and (ds / "vqa.json").is_file():
             return spec  # a converted VQA dataset (`medloop vqa convert`)
+        if spec.task == "audio":
+            if not (ds / "manifest.csv").is_file():
+                what = "does not exist" if not ds.exists() else "has no manifest.csv"
+                raise SpecError(
+                    f"{source}: dataset.path: {ds} {what}",
+                    hint="create one with `medloop dataset synth DIR --kind speech` (see docs/audio.md)",
+                )
+            return spec
         if not (ds / "dataset.json").is_file():
             what = "does not exist" if not ds.exists() else "has no dataset.json"
             raise SpecError(

@@ -29,6 +29,7 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_SPEC = 0, 1, 2
 JOB_RUNNERS: dict[str, str] = {
     "segmentation": "medloop.experiments.segmentation.job:run_segmentation",
     "vqa": "medloop.experiments.vlm.job:run_vqa",
+    "audio": "medloop.experiments.audio.train:run_audio",
 }
 
 

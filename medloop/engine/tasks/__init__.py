@@ -14,6 +14,7 @@ __all__ = ["ScoringContext", "TaskFamily", "family", "known_tasks"]
 _FAMILIES: dict[str, str] = {
     "segmentation": "medloop.engine.tasks.segmentation:FAMILY",
     "vqa": "medloop.engine.tasks.vqa:FAMILY",
+    "audio": "medloop.engine.tasks.audio:FAMILY",
 }
 
 

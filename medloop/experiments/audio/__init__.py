@@ -1,0 +1,1 @@
+"""Speech-biomarker jobs: acoustic features, segment classifiers, spiking layers."""
