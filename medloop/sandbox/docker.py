@@ -273,9 +273,10 @@ class DockerRuntime:
                         f"job {job.key}: input {rel.as_posix()!r} ({path}) would expose the Docker socket",
                         hint="mount only the data folders a job needs",
                     )
-            # The container's user (uid 10001 when medloop runs as root) reads as "other".
+            # The container's user (uid 10001 when medloop runs as root) cannot read an
+            # owner-only input: it gets a copy it owns, private to it (0400/0500).
             if os.geteuid() == 0 and not readable_by_others(path):
-                path = readable_copy(path, self.jobs_dir.parent / "docker-inputs")
+                path = readable_copy(path, self.jobs_dir.parent / "docker-inputs", owner=JOB_UID)
             mounts.append((str(path), f"{IN_DIR}/{rel.as_posix()}"))
         return mounts
 

@@ -107,16 +107,19 @@ def readable_by_others(path: Path) -> bool:
     return True
 
 
-def readable_copy(path: Path, cache_root: Path) -> Path:
-    """A world-readable, read-only copy of `path`, made once per content fingerprint.
+def readable_copy(path: Path, cache_root: Path, *, owner: int | None = None) -> Path:
+    """A read-only copy of `path` that the job's user can read, made once per content
+    fingerprint.
 
     A container runs as an unprivileged user and cannot read owner-only (0600) inputs
-    such as files written through mkstemp; it gets this copy instead. The original's
-    modes are left alone (it may be a hardlink into the user's dataset).
+    such as files written through mkstemp; it gets this copy instead. With `owner` (the
+    job's uid) the copy stays private: owned by that uid, 0400 files and 0500 folders, so
+    no other user of the host can read it; without, it is world-readable (0444/0555).
+    The original's modes are left alone (it may be a hardlink into the user's dataset).
     """
     import hashlib
 
-    digest = hashlib.sha256(str(path).encode())
+    digest = hashlib.sha256(f"{path}:{owner}".encode())
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     for file in files:
         stat_ = file.stat()
@@ -131,12 +134,15 @@ def readable_copy(path: Path, cache_root: Path) -> Path:
         shutil.copytree(path, tmp / path.name, symlinks=False)
     else:
         shutil.copyfile(path, tmp / path.name)
+    file_mode, dir_mode = (0o444, 0o555) if owner is None else (0o400, 0o500)
     for current, dirs, files_ in os.walk(tmp):
-        for fname in files_:
-            Path(current, fname).chmod(0o444)
-        for dname in dirs:
-            Path(current, dname).chmod(0o555)
-    tmp.chmod(0o555)
+        for name, mode in [*((f, file_mode) for f in files_), *((d, dir_mode) for d in dirs)]:
+            if owner is not None:
+                os.chown(Path(current, name), owner, owner, follow_symlinks=False)
+            Path(current, name).chmod(mode)
+    if owner is not None:
+        os.chown(tmp, owner, owner)
+    tmp.chmod(dir_mode)
     try:
         tmp.rename(target.parent)
     except OSError:  # made by a concurrent job first

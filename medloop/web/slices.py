@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from medloop.core import safe_tree
 from medloop.core.errors import NotFoundError
 from medloop.core.records import Campaign, Trial
 from medloop.web.views import out_dir
@@ -65,11 +66,13 @@ def case_files(trial: Trial, campaign: Campaign, split: str, case: str, cwd: Pat
         )
     label = root / f"labels{folder}" / f"{case}{ending}"
     pred_root = out_dir(trial)
-    pred = pred_root / "predictions" / split / f"{case}{ending}" if pred_root is not None else None
+    rel = f"predictions/{split}/{case}{ending}"
+    # The job wrote that folder: a prediction that is a link (to a host label) is not shown.
+    pred = pred_root / rel if pred_root is not None and safe_tree.is_file(pred_root, rel) else None
     return {
         "image": image,
         "label": label if label.is_file() else None,
-        "prediction": pred if pred is not None and pred.is_file() else None,
+        "prediction": pred,
     }
 
 

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from medloop.core import safe_tree
 from medloop.core.errors import NotFoundError
 from medloop.core.records import AuditEntry, Campaign, Claim, SplitEvaluation, Trial
 from medloop.core.store import Store
@@ -313,7 +314,7 @@ def artifacts(trial: Trial) -> list[S.Artifact]:
         return []
     out = []
     for path in sorted(root.rglob("*")):
-        if path.is_file() and not path.is_symlink():
+        if path.is_file() and not path.is_symlink() and path.stat().st_nlink == 1:
             out.append(S.Artifact(path=path.relative_to(root).as_posix(), size=path.stat().st_size))
             if len(out) >= MAX_ARTIFACTS:
                 break
@@ -328,7 +329,9 @@ def artifact_path(trial: Trial, rel: str) -> Path:
         raise NotFoundError(f"trial {trial.id} has no output folder")
     base = root.resolve()
     target = (base / rel).resolve()
-    if not target.is_relative_to(base) or not target.is_file() or (base / rel).is_symlink():
+    # No link anywhere on the way, one name for the file, a regular file (core.safe_tree):
+    # the job wrote this folder, and a FIFO would hold a server worker forever.
+    if not target.is_relative_to(base) or not safe_tree.is_file(base, rel):
         raise NotFoundError(f"trial {trial.id} has no artifact {rel!r}")
     return target
 

@@ -372,3 +372,39 @@ def test_logs_of_a_running_trial_come_from_its_job_folder(web: Web) -> None:
     ).json()
     assert logs["source"] == "file" and logs["truncated"] is True
     assert [line[-4:] for line in logs["lines"]] == ["497}", "498}", "499}"]
+
+
+def test_artifacts_that_are_links_or_fifos_are_not_served(web: Web, tmp_path: Path) -> None:
+    # Issue 14 item 1: the job wrote its output folder; a hard link to a host file (or a
+    # symlink, or a FIFO that would hold a worker) is never listed or served.
+    import os
+
+    from medloop.core.records import JobResult, Provenance, TrialResult
+
+    out = tmp_path / "job" / "out"
+    out.mkdir(parents=True)
+    prov = Provenance(code_version="t", runtime="local", host="h", started_at="x", ended_at="y")
+    job = JobResult(key="k", status="succeeded", exit_code=0, wall_s=1.0, out_dir=out, provenance=prov)
+    base = web.store.trials.list(campaign_id=web.campaign_id, limit=1).items[0]
+    result = TrialResult(trial_id="trl_links", spec_hash="s", status="succeeded", job=job)
+    trial = base.model_copy(update={"id": "trl_links", "result": result})
+    web.store.trials.put(trial)
+    secret = tmp_path / "host-secret.txt"
+    secret.write_text("SECRET")
+    os.link(secret, out / "hard.txt")
+    (out / "soft.txt").symlink_to(secret)
+    os.mkfifo(out / "pipe.txt")
+    (out / "plain.txt").write_text("ok")
+    names = {
+        a["path"]
+        for a in web.client.get(f"/api/v1/trials/{trial.id}/artifacts", headers=web.auth("vic")).json()[
+            "items"
+        ]
+    }
+    assert "plain.txt" in names and not names & {"hard.txt", "soft.txt", "pipe.txt"}
+    for name in ("hard.txt", "soft.txt", "pipe.txt"):
+        r = web.client.get(f"/api/v1/trials/{trial.id}/artifacts/{name}", headers=web.auth("vic"))
+        assert r.status_code == 404 and "SECRET" not in r.text
+    assert (
+        web.client.get(f"/api/v1/trials/{trial.id}/artifacts/plain.txt", headers=web.auth("vic")).text == "ok"
+    )

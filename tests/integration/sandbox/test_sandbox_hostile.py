@@ -224,3 +224,74 @@ def test_no_gpu_is_visible_unless_asked_even_if_the_image_says_all(
     assert "devices []" in result.log_tail
     assert result.provenance.gpu_ids == []
     assert result.provenance.image is not None and "@sha256:" in result.provenance.image
+
+
+@pytest.mark.parametrize(
+    ("plant", "refused"),
+    [
+        ("os.symlink(LABEL, EVAL + '/case_9.txt')", "symbolic link"),
+        ("os.rmdir(EVAL); os.symlink('/in/train', EVAL)", "symbolic link"),
+        ("os.link('/in/train/case_0.txt', EVAL + '/case_0.txt')", "hard link"),
+        ("os.mkfifo(EVAL + '/case_9.txt')", "FIFO"),
+    ],
+    ids=["symlink-to-label", "symlinked-folder", "hard-link", "fifo"],
+)
+def test_links_and_fifos_in_out_never_reach_a_host_reader(
+    docker_rt: DockerRuntime, workspace: Path, plant: str, refused: str, request: pytest.FixtureRequest
+) -> None:
+    # Issue 14 item 1, in the real sandbox: the job knows a host label path (as
+    # /proc/self/mountinfo told it before) and plants a link or FIFO under /out.
+    from medloop.engine.outputs import OutputTree, UnsafeOutput
+
+    train = workspace / "data" / "train"
+    train.mkdir(parents=True)
+    (train / "case_0.txt").write_text("image")
+    label = workspace / "data" / "heldout" / "case_9.txt"
+    label.parent.mkdir()
+    label.write_text("SECRET-LABEL")
+    code = (
+        f"import os\nLABEL, EVAL = {str(label)!r}, '/out/predictions/eval'\n"
+        "os.makedirs(EVAL)\n"
+        "try:\n"
+        f"    {plant}\n"
+        "    print('planted')\n"
+        "except OSError as exc:\n"
+        "    print('refused in the sandbox:', exc)\n"
+    )
+    key = "plant-" + request.node.callspec.id
+    result = run(docker_rt, key, code, inputs={"train": train})
+    assert result.status == "succeeded", result.log_tail
+    with OutputTree(result.out_dir, workspace / "scratch") as out:
+        if "planted" in result.log_tail:
+            with pytest.raises(UnsafeOutput, match=refused):
+                out.check()
+            with pytest.raises(UnsafeOutput):
+                out.folder("predictions/eval")
+        else:  # the kernel refused it already (a hard link across the read-only bind mount)
+            out.check()
+            copy = out.folder("predictions/eval")
+            assert copy is not None and not any(p.is_file() for p in copy.rglob("*"))
+
+
+def test_an_owner_only_input_reaches_the_job_as_its_private_copy(
+    docker_rt: DockerRuntime, workspace: Path
+) -> None:
+    # Issue 14 item 2: staged copies of owner-only inputs were world-readable (0444).
+    import os
+
+    from medloop.sandbox.docker import JOB_UID
+
+    require("docker", os.geteuid() == 0, "private copies are made when medloop runs as root")
+    ckpt = workspace / "init" / "parent.safetensors"
+    ckpt.parent.mkdir()
+    ckpt.write_bytes(b"weights")
+    ckpt.chmod(0o600)
+    code = (
+        "import os; st = os.stat('/in/init/parent.safetensors'); "
+        "print(oct(st.st_mode & 0o777), st.st_uid, open('/in/init/parent.safetensors', 'rb').read())"
+    )
+    result = run(docker_rt, "private-copy", code, inputs={"init": ckpt.parent})
+    assert result.status == "succeeded", result.log_tail
+    assert f"0o400 {JOB_UID} b'weights'" in result.log_tail
+    copies = [p for p in (docker_rt.jobs_dir.parent / "docker-inputs").rglob("*") if p.is_file()]
+    assert copies and all(p.stat().st_mode & 0o077 == 0 for p in copies)
