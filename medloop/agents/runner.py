@@ -7,6 +7,8 @@ Pausing is an `interrupt()` at the next cycle boundary; a human review is anothe
 
 from __future__ import annotations
 
+import contextlib
+import errno
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -15,7 +17,7 @@ from medloop.agents.graph import build_graph
 from medloop.agents.nodes import CampaignNodes
 from medloop.agents.services import CampaignServices, EventCallback
 from medloop.agents.state import CampaignState
-from medloop.core.errors import ConflictError, SpecError
+from medloop.core.errors import ConflictError, DiskFull, SpecError
 from medloop.core.ids import new_id
 from medloop.core.records import Campaign
 from medloop.core.specs import CampaignSpec
@@ -135,8 +137,17 @@ class CampaignRunner:
                 self._mark(campaign_id, "paused", waiting_for="resume (interrupted)")
                 raise
             except Exception as exc:
-                self._mark(campaign_id, "failed", error=f"{type(exc).__name__}: {exc}")
-                raise
+                full = disk_full(exc)
+                if full is None:
+                    self._mark(campaign_id, "failed", error=f"{type(exc).__name__}: {exc}")
+                    raise
+                # A full disk is no verdict on the campaign: pause it, resumable.
+                with contextlib.suppress(Exception):  # the store may be on the full disk too
+                    self._mark(campaign_id, "paused", waiting_for="resume (the disk was full)", error=full)
+                raise DiskFull(
+                    f"campaign {campaign_id} paused: {full}",
+                    hint=f"free disk space, then `medloop campaign resume {campaign_id}`",
+                ) from None
             return self._settle(campaign_id, result)
 
     def _mark(self, campaign_id: str, status: str, **summary: Any) -> None:
@@ -166,6 +177,20 @@ class CampaignRunner:
         elif campaign.status in ("completed", "incomplete"):
             self.s.store.campaigns.update(campaign_id, summary=summary)
         return self.s.store.campaigns.get(campaign_id)
+
+
+def disk_full(exc: BaseException) -> str | None:
+    """What filled up, if this error (or one it was raised from) is a full disk."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, DiskFull):
+            return seen.message
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return f"no space left on device ({seen.filename or seen.strerror})"
+        if "database or disk is full" in str(seen):
+            return "the database's disk is full"
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def request(store: Store, campaign_id: str, what: str, *, actor: str) -> Campaign:

@@ -72,3 +72,8 @@ class BudgetExhausted(MedloopError):
 
 class LLMError(MedloopError):
     """The LLM backend failed in a way a retry or fallback cannot fix."""
+
+
+class DiskFull(MedloopError):
+    """A disk (or quota) filled up: the host or a job could not write. Nothing is lost; free
+    space, then resume: the work the full disk broke runs again."""

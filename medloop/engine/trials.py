@@ -8,16 +8,17 @@ reported internal-validation metrics disagree with the recomputation is `tampere
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
-from medloop.core.errors import DatasetError, MedloopError
+from medloop.core.errors import DatasetError, DiskFull, MedloopError
 from medloop.core.records import (
     JobOutcome,
     JobResult,
@@ -37,7 +38,7 @@ from medloop.engine.base import (
     aggregate,
     case_objective,
 )
-from medloop.engine.causes import job_failure
+from medloop.engine.causes import is_disk_full, job_failure
 from medloop.engine.code import CodeStore
 from medloop.engine.outputs import OutputTree, UnsafeOutput
 from medloop.engine.tasks import ScoringContext, family
@@ -47,6 +48,8 @@ from medloop.sandbox.base import EventSink, Executor, job_key, limits_for
 JOB_COMMAND = ["python", "-m", "medloop.experiments", "run", "--spec", "/in/spec.json", "--out", "/out"]
 # Reported vs recomputed Dice may differ by resampling/rounding; anything beyond is tampering.
 TAMPER_TOLERANCE = 1e-3
+# How often a trial that a full disk broke runs again (on resume) before its failure stands.
+DISK_FULL_RERUNS = 3
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -184,7 +187,7 @@ class SandboxTrials:
                 )
             )
             current = self.store.trials.get(req.trial_id)
-            if current.status in FINAL_STATUSES:
+            if current.status in FINAL_STATUSES and _rerun_of(current) is None:
                 continue
             previous = self.store.trials.find(current.spec_hash)
             if previous is not None and previous.result is not None and previous.id != current.id:
@@ -210,13 +213,42 @@ class SandboxTrials:
         if to_run:
             for req, _ in to_run:
                 self.store.trials.set_status(req.trial_id, "running")
-            results = self.executor.run([job for _, job in to_run], on_event=on_event)
+            try:
+                results = self.executor.run([job for _, job in to_run], on_event=on_event)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                self._disk_full([req for req, _ in to_run], exc)
+            full: list[str] = []
             for (req, _), job_result in zip(to_run, results, strict=True):
                 result = self.collect(req.trial_id, req.spec, job_result)
                 done = self.store.trials.set_result(req.trial_id, result)
+                if is_disk_full(result.error):
+                    full.append(f"{req.trial_id}: {result.error}")
                 if on_trial:
                     on_trial(done)
+            if full:
+                # Not a result about the hypothesis: stop, and run these again on resume.
+                raise DiskFull(
+                    f"the disk filled up under {len(full)} trial(s) ({full[0]})",
+                    hint="free disk space, then `medloop campaign resume` re-runs them",
+                )
         return [self.store.trials.get(req.trial_id) for req in requests]
+
+    def _disk_full(self, requests: Sequence[TrialRequest], exc: OSError) -> NoReturn:
+        """The host could not write (its disk is full) while these trials ran: record that
+        on each (where the store still can), so resume runs them again, and stop."""
+        why = f"no space left on device ({exc.filename or exc.strerror})"
+        for req in requests:
+            failed = TrialResult(
+                trial_id=req.trial_id, spec_hash=req.spec.spec_hash(), status="failed", error=why
+            )
+            with contextlib.suppress(Exception):  # the store may be on the full disk too
+                self.store.trials.set_result(req.trial_id, failed)
+        raise DiskFull(
+            f"the disk filled up while {len(requests)} trial(s) ran: {why}",
+            hint="free disk space, then `medloop campaign resume` re-runs them",
+        ) from None
 
     def _job_for(self, campaign_id: str, req: TrialRequest) -> JobSpec:
         sandbox = self.sandbox
@@ -232,10 +264,12 @@ class SandboxTrials:
         code = _code_refs(req.spec.config)
         if code:  # code hypotheses, read-only at /in/code/<sha256>.py
             inputs["code"] = self.code.stage(sorted(code.values()), self._staging_dir)
+        rerun = _rerun_of(self.store.trials.get(req.trial_id))
         return JobSpec(
             # Deterministic: after a crash the scheduler re-attaches to (or collects) the
-            # job with this key instead of running it twice.
-            key=job_key(campaign_id, spec_hash),
+            # job with this key instead of running it twice. A re-run after a full disk
+            # gets its own key (the broken job keeps its record).
+            key=job_key(campaign_id, spec_hash) + (f".rerun{rerun}" if rerun else ""),
             command=list(JOB_COMMAND),
             inputs=inputs,
             env={"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads},
@@ -353,6 +387,18 @@ class SandboxTrials:
     def _split_error(self, trial_id: str, result: TrialResult, split: str, why: str) -> None:
         errors = {**result.split_errors, split: why}
         self.store.trials.set_result(trial_id, result.model_copy(update={"split_errors": errors}))
+
+
+def _rerun_of(trial: Trial) -> int | None:
+    """The re-run number due to a trial that a full disk broke (bounded), else None."""
+    result = trial.result
+    if result is None or not is_disk_full(result.error):
+        return None
+    if result.job is None:  # the host's write failed: no job result was kept
+        return 1
+    _, _, tail = result.job.key.rpartition(".rerun")
+    done = int(tail) if tail.isdigit() else 0
+    return done + 1 if done < DISK_FULL_RERUNS else None
 
 
 def _code_refs(config: TrialConfig) -> dict[str, str]:
