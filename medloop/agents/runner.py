@@ -30,6 +30,8 @@ class CampaignRunner:
     # ------------------------------------------------------------ lifecycle
 
     def create(self, spec: CampaignSpec, *, owner: str) -> Campaign:
+        if self.s.preflight is not None:
+            self.s.preflight(spec)  # an unreadable case or unknown site: nothing is recorded
         self.s.make_planner(spec)  # e.g. `planner.kind: llm` without a model fails here, not mid-run
         planned = None
         if spec.baseline_auto:
