@@ -123,3 +123,16 @@ def test_unreadable_case_via_the_api_leaves_no_campaign(web: Web, tmp_path: Path
     assert r.status_code == 422, r.text
     assert r.json()["error"]["code"] == "invalid_dataset" and victim.name in r.json()["error"]["message"]
     _nothing_created(web)
+
+
+def test_deeply_nested_or_huge_number_json_is_a_json_400(web: Web) -> None:
+    client = TestClient(web.app, raise_server_exceptions=False)
+    start = time.process_time()
+    for raw in (b"[" * 400_000 + b"]" * 400_000, b'{"spec_yaml": ' + b"9" * 900_000 + b"}"):
+        r = client.post(
+            "/api/v1/campaigns", content=raw, headers={**web.auth("bob"), "Content-Type": "application/json"}
+        )
+        assert 400 <= r.status_code < 500 and r.headers["content-type"] == "application/json", r.text[:200]
+        assert r.json()["error"]["code"]
+    assert time.process_time() - start < 5
+    _nothing_created(web)
