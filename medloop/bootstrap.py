@@ -273,7 +273,15 @@ def campaign_services(
         checkpoints=checkpoints(settings),
         actor="agent",
         plan_baseline=plan_baseline,
+        preflight=preflight,
     )
+
+
+def preflight(spec: CampaignSpec) -> None:
+    """Check a campaign's inputs in full before anything is recorded (engine/preflight.py)."""
+    from medloop.engine.preflight import check_inputs
+
+    check_inputs(spec)
 
 
 def plan_baseline(spec: CampaignSpec) -> dict[str, Any]:
@@ -323,6 +331,7 @@ def tool_context(
             make_planner=planner_factory(settings),
             checkpoints=checkpoints(settings),
             plan_baseline=plan_baseline,
+            preflight=preflight,
         )
         return CampaignRunner(services).create(spec, owner=owner)
 

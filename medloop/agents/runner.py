@@ -34,6 +34,8 @@ class CampaignRunner:
     def create(self, spec: CampaignSpec, *, owner: str, started_by: str | None = None) -> Campaign:
         """A new campaign. `started_by`: who ran the command, when not the owner; they may
         not review its claims either."""
+        if self.s.preflight is not None:
+            self.s.preflight(spec)  # an unreadable case or unknown site: nothing is recorded
         self.s.make_planner(spec)  # e.g. `planner.kind: llm` without a model fails here, not mid-run
         planned = None
         if spec.baseline_auto:

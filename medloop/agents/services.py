@@ -37,3 +37,5 @@ class CampaignServices:
     actor: str = "agent"
     # Planned baseline for `baseline: auto` (nnU-Net-style plans of the dataset).
     plan_baseline: Callable[[CampaignSpec], dict[str, Any]] | None = None
+    # Reads the campaign's inputs in full (every case) and raises before any record.
+    preflight: Callable[[CampaignSpec], None] | None = None

@@ -56,13 +56,11 @@ def run(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Print every trial"),
 ) -> None:
     """Validate a campaign file, create the campaign and run it to the end."""
+    from medloop import bootstrap
     from medloop.core.specs import load_campaign_spec
 
     spec = load_campaign_spec(file)  # fails with one line before anything is written
-    if spec.executor.kind != "table":
-        from medloop.experiments.dataset import read_dataset
-
-        read_dataset(spec.dataset.path)  # a broken dataset fails here, before any record
+    bootstrap.preflight(spec)  # every case readable, the split's site exists: before any record
     runner = _runner(verbose)
     me = settings().user
     campaign = runner.create(spec, owner=owner or me, started_by=me)

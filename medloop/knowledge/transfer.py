@@ -100,17 +100,32 @@ def export_claims(
     return count
 
 
+MAX_LINE = 1_000_000  # characters in one exported claim line
+
+
 def read_export(path: Path) -> Iterator[tuple[int, ExportedClaim]]:
     if not path.is_file():
         raise SpecError(f"{path}: export file not found")
-    with path.open() as fh:
-        for n, raw in enumerate(fh, start=1):
+    with path.open(encoding="utf-8", errors="strict") as fh:
+        n = 0
+        while True:
+            try:
+                raw = fh.readline(MAX_LINE + 1)
+            except UnicodeDecodeError:
+                raise SpecError(f"{path}:{n + 1}: not UTF-8 text") from None
+            if not raw:
+                return
+            n += 1
+            if len(raw) > MAX_LINE:
+                raise SpecError(f"{path}:{n}: a line over {MAX_LINE:,} characters; one claim is far smaller")
             if not raw.strip():
                 continue
             try:
                 data = json.loads(raw)
             except json.JSONDecodeError as exc:
                 raise SpecError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
+            except (ValueError, RecursionError) as exc:  # a 5,000-digit number, [[[[...]]]]
+                raise SpecError(f"{path}:{n}: not usable JSON ({type(exc).__name__})") from None
             if not isinstance(data, dict) or data.get("format") != FORMAT:
                 raise SpecError(
                     f"{path}:{n}: not a {FORMAT} line", hint="make one with `medloop knowledge export`"

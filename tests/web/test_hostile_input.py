@@ -107,3 +107,32 @@ def test_oversized_bodies_are_refused_413_before_parsing(web: Web) -> None:
     _nothing_created(web)
     small = web.client.post("/api/v1/campaigns", json={"example": "replay"}, headers=web.auth("bob"))
     assert small.status_code == 201  # bodies under the cap pass through unchanged
+
+
+def test_unreadable_case_via_the_api_leaves_no_campaign(web: Web, tmp_path: Path) -> None:
+    from medloop.experiments.dataset import synth_phantom
+
+    data = synth_phantom(tmp_path / "data", cases=6, seed=1, test_cases=0)
+    victim = sorted((data / "imagesTr").iterdir())[1]
+    victim.write_bytes(b"\x00garbage")
+    text = (
+        f"name: broken\ngoal: g\ndataset: {{path: {data}}}\nsearch_space: {{loss: [dice, dicece]}}\n"
+        "budget: {max_cycles: 1}\n"
+    )
+    r = web.client.post("/api/v1/campaigns", json={"spec_yaml": text}, headers=web.auth("bob"))
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["code"] == "invalid_dataset" and victim.name in r.json()["error"]["message"]
+    _nothing_created(web)
+
+
+def test_deeply_nested_or_huge_number_json_is_a_json_400(web: Web) -> None:
+    client = TestClient(web.app, raise_server_exceptions=False)
+    start = time.process_time()
+    for raw in (b"[" * 400_000 + b"]" * 400_000, b'{"spec_yaml": ' + b"9" * 900_000 + b"}"):
+        r = client.post(
+            "/api/v1/campaigns", content=raw, headers={**web.auth("bob"), "Content-Type": "application/json"}
+        )
+        assert 400 <= r.status_code < 500 and r.headers["content-type"] == "application/json", r.text[:200]
+        assert r.json()["error"]["code"]
+    assert time.process_time() - start < 5
+    _nothing_created(web)
