@@ -96,6 +96,19 @@ def check(store: Store, anchors: list[Anchor]) -> None:
             )
 
 
+def check_file(store: Store, path: Path | None) -> tuple[int, str | None]:
+    """(anchors checked, the first problem or None) for a server's anchor file; a missing
+    file (no anchor written yet) checks nothing."""
+    if path is None or not path.exists():
+        return 0, None
+    try:
+        held = load(str(path))
+        check(store, held)
+    except MedloopError as exc:
+        return 0, exc.message
+    return len(held), None
+
+
 def line(anchor: Anchor) -> str:
     return f"{datetime.now(UTC).isoformat(timespec='seconds')} {anchor}\n"
 
