@@ -178,7 +178,11 @@ async def anchoring(
     if path is None and not syslog:
         yield
         return
-    sink = syslog_handler(syslog) if syslog else None
+    sink = None
+    try:
+        sink = syslog_handler(syslog) if syslog else None
+    except OSError as exc:  # a TCP collector that is down: the file anchors still go on
+        log.error("audit anchor syslog %s unreachable: %s", syslog, exc)
     if sink is not None:
         sink.setFormatter(logging.Formatter("medloop-audit-anchor: %(message)s"))
     sent: list[Anchor] = []
