@@ -80,6 +80,10 @@ class Settings(BaseSettings):
         default=None,
         description="File the server appends audit-chain anchors (HASH:COUNT) to; keep it off the database's volume",
     )
+    audit_anchor_syslog: str | None = Field(
+        default=None,
+        description="Also send the server's audit anchors to syslog: udp://host:port, tcp://..., /dev/log",
+    )
     audit_anchor_interval: float = Field(
         default=300.0,
         gt=0,

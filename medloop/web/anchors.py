@@ -96,6 +96,19 @@ def check(store: Store, anchors: list[Anchor]) -> None:
             )
 
 
+def check_file(store: Store, path: Path | None) -> tuple[int, str | None]:
+    """(anchors checked, the first problem or None) for a server's anchor file; a missing
+    file (no anchor written yet) checks nothing."""
+    if path is None or not path.exists():
+        return 0, None
+    try:
+        held = load(str(path))
+        check(store, held)
+    except MedloopError as exc:
+        return 0, exc.message
+    return len(held), None
+
+
 def line(anchor: Anchor) -> str:
     return f"{datetime.now(UTC).isoformat(timespec='seconds')} {anchor}\n"
 
@@ -137,17 +150,51 @@ def append_if_moved(store: Store, path: Path) -> Anchor | None:
     return anchor
 
 
+def syslog_handler(target: str) -> logging.Handler:
+    """A syslog sink: `udp://host:port`, `tcp://host:port`, or a local socket path
+    (`/dev/log`). Messages read `medloop-audit-anchor: <time> HASH:COUNT`."""
+    import socket
+    from logging.handlers import SysLogHandler
+
+    scheme, sep, rest = target.partition("://")
+    if not sep:
+        return SysLogHandler(address=target)
+    host, _, port = rest.rpartition(":")
+    if scheme not in ("udp", "tcp") or not host or not port.isdigit():
+        raise SpecError(
+            f"audit anchor syslog {target!r} is not udp://host:port, tcp://host:port or a socket path"
+        )
+    kind = socket.SOCK_DGRAM if scheme == "udp" else socket.SOCK_STREAM
+    return SysLogHandler(address=(host, int(port)), socktype=kind)
+
+
 @contextlib.asynccontextmanager
-async def anchoring(store: Store, path: Path | None, interval_s: float) -> AsyncIterator[None]:
+async def anchoring(
+    store: Store, path: Path | None, interval_s: float, syslog: str | None = None
+) -> AsyncIterator[None]:
     """While the server runs: an anchor at start, every `interval_s` seconds if the log
-    moved, and at shutdown. A failure to write is logged, never fatal to the server."""
-    if path is None:
+    moved, and at shutdown, to a file and/or a syslog sink. A failure to write is logged,
+    never fatal to the server."""
+    if path is None and not syslog:
         yield
         return
+    sink = None
+    try:
+        sink = syslog_handler(syslog) if syslog else None
+    except OSError as exc:  # a TCP collector that is down: the file anchors still go on
+        log.error("audit anchor syslog %s unreachable: %s", syslog, exc)
+    if sink is not None:
+        sink.setFormatter(logging.Formatter("medloop-audit-anchor: %(message)s"))
+    sent: list[Anchor] = []
 
     def write() -> None:
         try:
-            append_if_moved(store, path)
+            if path is not None:
+                append_if_moved(store, path)
+            if sink is not None and (anchor := head(store)) not in sent[-1:]:
+                text = line(anchor).strip()
+                sink.emit(logging.LogRecord("medloop.audit", logging.INFO, "", 0, text, None, None))
+                sent[:] = [anchor]
         except MedloopError as exc:
             log.error("could not append an audit anchor to %s: %s", path, exc)
 
@@ -164,3 +211,5 @@ async def anchoring(store: Store, path: Path | None, interval_s: float) -> Async
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await asyncio.to_thread(write)
+        if sink is not None:
+            sink.close()

@@ -77,7 +77,12 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        async with anchors.anchoring(ctx.store, settings.audit_anchor_file, settings.audit_anchor_interval):
+        async with anchors.anchoring(
+            ctx.store,
+            settings.audit_anchor_file,
+            settings.audit_anchor_interval,
+            settings.audit_anchor_syslog,
+        ):
             yield
 
     app = FastAPI(

@@ -345,6 +345,8 @@ class AuditCheck(Out):
     ok: bool
     first_bad_seq: int | None
     entries: int
+    anchors: int = Field(default=0, description="Anchors checked (from MEDLOOP_AUDIT_ANCHOR_FILE)")
+    anchor_error: str | None = Field(default=None, description="Why the log no longer holds an anchor")
 
 
 class CompareTrial(Out):

@@ -102,3 +102,39 @@ def test_the_server_appends_anchors_to_the_configured_file(web: Web, tmp_path: P
     stopped = anchors.load(str(file))  # one more at shutdown, since the log moved
     assert len(stopped) == 2 and stopped[-1] == anchors.head(web.store)
     anchors.check(web.store, stopped)
+
+
+def test_the_api_checks_the_servers_anchor_file(web: Web, tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from medloop.web.app import create_app
+
+    file = tmp_path / "server.anchors"
+    settings = web.settings.model_copy(update={"audit_anchor_file": file})
+    client = TestClient(create_app(settings))
+    fresh = client.get("/api/v1/audit/verify", headers=web.auth("vic")).json()
+    assert fresh["ok"] and fresh["anchors"] == 0  # no anchor written yet
+    anchors.append(file, anchors.head(web.store))
+    count = web.store.audit.head()[0]
+    held = client.get("/api/v1/audit/verify", headers=web.auth("vic")).json()
+    assert held["ok"] and held["anchors"] == 1 and held["entries"] == count
+    _tamper(web.settings.db_path, f"DELETE FROM audit WHERE seq = {count}")
+    cut = client.get("/api/v1/audit/verify", headers=web.auth("vic")).json()
+    assert not cut["ok"] and "truncated" in cut["anchor_error"] and cut["first_bad_seq"] is None
+
+
+def test_the_server_sends_anchors_to_a_syslog_sink(web: Web) -> None:
+    import socket
+
+    from fastapi.testclient import TestClient
+
+    from medloop.web.app import create_app
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink:
+        sink.bind(("127.0.0.1", 0))
+        sink.settimeout(30)
+        target = f"udp://127.0.0.1:{sink.getsockname()[1]}"
+        settings = web.settings.model_copy(update={"audit_anchor_syslog": target})
+        with TestClient(create_app(settings)):
+            message = sink.recv(4096).decode().rstrip("\x00")
+    assert "medloop-audit-anchor:" in message and message.strip().endswith(str(anchors.head(web.store)))
