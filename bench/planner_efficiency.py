@@ -37,6 +37,7 @@ from medloop.knowledge.factory import make_knowledge_base
 SEEDS = (0, 1, 2)
 BUDGETS = (15, 30, 60, 90)
 MAX_TRIALS = 150
+STAGES = [1]  # validation.stages of medloop's campaigns (--stages)
 
 
 def true_values(table: ReplayTable) -> dict[tuple[Any, ...], float]:
@@ -126,15 +127,19 @@ def spec_for(table_path: Path, table: ReplayTable, baseline: dict[str, Any], nam
             "search_space": {
                 "loss": ["dice", "dicece"],
                 "augmentation": ["none", "light"],
-                "lr": {"type": "float", "low": lrs[0], "high": lrs[-1], "log": True},
+                # The table is a grid of recorded runs: its lr values are the choices (a float
+                # range would propose learning rates the table never ran).
+                "lr": lrs,
             },
             "validation": {
                 "seeds_per_arm": 3,
                 "reproduction_seeds": 3,
                 "min_effect": 0.005,
                 "bootstrap_resamples": 2000,
+                "stages": STAGES[0],
             },
-            "budget": {"max_trials": MAX_TRIALS, "max_cycles": 30, "patience": 3},
+            # Only the trial budget ends a campaign: no cycle cap, no cycle patience.
+            "budget": {"max_trials": MAX_TRIALS, "max_cycles": 1000, "patience": 1000},
             "executor": {"kind": "table", "table": str(table_path)},
             "planner": {"hypotheses_per_cycle": 2},
         },
@@ -204,7 +209,9 @@ def main() -> int:
     ap.add_argument("--table", type=Path, required=True)
     ap.add_argument("--related", type=Path)
     ap.add_argument("--seeds", type=int, default=20)
+    ap.add_argument("--stages", type=int, default=1, help="looks of medloop's sequential test")
     args = ap.parse_args()
+    STAGES[0] = args.stages
     table = load_table(args.table)
     truth = true_values(table)
     best = max(truth.values())

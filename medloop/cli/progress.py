@@ -107,13 +107,23 @@ class CampaignConsole:
         self.c.print(f"  [bold]new incumbent[/bold]: {moved} (objective {_fmt(objective, '.4f')})")
 
     def on_cycle_end(
-        self, cycle: int, incumbent_objective: float | None, trials: int, stop: str | None
+        self,
+        cycle: int,
+        incumbent_objective: float | None,
+        trials: int,
+        stop: str | None,
+        best_screened: float | None = None,
     ) -> None:
         self._stop_progress()
         tail = f"; stopping: {stop}" if stop else ""
         self.c.print(
-            f"  incumbent objective {_fmt(incumbent_objective, '.4f')}; {trials} trials so far{tail}"
+            f"  certified incumbent {_fmt(incumbent_objective, '.4f')}, best screened "
+            f"{_fmt(best_screened, '.4f')}; {trials} trials so far{tail}"
         )
+
+    def on_certification_look(self, cycle: int, look: int, hypotheses: list[str]) -> None:
+        self._stop_progress()
+        self.c.print(f"  undecided: look {look} adds seeds for {len(hypotheses)} change(s)")
 
     def on_final(self, summary: dict[str, Any]) -> None:
         self._stop_progress()

@@ -112,3 +112,29 @@ def test_patience_counts_trials_without_a_better_screened_value(tmp_path: Path, 
     assert reason.startswith("converged: no better screened value in"), reason
     cycles = store.cycles.list(done.id)
     assert len(cycles) > 1  # `patience: 1` (cycles) was replaced by the trial rule
+
+
+def test_the_console_renders_every_event_of_a_sequential_campaign(tmp_path: Path, table: Path) -> None:
+    """The CLI's progress printer takes every event a campaign emits (new ones included:
+    best screened, certification looks), so `medloop campaign run` cannot trip on them."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from medloop.cli.progress import CampaignConsole
+
+    out = StringIO()
+    console = CampaignConsole(Console(file=out, width=200))
+    kinds: set[str] = set()
+
+    def on_event(kind: str, payload: dict[str, Any]) -> None:
+        kinds.add(kind)
+        console(kind, payload)
+
+    store = open_store(tmp_path / "m.db")
+    runner = CampaignRunner(services(tmp_path, store), on_event=on_event)
+    spec = make_spec(table, max_trials=60)
+    spec = spec.model_copy(update={"validation": spec.validation.model_copy(update={"stages": 3})})
+    runner.run(runner.create(spec, owner="a").id)
+    assert "cycle_end" in kinds
+    assert "best screened" in out.getvalue()
