@@ -236,6 +236,14 @@ class SliceOut(Out):
     z: int
     labels: dict[str, int]
     image: str = Field(description="base64 uint8, row-major (height, width), windowed grey values")
+    raw: str | None = Field(
+        default=None,
+        description="base64 little-endian float32, row-major (height, width): the stored intensities "
+        "(Hounsfield units for CT), for window/level presets",
+    )
+    modality: str = Field(
+        default="", description="the image channel's name in dataset.json (CT, MRI, T1, ...)"
+    )
     label: str | None = Field(description="base64 uint8 class map, or null if the label is not available")
     prediction: str | None = Field(description="base64 uint8 class map, or null")
 

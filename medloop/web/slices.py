@@ -34,6 +34,7 @@ class CaseSlice:
     z: int
     depth: int
     image: NDArray[np.uint8]  # (H, W) windowed grey
+    raw: NDArray[np.float32]  # (H, W) stored intensities (HU for CT), for window/level in the viewer
     label: NDArray[np.uint8] | None  # (H, W) class values
     prediction: NDArray[np.uint8] | None  # (H, W) class values
     labels: dict[str, int]
@@ -108,7 +109,9 @@ def load_slice(
     zi = depth // 2 if z is None else z
     if not 0 <= zi < depth:
         raise NotFoundError(f"slice {zi} is outside 0..{depth - 1} of case {case}")
-    image = window(_plane(vol, zi))
+    plane = _plane(vol, zi)
+    raw = np.nan_to_num(plane.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    image = window(raw)
 
     def classes(key: str) -> NDArray[np.uint8] | None:
         path = files.get(key)
@@ -126,13 +129,14 @@ def load_slice(
         z=zi,
         depth=depth,
         image=image,
+        raw=raw,
         label=classes("label"),
         prediction=classes("prediction"),
         labels=dict(labels),
     )
 
 
-def b64(array: NDArray[np.uint8] | None) -> str | None:
+def b64(array: NDArray[np.uint8] | NDArray[np.float32] | None) -> str | None:
     if array is None:
         return None
     return base64.b64encode(np.ascontiguousarray(array).tobytes()).decode()

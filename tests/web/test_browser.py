@@ -218,3 +218,134 @@ def test_report_of_a_real_campaign_embeds_curves_and_overlay(site: dict[str, Any
     assert html.count('class="chart"') >= 3  # best-so-far + the best trial's loss and val Dice
     assert 'id="overlay"' in html and 'src="data:image/png;base64,' in html
     assert "<script src" not in html and 'class="ichart"' in html  # uPlot inline, nothing fetched
+
+
+def test_charts_compare_and_slice_viewer_in_chromium(site: dict[str, Any], tmp_path: Path) -> None:
+    """Issue 19: interactive charts (a 10,000-point curve, hover values, zoom), the compare
+    view of 10 trials, and the slice viewer on a 3D CT volume (scroll, zoom, window/level,
+    overlay opacity). First-render times are printed as figures, not asserted."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from tests.web import browser_data as D
+
+    store, base = site["store"], site["base"]
+    big = D.with_outputs(store, site["replay"], tmp_path, n_trials=10, points=10_000)
+    volume, _case = D.volume_trial(store, site["replay"], tmp_path)
+    figures: dict[str, float] = {}
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=site["chromium"], args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1360, "height": 900})
+        page.set_default_timeout(30_000)
+        page.goto(base + "/login")
+        page.fill("#token", site["tokens"]["bob"])
+        page.click("button[type=submit]")
+        expect(page.locator("#campaigns")).to_be_visible()
+
+        # a trial page with a 10,000-point loss curve: every point is in the chart
+        page.goto(base + f"/trials/{big[0]}")
+        expect(page.locator("#curve-loss-i .uplot")).to_have_count(1)
+        figures["trial_page_10k_first_render_ms"] = page.evaluate(
+            "performance.getEntriesByType('navigation')[0].loadEventEnd"
+        )
+        n = page.evaluate(
+            "document.getElementById('curve-loss-i').uplot.data[1].filter(v => v !== null).length"
+        )
+        assert n == 10_000
+        # hover shows the values under the cursor in the legend
+        box = page.locator("#curve-loss-i .u-over").bounding_box()
+        assert box is not None
+        page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5)
+        legend = page.locator("#curve-loss-i .u-legend .u-series").nth(1).locator(".u-value")
+        expect(legend).not_to_have_text("–")
+        # drag to zoom: the x scale narrows
+        before = page.evaluate(
+            "(() => { const u = document.getElementById('curve-loss-i').uplot; return u.scales.x.max - u.scales.x.min; })()"
+        )
+        page.mouse.move(box["x"] + box["width"] * 0.2, box["y"] + box["height"] * 0.5)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.5, steps=5)
+        page.mouse.up()
+        after = page.evaluate(
+            "(() => { const u = document.getElementById('curve-loss-i').uplot; return u.scales.x.max - u.scales.x.min; })()"
+        )
+        assert after < before / 2, (before, after)
+        page.screenshot(path=str(SHOTS / "trial-curves.png"), full_page=False)
+
+        # the objective chart: best screened and certified incumbent lines
+        page.goto(base + f"/campaigns/{site['replay']}")
+        expect(page.locator("#best-so-far-i .uplot")).to_have_count(1)
+        names = page.evaluate("document.getElementById('best-so-far-i').uplot.series.map(s => s.label)")
+        assert {"best screened", "certified incumbent"} <= set(names), names
+
+        # compare 10 trials: overlaid curves, per-case table, paired statistic
+        query = "&".join(f"trials={t}" for t in big)
+        page.goto(base + "/compare?" + query)
+        expect(page.locator("#cmp-loss-i .uplot")).to_have_count(1)
+        figures["compare_10_trials_first_render_ms"] = page.evaluate(
+            "performance.getEntriesByType('navigation')[0].loadEventEnd"
+        )
+        lines = page.evaluate("document.getElementById('cmp-loss-i').uplot.series.length - 1")
+        assert lines == 10
+        expect(page.locator("#cmp-paired")).to_contain_text("effect")
+        page.screenshot(path=str(SHOTS / "compare.png"), full_page=True)
+        # a hypothesis's arms from the campaign page
+        page.goto(base + f"/campaigns/{site['replay']}")
+        page.locator("a.compare-arms").first.click()
+        expect(page.locator("#cmp-scatter-i .uplot")).to_have_count(1)
+        expect(page.locator("#cmp-sites tbody tr")).not_to_have_count(0)
+
+        # the slice viewer on a 3D CT volume
+        page.goto(base + f"/trials/{volume}")
+        page.wait_for_function("document.getElementById('viewer').dataset.drawn !== undefined")
+        depth = int(page.locator("#v-z").get_attribute("max") or "0") + 1
+        assert depth > 1
+        expect(page.locator("#v-preset")).to_have_value("ct-abdomen")  # CT: the abdomen window first
+        z0 = int(page.locator("#v-z").input_value())
+        page.locator("#slice-canvas").hover()
+        page.mouse.wheel(0, 120)
+        page.wait_for_function(
+            f"() => document.getElementById('viewer').dataset.drawn.split(':')[1] === '{z0 + 1}'"
+        )
+        page.locator("#slice-canvas").focus()
+        page.keyboard.press("ArrowUp")
+        page.wait_for_function(
+            f"() => document.getElementById('viewer').dataset.drawn.split(':')[1] === '{z0}'"
+        )
+
+        def grey_mean() -> float:
+            return float(
+                page.evaluate(
+                    """() => { const c = document.getElementById('slice-canvas');
+                      const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+                      let s = 0; for (let i = 0; i < d.length; i += 4) s += d[i]; return s / (d.length / 4); }"""
+                )
+            )
+
+        page.uncheck("#v-label")
+        page.uncheck("#v-pred")
+        abdomen = grey_mean()
+        page.select_option("#v-preset", "ct-bone")
+        bone = grey_mean()
+        assert abdomen != bone  # the window changed the grey values
+        page.select_option("#v-preset", "ct-abdomen")
+        page.check("#v-pred")
+        page.fill("#v-alpha", "0")
+        page.dispatch_event("#v-alpha", "input")
+        assert abs(grey_mean() - abdomen) < 1e-6  # opacity 0: the prediction is invisible
+        page.fill("#v-alpha", "100")
+        page.dispatch_event("#v-alpha", "input")
+        assert grey_mean() != abdomen
+        width = page.evaluate("document.getElementById('slice-canvas').getBoundingClientRect().width")
+        page.click("#v-zoom-in")
+        expect(page.locator("#v-zoom-text")).to_have_text("2×")
+        zoomed = page.evaluate("document.getElementById('slice-canvas').getBoundingClientRect().width")
+        assert zoomed == pytest.approx(2 * width, rel=0.01)
+        page.click("#v-zoom-out")
+        page.check("#v-label")
+        page.fill("#v-alpha", "40")
+        page.dispatch_event("#v-alpha", "input")
+        page.screenshot(path=str(SHOTS / "slice-viewer.png"), full_page=False)
+        browser.close()
+    print(f"\nfirst render (Chromium, load event): {figures}")
+    (SHOTS / "render_figures.json").write_text(__import__("json").dumps(figures, indent=2) + "\n")

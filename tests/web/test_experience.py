@@ -185,3 +185,24 @@ def test_compare_a_hypothesis_arms_and_picked_trials(web: Web) -> None:
     assert 'id="cmp-paired"' in html and 'id="cmp-cases"' in html and 'id="cmp-scatter-i"' in html
     campaign = client.get(f"/campaigns/{web.campaign_id}").text
     assert f"/compare?hypothesis={hyp.id}" in campaign and 'id="compare-form"' in campaign
+
+
+def test_slice_api_returns_stored_intensities_for_window_level(web: Web, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import base64
+
+    import numpy as np
+
+    from medloop.experiments.dataset.imageio import read_volume
+    from tests.web import browser_data as D
+
+    trial_id, case = D.volume_trial(web.store, web.campaign_id, tmp_path)
+    r = web.client.get(
+        f"/api/v1/trials/{trial_id}/slices", params={"case": case, "z": 3}, headers=web.auth("vic")
+    )
+    assert r.status_code == 200, r.text
+    s = r.json()
+    assert s["depth"] > 1 and s["z"] == 3 and s["modality"] == "CT"
+    raw = np.frombuffer(base64.b64decode(s["raw"]), "<f4").reshape(s["height"], s["width"])
+    ds = web.store.campaigns.get("cmp_volume").spec.dataset.path
+    volume = read_volume(ds / "imagesTr" / f"{case}_0000.nii.gz").array
+    assert np.allclose(raw, volume[:, :, 3])  # HU as stored: the viewer's W400/L40 means what it says

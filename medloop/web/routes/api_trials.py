@@ -127,6 +127,8 @@ def trial_slice(
         z=s.z,
         labels=s.labels,
         image=slices.b64(s.image) or "",
+        raw=slices.b64(s.raw.astype("<f4")),
+        modality=trial.spec.dataset.channel_names.get("0", ""),
         label=slices.b64(s.label),
         prediction=slices.b64(s.prediction),
     )
