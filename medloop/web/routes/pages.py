@@ -341,7 +341,21 @@ def trial_page(trial_id: str, request: Request, ctx: Ctx, who: Caller) -> HTMLRe
         viewer_cases=detail.cases,
         labels=trial.spec.dataset.labels,
         config=trial.spec.config.model_dump(mode="json"),
+        audio=_audio_panel(ctx, trial),
     )
+
+
+def _audio_panel(ctx: Any, trial: Any) -> dict[str, Any] | None:
+    """Spectrogram, robustness curve and subject scores of an audio trial (else None)."""
+    if trial.spec.task != "audio":
+        return None
+    from medloop.web.audio_view import audio_panel
+
+    try:
+        campaign = ctx.store.campaigns.get(trial.campaign_id)
+    except MedloopError:
+        campaign = None
+    return audio_panel(trial, campaign, ctx.launcher.cwd)
 
 
 @router.get("/audit")
