@@ -133,6 +133,15 @@ def test_output_quota_breach_is_stopped(case: RuntimeCase) -> None:
     assert written < 100 << 20  # stopped long before writing 100 MB
 
 
+def test_empty_folders_count_against_the_quota(case: RuntimeCase) -> None:
+    # Issue 14 item 5: 30,000 empty folders (118 MB on disk) went past a 50 MB quota as
+    # `succeeded`. Here the byte quota is out of reach: the entry limit must stop it.
+    code = "import os\nfor i in range(30000):\n    os.mkdir(f'/out/d{i}')\n"
+    result = case.runtime.wait(case.runtime.submit(job("dirs", code, output_mb=500, output_entries=10_000)))
+    assert result.status == "quota_exceeded", result.log_tail
+    assert "output entries" in (result.reason or "")
+
+
 def test_one_huge_file_is_a_quota_breach(case: RuntimeCase) -> None:
     code = "open('/out/big.bin', 'wb').write(b'x' * (8 << 20))\nimport time; time.sleep(2)\n"
     result = case.runtime.wait(case.runtime.submit(job("bigfile", code, output_mb=2)))

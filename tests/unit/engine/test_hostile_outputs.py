@@ -163,3 +163,19 @@ def test_result_json_behind_a_symlink_is_not_read(workspace: Path, tmp_path: Pat
     script = f"import os\nout = os.environ['MEDLOOP_OUT']\nos.symlink({str(fake)!r}, out + '/result.json')\n"
     status, error = _run(_trials(workspace, script))
     assert status == "failed" and "symbolic link" in error
+
+
+def test_an_honest_checkpoint_is_staged_privately_for_a_child_trial(workspace: Path) -> None:
+    # The reader that refuses links still stages a real checkpoint (a private 0600 copy).
+    script = PRELUDE + (
+        "os.makedirs(out + '/checkpoints')\nopen(out + '/checkpoints/best.safetensors', 'wb').write(b'weights')\n"
+    )
+    trials = _trials(workspace, script)
+    spec = trials.spec_for(SegConfig(iterations=1), seed=0)
+    parent = trial_id_for("cmp_h", spec)
+    [trial] = trials.run("cmp_h", [TrialRequest(parent, None, "control", spec)])
+    assert trial.status == "succeeded", trial.result.error if trial.result else ""
+    child = trials.spec_for(SegConfig(iterations=1, init=f"trial:{parent}"), seed=0)
+    assert child.init_checkpoint and child.provenance["init_parent"] == f"trial:{parent}"
+    staged = next((workspace / "staging").glob("init-*/*.safetensors"))
+    assert staged.read_bytes() == b"weights" and staged.stat().st_mode & 0o077 == 0
