@@ -5,6 +5,7 @@ score says so too. (Issue 14 items 13 and 24.)"""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from tests.web.conftest import Web
 from tests.web.test_pages_cli import _cli
@@ -49,3 +50,20 @@ def test_dashboard_shows_the_cause_of_a_failed_trial(web: Web) -> None:
     assert "vic (viewer) may not control" in page
     assert "No space left on device" in client.get(f"/trials/{failed}").text
     assert "test split not scored" in client.get(f"/trials/{unscored}").text
+
+
+def test_an_incomplete_campaign_says_why_in_show_page_and_report(web: Web, tmp_path: Path) -> None:
+    why = (
+        "2 of 6 final test-split runs have no test result: campaign budget: wall time of 480 s is spent (x2)"
+    )
+    campaign = web.store.campaigns.get(web.campaign_id)
+    web.store.campaigns.update(
+        web.campaign_id, status="incomplete", summary={**campaign.summary, "incomplete": why}
+    )
+    shown = _cli(web, "campaign", "show", web.campaign_id)
+    assert shown.returncode == 0 and f"incomplete: {why}" in shown.stdout
+    client, _ = web.login("vic")
+    assert f"Incomplete: {why}" in client.get(f"/campaigns/{web.campaign_id}").text
+    out = tmp_path / "report.html"
+    assert _cli(web, "campaign", "report", web.campaign_id, "--out", str(out)).returncode == 0
+    assert f"Incomplete: {why}" in out.read_text()
