@@ -24,7 +24,7 @@ from medloop.cli import (
     vqa,
     web,
 )
-from medloop.cli.common import console, err_console, print_json, wants_json
+from medloop.cli.common import console, err_console, json_written, print_json, wants_json
 from medloop.core.errors import MedloopError
 from medloop.core.settings import OFFLINE_ENV
 
@@ -57,7 +57,7 @@ def version() -> None:
 
 def _json_error(kind: str, message: str, hint: str | None, exit_code: int) -> None:
     """With --json, a failure is also a JSON object on stdout, so a script reads one format."""
-    if "--json" in sys.argv[1:]:
+    if wants_json(sys.argv[1:]) and not json_written():  # e.g. `dataset check --json` printed its report
         print_json({"error": {"type": kind, "message": message, "hint": hint, "exit_code": exit_code}})
 
 
@@ -81,9 +81,6 @@ def main() -> None:
         if isinstance(code, int) and code:
             sys.exit(code)
     except MedloopError as exc:
-        if wants_json(sys.argv[1:]):  # scripts asked for JSON: the error is JSON too
-            error = {"type": type(exc).__name__, "message": exc.message, "hint": exc.hint}
-            print_json({"error": error, "exit_code": exc.exit_code})
         err_console.print(f"error: {exc.message}", markup=False, highlight=False)
         if exc.hint:
             err_console.print(f"hint: {exc.hint}", markup=False, highlight=False)

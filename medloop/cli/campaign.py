@@ -76,7 +76,7 @@ def _read_decisions(path: Path) -> dict[str, Any]:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise SpecError(f"{path}: decisions file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, a 5,000-digit number, deep nesting
         raise SpecError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(data, dict):
         raise SpecError(f'{path}: expected {{"claim_id": {{"action": ..., "reviewer": ..., "reason": ...}}}}')

@@ -42,6 +42,15 @@ def wants_json(argv: list[str]) -> bool:
     return "--json" in args
 
 
+_json_written = False  # a command printed its --json answer (a later error adds none)
+
+
 def print_json(data: Any) -> None:
     """Machine-readable output for `--json`: plain JSON on stdout, nothing else."""
+    global _json_written
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    _json_written = True
+
+
+def json_written() -> bool:
+    return _json_written

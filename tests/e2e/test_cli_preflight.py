@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from medloop.experiments.dataset import synth_phantom
 from tests.e2e.test_cli_campaign import TINY, medloop
 
@@ -39,3 +41,15 @@ def test_unknown_held_out_site_is_refused_before_any_record(tmp_path: Path) -> N
     said = _refused(tmp_path, text.replace("DATA", str(data)))
     assert "dataset.held_out_site: no site 'mars'" in said and "sites are" in said, said
     assert not list(data.glob("splits*")), "no split file may be written for a refused campaign"
+
+
+@pytest.mark.parametrize(
+    "content",
+    ['{"numTraining": ' + "9" * 5000 + "}", "[" * 100_000 + "]" * 100_000, '{"name": "\udcff"}'],
+    ids=["5000-digit-number", "deep-nesting", "bad-text"],
+)
+def test_hostile_dataset_json_is_one_line(tmp_path: Path, content: str) -> None:
+    data = _dataset(tmp_path)
+    (data / "dataset.json").write_bytes(content.encode("utf-8", "surrogateescape"))
+    said = _refused(tmp_path, TINY.replace("DATA", str(data)))
+    assert said.startswith("error: ") and "dataset.json" in said, said

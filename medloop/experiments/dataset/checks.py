@@ -323,7 +323,7 @@ def _check_sites(root: Path, cases: set[str]) -> list[Problem]:
         return []
     try:
         data = json.loads(path.read_text(), object_pairs_hook=_no_duplicate_keys)
-    except (json.JSONDecodeError, UnicodeDecodeError, DatasetError) as exc:
+    except (ValueError, RecursionError, DatasetError) as exc:
         return [Problem("error", "sites_json", f"unreadable: {exc}", file="sites.json")]
     if not isinstance(data, dict):
         return [Problem("error", "sites_json", "expected an object {case: site}", file="sites.json")]

@@ -71,7 +71,7 @@ def convert_msd(src: Path, dst: Path) -> Path:
         meta: dict[str, Any] = json.loads(meta_path.read_text())
     except FileNotFoundError:
         raise DatasetError(f"{meta_path}: missing (is {src} an MSD task folder?)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, a 5,000-digit number, deep nesting
         raise DatasetError(f"{meta_path}: not valid JSON ({exc})") from None
     for key in ("modality", "labels", "training"):
         if key not in meta:

@@ -78,7 +78,7 @@ def load_dataset_json(root: Path) -> dict[str, Any]:
         )
     try:
         data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, a 5,000-digit number, deep nesting
         raise DatasetError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(data, dict):
         raise DatasetError(f"{path}: expected a JSON object")
@@ -153,7 +153,7 @@ def read_sites(root: Path) -> dict[str, str]:
         return {}
     try:
         data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, a 5,000-digit number, deep nesting
         raise DatasetError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(data, dict) or not all(isinstance(v, str | int) for v in data.values()):
         raise DatasetError(f"{path}: expected an object {{case id: site name}}")

@@ -155,7 +155,7 @@ def load_or_save_splits(
     if path.is_file():
         try:
             data = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, a 5,000-digit number, deep nesting
             raise DatasetError(
                 f"{path}: not valid JSON ({exc})", hint="fix or delete it to regenerate"
             ) from None

@@ -40,7 +40,7 @@ def read_meta(root: Path) -> dict[str, Any]:
         )
     try:
         meta = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, a 5,000-digit number, deep nesting
         raise DatasetError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(meta, dict):
         raise DatasetError(f"{path}: expected a JSON object")
