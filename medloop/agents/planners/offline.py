@@ -40,6 +40,12 @@ TIER_WEIGHT = {
 }
 
 
+# Knowledge priors: the tier a claim needs (supported and up) and how many configs at most
+# are asked before the model's own proposals.
+MIN_PRIOR_WEIGHT = TIER_WEIGHT["supported"]
+MAX_PRIORS = 3
+
+
 @dataclass
 class Candidate:
     change: FactorChange
@@ -150,7 +156,11 @@ class OfflinePlanner:
         out: dict[str, tuple[list[FactorChange], float, list[str]]] = {}
         for item in ctx.retrieved:
             gain = _gain(item, direction)
-            if item.claim.tier == "refuted" or gain is None or gain <= 0:
+            # Only claims that showed a gain (supported or better) become priors: weaker
+            # tiers would queue up runs ahead of the model's own proposals.
+            if TIER_WEIGHT.get(item.claim.tier, 0.0) < MIN_PRIOR_WEIGHT or item.claim.tier == "refuted":
+                continue
+            if gain is None or gain <= 0:
                 continue
             changes = [
                 FactorChange(factor=c.factor, from_value=ctx.incumbent.get(c.factor), to_value=c.to_value)
@@ -164,7 +174,7 @@ class OfflinePlanner:
             key = config_key(apply_changes(ctx.incumbent, changes))
             old = out.get(key)
             out[key] = (changes, weight + (old[1] if old else 0.0), [*(old[2] if old else []), item.claim.id])
-        return sorted(out.values(), key=lambda p: -p[1])
+        return sorted(out.values(), key=lambda p: -p[1])[:MAX_PRIORS]
 
     def score(self, candidates: list[Candidate], ctx: PlanningContext) -> None:
         direction = ctx.spec.objective.direction
