@@ -63,6 +63,11 @@ def _gain(claim: RetrievedClaim, direction: str) -> float | None:
     return sign * effect.estimate
 
 
+def _show(value: Scalar | None) -> str:
+    """A value for a statement: floats to 4 significant digits (the config keeps them all)."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def _same_value(a: Scalar | None, b: Scalar | None) -> bool:
     if isinstance(a, int | float) and isinstance(b, int | float) and not isinstance(a, bool):
         return abs(float(a) - float(b)) <= 1e-9 * max(1.0, abs(float(a)))
@@ -291,7 +296,9 @@ class OfflinePlanner:
         dataset = context.spec.dataset.path.name
         out = []
         for changes, source in chosen:
-            moved = ", ".join(f"{c.factor} from {c.from_value} to {c.to_value}" for c in changes)
+            moved = ", ".join(
+                f"{c.factor} from {_show(c.from_value)} to {_show(c.to_value)}" for c in changes
+            )
             if source is None:
                 evidence = prior_evidence.get(config_key(apply_changes(context.incumbent, changes)), [])
                 rationale = f"TPE over {len(context.runs)} runs of this campaign" + (
