@@ -261,7 +261,10 @@ class OfflinePlanner:
         # Knowledge-ranked one-factor moves take the slots they earn (a positive score), but
         # with a model the last slot is always the model's: one-factor moves alone get stuck
         # where the optimum needs several factors to change together.
-        one_factor_slots = n if not self.model_based else max(0, n - 1) if n > 1 else 0
+        # Before the campaign has measured two configs the model has nothing to fit, so
+        # (unless knowledge supplies priors) the first cycle ablates one factor per slot.
+        fitted = len({config_key(c) for c, _, _ in context.runs}) >= 2 or bool(self.priors(context))
+        one_factor_slots = n if not (self.model_based and fitted) else max(0, n - 1) if n > 1 else 0
         chosen: list[tuple[list[FactorChange], Candidate | None]] = []
         used_factors: set[str] = set()
         taken: set[str] = set()
@@ -274,7 +277,10 @@ class OfflinePlanner:
                 used_factors.add(cand.change.factor)
                 taken.add(config_key(apply_changes(context.incumbent, [cand.change])))
 
-        take([c for c in candidates if c.score > 0] if self.model_based else candidates, one_factor_slots)
+        take(
+            [c for c in candidates if c.score > 0] if self.model_based and fitted else candidates,
+            one_factor_slots,
+        )
         prior_evidence: dict[str, list[str]] = {}
         if self.model_based and len(chosen) < n:
             proposer = self.proposer(context)
