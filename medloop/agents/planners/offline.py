@@ -40,6 +40,12 @@ TIER_WEIGHT = {
 }
 
 
+# Knowledge priors: the tier a claim needs (supported and up) and how many configs at most
+# are asked before the model's own proposals.
+MIN_PRIOR_WEIGHT = TIER_WEIGHT["supported"]
+MAX_PRIORS = 3
+
+
 @dataclass
 class Candidate:
     change: FactorChange
@@ -55,6 +61,11 @@ def _gain(claim: RetrievedClaim, direction: str) -> float | None:
         return None
     sign = 1.0 if direction == "maximize" else -1.0
     return sign * effect.estimate
+
+
+def _show(value: Scalar | None) -> str:
+    """A value for a statement: floats to 4 significant digits (the config keeps them all)."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def _same_value(a: Scalar | None, b: Scalar | None) -> bool:
@@ -150,7 +161,11 @@ class OfflinePlanner:
         out: dict[str, tuple[list[FactorChange], float, list[str]]] = {}
         for item in ctx.retrieved:
             gain = _gain(item, direction)
-            if item.claim.tier == "refuted" or gain is None or gain <= 0:
+            # Only claims that showed a gain (supported or better) become priors: weaker
+            # tiers would queue up runs ahead of the model's own proposals.
+            if TIER_WEIGHT.get(item.claim.tier, 0.0) < MIN_PRIOR_WEIGHT or item.claim.tier == "refuted":
+                continue
+            if gain is None or gain <= 0:
                 continue
             changes = [
                 FactorChange(factor=c.factor, from_value=ctx.incumbent.get(c.factor), to_value=c.to_value)
@@ -164,7 +179,7 @@ class OfflinePlanner:
             key = config_key(apply_changes(ctx.incumbent, changes))
             old = out.get(key)
             out[key] = (changes, weight + (old[1] if old else 0.0), [*(old[2] if old else []), item.claim.id])
-        return sorted(out.values(), key=lambda p: -p[1])
+        return sorted(out.values(), key=lambda p: -p[1])[:MAX_PRIORS]
 
     def score(self, candidates: list[Candidate], ctx: PlanningContext) -> None:
         direction = ctx.spec.objective.direction
@@ -246,7 +261,10 @@ class OfflinePlanner:
         # Knowledge-ranked one-factor moves take the slots they earn (a positive score), but
         # with a model the last slot is always the model's: one-factor moves alone get stuck
         # where the optimum needs several factors to change together.
-        one_factor_slots = n if not self.model_based else max(0, n - 1) if n > 1 else 0
+        # Before the campaign has measured two configs the model has nothing to fit, so
+        # (unless knowledge supplies priors) the first cycle ablates one factor per slot.
+        fitted = len({config_key(c) for c, _, _ in context.runs}) >= 2 or bool(self.priors(context))
+        one_factor_slots = n if not (self.model_based and fitted) else max(0, n - 1) if n > 1 else 0
         chosen: list[tuple[list[FactorChange], Candidate | None]] = []
         used_factors: set[str] = set()
         taken: set[str] = set()
@@ -259,7 +277,10 @@ class OfflinePlanner:
                 used_factors.add(cand.change.factor)
                 taken.add(config_key(apply_changes(context.incumbent, [cand.change])))
 
-        take([c for c in candidates if c.score > 0] if self.model_based else candidates, one_factor_slots)
+        take(
+            [c for c in candidates if c.score > 0] if self.model_based and fitted else candidates,
+            one_factor_slots,
+        )
         prior_evidence: dict[str, list[str]] = {}
         if self.model_based and len(chosen) < n:
             proposer = self.proposer(context)
@@ -281,7 +302,9 @@ class OfflinePlanner:
         dataset = context.spec.dataset.path.name
         out = []
         for changes, source in chosen:
-            moved = ", ".join(f"{c.factor} from {c.from_value} to {c.to_value}" for c in changes)
+            moved = ", ".join(
+                f"{c.factor} from {_show(c.from_value)} to {_show(c.to_value)}" for c in changes
+            )
             if source is None:
                 evidence = prior_evidence.get(config_key(apply_changes(context.incumbent, changes)), [])
                 rationale = f"TPE over {len(context.runs)} runs of this campaign" + (

@@ -186,3 +186,15 @@ def test_knowledge_warm_starts_the_model_as_priors(table: Path) -> None:  # noqa
     assert any("clm_aug" in d.evidence_ids for d in drafts)
     priors = OfflinePlanner.priors(ctx)
     assert priors and priors[0][2] == ["clm_aug"] and priors[0][1] > 0
+
+
+def test_only_claims_that_showed_a_gain_become_a_few_priors(table: Path) -> None:  # noqa: F811
+    spec = make_spec(table)
+    retrieved = [
+        _claim("clm_weak", "augmentation", "light", "inconclusive", 0.03),
+        _claim("clm_bad", "loss", "dicece", "refuted", 0.02),
+        *[_claim(f"clm_{i}", "lr", LRS[i], "supported", 0.01 * i) for i in range(1, 6)],
+    ]
+    priors = OfflinePlanner.priors(_ctx(spec, retrieved=retrieved))
+    ids = [i for _, _, claim_ids in priors for i in claim_ids]
+    assert len(priors) == 3 and "clm_weak" not in ids and "clm_bad" not in ids
