@@ -44,7 +44,7 @@ class Settings(BaseSettings):
         default=None,
         description="sqlite:///path or postgresql+psycopg://...; default: medloop.db in the workspace",
     )
-    embedder: str = Field(default="minilm", description="minilm | hash | litellm:<model>")
+    embedder: str = Field(default="minilm", description="minilm | minilm-int8 | hash | litellm:<model>")
     vector_index: str = Field(default="chroma", description="chroma | memory | http(s)://chroma")
     chroma_url: str | None = Field(
         default=None,

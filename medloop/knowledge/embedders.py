@@ -1,4 +1,5 @@
-"""Embedders by name: `minilm` (offline default), `hash` (tests), `litellm:<model>`.
+"""Embedders by name: `minilm` (offline default), `minilm-int8` (the same model as int8
+ONNX on onnxruntime), `hash` (tests), `litellm:<model>`.
 
 An embedder's `name` and `dim` are stored with the index; opening an index with another
 embedder is a clear error (see `service.check_embedder`).
@@ -102,11 +103,15 @@ class LiteLLMEmbedder:
 
 
 def make_embedder(name: str, *, api_base: str | None = None, api_key: str | None = None) -> Embedder:
-    """`minilm` | `hash` | `hash:<dim>` | `litellm:<model>`."""
+    """`minilm` | `minilm-int8` | `hash` | `hash:<dim>` | `litellm:<model>`."""
     if name == "minilm":
         from medloop.knowledge.minilm import MiniLMEmbedder
 
         return MiniLMEmbedder()
+    if name == "minilm-int8":
+        from medloop.knowledge.minilm_onnx import MiniLMInt8Embedder
+
+        return MiniLMInt8Embedder()
     if name == "hash":
         return HashEmbedder()
     if name.startswith("hash:") and name[5:].isdigit() and int(name[5:]) >= 8:
@@ -115,5 +120,5 @@ def make_embedder(name: str, *, api_base: str | None = None, api_key: str | None
         return LiteLLMEmbedder(name.removeprefix("litellm:"), api_base=api_base, api_key=api_key)
     raise SpecError(
         f"MEDLOOP_EMBEDDER={name!r} is not a known embedder",
-        hint="use minilm (offline default), hash, or litellm:<model>",
+        hint="use minilm (offline default), minilm-int8 (int8 ONNX, faster), hash, or litellm:<model>",
     )

@@ -60,6 +60,23 @@ def _thin(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return [*keep, points[-1]]
 
 
+def thin_minmax(points: list[tuple[float, float]], buckets: int) -> list[tuple[float, float]]:
+    """At most ~2 x `buckets` points that keep each bucket's lowest and highest value (in x
+    order), so spikes survive; for overlays of many long curves."""
+    if len(points) <= 2 * buckets:
+        return points
+    size = len(points) / buckets
+    out: list[tuple[float, float]] = []
+    for b in range(buckets):
+        chunk = points[int(b * size) : int((b + 1) * size)]
+        if not chunk:
+            continue
+        lo = min(chunk, key=lambda p: p[1])
+        hi = max(chunk, key=lambda p: p[1])
+        out.extend(sorted({lo, hi}))
+    return out
+
+
 def line_chart(
     series: Sequence[Series],
     *,

@@ -50,6 +50,7 @@ EXPECTED: dict[tuple[str, str], Rule] = {
     ("GET", "/api/v1/trials/{trial_id}/metrics"): READ,
     ("GET", "/api/v1/trials/{trial_id}/artifacts"): READ,
     ("GET", "/api/v1/trials/{trial_id}/artifacts/{path}"): READ,
+    ("GET", "/api/v1/compare"): READ,
     ("GET", "/api/v1/trials/{trial_id}/slices"): READ,
     ("GET", "/api/v1/claims"): READ,
     ("GET", "/api/v1/claims/{claim_id}"): READ,

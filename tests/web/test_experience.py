@@ -206,3 +206,12 @@ def test_slice_api_returns_stored_intensities_for_window_level(web: Web, tmp_pat
     ds = web.store.campaigns.get("cmp_volume").spec.dataset.path
     volume = read_volume(ds / "imagesTr" / f"{case}_0000.nii.gz").array
     assert np.allclose(raw, volume[:, :, 3])  # HU as stored: the viewer's W400/L40 means what it says
+
+
+def test_overlay_thinning_keeps_spikes() -> None:
+    from medloop.web.charts import thin_minmax
+
+    pts = [(float(i), 1.0) for i in range(10_000)]
+    pts[4321] = (4321.0, 9.0)
+    thin = thin_minmax(pts, 500)
+    assert len(thin) <= 1000 and (4321.0, 9.0) in thin and thin == sorted(thin)

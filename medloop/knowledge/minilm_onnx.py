@@ -1,0 +1,177 @@
+"""`minilm-int8`: the shipped all-MiniLM-L6-v2 exported to ONNX from its safetensors
+weights (the same forward pass as `minilm.py`) and quantised to int8 with onnxruntime's
+dynamic quantisation (int8 weights, activations quantised per call), run by onnxruntime.
+
+The export is made offline on first use and cached under the user cache
+(`$XDG_CACHE_HOME/medloop` or `~/.cache/medloop`; `MEDLOOP_CACHE_DIR` overrides), keyed by
+the weights' hash. Vectors differ slightly from `minilm`, so it is its own embedder
+name: a workspace indexed with one needs `medloop knowledge rebuild --reembed` to switch.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import tempfile
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medloop.core.errors import MedloopError
+from medloop.knowledge.base import Vector
+from medloop.knowledge.minilm import BATCH, SMALL, encoder, model_dir
+
+OPSET = 17
+_lock = threading.Lock()
+_sessions: dict[str, tuple[Any, Any]] = {}
+
+
+def cache_dir() -> Path:
+    explicit = os.environ.get("MEDLOOP_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME")
+    return (Path(base) if base else Path("~/.cache").expanduser()) / "medloop"
+
+
+def _weights_key(path: Path) -> str:
+    digest = hashlib.sha256()
+    with (path / "model.safetensors").open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def export_int8(dest: Path) -> Path:
+    """Write the int8 ONNX model to `dest` (atomically): torch export of the fp32 forward
+    pass, then onnxruntime.quantization.quantize_dynamic."""
+    import torch
+
+    try:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError as exc:
+        raise MedloopError(
+            f"MEDLOOP_EMBEDDER=minilm-int8 needs onnx and onnxruntime to export the model ({exc})",
+            hint="pip install onnx onnxruntime, or use MEDLOOP_EMBEDDER=minilm",
+        ) from None
+    enc = encoder()
+    names = {key: f"w{i}" for i, key in enumerate(enc.w)}
+
+    class Forward(torch.nn.Module):
+        """The encoder's weights as buffers, so the export stores them as initializers
+        (quantize_dynamic only quantises MatMuls whose weight is an initializer)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            for key, name in names.items():
+                self.register_buffer(name, enc.w[key])
+
+        def forward(self, ids: Any, mask: Any) -> Any:
+            proxy = copy.copy(enc)
+            proxy.w = {key: self.get_buffer(name) for key, name in names.items()}
+            return proxy.forward(ids, mask)
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".export-") as tmp:
+        fp32 = Path(tmp) / "fp32.onnx"
+        ids = torch.ones((2, 8), dtype=torch.long)
+        mask = torch.ones((2, 8), dtype=torch.long)
+        with torch.inference_mode():
+            torch.onnx.export(
+                Forward(),
+                (ids, mask),
+                str(fp32),
+                input_names=["ids", "mask"],
+                output_names=["embedding"],
+                dynamic_axes={"ids": {0: "batch", 1: "tokens"}, "mask": {0: "batch", 1: "tokens"}},
+                opset_version=OPSET,
+                dynamo=False,
+            )
+        int8 = Path(tmp) / "int8.onnx"
+        quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8, per_channel=True)
+        int8.replace(dest)
+    return dest
+
+
+_paths: dict[tuple[str, str], Path] = {}  # (weights folder, cache folder) -> model file
+
+
+def model_path() -> Path:
+    """The cached int8 model for the installed weights (exported on first use; the
+    weights are hashed once per process)."""
+    src, cache = model_dir(), cache_dir()
+    key = (str(src), str(cache))
+    with _lock:
+        dest = _paths.get(key)
+        if dest is None or not dest.is_file():
+            dest = cache / f"minilm-int8-{_weights_key(src)}.onnx"
+            if not dest.is_file():
+                export_int8(dest)
+            _paths[key] = dest
+        return dest
+
+
+def _session(threads: int) -> Any:
+    import onnxruntime as ort
+
+    key = f"{model_path()}:{threads}"
+    with _lock:
+        if key not in _sessions:
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+            sess = ort.InferenceSession(key.rsplit(":", 1)[0], opts, providers=["CPUExecutionProvider"])
+            _sessions[key] = (sess, None)
+        return _sessions[key][0]
+
+
+class MiniLMInt8Embedder:
+    """all-MiniLM-L6-v2, int8 ONNX on onnxruntime; 384-d, L2-normalised."""
+
+    name = "minilm-int8"
+    dim = 384
+
+    def __init__(self) -> None:
+        self._recent: OrderedDict[str, Vector] = OrderedDict()
+        self._recent_lock = threading.Lock()
+
+    def embed(self, texts: Sequence[str]) -> Vector:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        if len(texts) == 1:
+            with self._recent_lock:
+                hit = self._recent.get(texts[0])
+                if hit is not None:
+                    self._recent.move_to_end(texts[0])
+                    return hit.copy()
+        out = self._run(texts)
+        if len(texts) == 1:
+            with self._recent_lock:
+                self._recent[texts[0]] = out.copy()
+                while len(self._recent) > 256:
+                    self._recent.popitem(last=False)
+        return out
+
+    def _run(self, texts: Sequence[str]) -> Vector:
+        tokenizer = encoder().tokenizer
+        sess = _session(1 if len(texts) <= SMALL else max(1, min(4, os.cpu_count() or 1)))
+        encodings = tokenizer.encode_batch(list(texts))
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
+        for start in range(0, len(order), BATCH):
+            idx = order[start : start + BATCH]
+            width = max(len(encodings[i].ids) for i in idx)
+            ids = np.zeros((len(idx), width), dtype=np.int64)
+            mask = np.zeros((len(idx), width), dtype=np.int64)
+            for row, i in enumerate(idx):
+                n = len(encodings[i].ids)
+                ids[row, :n] = encodings[i].ids
+                mask[row, :n] = 1
+            vec = sess.run(["embedding"], {"ids": ids, "mask": mask})[0]
+            out[idx] = vec / np.maximum(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12)
+        return out
