@@ -50,7 +50,11 @@ def run(
     from medloop.core.specs import load_campaign_spec
 
     spec = load_campaign_spec(file)  # fails with one line before anything is written
-    if spec.executor.kind != "table":
+    if spec.executor.kind != "table" and spec.task == "audio":
+        from medloop.experiments.dataset.audio_manifest import read_manifest
+
+        read_manifest(spec.dataset.path)  # a broken manifest fails here, before any record
+    elif spec.executor.kind != "table":
         from medloop.experiments.dataset import read_dataset
 
         read_dataset(spec.dataset.path)  # a broken dataset fails here, before any record
