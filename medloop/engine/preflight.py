@@ -20,6 +20,11 @@ def check_inputs(spec: CampaignSpec) -> None:
     root = spec.dataset.path
     if spec.task == "vqa" and (root / "vqa.json").is_file():
         return  # a converted VQA dataset: its manifest is read when the campaign prepares it
+    if spec.task == "audio":
+        from medloop.experiments.dataset.audio_manifest import read_manifest
+
+        read_manifest(root)  # recordings + manifest.csv: a broken manifest is one line
+        return
     _check_cases(spec)
     _check_split(spec)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import os
 import shutil
 import tempfile
 from collections import defaultdict
@@ -138,7 +139,8 @@ def read_audio(path: Path) -> tuple[np.ndarray, int]:
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:  # noqa: BLE001 - libsndfile raises several types for bad files
-        raise DatasetError(f"{path}: unreadable audio ({str(exc).splitlines()[0][:120]})") from None
+        why = str(exc).splitlines()[0].split("': ", 1)[-1][:120]  # libsndfile repeats the path
+        raise DatasetError(f"{path}: unreadable audio ({why})") from None
     return data.mean(axis=1), int(rate)
 
 
@@ -239,8 +241,16 @@ def held_out_subjects(root: Path, manifest: DatasetManifest, split: str) -> dict
     return subject_labels(split_recordings(root, manifest, split))
 
 
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """Hardlink (no second copy of a large corpus), or copy across file systems."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
 def stage_audio_inputs(root: Path, manifest: DatasetManifest, staging_root: Path) -> dict[str, Path]:
-    """Copy each split's recordings and a CSV (labels for train only) into a temporary
+    """Hardlink (or copy) each split's recordings and a CSV (labels for train only) into a temporary
     folder renamed into place; reused when the same folder and split were staged before."""
     root = Path(root)
     dest = Path(staging_root) / f"audio-{staging_key(manifest)}"
@@ -259,7 +269,7 @@ def stage_audio_inputs(root: Path, manifest: DatasetManifest, staging_root: Path
                 for rec in recs:
                     staged = f"audio/{rec.path}"
                     (tmp / name / staged).parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(root / rec.path, tmp / name / staged)
+                    _link_or_copy(root / rec.path, tmp / name / staged)
                     writer.writerow(
                         [staged, rec.subject, rec.session, *([rec.label] if name == "train" else [])]
                     )
