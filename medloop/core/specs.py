@@ -262,15 +262,15 @@ class AudioConfig(Spec):
     augmentation: Literal["none", "noise", "gain", "stretch", "all"] = Field(
         default="none", description="Training-time augmentation (audiomentations)"
     )
-    sample_rate: int = Field(default=16000, ge=4000, le=96000, description="Audio is resampled to this (Hz)")
-    segment_seconds: float = Field(default=1.0, gt=0.1, le=30, description="Segment length (s)")
-    n_mels: int = Field(default=40, ge=8, le=256)
-    hidden: int = Field(default=32, ge=4, le=1024, description="Channels / hidden units")
-    epochs: int = Field(default=8, ge=1, le=1000)
-    batch_size: int = Field(default=32, ge=1, le=4096)
-    lr: float = Field(default=2e-3, gt=0, le=1)
-    weight_decay: float = Field(default=1e-4, ge=0)
-    num_threads: int = Field(default=1, ge=1, le=256, description="CPU threads for torch")
+    sample_rate: Int = Field(default=16000, ge=4000, le=96000, description="Audio is resampled to this (Hz)")
+    segment_seconds: Float = Field(default=1.0, gt=0.1, le=30, description="Segment length (s)")
+    n_mels: Int = Field(default=40, ge=8, le=256)
+    hidden: Int = Field(default=32, ge=4, le=1024, description="Channels / hidden units")
+    epochs: Int = Field(default=8, ge=1, le=1000)
+    batch_size: Int = Field(default=32, ge=1, le=4096)
+    lr: Float = Field(default=2e-3, gt=0, le=1)
+    weight_decay: Float = Field(default=1e-4, ge=0, le=1)
+    num_threads: Int = Field(default=1, ge=1, le=256, description="CPU threads for torch")
 
 
 def _task_of(value: Any) -> str:
@@ -386,7 +386,7 @@ class ValidationPolicy(Spec):
         description="Fresh seeds per arm to reproduce a supported claim (>= 3; 0 turns reproduction "
         "off, and then no change ever becomes the incumbent)",
     )
-    stages: int = Field(
+    stages: Int = Field(
         default=1,
         ge=1,
         le=5,
