@@ -304,10 +304,16 @@ def medloop_run(
     cid.append(
         runner.create(spec or medloop_spec(case, budget, f"bench-{case.name}-{seed}"), owner="bench").id
     )
-    campaign = runner.run(cid[0])
+    # A campaign that crashes is a result (counted as stopped early), not a crashed bench.
+    try:
+        campaign = runner.run(cid[0])
+        reason = campaign.summary.get("stop_reason")
+    except Exception as exc:  # noqa: BLE001
+        campaign = store.campaigns.get(cid[0])
+        reason = f"error: {type(exc).__name__}: {str(exc)[:120]}"
     # the incumbent as it stands at the end (a final change lands after the last run)
     curve.append((curve[-1][0], case.truth.get(case.sig(campaign.incumbent), start)))
-    return MedloopRun(curve, curve[-1][0], campaign.summary.get("stop_reason"), cid[0])
+    return MedloopRun(curve, curve[-1][0], reason, cid[0])
 
 
 def medloop_curve(case: Case, seed: int, budget: int) -> dict[str, Any]:
