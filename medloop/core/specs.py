@@ -1,4 +1,5 @@
-"""Campaign specs, search spaces and trial configs: what a researcher writes in YAML.
+"""Campaign specs: what a researcher writes in YAML. The spec base and search-space factors
+live in spec_base.py, the trial configs in trial_configs.py; both are re-exported here.
 
 All models forbid unknown keys, so a typo is an error that names the key, not a silently
 ignored setting. `load_campaign_spec` turns any problem into one `SpecError` line.
@@ -8,301 +9,74 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
-    Discriminator,
     Field,
-    Tag,
     ValidationError,
     model_validator,
 )
 
 from medloop.core.errors import SpecError
 from medloop.core.fields import GOAL_TEXT, Float, Int, NameText, UserPath
+from medloop.core.spec_base import (
+    Categorical,
+    Direction,
+    Factor,
+    FloatRange,
+    IntRange,
+    Scalar,
+    Spec,
+    TaskKind,
+)
+from medloop.core.trial_configs import (
+    CONFIG_MODELS,
+    VQA_CATEGORY_FIELDS,
+    VQA_METRIC,
+    AudioConfig,
+    SegConfig,
+    TrialConfig,
+    VqaConfig,
+    config_model,
+    make_config,
+)
 
-Scalar = str | int | float | bool
-TaskKind = Literal["segmentation", "vqa", "audio"]
-Direction = Literal["maximize", "minimize"]
-
-
-class Spec(BaseModel):
-    """Base of user-written specs: frozen, unknown keys rejected."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    # Trial-config fields added after trials were first recorded: left out of a trial's
-    # spec hash while they hold their default, so a config written before the field
-    # existed keeps its hash (reuse of runs, resumed campaigns, replay tables).
-    HASH_OMIT_AT_DEFAULT: ClassVar[frozenset[str]] = frozenset()
-
-    def hash_dump(self) -> dict[str, Any]:
-        """The JSON dump a spec hash is computed from (see HASH_OMIT_AT_DEFAULT)."""
-        data = self.model_dump(mode="json")
-        fields = type(self).model_fields
-        for name in self.HASH_OMIT_AT_DEFAULT:
-            if name in data and data[name] == fields[name].default:
-                del data[name]
-        return data
-
-
-# ---------------------------------------------------------------- search space
-
-
-class Categorical(Spec):
-    type: Literal["categorical"] = "categorical"
-    choices: list[Scalar] = Field(min_length=1, max_length=1000)
-    when: dict[str, list[Scalar]] | None = Field(
-        default=None, description="Active only when every named factor takes one of these values"
-    )
-
-
-class IntRange(Spec):
-    type: Literal["int"]
-    low: Int
-    high: Int
-    log: bool = False
-    when: dict[str, list[Scalar]] | None = None
-
-    @model_validator(mode="after")
-    def _ordered(self) -> IntRange:
-        if self.low >= self.high or (self.log and self.low <= 0):
-            raise ValueError("needs low < high (and low > 0 when log is true)")
-        return self
-
-
-class FloatRange(Spec):
-    type: Literal["float"]
-    low: Float
-    high: Float
-    log: bool = False
-    when: dict[str, list[Scalar]] | None = None
-
-    @model_validator(mode="after")
-    def _ordered(self) -> FloatRange:
-        if self.low >= self.high or (self.log and self.low <= 0):
-            raise ValueError("needs low < high (and low > 0 when log is true)")
-        return self
-
-
-def _shorthand_factor(value: Any) -> Any:
-    # `loss: [dice, dicece]` in YAML is a categorical factor.
-    if isinstance(value, list):
-        return {"type": "categorical", "choices": value}
-    return value
-
-
-Factor = Annotated[
-    Annotated[Categorical | IntRange | FloatRange, Field(discriminator="type")],
-    BeforeValidator(_shorthand_factor),
+__all__ = [
+    "AUDIO_BASE_METRICS",
+    "AUDIO_SNRS",
+    "CONFIG_MODELS",
+    "VQA_CATEGORY_FIELDS",
+    "VQA_METRIC",
+    "YEAR_S",
+    "AudioConfig",
+    "Budget",
+    "CampaignSpec",
+    "Categorical",
+    "DatasetRef",
+    "Direction",
+    "ExecutorSpec",
+    "Factor",
+    "FloatRange",
+    "IntRange",
+    "Objective",
+    "PlannerSpec",
+    "SandboxSpec",
+    "Scalar",
+    "Seconds",
+    "SegConfig",
+    "Spec",
+    "TaskKind",
+    "TrialConfig",
+    "ValidationPolicy",
+    "VqaConfig",
+    "config_model",
+    "format_validation_error",
+    "load_campaign_spec",
+    "make_config",
+    "parse_campaign_spec",
+    "parse_duration",
 ]
-
-
-# ---------------------------------------------------------------- trial configs
-
-_CODE_REF = r"^(none|[0-9a-f]{64})$"
-
-
-class SegConfig(Spec):
-    """Everything a segmentation trial's trainer is configured by. Factors name these fields."""
-
-    task: Literal["segmentation"] = "segmentation"
-    HASH_OMIT_AT_DEFAULT: ClassVar[frozenset[str]] = frozenset(
-        {"code_loss", "code_augmentation", "code_network", "code_postprocess", "code_lr_schedule", "code_tta"}
-    )
-    model: Literal["unet", "segresnet", "dynunet", "swinunetr"] = "unet"
-    spatial_dims: Literal[2, 3] = 2
-    base_features: Int = Field(default=16, ge=4, le=320, description="Channels of the first level")
-    depth: Int = Field(default=4, ge=2, le=7, description="Resolution levels")
-    loss: Literal["dice", "dicece", "dicefocal"] = "dicece"
-    optimizer: Literal["adamw", "sgd"] = "adamw"
-    lr: Float = Field(default=1e-3, gt=0, le=10)
-    weight_decay: Float = Field(default=1e-5, ge=0, le=10)
-    iterations: Int = Field(default=200, ge=1, le=1_000_000, description="Optimizer steps")
-    batch_size: Int = Field(default=8, ge=1, le=1024)
-    augmentation: Literal["none", "light", "nnunet"] = "none"
-    internal_val_fraction: Float = Field(
-        default=0.2, ge=0.0, lt=1.0, description="Training cases the job holds out for itself"
-    )
-    num_threads: Int = Field(default=1, ge=1, le=256, description="CPU threads for torch")
-    res_units: Int = Field(default=0, ge=0, le=4, description="UNet residual units per level")
-    patch_size: str = Field(
-        default="auto",
-        pattern=r"^(auto|\d+x\d+(x\d+)?)$",
-        description="Training patch in voxels, e.g. '64x64' or '96x96x64'; auto: whole 2D slice, "
-        "or the nnU-Net-style plan for 3D",
-    )
-    epoch_iterations: Int = Field(
-        default=50,
-        ge=1,
-        le=1_000_000,
-        description="Iterations per epoch: validation, checkpoint, early stopping",
-    )
-    early_stopping: Int = Field(
-        default=0,
-        ge=0,
-        le=100_000,
-        description="Stop after this many epochs without a better internal val Dice; 0 = off",
-    )
-    schedule: Literal["auto", "poly", "cosine", "constant"] = Field(
-        default="auto", description="LR schedule; auto = poly for sgd (nnU-Net), constant for adamw"
-    )
-    momentum: Float = Field(default=0.99, ge=0, lt=1, description="SGD Nesterov momentum (nnU-Net: 0.99)")
-    amp: bool = Field(default=True, description="Mixed precision (CUDA only; ignored on CPU)")
-    tta: bool = Field(default=False, description="Mirroring test-time augmentation at inference")
-    sw_overlap: Float = Field(default=0.5, ge=0, lt=1, description="Sliding-window overlap")
-    target_spacing: str = Field(
-        default="none",
-        pattern=r"^(none|auto|\d+(\.\d+)?x\d+(\.\d+)?(x\d+(\.\d+)?)?)$",
-        description="Resample to this spacing (mm) before training: none, auto (nnU-Net rule) or '1.0x1.0x2.5'",
-    )
-    init: str = Field(
-        default="scratch",
-        max_length=4096,
-        pattern=r"^(scratch|trial:[A-Za-z0-9_.-]+|file:.+)$",
-        description="Weights to start from: scratch, trial:<trial id> or file:<checkpoint path>",
-    )
-    init_mode: Literal["finetune", "freeze_encoder", "adapter"] = Field(
-        default="finetune", description="How an initialised model is trained"
-    )
-    # Code hypotheses (core/code.py): the sha256 of a checked module run at that extension
-    # point inside the sandbox, or "none". Staged by the host as /in/code/<sha256>.py.
-    code_loss: str = Field(default="none", pattern=_CODE_REF, description="Loss module, or none")
-    code_augmentation: str = Field(default="none", pattern=_CODE_REF, description="Augmentation module")
-    code_network: str = Field(default="none", pattern=_CODE_REF, description="Network builder module")
-    code_postprocess: str = Field(default="none", pattern=_CODE_REF, description="Post-processing module")
-    code_lr_schedule: str = Field(default="none", pattern=_CODE_REF, description="LR schedule module")
-    code_tta: str = Field(default="none", pattern=_CODE_REF, description="Test-time augmentation module")
-
-    def code_refs(self) -> dict[str, str]:
-        """Extension point -> sha256 of the modules this config runs."""
-        return {
-            name.removeprefix("code_"): value
-            for name, value in self.model_dump().items()
-            if name.startswith("code_") and value != "none"
-        }
-
-
-# Category fields of a VQA item (the GMAI-MMBench "lexical tree").
-VQA_CATEGORY_FIELDS = ("task", "modality", "department", "granularity")
-_VQA_FIELD = "(?:" + "|".join(VQA_CATEGORY_FIELDS) + ")"
-# Objective metrics of a VQA campaign: overall accuracy or the accuracy of one category.
-VQA_METRIC = re.compile(rf"^accuracy(?::{_VQA_FIELD}=[^,=]+)?$")
-
-
-class VqaConfig(Spec):
-    """A VLM trial: fine-tune (or not) a vision-language model on VQA items, then answer the
-    evaluation items. Factors name these fields."""
-
-    task: Literal["vqa"] = "vqa"
-    model_path: str = Field(
-        default="tiny",
-        min_length=1,
-        max_length=4096,
-        description="'tiny' (a small randomly initialised LLaVA-style model built in code, for tests "
-        "and demos) or a folder with Hugging Face weights and processor (never downloaded)",
-    )
-    method: Literal["none", "lora", "full"] = Field(
-        default="lora", description="none: evaluate the model as it is; lora (peft) or full fine-tuning"
-    )
-    lora_rank: Int = Field(default=8, ge=1, le=512)
-    lora_alpha: Int = Field(
-        default=16, ge=1, le=65_536, description="LoRA scaling numerator (scale = alpha / rank)"
-    )
-    lora_dropout: Float = Field(default=0.0, ge=0, lt=1)
-    lr: Float = Field(default=1e-4, gt=0, le=1)
-    weight_decay: Float = Field(default=0.0, ge=0, le=10)
-    epochs: Int = Field(default=1, ge=0, le=1000, description="Passes over the training items")
-    batch_size: Int = Field(default=8, ge=1, le=1024)
-    image_size: Int = Field(
-        default=32, ge=8, le=4096, description="Images are resized to this square size (px) before the model"
-    )
-    train_categories: str = Field(
-        default="all",
-        max_length=2000,
-        pattern=rf"^(all|{_VQA_FIELD}=[^,=]+(,{_VQA_FIELD}=[^,=]+)*)$",
-        description="Training items to use: all, or comma-separated field=value terms (an item is used "
-        "when it matches any), e.g. 'task=organ_recognition,task=laterality'",
-    )
-    captions: bool = Field(default=False, description="Also train on the image-caption pairs")
-    max_train_items: Int = Field(
-        default=0, ge=0, le=1_000_000_000, description="Cap on training items; 0 = all"
-    )
-    max_new_tokens: Int = Field(default=8, ge=1, le=4096)
-    eval_batch_size: Int = Field(default=16, ge=1, le=1024)
-    item_timeout: Float = Field(default=60.0, gt=0, le=86_400, description="Seconds one answer may take")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        default="auto", description="auto: bfloat16 on CUDA, float32 on CPU"
-    )
-    num_threads: Int = Field(default=1, ge=1, le=256, description="CPU threads for torch")
-
-
-class AudioConfig(Spec):
-    """A speech-biomarker trial (e.g. depression from speech): acoustic features per
-    segment, a small network (optionally with spiking layers), trained on segments and
-    scored per subject on clean and noisy copies of the evaluation recordings."""
-
-    task: Literal["audio"] = "audio"
-    features: Literal["logmel", "mfcc", "contrast", "chroma", "zcr", "rms_pitch", "all"] = Field(
-        default="logmel", description="Acoustic feature family (librosa); all = the six stacked"
-    )
-    model: Literal["cnn", "crnn", "hstn"] = Field(
-        default="cnn", description="cnn; crnn (conv + BiLSTM); hstn (hierarchical spatial-temporal)"
-    )
-    neuron: Literal["none", "lif", "arslif"] = Field(
-        default="none",
-        description="Spiking layer after the front-end: none, LIF, or adaptive-rate smooth LIF",
-    )
-    aggregation: Literal["mean", "vote"] = Field(
-        default="mean", description="Subject decision from its segments: mean probability or majority vote"
-    )
-    augmentation: Literal["none", "noise", "gain", "stretch", "all"] = Field(
-        default="none", description="Training-time augmentation (audiomentations)"
-    )
-    sample_rate: Int = Field(default=16000, ge=4000, le=96000, description="Audio is resampled to this (Hz)")
-    segment_seconds: Float = Field(default=1.0, gt=0.1, le=30, description="Segment length (s)")
-    n_mels: Int = Field(default=40, ge=8, le=256)
-    hidden: Int = Field(default=32, ge=4, le=1024, description="Channels / hidden units")
-    epochs: Int = Field(default=8, ge=1, le=1000)
-    batch_size: Int = Field(default=32, ge=1, le=4096)
-    lr: Float = Field(default=2e-3, gt=0, le=1)
-    weight_decay: Float = Field(default=1e-4, ge=0, le=1)
-    num_threads: Int = Field(default=1, ge=1, le=256, description="CPU threads for torch")
-
-
-def _task_of(value: Any) -> str:
-    # Configs stored before `task` was a discriminator are segmentation configs.
-    if isinstance(value, dict):
-        return str(value.get("task", "segmentation"))
-    return str(getattr(value, "task", "segmentation"))
-
-
-# The trial config of every task kind. A new task adds its config model here and to the
-# TrialConfig union (discriminated on `task`); agents use `config_model(task)`.
-TrialConfig = Annotated[
-    Annotated[SegConfig, Tag("segmentation")]
-    | Annotated[VqaConfig, Tag("vqa")]
-    | Annotated[AudioConfig, Tag("audio")],
-    Discriminator(_task_of),
-]
-CONFIG_MODELS: dict[str, type[Spec]] = {"segmentation": SegConfig, "vqa": VqaConfig, "audio": AudioConfig}
-
-
-def config_model(task: str) -> type[Spec]:
-    try:
-        return CONFIG_MODELS[task]
-    except KeyError:
-        raise SpecError(f"task {task!r} has no trial config; known: {sorted(CONFIG_MODELS)}") from None
-
-
-def make_config(task: str, values: dict[str, Any]) -> TrialConfig:
-    """Validate a full trial config dict for `task` (raises pydantic ValidationError)."""
-    config = config_model(task).model_validate({**values, "task": task})
-    return config  # type: ignore[return-value]
-
 
 # ---------------------------------------------------------------- campaign spec
 
