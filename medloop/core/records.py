@@ -373,6 +373,10 @@ class Evidence(Record):
     detail: dict[str, Any] = Field(default_factory=dict)
 
 
+AUDIT_GENESIS = "0" * 64
+_AUDIT_BODY = {"seq", "ts", "actor", "action", "object_type", "object_id", "detail"}
+
+
 class AuditEntry(Record):
     seq: int
     ts: str
@@ -383,6 +387,21 @@ class AuditEntry(Record):
     detail: dict[str, Any] = Field(default_factory=dict)
     prev_hash: str
     hash: str
+
+    @staticmethod
+    def digest(prev_hash: str, body: dict[str, Any]) -> str:
+        """The chain hash of an entry's body (seq, ts, actor, action, object, detail)."""
+        return sha256_hex(prev_hash + canonical_json({k: body[k] for k in sorted(_AUDIT_BODY)}))
+
+    def follows(self, seq: int, prev_hash: str) -> bool:
+        """Is this the entry right after (seq, prev_hash): the next number, linked to it,
+        its own hash intact? A removed middle entry breaks the numbering even when every
+        later hash was recomputed."""
+        return (
+            self.seq == seq + 1
+            and self.prev_hash == prev_hash
+            and self.digest(prev_hash, self.model_dump(include=_AUDIT_BODY)) == self.hash
+        )
 
 
 # ---------------------------------------------------------------- knowledge graph model

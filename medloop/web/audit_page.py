@@ -9,13 +9,12 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from medloop.core.ids import canonical_json, sha256_hex
-from medloop.core.records import AuditEntry
+from medloop.core.records import AUDIT_GENESIS, AuditEntry
 from medloop.core.store import Store
 
 PAGE = 100
 _FIELDS = {"seq", "ts", "actor", "action", "object_type", "object_id", "detail"}
-GENESIS = "0" * 64
+GENESIS = AUDIT_GENESIS
 
 
 @dataclass(frozen=True)
@@ -54,16 +53,12 @@ class IncrementalVerifier:
             while entries := store.audit.list(after=after, limit=batch):
                 for e in entries:
                     checked += 1
-                    if e.prev_hash != prev or _digest(prev, e) != e.hash:
+                    if not e.follows(after, prev):  # numbering, link and hash, as `audit verify`
                         return ChainStatus(False, e.seq, entries[-1].seq, checked)
-                    prev = e.hash
+                    prev, after = e.hash, e.seq
                     self._mark = Checkpoint(e.seq, e.hash)
                 after = entries[-1].seq
             return ChainStatus(True, None, self._mark.seq, checked)
-
-
-def _digest(prev: str, entry: AuditEntry) -> str:
-    return sha256_hex(prev + canonical_json(entry.model_dump(include=_FIELDS)))
 
 
 def page_of(

@@ -138,3 +138,15 @@ def test_the_server_sends_anchors_to_a_syslog_sink(web: Web) -> None:
         with TestClient(create_app(settings)):
             message = sink.recv(4096).decode().rstrip("\x00")
     assert "medloop-audit-anchor:" in message and message.strip().endswith(str(anchors.head(web.store)))
+
+
+def test_the_dashboards_incremental_check_also_sees_a_removed_middle_entry(web: Web) -> None:
+    """The audit page verifies only new entries; it must apply the same rule as `audit
+    verify` (numbering, link, hash), or a removed entry with recomputed hashes passes."""
+    from medloop.web.audit_page import IncrementalVerifier
+
+    fresh = IncrementalVerifier()
+    assert fresh.check(web.store).ok
+    _tamper(web.settings.db_path, "DELETE FROM audit WHERE seq = 4")
+    status = IncrementalVerifier().check(web.store)
+    assert not status.ok and status.bad_seq == 5

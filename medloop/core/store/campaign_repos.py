@@ -11,14 +11,13 @@ from typing import Any, cast
 import sqlalchemy as sa
 
 from medloop.core.errors import NotFoundError
-from medloop.core.ids import canonical_json, sha256_hex
-from medloop.core.records import AuditEntry, Campaign, Hypothesis, Trial, TrialResult, utcnow
+from medloop.core.records import AUDIT_GENESIS, AuditEntry, Campaign, Hypothesis, Trial, TrialResult, utcnow
 from medloop.core.store import schema as s
 from medloop.core.store.base import AuditItem, ClaimListing, Filter, Page, TrialListing
 from medloop.core.store.db import Database, Repo, Row, given, one, select, update, upsert
 from medloop.core.store.mapper import Mapper
 
-GENESIS_HASH = "0" * 64
+GENESIS_HASH = AUDIT_GENESIS
 _STATE = ("baseline", "incumbent", "incumbent_objective", "baseline_objective", "summary", "started_by")
 CAMPAIGN = Mapper(Campaign, s.campaigns, json={"spec_json": "spec", "state_json": _STATE})
 HYPOTHESIS = Mapper(Hypothesis, s.hypotheses, json={"json": "*"})
@@ -206,7 +205,7 @@ class SqlAudit:
                 seq += 1
                 body = {"seq": seq, "ts": utcnow(), "actor": actor, "action": action,
                         "object_type": object_type, "object_id": object_id, "detail": detail}  # fmt: skip
-                digest = sha256_hex(prev_hash + canonical_json(body))
+                digest = AuditEntry.digest(prev_hash, body)
                 out.append(AuditEntry(prev_hash=prev_hash, hash=digest, **body))
                 prev_hash = digest
             self.db.write(sa.insert(s.audit), [AUDIT.row(e) for e in out])
@@ -224,18 +223,10 @@ class SqlAudit:
         before. An entry removed from the middle shows as a gap even when the hashes after
         it were recomputed; edits with recomputed hashes and removed last entries need an
         anchor kept outside the database (`head`, web/anchors.py)."""
-        prev, seq, fields = (
-            GENESIS_HASH,
-            0,
-            {"seq", "ts", "actor", "action", "object_type", "object_id", "detail"},
-        )
+        prev, seq = GENESIS_HASH, 0
         while batch := self.list(after=seq, limit=5000):
             for e in batch:
-                if (
-                    e.seq != seq + 1
-                    or e.prev_hash != prev
-                    or sha256_hex(prev + canonical_json(e.model_dump(include=fields))) != e.hash
-                ):
+                if not e.follows(seq, prev):
                     return False, e.seq
                 prev, seq = e.hash, e.seq
         return True, None
