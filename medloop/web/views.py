@@ -17,6 +17,7 @@ from medloop.core.store.base import TrialListing
 from medloop.engine.launcher import CampaignProcesses
 from medloop.sandbox.base import job_key
 from medloop.web import schemas as S
+from medloop.web.errors import BadRequest
 
 CLAIM_RELATIONS = ("supports", "refutes", "contradicts", "reproduces")
 MAX_ARTIFACTS = 500
@@ -327,6 +328,8 @@ def artifact_path(trial: Trial, rel: str) -> Path:
     root = out_dir(trial)
     if root is None:
         raise NotFoundError(f"trial {trial.id} has no output folder")
+    if "\0" in rel or any(len(part.encode()) > 255 for part in rel.split("/")):
+        raise BadRequest("the artifact path holds a NUL or a name longer than 255 bytes")
     base = root.resolve()
     target = (base / rel).resolve()
     # No link anywhere on the way, one name for the file, a regular file (core.safe_tree):

@@ -17,11 +17,9 @@ ROLES = {"alice": "reviewer", "bob": "reviewer", "vic": "viewer", "ada": "admin"
 
 def replay_table(path: Path) -> Path:
     """A table with a planted effect: dicece +0.04 Dice, lr best at 1e-3, augmentation none."""
-    from medloop.agents.space import grid
-    from medloop.core.specs import FloatRange
     from medloop.engine.replay import save_table, synthetic_table
 
-    lrs = grid(FloatRange(type="float", low=0.0003, high=0.003, log=True))
+    lrs = _table_lrs()
     space: dict[str, list[Any]] = {"loss": ["dice", "dicece"], "augmentation": ["none", "light"], "lr": lrs}
 
     def effect(cfg: dict[str, Any]) -> float:
@@ -31,7 +29,17 @@ def replay_table(path: Path) -> Path:
     return path
 
 
+def _table_lrs() -> list[float]:
+    from medloop.agents.space import grid
+    from medloop.core.specs import FloatRange
+
+    return [float(v) for v in grid(FloatRange(type="float", low=0.0003, high=0.003, log=True))]
+
+
 def replay_yaml(table: Path, *, name: str = "replay demo", max_cycles: int = 3) -> str:
+    # A replay table is a grid of recorded configs: its lr values are choices (a float
+    # range would let the search propose values the table never recorded).
+    lrs = ", ".join(repr(v) for v in _table_lrs())
     return f"""name: {name}
 goal: Raise Dice on the replayed phantom
 dataset: {{path: {table.parent}}}
@@ -39,7 +47,7 @@ baseline: {{loss: dice, augmentation: none, lr: 0.0003}}
 search_space:
   loss: [dice, dicece]
   augmentation: [none, light]
-  lr: {{type: float, low: 0.0003, high: 0.003, log: true}}
+  lr: [{lrs}]
 validation: {{seeds_per_arm: 3, reproduction_seeds: 3, min_effect: 0.005}}
 budget: {{max_cycles: {max_cycles}, patience: 2}}
 executor: {{kind: table, table: {table}}}

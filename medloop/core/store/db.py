@@ -175,16 +175,14 @@ class Database:
             return fn()
         except sa.exc.IntegrityError as exc:
             raise ConflictError(f"the store refused a write: {exc.orig}") from None
-        except sa.exc.OperationalError as exc:
-            if self.read_only and "readonly" in str(exc.orig):
+        except sa.exc.DBAPIError as exc:  # OperationalError included
+            if exc.connection_invalidated:  # the server dropped us: the next call reconnects
+                self.conn.rollback()
+            elif self.read_only and "readonly" in str(exc.orig):
                 raise StoreError(
                     f"the store {self.url.database} is read-only for this user; this command needs to write",
                     hint="run it where the workspace is writable, or point MEDLOOP_WORKSPACE elsewhere",
                 ) from None
-            raise StoreError(f"database error: {exc.orig}".strip()) from None
-        except sa.exc.DBAPIError as exc:
-            if exc.connection_invalidated:  # the server dropped us: the next call reconnects
-                self.conn.rollback()
             raise StoreError(f"database error: {exc.orig}".strip()) from None
 
     def _rollback(self) -> None:

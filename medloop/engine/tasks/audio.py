@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import stat
 from collections import defaultdict
 from pathlib import Path
 
 from medloop.core.errors import DatasetError
-from medloop.core.records import JobOutcome, JobResult, SplitEvaluation, TrialSpec
+from medloop.core.records import JobOutcome, SplitEvaluation, TrialSpec
 from medloop.core.specs import AudioConfig, DatasetRef, Objective
 from medloop.engine.base import PreparedDataset
-from medloop.engine.tasks.base import ScoringContext
+from medloop.engine.outputs import OutputTree
+from medloop.engine.tasks.base import ScoringContext, TaskFamily
 from medloop.evaluation.audio import evaluate_audio_split, subject_scores
 from medloop.experiments.dataset.audio_manifest import (
     build_audio_manifest,
@@ -28,38 +27,6 @@ from medloop.experiments.dataset.audio_manifest import (
     stage_audio_inputs,
 )
 from medloop.experiments.dataset.audio_noise import CONDITIONS, stage_noisy
-
-MAX_PREDICTION_BYTES = 64 << 20
-
-
-def read_job_file(out_dir: Path, relative: str) -> str | None:
-    """Text of `out_dir/relative` written by a job, or None if absent. Never follows a
-    symlink: every folder on the way must be a real folder (lstat) and the file is
-    opened with O_NOFOLLOW; DatasetError for links, non-files and oversized files."""
-    parts = Path(relative).parts
-    here = Path(out_dir)
-    for part in parts[:-1]:
-        here = here / part
-        try:
-            info = os.lstat(here)
-        except FileNotFoundError:
-            return None
-        if not stat.S_ISDIR(info.st_mode):
-            raise DatasetError(f"job output {here.relative_to(out_dir)} is not a plain folder (a link?)")
-    path = here / parts[-1]
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise DatasetError(f"job output {relative}: refused ({exc.strerror}; a link?)") from None
-    with os.fdopen(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-            raise DatasetError(f"job output {relative} is not a regular file")
-        data = fh.read(MAX_PREDICTION_BYTES + 1)
-    if len(data) > MAX_PREDICTION_BYTES:
-        raise DatasetError(f"job output {relative} is larger than {MAX_PREDICTION_BYTES >> 20} MB")
-    return data.decode("utf-8", errors="replace")
 
 
 def _segment_probs(text: str, where: str, path_subject: dict[str, str]) -> dict[str, list[float]]:
@@ -120,7 +87,7 @@ class AudioFamily:
         return tuple(dict.fromkeys((objective.metric, "f1@clean", "f1@5db", "f1_auc")))
 
     def score(
-        self, ctx: ScoringContext, trial_id: str, spec: TrialSpec, job: JobResult, split: str
+        self, ctx: ScoringContext, trial_id: str, spec: TrialSpec, outputs: OutputTree, split: str
     ) -> SplitEvaluation | None:
         manifest = ctx.dataset.manifest
         if split == "test" and not manifest.test_cases:
@@ -135,20 +102,23 @@ class AudioFamily:
         scores: dict[str, dict[str, float]] = {}
         for cond in conditions:
             rel = f"predictions/{split}/{cond}.csv"
-            text = read_job_file(job.out_dir, rel)
-            if text is None:
+            try:  # no links, no FIFOs, size-capped (engine/outputs.py); UnsafeOutput fails the trial
+                text = outputs.read_text(rel)
+            except FileNotFoundError:
                 if split == "eval":
-                    raise DatasetError(f"the job wrote no {rel}")
+                    raise DatasetError(f"the job wrote no {rel}") from None
                 return None
+            except UnicodeDecodeError:
+                raise DatasetError(f"job output {rel} is not UTF-8 text") from None
             scores[cond] = subject_scores(_segment_probs(text, rel, path_subject), aggregation)
         return evaluate_audio_split(
             scores, labels, split=split, aggregation=aggregation, seed=spec.seed, sites=manifest.sites
         )
 
     def tamper_gap(
-        self, ctx: ScoringContext, spec: TrialSpec, job: JobResult, outcome: JobOutcome
+        self, ctx: ScoringContext, spec: TrialSpec, outputs: OutputTree, outcome: JobOutcome
     ) -> float | None:
         return None  # an audio job reports no metrics about itself
 
 
-FAMILY = AudioFamily()
+FAMILY: TaskFamily = AudioFamily()  # typed: mypy checks the family against the protocol

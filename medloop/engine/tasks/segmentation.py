@@ -11,7 +11,7 @@ from medloop.core.records import JobOutcome, SplitEvaluation, TrialSpec
 from medloop.core.specs import DatasetRef, Objective
 from medloop.engine.base import PreparedDataset
 from medloop.engine.outputs import OutputTree
-from medloop.engine.tasks.base import ScoringContext
+from medloop.engine.tasks.base import ScoringContext, TaskFamily
 from medloop.evaluation.metrics import evaluate_split, tamper_gap
 from medloop.experiments.dataset import build_manifest, fingerprint_summary, held_out_labels, stage_inputs
 
@@ -82,4 +82,4 @@ class SegmentationFamily:
         return worst
 
 
-FAMILY = SegmentationFamily()
+FAMILY: TaskFamily = SegmentationFamily()  # typed: mypy checks the family against the protocol

@@ -10,7 +10,7 @@ from medloop.core.records import JobOutcome, SplitEvaluation, TrialSpec
 from medloop.core.specs import DatasetRef, Objective, VqaConfig
 from medloop.engine.base import PreparedDataset
 from medloop.engine.outputs import OutputTree
-from medloop.engine.tasks.base import ScoringContext
+from medloop.engine.tasks.base import ScoringContext, TaskFamily
 from medloop.evaluation.vqa import evaluate_split as evaluate_vqa_split
 from medloop.experiments.vlm.manifest import (
     build_vqa_manifest,
@@ -69,4 +69,4 @@ class VqaFamily:
         return None  # a VQA job reports no metrics about itself
 
 
-FAMILY = VqaFamily()
+FAMILY: TaskFamily = VqaFamily()  # typed: mypy checks the family against the protocol

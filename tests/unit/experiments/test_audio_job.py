@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from medloop.core.errors import DatasetError
-from medloop.core.records import JobResult, Provenance, TrialSpec
+from medloop.core.records import TrialSpec
 from medloop.core.specs import AudioConfig, DatasetRef, Objective
+from medloop.engine.outputs import OutputTree, UnsafeOutput
 from medloop.engine.tasks import ScoringContext, family
-from medloop.engine.tasks.audio import read_job_file
 from medloop.experiments.audio.features import FAMILIES, extract, n_features
 from medloop.experiments.audio.spiking import SpikingSequence
 from medloop.experiments.audio.train import run_audio
@@ -48,9 +48,9 @@ def _in_dir(prep, tmp: Path) -> Path:  # type: ignore[no-untyped-def]
     return in_dir
 
 
-def _job(out: Path) -> JobResult:
-    prov = Provenance(code_version="t", runtime="local", host="h", started_at="0", ended_at="1")
-    return JobResult(key="k", status="succeeded", exit_code=0, wall_s=1.0, out_dir=out, provenance=prov)
+def _job(out: Path) -> OutputTree:
+    """The job's output as the engine hands it to a task family (no-follow reader)."""
+    return OutputTree(out, out.parent / f"{out.name}.scratch")
 
 
 def test_feature_families_shapes() -> None:
@@ -117,13 +117,15 @@ def test_job_output_links_and_bad_rows_are_refused(prepared, tmp_path: Path) -> 
     out = tmp_path / "out"
     (out / "predictions").mkdir(parents=True)
     (out / "predictions" / "eval").symlink_to(tmp_path)  # a linked folder
-    with pytest.raises(DatasetError, match="not a plain folder"):
-        read_job_file(out, "predictions/eval/secret.csv")
+    with pytest.raises(UnsafeOutput), OutputTree(out, tmp_path / "scratch") as tree:
+        tree.read_text("predictions/eval/secret.csv")
     (out / "predictions" / "eval").unlink()
     (out / "predictions" / "eval").mkdir()
     (out / "predictions" / "eval" / "clean.csv").symlink_to(secret)  # a linked file
-    with pytest.raises(DatasetError, match="refused"):
-        read_job_file(out, "predictions/eval/clean.csv")
+    spec0 = TrialSpec(task="audio", dataset=prep.manifest, config=AudioConfig(), seed=0)
+    ctx0 = ScoringContext(dataset=prep, objective=Objective(metric="f1@5db"), workspace=tmp_path)
+    with pytest.raises(UnsafeOutput), OutputTree(out, tmp_path / "scratch") as tree:
+        family("audio").score(ctx0, "t", spec0, tree, "eval")
     (out / "predictions" / "eval" / "clean.csv").unlink()
     (out / "predictions" / "eval" / "clean.csv").write_text("path,segment,prob\naudio/../x.wav,0,0.5\n")
     spec = TrialSpec(task="audio", dataset=prep.manifest, config=AudioConfig(), seed=0)
