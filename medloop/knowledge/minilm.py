@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -167,17 +168,20 @@ def encoder() -> _Encoder:
         return _loaded[str(path)]
 
 
-class MiniLMEmbedder:
-    """Offline all-MiniLM-L6-v2 sentence embeddings, 384-d."""
+class CachedEmbedder(ABC):
+    """An embedder that remembers its last 256 single-text queries: the planner asks the
+    same question more than once per cycle. Subclasses implement `_run` (a batch)."""
 
-    name = "minilm"
+    name = "cached"
     dim = 384
 
     def __init__(self) -> None:
-        # The planner asks the same question more than once per cycle: one short query
-        # text -> vector, kept for the last 256 distinct queries.
         self._recent: OrderedDict[str, Vector] = OrderedDict()
         self._recent_lock = threading.Lock()  # web handlers may share one embedder
+
+    @abstractmethod
+    def _run(self, texts: Sequence[str]) -> Vector:
+        """Embed a batch (unit-norm rows)."""
 
     def embed(self, texts: Sequence[str]) -> Vector:
         if not texts:
@@ -188,10 +192,20 @@ class MiniLMEmbedder:
                 if hit is not None:
                     self._recent.move_to_end(texts[0])
                     return hit.copy()
-        out = encoder().embed(texts)
+        out = self._run(texts)
         if len(texts) == 1:
             with self._recent_lock:
                 self._recent[texts[0]] = out.copy()
                 while len(self._recent) > 256:
                     self._recent.popitem(last=False)
         return out
+
+
+class MiniLMEmbedder(CachedEmbedder):
+    """Offline all-MiniLM-L6-v2 sentence embeddings, 384-d (torch)."""
+
+    name = "minilm"
+    dim = 384
+
+    def _run(self, texts: Sequence[str]) -> Vector:
+        return encoder().embed(texts)

@@ -15,7 +15,6 @@ import hashlib
 import os
 import tempfile
 import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ import numpy as np
 
 from medloop.core.errors import MedloopError
 from medloop.knowledge.base import Vector
-from medloop.knowledge.minilm import BATCH, SMALL, encoder, model_dir
+from medloop.knowledge.minilm import BATCH, SMALL, CachedEmbedder, encoder, model_dir
 
 OPSET = 17
 _lock = threading.Lock()
@@ -130,32 +129,11 @@ def _session(threads: int) -> Any:
         return _sessions[key][0]
 
 
-class MiniLMInt8Embedder:
+class MiniLMInt8Embedder(CachedEmbedder):
     """all-MiniLM-L6-v2, int8 ONNX on onnxruntime; 384-d, L2-normalised."""
 
     name = "minilm-int8"
     dim = 384
-
-    def __init__(self) -> None:
-        self._recent: OrderedDict[str, Vector] = OrderedDict()
-        self._recent_lock = threading.Lock()
-
-    def embed(self, texts: Sequence[str]) -> Vector:
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        if len(texts) == 1:
-            with self._recent_lock:
-                hit = self._recent.get(texts[0])
-                if hit is not None:
-                    self._recent.move_to_end(texts[0])
-                    return hit.copy()
-        out = self._run(texts)
-        if len(texts) == 1:
-            with self._recent_lock:
-                self._recent[texts[0]] = out.copy()
-                while len(self._recent) > 256:
-                    self._recent.popitem(last=False)
-        return out
 
     def _run(self, texts: Sequence[str]) -> Vector:
         tokenizer = encoder().tokenizer
