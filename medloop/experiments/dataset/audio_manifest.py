@@ -20,7 +20,6 @@ import hashlib
 import io
 import os
 import shutil
-import tempfile
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ import numpy as np
 
 from medloop.core.errors import DatasetError
 from medloop.core.records import DatasetManifest
-from medloop.experiments.dataset.manifest import staging_key
+from medloop.experiments.dataset.manifest import publish_staging, staging_key
 from medloop.experiments.dataset.splits import make_splits
 
 MANIFEST = "manifest.csv"
@@ -257,9 +256,7 @@ def stage_audio_inputs(root: Path, manifest: DatasetManifest, staging_root: Path
     parts = {name: dest / name for name in ("train", "eval", "test")}
     if (dest / ".complete").is_file():
         return parts
-    Path(staging_root).mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=staging_root, prefix=".stage-audio-"))
-    try:
+    with publish_staging(staging_root, dest, manifest.checksum, prefix=".stage-audio-") as tmp:
         for name in parts:
             recs = split_recordings(root, manifest, name)
             (tmp / name / "audio").mkdir(parents=True)
@@ -273,14 +270,4 @@ def stage_audio_inputs(root: Path, manifest: DatasetManifest, staging_root: Path
                     writer.writerow(
                         [staged, rec.subject, rec.session, *([rec.label] if name == "train" else [])]
                     )
-        (tmp / ".complete").write_text(manifest.checksum + "\n")
-        try:
-            tmp.rename(dest)
-        except OSError:
-            if not (dest / ".complete").is_file():
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return parts

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from medloop.core.errors import DatasetError
@@ -130,9 +132,7 @@ def stage_inputs(path: Path, manifest: DatasetManifest, staging_root: Path) -> d
     parts = {name: dest / name for name in ("train", "eval", "test")}
     if (dest / ".complete").is_file():
         return parts
-    Path(staging_root).mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=staging_root, prefix=".stage-"))
-    try:
+    with publish_staging(staging_root, dest, manifest.checksum, prefix=".stage-") as tmp:
         by_id = {c.id: c for c in (*ds.training, *ds.test)}
         layout = [
             ("train/imagesTr", manifest.train_cases, True),
@@ -149,17 +149,6 @@ def stage_inputs(path: Path, manifest: DatasetManifest, staging_root: Path) -> d
                     _link(image, tmp / folder / image.name)
                 if with_labels and case.label is not None:
                     _link(case.label, tmp / "train/labelsTr" / case.label.name)
-        (tmp / ".complete").write_text(manifest.checksum + "\n")
-        try:
-            tmp.rename(dest)
-        except OSError:
-            # Another process staged the same split first; theirs is identical.
-            if not (dest / ".complete").is_file():
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return parts
 
 
@@ -188,3 +177,24 @@ def held_out_labels(path: Path, manifest: DatasetManifest, split: str) -> dict[s
         if case.label is not None:
             out[case_id] = case.label
     return out
+
+
+@contextmanager
+def publish_staging(staging_root: Path, dest: Path, checksum: str, *, prefix: str) -> Iterator[Path]:
+    """A private folder to fill, published as `dest` atomically when the block ends (with a
+    `.complete` marker); removed on any error. If another process published the same
+    split first, theirs is kept (it is identical: same checksum)."""
+    Path(staging_root).mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=staging_root, prefix=prefix))
+    try:
+        yield tmp
+        (tmp / ".complete").write_text(checksum + "\n")
+        try:
+            tmp.rename(dest)
+        except OSError:
+            if not (dest / ".complete").is_file():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -14,15 +14,13 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import shutil
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from medloop.core.errors import DatasetError
 from medloop.core.records import DatasetManifest
-from medloop.experiments.dataset.manifest import staging_key, stratified_holdout
+from medloop.experiments.dataset.manifest import publish_staging, staging_key, stratified_holdout
 from medloop.experiments.vlm.tsv import VqaItem, VqaTable, read_tsv, write_tsv
 
 FILES = ("vqa.json", "train.tsv", "test.tsv", "captions.tsv")
@@ -152,9 +150,7 @@ def stage_vqa_inputs(root: Path, manifest: DatasetManifest, staging_root: Path) 
     parts = {name: dest / name for name in ("train", "eval", "test")}
     if (dest / ".complete").is_file():
         return parts
-    Path(staging_root).mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=staging_root, prefix=".stage-vqa-"))
-    try:
+    with publish_staging(staging_root, dest, manifest.checksum, prefix=".stage-vqa-") as tmp:
         for name in parts:
             (tmp / name).mkdir()
         write_tsv(tmp / "train/train.tsv", held_out_items(root, manifest, "train").items)
@@ -162,16 +158,6 @@ def stage_vqa_inputs(root: Path, manifest: DatasetManifest, staging_root: Path) 
         if manifest.test_cases:
             write_tsv(tmp / "test/test.tsv", held_out_items(root, manifest, "test").items, with_answers=False)
         _stage_captions(root / "captions.tsv", tmp / "train/captions.tsv", set(manifest.train_cases))
-        (tmp / ".complete").write_text(manifest.checksum + "\n")
-        try:
-            tmp.rename(dest)
-        except OSError:
-            if not (dest / ".complete").is_file():
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return parts
 
 
