@@ -8,6 +8,7 @@ import gzip
 import json
 import multiprocessing
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -250,3 +251,21 @@ def test_store_urls_from_settings(tmp_path: Path) -> None:
     assert Settings(db_url="sqlite:///rel/x.db").store_url == f"sqlite:///{Path('rel/x.db').resolve()}"
     with pytest.raises(SpecError, match="mysql"):
         _ = Settings(db_url="mysql://x/y").store_url
+
+
+def test_opening_while_another_process_holds_the_write_lock_waits_for_it(tmp_path: Path) -> None:
+    # Another writer holds RESERVED on a new database file: SQLite refuses the switch to
+    # WAL at once ("database is locked", no busy handler: it would deadlock), which made
+    # two processes creating one workspace at once fail in CI. The open must wait instead.
+    path = tmp_path / "new.db"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(0.5, lambda: other.execute("COMMIT"))
+    release.start()
+    try:
+        store = open_store(path)
+    finally:
+        release.join()
+        other.close()
+    assert [r[0] for r in store.db.all(sa.text("PRAGMA journal_mode"))] == ["wal"]
+    assert store.audit.append("p", "open", "store", "s", {}).seq == 1

@@ -17,7 +17,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -245,10 +247,27 @@ def _sqlite_pragmas(busy_timeout_ms: int, read_only: bool = False) -> Callable[[
         dbapi_conn.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
         dbapi_conn.execute("PRAGMA foreign_keys = ON")
         if not read_only:  # setting the journal mode is a write
-            dbapi_conn.execute("PRAGMA journal_mode = WAL")
+            _switch_to_wal(dbapi_conn, busy_timeout_ms)
             dbapi_conn.execute("PRAGMA synchronous = NORMAL")  # WAL: durable at checkpoints
 
     return on_connect
+
+
+def _switch_to_wal(dbapi_conn: Any, busy_timeout_ms: int) -> None:
+    """`PRAGMA journal_mode = WAL` needs the exclusive lock and SQLite answers "database
+    is locked" at once, without its busy handler, while another process creates or
+    switches the same new file: retry within the busy timeout like any locked write."""
+    deadline = time.monotonic() + busy_timeout_ms / 1000
+    delay = 0.005
+    while True:
+        try:
+            dbapi_conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)
 
 
 def _cannot_write(path: Path) -> bool:

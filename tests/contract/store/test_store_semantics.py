@@ -145,12 +145,15 @@ def _open(url: str, start: Any, out: Any) -> None:
 
 def test_processes_opening_a_new_database_at_once_create_it_once(case: StoreCase) -> None:
     ctx = multiprocessing.get_context("spawn")
-    start, out = ctx.Barrier(2), ctx.Queue()
-    procs = [ctx.Process(target=_open, args=(case.url, start, out)) for _ in range(2)]
+    # Six at once: creating the file and switching it to WAL race (SQLite answered
+    # "database is locked" to the journal-mode switch without waiting, in CI).
+    n = 6
+    start, out = ctx.Barrier(n), ctx.Queue()
+    procs = [ctx.Process(target=_open, args=(case.url, start, out)) for _ in range(n)]
     for p in procs:
         p.start()
     for p in procs:
         p.join(timeout=300)
         assert p.exitcode == 0
-    assert sorted(out.get(timeout=10) for _ in procs) == [1, 2]
+    assert sorted(out.get(timeout=10) for _ in procs) == list(range(1, n + 1))
     assert case.open().audit.verify() == (True, None)
