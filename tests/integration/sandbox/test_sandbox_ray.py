@@ -5,7 +5,6 @@ so GPU placement can be checked here; a real-GPU check runs on the device machin
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -22,38 +21,15 @@ from medloop.sandbox.factory import make_executor
 from medloop.sandbox.ray_executor import RayExecutor, RayRuntime
 from tests.conftest import require
 from tests.contract.sandbox.conftest import docker_available
+from tests.ray_head import ray_head as start_ray_head
 
 pytestmark = pytest.mark.ray
 
 
 @pytest.fixture(scope="module")
 def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    try:
-        import ray
-    except ImportError:
-        require("ray", False, "the ray package is not installed")
-        return
-    tmp = tmp_path_factory.mktemp("ray")
-    saved = {name: os.environ.get(name) for name in ("RAY_AUTH_MODE", "RAY_TMPDIR")}
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    os.environ["RAY_TMPDIR"] = str(tmp)
-    ray.init(
-        num_cpus=2,
-        num_gpus=2,
-        include_dashboard=False,
-        configure_logging=False,
-        log_to_driver=False,
-        namespace="medloop-test",
-        object_store_memory=256 << 20,
-        _temp_dir=str(tmp),
-    )
-    yield
-    ray.shutdown()
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
+    with start_ray_head(tmp_path_factory.mktemp("ray")):
+        yield
 
 
 def pyjob(key: str, code: str, inputs: dict[str, Path] | None = None, **limits: float) -> JobSpec:
