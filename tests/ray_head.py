@@ -16,7 +16,10 @@ from tests.conftest import require
 
 
 @contextlib.contextmanager
-def ray_head(tmp: Path, *, cpus: int = 2, gpus: int = 2) -> Iterator[None]:
+def ray_head(
+    tmp: Path, *, cpus: int = 2, gpus: int = 2, worker_env: dict[str, str] | None = None
+) -> Iterator[None]:
+    """`worker_env`: environment variables every Ray worker gets (and the driver does not)."""
     try:
         import ray
     except ImportError:
@@ -34,6 +37,7 @@ def ray_head(tmp: Path, *, cpus: int = 2, gpus: int = 2) -> Iterator[None]:
         namespace="medloop-test",
         object_store_memory=256 << 20,
         _temp_dir=str(tmp),
+        runtime_env={"env_vars": worker_env} if worker_env else None,
     )
     try:
         yield
