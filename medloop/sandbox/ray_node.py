@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from medloop.core import safe_tree
+from medloop.core.errors import SandboxUnavailable
 from medloop.core.records import JobResult, JobSpec
 from medloop.core.safe_tree import UnsafeOutput
 from medloop.core.specs import SandboxSpec
@@ -85,6 +86,19 @@ def _materialize(cache: Path, fingerprint: str, filename: str, data: bytes, is_d
     return target if is_dir else target / filename
 
 
+def _shared_input(path_text: str, is_dir: bool, key: str) -> Path:
+    """An input the driver passed by path: it must be here, the same kind as there."""
+    path = Path(path_text)
+    if not (path.is_dir() if is_dir else path.is_file()):
+        import socket
+
+        raise SandboxUnavailable(
+            f"job {key}: shared input {path} is not mounted on Ray node {socket.gethostname()}",
+            hint="mount the shared filesystem at the same path on every node, or drop it from executor.shared",
+        )
+    return path
+
+
 def node_job(
     job_json: str,
     inputs: dict[str, tuple[str, bool, str, Any]],
@@ -101,6 +115,9 @@ def node_job(
     root = Path(node_root)
     node_inputs: dict[str, Path] = {}
     for name, (digest, is_dir, filename, ref) in inputs.items():
+        if isinstance(ref, str):  # by reference, on a filesystem the driver says is shared
+            node_inputs[name] = _shared_input(ref, is_dir, job.key)
+            continue
         data = ray.get(ref) if isinstance(ref, ray.ObjectRef) else ref
         node_inputs[name] = _materialize(root / "inputs", digest, filename, data, is_dir)
     # Ray names GPUs by index, or by UUID / MIG id where the node was started that way.

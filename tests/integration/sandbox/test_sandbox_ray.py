@@ -234,3 +234,31 @@ def test_a_lost_tasks_job_is_stopped_before_its_retry(
         assert not left, "the lost attempt's container was not removed"
     assert not (node_out / "done").exists()
     runtime.close()
+
+
+def test_inputs_on_a_shared_filesystem_go_by_path_not_through_the_object_store(
+    ray_head: None, settings: Settings, tmp_path: Path
+) -> None:
+    # Issue 15 item 5: a 3D dataset of tens of GB must not be packed into one archive in
+    # the driver's memory. Inputs under executor.shared reach the node by path.
+    shared = tmp_path / "nfs"
+    (shared / "Dataset001" / "imagesTr").mkdir(parents=True)
+    (shared / "Dataset001" / "imagesTr" / "case_000.txt").write_text("21")
+    private = tmp_path / "private.txt"
+    private.write_text("2")
+    code = (
+        "n = int(open('/in/data/imagesTr/case_000.txt').read()) * int(open('/in/factor.txt').read())\n"
+        "open('/out/answer.txt', 'w').write(str(n))\n"
+    )
+    node_root = settings.workspace_dir / "ray-node"
+    executor = make_executor(settings, SandboxSpec(), ExecutorSpec(kind="ray", shared=[shared]))
+    try:
+        [result] = executor.run(
+            [pyjob("byref", code, {"data": shared / "Dataset001", "factor.txt": private})]
+        )
+    finally:
+        executor.close()
+    assert result.status == "succeeded", result.log_tail
+    assert (result.out_dir / "answer.txt").read_text() == "42"
+    cached = [p.name for p in (node_root / "inputs").rglob("*") if p.is_file()]
+    assert cached == ["private.txt"]  # only the input outside the shared folder was shipped
