@@ -1,7 +1,8 @@
 """A local OpenAI-compatible chat-completions server for tests (127.0.0.1 only).
 
 Replies are queued: a string becomes the assistant's text, a dict with "tool_calls"
-becomes a tool-call message. Every request body is recorded for assertions. A `responder`,
+becomes a tool-call message, a dict with "http_status" is an error response with that
+status (a provider outage). Every request body is recorded for assertions. A `responder`,
 when given, computes each reply from the request body instead (e.g. by looking at the
 base64 images a vision request carries).
 """
@@ -36,6 +37,14 @@ class FakeOpenAI:
                     reply = server.responder(body)
                 else:
                     reply = server.replies.popleft() if server.replies else "{}"
+                if isinstance(reply, dict) and "http_status" in reply:
+                    error = json.dumps({"error": {"message": "provider down", "type": "server_error"}})
+                    self.send_response(int(reply["http_status"]))
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(error)))
+                    self.end_headers()
+                    self.wfile.write(error.encode())
+                    return
                 message: dict[str, Any] = {"role": "assistant", "content": None}
                 if isinstance(reply, dict) and "tool_calls" in reply:
                     message["tool_calls"] = [

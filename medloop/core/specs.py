@@ -200,6 +200,12 @@ class ExecutorSpec(Spec):
     slots: Int = Field(default=1, ge=1, le=1024)
     address: NameText | None = None
     table: UserPath | None = None
+    shared: list[UserPath] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Folders every Ray node mounts at the same path (a shared filesystem): "
+        "job inputs under them reach the nodes by path, never through Ray's object store",
+    )
 
 
 class SandboxSpec(Spec):

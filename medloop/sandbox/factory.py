@@ -9,6 +9,7 @@ import functools
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 from medloop.core.errors import SpecError
 from medloop.core.records import GpuId
@@ -20,14 +21,20 @@ from medloop.sandbox.scheduler import BudgetUsage
 
 def make_runtime(settings: Settings, sandbox: SandboxSpec) -> SandboxRuntime:
     """The runtime named by `sandbox.runtime` (local process or Docker)."""
+    return runtime_in(settings.jobs_dir, sandbox, docker_image=settings.docker_image)
+
+
+def runtime_in(jobs_dir: Path, sandbox: SandboxSpec, *, docker_image: str) -> SandboxRuntime:
+    """The runtime named by `sandbox.runtime` over `jobs_dir`, from what the caller passes
+    only: a Ray node runs the driver's choice and never reads settings of its own."""
     if sandbox.runtime == "local":
         from medloop.sandbox.local import LocalRuntime
 
-        return LocalRuntime(settings.jobs_dir)
+        return LocalRuntime(jobs_dir)
     if sandbox.runtime == "docker":
         from medloop.sandbox.docker import DockerRuntime
 
-        return DockerRuntime(settings.jobs_dir, image=sandbox.image or settings.docker_image)
+        return DockerRuntime(jobs_dir, image=sandbox.image or docker_image)
     raise SpecError(f"sandbox.runtime: unknown runtime {sandbox.runtime!r}", hint="use local or docker")
 
 

@@ -3,8 +3,9 @@
 `RayRuntime` is a `SandboxRuntime` whose jobs are Ray tasks (`ray_node.node_job`) that
 ask Ray for the job's CPUs and GPUs (`num_cpus`, `num_gpus`); on the node, the task runs
 the job in the configured sandbox runtime (local process or Docker) with the GPU ids
-Ray assigned. Inputs travel through Ray's object store (packed once per content
-fingerprint, unpacked once per node); the job's `/out` comes back as an archive and is
+Ray assigned. Inputs under a folder the campaign declares shared (`executor.shared`, a
+filesystem mounted at the same path on every node) go by path; others travel through
+Ray's object store (packed once per content fingerprint, unpacked once per node); the job's `/out` comes back as an archive and is
 unpacked into the host's workspace. `RayExecutor` is the `Scheduler` over a `RayRuntime`,
 so slots, budgets, cancel and infrastructure retries behave as with local execution.
 
@@ -62,8 +63,11 @@ class RayRuntime:
         address: str | None = None,
         docker_image: str = "medloop-runtime:latest",
         node_root: Path | None = None,
+        shared: Sequence[Path] = (),
     ) -> None:
         ray = _ray()
+        # Inputs under these folders go to nodes by path (a shared filesystem).
+        self.shared = [Path(p).expanduser().resolve() for p in shared]
         self.jobs_dir = jobs_dir.expanduser().resolve()
         self.sandbox = sandbox
         self.docker_image = docker_image
@@ -300,6 +304,11 @@ class RayRuntime:
         ray = _ray()
         shipped: dict[str, tuple[str, bool, str, Any]] = {}
         for rel, path in resolve_inputs(job).items():
+            if any(path.is_relative_to(root) for root in self.shared):
+                # By reference: the node reads it where it is (tens of GB never pass
+                # through the driver's memory or the object store).
+                shipped[rel.as_posix()] = ("", path.is_dir(), path.name, str(path))
+                continue
             digest = fingerprint(path)
             with self._lock:
                 ref = self._inputs.get(digest)
@@ -370,6 +379,7 @@ class RayExecutor:
             address=executor.address,
             docker_image=settings.docker_image,
             node_root=node_root or settings.workspace_dir / "ray-node",
+            shared=executor.shared,
         )
         # Ray places GPUs itself; the scheduler only charges them to the budget.
         self.scheduler = Scheduler(

@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from medloop.core import safe_tree
+from medloop.core.errors import SandboxUnavailable
 from medloop.core.records import JobResult, JobSpec
 from medloop.core.safe_tree import UnsafeOutput
-from medloop.core.settings import Settings
 from medloop.core.specs import SandboxSpec
+from medloop.sandbox.base import SandboxRuntime
 
 
 class LogHub:
@@ -85,6 +86,19 @@ def _materialize(cache: Path, fingerprint: str, filename: str, data: bytes, is_d
     return target if is_dir else target / filename
 
 
+def _shared_input(path_text: str, is_dir: bool, key: str) -> Path:
+    """An input the driver passed by path: it must be here, the same kind as there."""
+    path = Path(path_text)
+    if not (path.is_dir() if is_dir else path.is_file()):
+        import socket
+
+        raise SandboxUnavailable(
+            f"job {key}: shared input {path} is not mounted on Ray node {socket.gethostname()}",
+            hint="mount the shared filesystem at the same path on every node, or drop it from executor.shared",
+        )
+    return path
+
+
 def node_job(
     job_json: str,
     inputs: dict[str, tuple[str, bool, str, Any]],
@@ -101,6 +115,9 @@ def node_job(
     root = Path(node_root)
     node_inputs: dict[str, Path] = {}
     for name, (digest, is_dir, filename, ref) in inputs.items():
+        if isinstance(ref, str):  # by reference, on a filesystem the driver says is shared
+            node_inputs[name] = _shared_input(ref, is_dir, job.key)
+            continue
         data = ray.get(ref) if isinstance(ref, ray.ObjectRef) else ref
         node_inputs[name] = _materialize(root / "inputs", digest, filename, data, is_dir)
     # Ray names GPUs by index, or by UUID / MIG id where the node was started that way.
@@ -111,10 +128,7 @@ def node_job(
     node_id = ray.get_runtime_context().get_node_id()
     hub.started.remote(job.key, node_id)
 
-    from medloop.sandbox.factory import make_runtime
-
-    settings = Settings(workspace=root / "workspace", docker_image=docker_image)
-    runtime = make_runtime(settings, sandbox)
+    runtime = _node_runtime(root, sandbox, docker_image)
     found = runtime.reconcile([job.key]).get(job.key)
     if isinstance(found, JobResult):
         result = found
@@ -167,16 +181,21 @@ def pack_output(result: JobResult, job: JobSpec) -> tuple[JobResult, bytes]:
         return failed, buffer.getvalue()
 
 
+def _node_runtime(root: Path, sandbox: SandboxSpec, docker_image: str) -> SandboxRuntime:
+    """The driver's runtime choice on this node, over the node's own jobs folder. Nothing
+    here reads the node's settings or environment: the driver decides."""
+    from medloop.sandbox.factory import runtime_in
+
+    return runtime_in(root / "workspace" / "jobs", sandbox, docker_image=docker_image)
+
+
 def node_reap(key: str, sandbox_json: str, node_root: str, docker_image: str) -> str:
     """Stop and collect what a lost task left of job `key` on this node (a Ray task pinned
     here). The node runtime re-attaches by key, kills the job's process tree or container
     and records its result; a finished container is removed. Returns what it found."""
     from medloop.sandbox.base import JobHandle
-    from medloop.sandbox.factory import make_runtime
 
-    sandbox = SandboxSpec.model_validate_json(sandbox_json)
-    settings = Settings(workspace=Path(node_root) / "workspace", docker_image=docker_image)
-    runtime = make_runtime(settings, sandbox)
+    runtime = _node_runtime(Path(node_root), SandboxSpec.model_validate_json(sandbox_json), docker_image)
     found = runtime.reconcile([key]).get(key)
     if isinstance(found, JobHandle):
         runtime.cancel(found)

@@ -5,7 +5,6 @@ so GPU placement can be checked here; a real-GPU check runs on the device machin
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -22,38 +21,15 @@ from medloop.sandbox.factory import make_executor
 from medloop.sandbox.ray_executor import RayExecutor, RayRuntime
 from tests.conftest import require
 from tests.contract.sandbox.conftest import docker_available
+from tests.ray_head import ray_head as start_ray_head
 
 pytestmark = pytest.mark.ray
 
 
 @pytest.fixture(scope="module")
 def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    try:
-        import ray
-    except ImportError:
-        require("ray", False, "the ray package is not installed")
-        return
-    tmp = tmp_path_factory.mktemp("ray")
-    saved = {name: os.environ.get(name) for name in ("RAY_AUTH_MODE", "RAY_TMPDIR")}
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    os.environ["RAY_TMPDIR"] = str(tmp)
-    ray.init(
-        num_cpus=2,
-        num_gpus=2,
-        include_dashboard=False,
-        configure_logging=False,
-        log_to_driver=False,
-        namespace="medloop-test",
-        object_store_memory=256 << 20,
-        _temp_dir=str(tmp),
-    )
-    yield
-    ray.shutdown()
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
+    with start_ray_head(tmp_path_factory.mktemp("ray")):
+        yield
 
 
 def pyjob(key: str, code: str, inputs: dict[str, Path] | None = None, **limits: float) -> JobSpec:
@@ -258,3 +234,31 @@ def test_a_lost_tasks_job_is_stopped_before_its_retry(
         assert not left, "the lost attempt's container was not removed"
     assert not (node_out / "done").exists()
     runtime.close()
+
+
+def test_inputs_on_a_shared_filesystem_go_by_path_not_through_the_object_store(
+    ray_head: None, settings: Settings, tmp_path: Path
+) -> None:
+    # Issue 15 item 5: a 3D dataset of tens of GB must not be packed into one archive in
+    # the driver's memory. Inputs under executor.shared reach the node by path.
+    shared = tmp_path / "nfs"
+    (shared / "Dataset001" / "imagesTr").mkdir(parents=True)
+    (shared / "Dataset001" / "imagesTr" / "case_000.txt").write_text("21")
+    private = tmp_path / "private.txt"
+    private.write_text("2")
+    code = (
+        "n = int(open('/in/data/imagesTr/case_000.txt').read()) * int(open('/in/factor.txt').read())\n"
+        "open('/out/answer.txt', 'w').write(str(n))\n"
+    )
+    node_root = settings.workspace_dir / "ray-node"
+    executor = make_executor(settings, SandboxSpec(), ExecutorSpec(kind="ray", shared=[shared]))
+    try:
+        [result] = executor.run(
+            [pyjob("byref", code, {"data": shared / "Dataset001", "factor.txt": private})]
+        )
+    finally:
+        executor.close()
+    assert result.status == "succeeded", result.log_tail
+    assert (result.out_dir / "answer.txt").read_text() == "42"
+    cached = [p.name for p in (node_root / "inputs").rglob("*") if p.is_file()]
+    assert cached == ["private.txt"]  # only the input outside the shared folder was shipped
