@@ -251,6 +251,31 @@ KIND_COLOURS = {
     "metric": "#8250df",
 }
 
+EDGE_FONT = 9.0  # px, as .kgraph .edge-label in app.css
+# Where along an edge its label may sit (fraction from src), best first: the middle, then
+# towards the outer end, where edges fanning out of the centre are furthest apart.
+_SPOTS = (0.5, 0.62, 0.38, 0.72, 0.28, 0.8, 0.2)
+
+
+def _box(x: float, y: float, w: float, h: float) -> tuple[float, float, float, float]:
+    return (x - w / 2, y - h / 2, x + w / 2, y + h / 2)
+
+
+def _label_spot(
+    text: str, a: tuple[float, float], b: tuple[float, float], taken: list[tuple[float, float, float, float]]
+) -> tuple[float, float] | None:
+    """The first point along the edge a->b where a label of `text` overlaps no node and no
+    label placed before (its box is reserved in `taken`); None when none fits (the edge's
+    tooltip still names it)."""
+    w, h = len(text) * EDGE_FONT * 0.62 + 4, EDGE_FONT + 3
+    for t in _SPOTS:
+        x, y = a[0] + (b[0] - a[0]) * t, a[1] + (b[1] - a[1]) * t
+        box = _box(x, y, w, h)
+        if not any(box[0] < o[2] and o[0] < box[2] and box[1] < o[3] and o[1] < box[3] for o in taken):
+            taken.append(box)
+            return (x, y)
+    return None
+
 
 def graph_svg(graph: Graph, *, width: int = 760, height: int = 520) -> str:
     """The neighbourhood of a claim: the centre in the middle, direct neighbours on an
@@ -272,16 +297,33 @@ def graph_svg(graph: Graph, *, width: int = 760, height: int = 520) -> str:
         f'<svg class="kgraph" role="img" viewBox="0 0 {width} {height}" '
         f'width="{width}" height="{height}"><title>knowledge graph around {escape(graph.center)}</title>'
     ]
+    labelled = len(graph.edges) <= 24  # beyond that the labels only add clutter; colours tell the kind
+    # room already used: the nodes and their labels (which point away from the centre)
+    taken = []
+    for n in graph.nodes:
+        if n.id in pos:
+            (x, y), r = pos[n.id], 13 if n.id == graph.center else 8
+            taken.append(_box(x, y, 2 * r, 2 * r))
+            w = min(len(n.label), 26) * 10.5 * 0.58
+            taken.append(_box(x - r - 3 - w / 2 if x < cx - 1 else x + r + 3 + w / 2, y, w, 12))
+    labels = []
     for e in graph.edges:
         if e.src not in pos or e.dst not in pos:
             continue
         (x1, y1), (x2, y2) = pos[e.src], pos[e.dst]
         cls = "edge edge-" + escape(e.kind)
-        out.append(f'<line class="{cls}" x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}"/>')
-        if len(graph.edges) <= 24:  # beyond that the labels only add clutter; colours tell the kind
-            out.append(
-                f'<text class="edge-label" x="{(x1 + x2) / 2:.1f}" y="{(y1 + y2) / 2:.1f}">{escape(e.kind)}</text>'
+        # every edge names its kind on hover; the visible label is placed where it fits
+        out.append(
+            f'<line class="{cls}" x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}">'
+            f"<title>{escape(e.kind)}: {escape(e.src)} → {escape(e.dst)}</title></line>"
+        )
+        spot = _label_spot(e.kind, (x1, y1), (x2, y2), taken) if labelled else None
+        if spot is not None:
+            labels.append(
+                f'<text class="edge-label" x="{spot[0]:.1f}" y="{spot[1] + EDGE_FONT * 0.35:.1f}" '
+                f'text-anchor="middle" data-src="{escape(e.src)}" data-dst="{escape(e.dst)}">{escape(e.kind)}</text>'
             )
+    out.extend(labels)  # above the edges, so no line crosses a label
     for n in graph.nodes:
         if n.id not in pos:
             continue
