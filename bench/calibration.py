@@ -36,7 +36,7 @@ _BUDGET: list[int | None] = [None]
 def one(args: tuple[str, int]) -> dict[str, Any]:
     kind, seed = args
     # the historic calibration planner: one-factor moves without the surrogate model
-    return calibration_run(kind, seed, _BUDGET[0], planner={"model_based": False})
+    return calibration_run(kind, seed, _BUDGET[0], planner={"model_based": False}, screening=0)
 
 
 def main() -> int:

@@ -36,6 +36,9 @@ from medloop.sandbox.base import EventSink
 
 Curve = list[tuple[int, float]]
 MIN_EFFECT = 0.005
+# Screening runs per cycle (planner.screening): the proposer's configs, one seed each;
+# only the best screened config that beats the incumbent by min_effect is certified.
+SCREENING = 3
 
 
 @dataclass
@@ -237,7 +240,9 @@ class CountingReplay(ReplayTrials):
         return super().run(campaign_id, reqs, on_event=on_event, on_trial=counted)
 
 
-def medloop_spec(case: Case, budget: int, name: str, *, min_effect: float = MIN_EFFECT) -> CampaignSpec:
+def medloop_spec(
+    case: Case, budget: int, name: str, *, min_effect: float = MIN_EFFECT, screening: int = SCREENING
+) -> CampaignSpec:
     return parse_campaign_spec(
         {
             "name": name,
@@ -254,7 +259,7 @@ def medloop_spec(case: Case, budget: int, name: str, *, min_effect: float = MIN_
             # Only the trial budget (or the planner) ends a campaign.
             "budget": {"max_trials": budget, "max_cycles": 10_000, "patience": 10_000},
             "executor": {"kind": "table", "table": str(case.path)},
-            "planner": {"hypotheses_per_cycle": 2},
+            "planner": {"hypotheses_per_cycle": 2, "screening": screening},
         },
         source=name,
     )
@@ -344,7 +349,11 @@ CAL_MIN_EFFECT = 0.02
 
 
 def calibration_run(
-    kind: str, seed: int, budget: int | None, planner: dict[str, Any] | None = None
+    kind: str,
+    seed: int,
+    budget: int | None,
+    planner: dict[str, Any] | None = None,
+    screening: int = SCREENING,
 ) -> dict[str, Any]:
     """A null (every config equal) or planted (loss=dicece is better by the minimum effect)
     campaign with independent knowledge. budget None: the historic 2-cycle campaign of
@@ -363,7 +372,7 @@ def calibration_run(
         case = load_case(
             kind, path, CAL_SPACE, {"loss": "dice", "augmentation": "none", "optimizer": "adamw"}
         )
-        spec = medloop_spec(case, budget or 1, "calibration", min_effect=CAL_MIN_EFFECT)
+        spec = medloop_spec(case, budget or 1, "calibration", min_effect=CAL_MIN_EFFECT, screening=screening)
         if budget is None:
             historic = spec.budget.model_copy(update={"max_trials": None, "max_cycles": 2, "patience": 2})
             spec = spec.model_copy(update={"budget": historic})

@@ -26,6 +26,10 @@ class ClosingNodes(NodeBase):
         budget = campaign.spec.budget
         cycle = state["cycle"]
         no_gain = 0 if state.get("incumbent_changed") else int(state.get("no_gain_cycles", 0)) + 1
+        if campaign.spec.planner.screening and not state.get("hypothesis_ids"):
+            # A screening-only cycle certified nothing: it is search, not a failed step
+            # (screening campaigns converge by patience_trials, counted in trials).
+            no_gain = int(state.get("no_gain_cycles", 0))
         self._run_requests(campaign.id, cycle)
         hyps = self.s.store.cycles.hypotheses(campaign.id, cycle)
         self.s.store.cycles.record(
@@ -92,6 +96,7 @@ class ClosingNodes(NodeBase):
             "cycle": cycle + 1,
             "phase": "explore",
             "hypothesis_ids": [],
+            "screened": [],
             "reproduce_ids": [],
             "new_claim_ids": [],
             "incumbent_changed": False,

@@ -1,7 +1,7 @@
 """The campaign as a LangGraph state graph with a SQLite checkpointer.
 
 Edges:
-    retrieve -> propose -> design -> execute -> evaluate -> analyze -> record
+    retrieve -> screen -> propose -> design -> execute -> evaluate -> analyze -> record
     record -> design (reproduction phase, when a claim is supported) | review
     review -> reflect -> retrieve (next cycle) | finalize -> END
 A node re-runs from its start after a crash; nodes are idempotent (see nodes.py).
@@ -18,6 +18,7 @@ from medloop.agents.state import CampaignState
 
 NODE_ORDER = (
     "retrieve",
+    "screen",
     "propose",
     "design",
     "execute",
@@ -28,6 +29,16 @@ NODE_ORDER = (
     "reflect",
     "finalize",
 )
+
+# Node runs one cycle may take: every node of NODE_ORDER but finalize, plus a second
+# design -> execute -> evaluate -> analyze -> record pass for the reproduction phase.
+STEPS_PER_CYCLE = len(NODE_ORDER) - 1 + 5
+
+
+def recursion_limit(max_cycles: int) -> int:
+    """LangGraph's step limit for one run of the graph: every cycle the budget allows, the
+    final node and some slack (a fixed limit ended long campaigns with GraphRecursionError)."""
+    return STEPS_PER_CYCLE * (max_cycles + 1) + 25
 
 
 def _after_propose(state: CampaignState) -> str:
@@ -47,7 +58,8 @@ def build_graph(nodes: CampaignNodes, checkpointer: Any) -> Any:
     for name in NODE_ORDER:
         graph.add_node(name, nodes.wrap(name, getattr(nodes, name)))  # type: ignore[call-overload]
     graph.add_edge(START, "retrieve")
-    graph.add_edge("retrieve", "propose")
+    graph.add_edge("retrieve", "screen")
+    graph.add_edge("screen", "propose")
     graph.add_conditional_edges("propose", _after_propose, ["design", "reflect"])
     for a, b in (
         ("design", "execute"),

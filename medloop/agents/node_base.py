@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from medloop.agents.base import HistoryRow
+from medloop.agents.base import HistoryRow, PlanningContext
 from medloop.agents.services import CampaignServices, EventCallback
 from medloop.agents.space import config_key
 from medloop.agents.state import CampaignState
@@ -79,6 +79,32 @@ class NodeBase:
     # ------------------------------------------------------------ nodes
 
     # ------------------------------------------------------------ helpers
+
+    def campaign_trials(self, campaign_id: str) -> list[Trial]:
+        return self.s.store.trials.list(campaign_id=campaign_id, limit=100_000).items
+
+    def planning_context(self, campaign: Campaign, state: CampaignState, n: int) -> PlanningContext:
+        """What a planner or proposer sees: the incumbent, history, retrieved claims and
+        every finished run of the campaign (all arms, all seeds, screening runs)."""
+        retrieved_ids = set(state.get("retrieved", []))
+        trials = self.campaign_trials(campaign.id)
+        return PlanningContext(
+            campaign_id=campaign.id,
+            cycle=state["cycle"],
+            spec=campaign.spec,
+            incumbent=campaign.incumbent,
+            incumbent_objective=campaign.incumbent_objective,
+            history=self.history(campaign.id),
+            retrieved=[r for r in self.retrieval(campaign) if r.claim.id in retrieved_ids],
+            tested_configs=[t.spec.config.model_dump(mode="json") for t in trials],
+            measured=self.measured(trials),
+            runs=[
+                (t.spec.config.model_dump(mode="json"), t.spec.seed, t.result.objective)
+                for t in trials
+                if t.status == "succeeded" and t.result is not None and t.result.objective is not None
+            ],
+            n=n,
+        )
 
     def history(self, campaign_id: str) -> list[HistoryRow]:
         rows = []

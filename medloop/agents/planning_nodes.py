@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from medloop.agents.base import PlanningContext
-from medloop.agents.node_base import NodeBase
+from medloop.agents.screening_nodes import ScreeningNodes
 from medloop.agents.seeds import explore_seeds, reproduction_seeds
 from medloop.agents.space import apply_changes, validate_changes
 from medloop.agents.state import CampaignState
@@ -22,7 +21,7 @@ from medloop.engine.base import TrialRequest, trial_id_for
 from medloop.sandbox.base import JobEvent
 
 
-class PlanningNodes(NodeBase):
+class PlanningNodes(ScreeningNodes):
     def retrieve(self, state: CampaignState) -> dict[str, Any]:
         campaign = self.campaign(state)
         found = self.retrieval(campaign)
@@ -58,29 +57,13 @@ class PlanningNodes(NodeBase):
         existing = self.s.store.cycles.hypotheses(cid, cycle)
         if existing:  # re-run after a crash: the plan was already made
             return {"hypothesis_ids": [h.id for h in existing]}
+        if spec.planner.screening:
+            return self.promote_screened(campaign, state)
         n = min(spec.planner.hypotheses_per_cycle, self.affordable_hypotheses(campaign))
         if n <= 0:
             return {"hypothesis_ids": [], "stop_reason": "trial budget spent"}
         retrieved_ids = set(state.get("retrieved", []))
-        retrieved = [r for r in self.retrieval(campaign) if r.claim.id in retrieved_ids]
-        trials = self.s.store.trials.list(campaign_id=cid).items
-        context = PlanningContext(
-            campaign_id=cid,
-            cycle=cycle,
-            spec=spec,
-            incumbent=campaign.incumbent,
-            incumbent_objective=campaign.incumbent_objective,
-            history=self.history(cid),
-            retrieved=retrieved,
-            tested_configs=[t.spec.config.model_dump(mode="json") for t in trials],
-            measured=self.measured(trials),
-            runs=[
-                (t.spec.config.model_dump(mode="json"), t.spec.seed, t.result.objective)
-                for t in trials
-                if t.status == "succeeded" and t.result is not None and t.result.objective is not None
-            ],
-            n=n,
-        )
+        context = self.planning_context(campaign, state, n)
         planner = self.s.make_planner(spec)
         planner.load_state(campaign.summary.get("planner", {}))
         drafts = planner.propose(context)

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from medloop.agents.graph import build_graph
+from medloop.agents.graph import build_graph, recursion_limit
 from medloop.agents.nodes import CampaignNodes
 from medloop.agents.services import CampaignServices, EventCallback
 from medloop.agents.state import CampaignState
@@ -100,9 +100,9 @@ class CampaignRunner:
 
     # ------------------------------------------------------------ plumbing
 
-    @staticmethod
-    def _config(campaign_id: str) -> dict[str, Any]:
-        return {"configurable": {"thread_id": campaign_id}, "recursion_limit": 10_000}
+    def _config(self, campaign_id: str) -> dict[str, Any]:
+        max_cycles = self.s.store.campaigns.get(campaign_id).spec.budget.max_cycles
+        return {"configurable": {"thread_id": campaign_id}, "recursion_limit": recursion_limit(max_cycles)}
 
     def _drive(self, campaign_id: str, *, decision: dict[str, Any] | None) -> Campaign:
         """Run the graph for one campaign, in this process only (a lock file), recording

@@ -118,5 +118,17 @@ def validate_changes(spec: CampaignSpec, config: dict[str, Any], changes: list[F
     return None
 
 
+def _number(value: Any) -> Any:
+    """1 and 1.0 are one value (a config field coerces an int choice to a float)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _number(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_number(v) for v in value]
+    return value
+
+
 def config_key(config: dict[str, Any]) -> str:
-    return canonical_json(config)
+    """A config's identity for "already tested": canonical JSON, numbers by value."""
+    return canonical_json(_number(config))

@@ -13,6 +13,7 @@ class CampaignState(TypedDict, total=False):
     phase: Phase
     retrieved: list[str]  # claim ids the planner saw this cycle
     hypothesis_ids: list[str]  # this cycle's hypotheses
+    screened: list[str]  # config keys this cycle screened (one seed each, no claims)
     reproduce_ids: list[str]  # hypotheses awaiting reproduction
     new_claim_ids: list[str]
     awaiting_review: list[str]  # reproduced hypotheses whose promotion waits for a reviewer

@@ -56,6 +56,7 @@ class CampaignConsole:
     def on_execute(self, cycle: int, phase: str, trials: int) -> None:
         what = {
             "reproduce": "reproduction trials (fresh seeds)",
+            "screen": "screening runs (one seed, no claims)",
             "final": "final runs, fresh seeds (test split)",
         }.get(phase, "trials")
         self.progress = Progress(
@@ -119,6 +120,14 @@ class CampaignConsole:
         self.c.print(
             f"  certified incumbent {_fmt(incumbent_objective, '.4f')}, best screened "
             f"{_fmt(best_screened, '.4f')}; {trials} trials so far{tail}"
+        )
+
+    def on_screened(self, cycle: int, items: list[dict[str, Any]], incumbent_objective: float | None) -> None:
+        self._stop_progress()
+        shown = ", ".join(_fmt(i["objective"], ".4f") for i in items[:6])
+        self.c.print(
+            f"  screened {len(items)} config(s), one seed each, no claims: {shown}"
+            f" (certified incumbent {_fmt(incumbent_objective, '.4f')})"
         )
 
     def on_certification_look(self, cycle: int, look: int, hypotheses: list[str]) -> None:

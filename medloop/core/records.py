@@ -196,7 +196,7 @@ TrialStatus = Literal[
     "quota_exceeded",
     "tampered",
 ]
-Arm = Literal["control", "treatment", "baseline", "reproduction", "final"]
+Arm = Literal["control", "treatment", "baseline", "reproduction", "final", "screen"]
 
 
 class CaseEvaluation(Record):

@@ -230,6 +230,16 @@ class PlannerSpec(Spec):
     kind: Literal["offline", "llm"] = "offline"
     model: NameText | None = None
     hypotheses_per_cycle: Int = Field(default=2, ge=1, le=20)
+    screening: Int = Field(
+        default=0,
+        ge=0,
+        le=1000,
+        description="Screening runs per cycle: configs the model-based proposer (Optuna TPE, "
+        "fitted to every run) suggests, each trained once with one seed; they never make claims. "
+        "The best screened config is certified (paired, sequential, reproduced) only when its "
+        "screened value beats the certified incumbent by validation.min_effect. 0 = off: every "
+        "hypothesis is certified directly",
+    )
 
 
 class CampaignSpec(Spec):

@@ -235,18 +235,25 @@ class OfflinePlanner:
                 cand.score += delta
                 cand.reasons.append(f"cycle {row.cycle}: {row.verdict} ({delta:+.1f})")
 
-    def proposer(self, ctx: PlanningContext) -> TpeProposer:
+    def proposer(self, ctx: PlanningContext, salt: str = "tpe") -> TpeProposer:
         """TPE fitted to every run of the campaign, with knowledge as enqueued priors."""
         proposer = TpeProposer(
             ctx.spec.search_space,
             direction=ctx.spec.objective.direction,
-            seed=planning_seed(ctx.spec, self.seed, "tpe", ctx.cycle),
+            seed=planning_seed(ctx.spec, self.seed, salt, ctx.cycle),
         )
         for config, seed, value in ctx.runs:
             proposer.tell(config, value, seed=seed % SEED_STRIDE)
         for changes, weight, _ in self.priors(ctx):
             proposer.prior(apply_changes(ctx.incumbent, changes), weight)
         return proposer
+
+    def screen(self, ctx: PlanningContext, n: int) -> list[dict[str, Any]]:
+        """Up to n untested full configs for one-seed screening runs: the proposer's asks
+        (knowledge priors first), seeded by the planner seed, the spec and the cycle."""
+        proposer = self.proposer(ctx, salt="screen")
+        tested = {config_key(c) for c in ctx.tested_configs}
+        return proposer.ask(n, base=ctx.incumbent, exclude=tested)
 
     def propose(self, context: PlanningContext) -> list[HypothesisDraft]:
         candidates = self.candidates(context)

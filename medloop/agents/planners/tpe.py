@@ -59,6 +59,7 @@ class TpeProposer:
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.space = space
+        self.seed = seed
         self.order = _ordered(space)
         self._observations: list[tuple[str, int, dict[str, Any], float]] = []
         self._priors: list[tuple[float, str, dict[str, Any]]] = []
@@ -159,4 +160,21 @@ class TpeProposer:
                 continue
             seen.add(key)
             out.append(config)  # left running: constant_liar keeps the next ask away from it
+        if len(out) < n:
+            # The model keeps asking for configs already run (it believes it has converged):
+            # the rest are uniform random untested configs, so a budget is never left unused
+            # while the space still has configs to try.
+            explorer = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=self.seed))
+            for _ in range(MAX_DRAWS):
+                if len(out) >= n:
+                    break
+                trial = explorer.ask()
+                config = dict(base)
+                for name in self.order:
+                    if active(self.space[name], config):
+                        config[name] = self._suggest(trial, name)
+                key = config_key(config)
+                if key not in seen:
+                    seen.add(key)
+                    out.append(config)
         return out

@@ -1,0 +1,127 @@
+"""Screening (planner.screening): one-seed runs that find, a certification that claims."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from medloop.agents.runner import CampaignRunner
+from medloop.agents.screening_nodes import certification_cost, final_cost, promotion_candidate
+from medloop.agents.seeds import SEED_STRIDE
+from medloop.agents.space import config_key
+from medloop.core.records import Campaign
+from medloop.core.store import SqlStore, open_store
+from medloop.engine.replay import save_table, synthetic_table
+from tests.unit.agents.test_replay_campaign import LRS, SPACE, make_spec, services
+from tests.unit.agents.test_replay_campaign import table as table
+
+
+def _screening_spec(path: Path, *, max_trials: int, min_effect: float = 0.005, screening: int = 2) -> Any:
+    spec = make_spec(path, max_trials=max_trials, max_cycles=200, patience=200)
+    return spec.model_copy(
+        update={
+            "planner": spec.planner.model_copy(update={"screening": screening}),
+            "validation": spec.validation.model_copy(update={"min_effect": min_effect}),
+        }
+    )
+
+
+def _run(tmp_path: Path, spec: Any, name: str = "c") -> tuple[SqlStore, Campaign]:
+    ws = tmp_path / name
+    ws.mkdir()
+    store = open_store(ws / "m.db")
+    runner = CampaignRunner(services(ws, store))
+    return store, runner.run(runner.create(spec, owner="a").id)
+
+
+def test_screening_runs_never_create_claims(tmp_path: Path) -> None:
+    """Every config is equal and the margin is out of reach: the campaign screens, and
+    since nothing is promoted, no hypothesis and no claim exists."""
+    path = tmp_path / "null.json"
+    save_table(
+        synthetic_table(space={**SPACE, "lr": LRS}, effect=lambda c: 0.0, n_cases=24, rng_seed=2), path
+    )
+    store, done = _run(tmp_path, _screening_spec(path, max_trials=40, min_effect=0.5))
+    trials = store.trials.list(campaign_id=done.id).items
+    screens = [t for t in trials if t.arm == "screen"]
+    assert len(screens) >= 10
+    assert all(t.hypothesis_id is None for t in screens)
+    assert store.cycles.hypotheses(done.id) == []
+    assert store.claims.list(campaign_id=done.id).items == []
+    assert done.summary["best_screened"]["runs"] >= 1  # the search's belief is still shown
+
+
+def test_claims_rest_on_certification_not_on_a_screening_run(tmp_path: Path, table: Path) -> None:
+    spec = _screening_spec(table, max_trials=60)
+    store, done = _run(tmp_path, spec)
+    hyps = store.cycles.hypotheses(done.id)
+    claims = store.claims.list(campaign_id=done.id).items
+    assert claims, "the planted effects were never certified"
+    by_claim = {h.claim_id: h for h in hyps if h.claim_id}
+    assert {c.id for c in claims} == set(by_claim)  # every claim is a certified hypothesis
+    for h in by_claim.values():
+        # the paired arms: all explore seeds of both arms, not the one screening seed
+        assert len(h.treatment_trials) >= spec.validation.seeds_per_arm
+        assert len(h.control_trials) >= spec.validation.seeds_per_arm
+    assert done.incumbent != done.baseline, "no certified change moved the incumbent"
+
+
+def test_campaign_does_not_stop_with_budget_unused(tmp_path: Path, table: Path) -> None:
+    """28 configs, 90 runs: the campaign screens, certifies and goes on until the budget
+    left cannot pay one more screening run and a certification (before, it stopped when
+    the planner ran out of one-factor moves)."""
+    spec = _screening_spec(table, max_trials=90)
+    store, done = _run(tmp_path, spec)
+    used = len(store.trials.list(campaign_id=done.id).items)
+    assert "budget" in str(done.summary["stop_reason"]), done.summary["stop_reason"]
+    assert used >= 90 - final_cost(spec) - certification_cost(spec) - 1
+    assert used <= 90
+
+
+def test_promotion_requires_beating_the_incumbent() -> None:
+    inc = {"loss": "dice", "lr": 0.001}
+    a, b = {"loss": "dicece", "lr": 0.001}, {"loss": "dice", "lr": 0.003}
+    measured: list[tuple[dict[str, Any], float | None]] = [(inc, 0.80), (a, 0.803), (b, 0.79)]
+    kw: dict[str, Any] = {"incumbent": inc, "maximize": True, "certified": set()}
+    # the best screened config beats the incumbent, but by less than the margin
+    assert promotion_candidate(measured, incumbent_objective=0.80, margin=0.005, **kw) is None
+    # a worse screened config is never promoted, whatever the margin
+    assert promotion_candidate([(inc, 0.8), (b, 0.79)], incumbent_objective=0.8, margin=0.0, **kw) is None
+    got = promotion_candidate(measured, incumbent_objective=0.80, margin=0.002, **kw)
+    assert got is not None and got.config == a and abs(got.gain - 0.003) < 1e-12
+    # a pair already certified is not certified again; the next best must beat it too
+    done = {(config_key(inc), config_key(a))}
+    assert (
+        promotion_candidate(measured, incumbent_objective=0.8, margin=0.002, **{**kw, "certified": done})
+        is None
+    )
+    # minimising: lower is better
+    low = promotion_candidate(measured, incumbent_objective=0.80, margin=0.005, **{**kw, "maximize": False})
+    assert low is not None and low.config == b
+    assert promotion_candidate(measured, incumbent_objective=None, margin=0.0, **kw) is None
+
+
+def test_every_promoted_hypothesis_beat_the_incumbent_when_promoted(tmp_path: Path, table: Path) -> None:
+    spec = _screening_spec(table, max_trials=60)
+    store, done = _run(tmp_path, spec)
+    hyps = store.cycles.hypotheses(done.id)
+    assert hyps
+    for h in hyps:
+        assert h.expected_effect is not None and h.expected_effect >= spec.validation.min_effect
+
+
+def _fingerprint(store: SqlStore, done: Campaign) -> tuple[Any, ...]:
+    trials = store.trials.list(campaign_id=done.id, limit=10_000).items
+    runs = sorted(
+        (t.arm, config_key(t.spec.config.model_dump(mode="json")), t.spec.seed % SEED_STRIDE) for t in trials
+    )
+    plan = [(h.cycle, [(c.factor, c.to_value) for c in h.changes]) for h in store.cycles.hypotheses(done.id)]
+    return runs, sorted(plan, key=str), config_key(done.incumbent), done.summary["stop_reason"]
+
+
+def test_same_seed_same_campaign(tmp_path: Path, table: Path) -> None:
+    spec = _screening_spec(table, max_trials=50)
+    first = _fingerprint(*_run(tmp_path, spec, "one"))
+    second = _fingerprint(*_run(tmp_path, spec, "two"))
+    assert first == second
+    assert any(arm == "screen" for arm, _, _ in first[0])
