@@ -226,6 +226,10 @@ def run_segmentation(spec: TrialSpec, in_dir: Path, out_dir: Path, emit: Emit) -
     pred_dirs: dict[str, str] = {}
     reported: dict[str, dict[str, float]] = {}
     n_pred, pred_seconds = 0, 0.0
+    case_seconds: dict[str, float] = {}  # "<split>/<case>" -> seconds, post-processing included
+    train_peak_mb = peak_memory_mb(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     for split, cases in splits.items():
         if not cases:
             continue
@@ -234,7 +238,9 @@ def run_segmentation(spec: TrialSpec, in_dir: Path, out_dir: Path, emit: Emit) -
             label_map = predict_on_grid(model, case, grid, patch, device, config)
             if "postprocess" in extensions:
                 label_map = postprocessed(extensions["postprocess"], label_map, case, trial.labels)
-            pred_seconds += time.perf_counter() - tic
+            seconds = time.perf_counter() - tic
+            case_seconds[f"{split}/{case.id}"] = round(seconds, 4)
+            pred_seconds += seconds
             n_pred += 1
             write_like(
                 label_map,
@@ -261,9 +267,16 @@ def run_segmentation(spec: TrialSpec, in_dir: Path, out_dir: Path, emit: Emit) -
         "s_per_iteration": result.train_seconds / max(result.iterations, 1),
         "s_per_epoch": float(np.mean([h["seconds"] for h in epochs])) if epochs else None,
         "inference_s_per_case": pred_seconds / max(n_pred, 1),
+        "inference_s_per_case_max": max(case_seconds.values(), default=0.0),
+        "inference_seconds": case_seconds,
         "setup_seconds": setup_seconds,
         "total_seconds": time.perf_counter() - t0,
-        "peak_memory_mb": peak_memory_mb(device),
+        "peak_memory_mb": max(train_peak_mb, peak_memory_mb(device)),
+        "peak_train_memory_mb": train_peak_mb,
+        # CUDA: torch's peak allocation during inference alone; CPU: the process's peak
+        # resident set so far (it cannot be reset, so it includes training)
+        "peak_inference_memory_mb": peak_memory_mb(device),
+        "memory_measure": "cuda max_memory_allocated" if device.type == "cuda" else "cpu max RSS",
         "parameters": n_params,
         "patch": "x".join(str(p) for p in patch),
         "stopped_early": result.stopped_early,
