@@ -125,7 +125,13 @@ def run_segmentation(spec: TrialSpec, in_dir: Path, out_dir: Path, emit: Emit) -
     from monai.data.meta_obj import set_track_meta
 
     from medloop.experiments.segmentation.data import make_loader
-    from medloop.experiments.segmentation.networks import build_network, min_patch, patch_divisor
+    from medloop.experiments.segmentation.networks import (
+        build_network,
+        count_flops,
+        min_patch,
+        patch_divisor,
+        sized,
+    )
     from medloop.experiments.segmentation.training import peak_memory_mb, train
     from medloop.experiments.segmentation.transfer import initialise
 
@@ -134,7 +140,7 @@ def run_segmentation(spec: TrialSpec, in_dir: Path, out_dir: Path, emit: Emit) -
     set_track_meta(False)
     t0 = time.perf_counter()
     trial = Trial(spec, in_dir, out_dir, emit)
-    config = spec.config_as(SegConfig)
+    config = sized(spec.config_as(SegConfig))
     # Code hypotheses: load and check every staged module before any training (core/code.py)
     extensions = extensions_for(config, in_dir)
     activate(extensions)
@@ -175,6 +181,7 @@ def run_segmentation(spec: TrialSpec, in_dir: Path, out_dir: Path, emit: Emit) -
         fmt = torch.channels_last if config.spatial_dims == 2 else torch.channels_last_3d
         model = model.to(memory_format=fmt)  # type: ignore[call-overload]  # documented; missing from the stubs
     n_params = sum(p.numel() for p in model.parameters())
+    flops = count_flops(model, n_channels, patch, device)
     setup: dict[str, Any] = {
         "device": _device_name(device),
         "patch": patch,
@@ -184,6 +191,9 @@ def run_segmentation(spec: TrialSpec, in_dir: Path, out_dir: Path, emit: Emit) -
         "internal_val_cases": val_ids,
         "train_items": len(items),
         "parameters": n_params,
+        "flops_per_patch": flops,
+        "model_size": config.model_size,
+        "base_features": config.base_features,
         "trainable_parameters": sum(p.numel() for p in params),
         "normalization": normalizer.describe(),
         "init": init_info,
@@ -278,6 +288,8 @@ def run_segmentation(spec: TrialSpec, in_dir: Path, out_dir: Path, emit: Emit) -
         "peak_inference_memory_mb": peak_memory_mb(device),
         "memory_measure": "cuda max_memory_allocated" if device.type == "cuda" else "cpu max RSS",
         "parameters": n_params,
+        "flops_per_patch": flops,
+        "model_size": config.model_size,
         "patch": "x".join(str(p) for p in patch),
         "stopped_early": result.stopped_early,
         "best_epoch": result.best_epoch,
