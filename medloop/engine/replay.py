@@ -92,7 +92,11 @@ def load_table(path: Path) -> ReplayTable:
 def save_table(table: ReplayTable, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(table.model_dump(mode="json", by_alias=True)))
+    data = table.model_dump(mode="json", by_alias=True)
+    for outcome in data["outcomes"]:  # tables without cost figures keep their bytes (and hash)
+        if not outcome["efficiency"]:
+            del outcome["efficiency"]
+    tmp.write_text(json.dumps(data))
     tmp.replace(path)
 
 
