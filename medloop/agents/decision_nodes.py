@@ -26,6 +26,7 @@ from medloop.engine.analysis import (
     sequential_levels,
 )
 from medloop.engine.base import TrialRequest, trial_id_for
+from medloop.engine.efficiency import arm_violations
 
 
 class DecisionNodes(NodeBase):
@@ -299,6 +300,7 @@ class DecisionNodes(NodeBase):
         sign = 1.0 if campaign.spec.objective.direction == "maximize" else -1.0
         min_effect = campaign.spec.validation.min_effect
         candidates = [h for h in candidates if sign * float(h.analysis.get("estimate", 0.0)) >= min_effect]
+        candidates = [h for h in candidates if not self._breaks_constraints(campaign, h)]
         if not candidates:
             return False
         best = max(candidates, key=lambda h: sign * float(h.analysis.get("estimate", 0.0)))
@@ -321,6 +323,18 @@ class DecisionNodes(NodeBase):
             "incumbent", hypothesis=best.id, changes=[c.model_dump() for c in best.changes], objective=value
         )
         return True
+
+    def _breaks_constraints(self, campaign: Campaign, hyp: Hypothesis) -> bool:
+        """A change whose runs break an objective constraint (e.g. inference <= 60 s per
+        case) never becomes the incumbent, however large its gain; the reason is logged."""
+        objective = campaign.spec.objective
+        if not objective.constraints:
+            return False
+        runs = [self.s.store.trials.get(t) for t in hyp.treatment_trials + hyp.reproduction_treatment]
+        broken = arm_violations(runs, objective)
+        if broken:
+            self.emit("constraint", hypothesis=hyp.id, violations=broken[:10])
+        return bool(broken)
 
     def review(self, state: CampaignState) -> dict[str, Any]:
         """By policy, pause for a human decision on reproduced claims before they steer

@@ -157,7 +157,7 @@ def fingerprint(
         "path": str(path),
         "plans_file": str(path / PLANS_FILE) if (path / PLANS_FILE).is_file() else None,
         "summary": summarize_fingerprint(fp),
-        "fingerprint": {k: v for k, v in fp.items() if k not in ("shapes", "spacings")},
+        "fingerprint": {k: v for k, v in fp.items() if k not in ("shapes", "shapes_before_crop", "spacings")},
         "configurations": plans["configurations"],
         "default": plans["default"],
         "baseline": plan_baseline(path, memory_mb=memory_mb),

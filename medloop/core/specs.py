@@ -127,7 +127,13 @@ class DatasetRef(Spec):
 AUDIO_BASE_METRICS = ("accuracy", "precision", "recall", "f1", "auroc")
 AUDIO_SNRS = ("clean", "20db", "10db", "5db", "0db")
 METRICS: dict[str, dict[str, Direction]] = {
-    "segmentation": {"dice": "maximize", "nsd": "maximize", "hd95": "minimize"},
+    "segmentation": {
+        "dice": "maximize",
+        "nsd": "maximize",
+        "hd95": "minimize",
+        # the trial's accelerator-hours (CPU job-hours without a GPU) per Dice point, per case
+        "cost_per_dice_point": "minimize",
+    },
     "audio": {
         **{f"{m}@{snr}": "maximize" for m in AUDIO_BASE_METRICS for snr in AUDIO_SNRS},
         **{f"{m}_auc": "maximize" for m in AUDIO_BASE_METRICS},
@@ -135,11 +141,58 @@ METRICS: dict[str, dict[str, Direction]] = {
 }
 
 
+# Figures every trial records in `TrialResult.efficiency` that a constraint may bound
+# (host-measured: gpu_hours, job_hours, cost_per_dice_point; the rest reported by the job).
+EFFICIENCY_FIGURES = (
+    "inference_s_per_case",
+    "inference_s_per_case_max",
+    "peak_memory_mb",
+    "peak_inference_memory_mb",
+    "train_seconds",
+    "parameters",
+    "flops_per_patch",
+    "gpu_hours",
+    "job_hours",
+    "cost_per_dice_point",
+)
+
+
+class Constraint(Spec):
+    """A bound every run of a configuration must meet to become the incumbent, e.g.
+    `{metric: inference_s_per_case_max, max: 60}` (FLARE-style: at most 60 s per case)."""
+
+    metric: NameText = Field(description="An efficiency figure (EFFICIENCY_FIGURES) or a recomputed metric")
+    max: Float | None = None
+    min: Float | None = None
+
+    @model_validator(mode="after")
+    def _bounded(self) -> Constraint:
+        if self.max is None and self.min is None:
+            raise ValueError(f"constraint on {self.metric}: give max, min or both")
+        return self
+
+    def violation(self, value: float | None) -> str | None:
+        """Why `value` breaks this constraint, or None when it meets it (a missing value breaks it)."""
+        if value is None:
+            return f"{self.metric} not recorded"
+        if self.max is not None and value > self.max:
+            return f"{self.metric} {value:g} > {self.max:g}"
+        if self.min is not None and value < self.min:
+            return f"{self.metric} {value:g} < {self.min:g}"
+        return None
+
+
 class Objective(Spec):
     metric: NameText = "dice"
     direction: Direction = "maximize"
     split: Literal["val"] = "val"
     aggregation: Literal["mean", "median"] = "mean"
+    constraints: list[Constraint] = Field(
+        default_factory=list,
+        max_length=20,
+        description="Bounds a configuration's runs must all meet to become the incumbent "
+        '("maximise DSC with inference <= 60 s per case")',
+    )
 
 
 class ValidationPolicy(Spec):
@@ -292,6 +345,12 @@ class CampaignSpec(Spec):
             )
         if self.objective.direction != known[metric]:
             raise ValueError(f"objective.direction: {metric} is better when it is {known[metric]}d")
+        for c in self.objective.constraints:
+            if c.metric not in known and c.metric not in EFFICIENCY_FIGURES:
+                raise ValueError(
+                    f"objective.constraints: {c.metric!r} is neither a metric of {self.task} nor a "
+                    f"recorded figure; use one of {sorted({*known, *EFFICIENCY_FIGURES})}"
+                )
         if 0 < self.validation.reproduction_seeds < 3:
             raise ValueError(
                 "validation.reproduction_seeds: use 0 (no reproduction) or at least 3 fresh seeds"

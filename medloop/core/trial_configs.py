@@ -21,14 +21,38 @@ from medloop.core.spec_base import Spec
 _CODE_REF = r"^(none|[0-9a-f]{64})$"
 
 
+# Model-size presets (STU-Net scales a U-Net's width and its residual blocks per stage
+# together): first-level channels, and residual units per level for MONAI's UNet; DynUNet
+# switches to residual blocks from B up; SegResNet and SwinUNETR scale their width only.
+MODEL_SIZES: dict[str, dict[str, int]] = {
+    "S": {"base_features": 16, "res_units": 1},
+    "B": {"base_features": 32, "res_units": 2},
+    "L": {"base_features": 64, "res_units": 3},
+    "H": {"base_features": 96, "res_units": 4},
+}
+
+
 class SegConfig(Spec):
     """Everything a segmentation trial's trainer is configured by. Factors name these fields."""
 
     task: Literal["segmentation"] = "segmentation"
     HASH_OMIT_AT_DEFAULT: ClassVar[frozenset[str]] = frozenset(
-        {"code_loss", "code_augmentation", "code_network", "code_postprocess", "code_lr_schedule", "code_tta"}
+        {
+            "code_loss",
+            "code_augmentation",
+            "code_network",
+            "code_postprocess",
+            "code_lr_schedule",
+            "code_tta",
+            "model_size",
+        }
     )
     model: Literal["unet", "segresnet", "dynunet", "swinunetr"] = "unet"
+    model_size: Literal["none", "S", "B", "L", "H"] = Field(
+        default="none",
+        description="Width/depth preset in the STU-Net spirit (MODEL_SIZES): overrides base_features "
+        "and the blocks per level; none = use base_features and res_units as given",
+    )
     spatial_dims: Literal[2, 3] = 2
     base_features: Int = Field(default=16, ge=4, le=320, description="Channels of the first level")
     depth: Int = Field(default=4, ge=2, le=7, description="Resolution levels")

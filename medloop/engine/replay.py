@@ -42,6 +42,7 @@ from medloop.core.records import (
 from medloop.core.specs import CampaignSpec, Scalar, TrialConfig
 from medloop.core.store import Store
 from medloop.engine.base import FINAL_STATUSES, PreparedDataset, TrialCallback, TrialRequest, aggregate
+from medloop.engine.efficiency import violations
 from medloop.sandbox.base import EventSink
 
 
@@ -52,6 +53,10 @@ class ReplayOutcome(BaseModel):
     seed: int
     eval: dict[str, float]
     test: dict[str, float] = Field(default_factory=dict)
+    efficiency: dict[str, float] = Field(
+        default_factory=dict,
+        description="Recorded cost figures of the run (e.g. inference_s_per_case_max), for constraints",
+    )
 
 
 class ReplayTable(BaseModel):
@@ -87,7 +92,11 @@ def load_table(path: Path) -> ReplayTable:
 def save_table(table: ReplayTable, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(table.model_dump(mode="json", by_alias=True)))
+    data = table.model_dump(mode="json", by_alias=True)
+    for outcome in data["outcomes"]:  # tables without cost figures keep their bytes (and hash)
+        if not outcome["efficiency"]:
+            del outcome["efficiency"]
+    tmp.write_text(json.dumps(data))
     tmp.replace(path)
 
 
@@ -122,6 +131,7 @@ class NoiseModel:
             sig: (_case_means([o.eval for o in runs]), _case_means([o.test for o in runs]))
             for sig, runs in groups.items()
         }
+        self._efficiency = {sig: runs[0].efficiency for sig, runs in groups.items()}
         pool: list[tuple[float, float]] = []
         for runs in groups.values():
             n = len(runs)
@@ -152,7 +162,11 @@ class NoiseModel:
             return {c: min(self._high, max(self._low, v + shift)) for c, v in values.items()}
 
         return ReplayOutcome(
-            config=config, seed=seed, eval=shifted(means[0], shift_eval), test=shifted(means[1], shift_test)
+            config=config,
+            seed=seed,
+            eval=shifted(means[0], shift_eval),
+            test=shifted(means[1], shift_test),
+            efficiency=self._efficiency.get(sig, {}),
         )
 
 
@@ -306,10 +320,16 @@ class ReplayTrials:
                         objective=aggregate(list(outcome.eval.values()), self.spec.objective.aggregation),
                         evaluations={"eval": evaluation},
                         efficiency={
+                            **outcome.efficiency,
                             "replay_table": self.table_hash,
                             "replay_seed": "recorded" if self.recorded(req.spec) else "drawn",
                         },
                     )
+                    if self.spec.objective.constraints:
+                        broken = violations(result, self.spec.objective)
+                        result = result.model_copy(
+                            update={"efficiency": {**result.efficiency, "constraint_violations": broken}}
+                        )
                 trial = self.store.trials.set_result(req.trial_id, result)
                 if on_trial:
                     on_trial(trial)

@@ -40,6 +40,7 @@ from medloop.engine.base import (
 )
 from medloop.engine.causes import is_disk_full, job_failure
 from medloop.engine.code import CodeStore
+from medloop.engine.efficiency import COST_METRIC, HOST_FIGURES, host_figures, violations, with_cost_per_case
 from medloop.engine.outputs import OutputTree, UnsafeOutput
 from medloop.engine.tasks import ScoringContext, family
 from medloop.experiments.dataset.checkpoints import resolve_init, stage_checkpoint
@@ -342,18 +343,28 @@ class SandboxTrials:
                 return TrialResult(status="failed", error=exc.message, **base)
         if evaluation is None:
             return TrialResult(status="failed", error="the job wrote no evaluation predictions", **base)
+        measured = host_figures(job, evaluation)
+        if self.objective.metric == COST_METRIC:
+            evaluation = with_cost_per_case(evaluation, measured["job_hours"])
         per_case = case_objective(evaluation, self.objective.metric)
         value = aggregate(list(per_case.values()), self.objective.aggregation)
         tampered = gap is not None and gap > TAMPER_TOLERANCE
-        return TrialResult(
+        reported = {k: v for k, v in outcome.efficiency.items() if k not in HOST_FIGURES}
+        result = TrialResult(
             status="tampered" if tampered else "succeeded",
             objective=value,
             evaluations={"eval": evaluation},
             tamper_gap=gap,
             history=outcome.history,
-            efficiency=outcome.efficiency,
+            efficiency={**reported, **measured},
             error="reported metrics differ from the host's recomputation" if tampered else None,
             **base,
+        )
+        if not self.objective.constraints:
+            return result
+        broken = violations(result, self.objective)
+        return result.model_copy(
+            update={"efficiency": {**result.efficiency, "constraint_violations": broken}}
         )
 
     def evaluate_test(self, trial: Trial) -> SplitEvaluation | None:

@@ -7,6 +7,15 @@ Dice is counted here with numpy; NSD and HD95 use MONAI's implementation
 recorded in every SplitEvaluation. Spacing comes from the reference label's header, so
 anisotropic voxels are measured in mm.
 
+NSD has two definitions, and every result records which one it used (`nsd_variant`):
+- `surface_area` (default): each boundary element weighs its surface area (3D) or contour
+  length (2D) in mm, the boundary taken on the voxel-corner grid: DeepMind's
+  surface-distance definition, used by Metrics Reloaded and the MSD/FLARE evaluations
+  (MONAI's `use_subvoxels=True`, which follows it);
+- `voxel_count`: each border voxel counts once (MONAI's default). On anisotropic voxels it
+  can sit well below the surface-area value, since a border voxel along the coarse axis
+  covers more surface than one along a fine axis.
+
 Empty masks (a setting, recorded in every result):
 - both prediction and reference empty: `both_empty_one` gives DSC = NSD = 1, HD95 = 0
   (the FLARE rule); `both_empty_nan` gives None, skipped in means (the nnU-Net rule).
@@ -34,6 +43,11 @@ from medloop.experiments.dataset.imageio import read_volume
 
 METRICS = ("dice", "nsd", "hd95")
 EMPTY_RULES = ("both_empty_one", "both_empty_nan")
+NSD_VARIANTS = ("surface_area", "voxel_count")
+NSD_DEFINITIONS = {
+    "surface_area": "surface-area weighted (DeepMind surface-distance; MONAI use_subvoxels=True)",
+    "voxel_count": "border-voxel count (MONAI default, use_subvoxels=False)",
+}
 HIGHER_IS_BETTER = {"dice": True, "nsd": True, "hd95": False}
 
 # FLARE23 NSD tolerances (mm) by organ; matched by substring of the lower-cased label name.
@@ -76,13 +90,15 @@ def nsd_tolerances(
     return out
 
 
-def implementation(metrics: Sequence[str]) -> str:
+def implementation(metrics: Sequence[str], nsd_variant: str = "surface_area") -> str:
     """The metric code and versions used, as recorded in results."""
     parts = [f"dice: medloop numpy {np.__version__}"]
     if any(m in ("nsd", "hd95") for m in metrics):
         import monai
 
         parts.append(f"nsd/hd95: monai {monai.__version__} compute_surface_dice/compute_hausdorff_distance")
+    if "nsd" in metrics:
+        parts.append(f"nsd variant: {nsd_variant}")
     return "; ".join(parts)
 
 
@@ -101,6 +117,7 @@ def _surface_metrics(
     spacing: tuple[float, ...],
     tolerance: float,
     want: set[str],
+    nsd_variant: str = "surface_area",
 ) -> dict[str, float]:
     """NSD and/or HD95 for one class with both masks non-empty (MONAI's implementation)."""
     import torch
@@ -114,7 +131,14 @@ def _surface_metrics(
         # MONAI 1.5-1.6 passes a deprecated argument to its own helper; nothing to act on here.
         warnings.simplefilter("ignore", FutureWarning)
         if "nsd" in want:
-            nsd = compute_surface_dice(y_pred, y, [tolerance], include_background=True, spacing=list(spacing))
+            nsd = compute_surface_dice(
+                y_pred,
+                y,
+                [tolerance],
+                include_background=True,
+                spacing=list(spacing),
+                use_subvoxels=nsd_variant == "surface_area",
+            )
             out["nsd"] = float(nsd.reshape(-1)[0])
         if "hd95" in want:
             hd = compute_hausdorff_distance(
@@ -133,6 +157,7 @@ def score_case(
     metrics: Sequence[str] = ("dice",),
     empty_rule: str = "both_empty_one",
     tolerances: dict[str, float] | None = None,
+    nsd_variant: str = "surface_area",
 ) -> dict[str, dict[str, float | None]]:
     """metric -> class -> value for one case (pred and ref of the same shape)."""
     pred, ref, spacing = _squeeze_singletons((pred, ref), spacing)
@@ -157,7 +182,7 @@ def score_case(
         if "dice" in out:
             out["dice"][name] = 2.0 * int((p & r).sum()) / (n_p + n_r)
         if surface:
-            for m, v in _surface_metrics(p, r, spacing, tols[name], surface).items():
+            for m, v in _surface_metrics(p, r, spacing, tols[name], surface, nsd_variant).items():
                 out[m][name] = v if math.isfinite(v) else (worst_hd if m == "hd95" else 0.0)
     return out
 
@@ -211,6 +236,7 @@ def evaluate_split(
     metrics: Sequence[str] = ("dice",),
     empty_rule: str = "both_empty_one",
     tolerances: dict[str, float] | None = None,
+    nsd_variant: str = "surface_area",
 ) -> SplitEvaluation:
     """Score every case of `label_paths` (case -> reference label file) against the job's
     prediction `pred_dir/<label file name>`.
@@ -225,6 +251,8 @@ def evaluate_split(
         raise SpecError(f"unknown metric(s) {unknown}; choose from {list(METRICS)}")
     if empty_rule not in EMPTY_RULES:
         raise SpecError(f"unknown empty_rule {empty_rule!r}; choose from {list(EMPTY_RULES)}")
+    if nsd_variant not in NSD_VARIANTS:
+        raise SpecError(f"unknown nsd_variant {nsd_variant!r}; choose from {list(NSD_VARIANTS)}")
     tols = nsd_tolerances(labels, tolerances)
     results: list[CaseEvaluation] = []
     for case in sorted(label_paths):
@@ -244,6 +272,7 @@ def evaluate_split(
                 metrics=metrics,
                 empty_rule=empty_rule,
                 tolerances=tols,
+                nsd_variant=nsd_variant,
             )
         results.append(CaseEvaluation(case=case, site=sites.get(case), metrics=values, error=error))
     by_site_cases: dict[str, list[CaseEvaluation]] = defaultdict(list)
@@ -254,11 +283,19 @@ def evaluate_split(
         split=split,
         cases=results,
         summary=summarize(results, metrics),
-        implementation=implementation(metrics),
+        implementation=implementation(metrics, nsd_variant),
         empty_rule=empty_rule,
         by_site={site: summarize(cs, metrics) for site, cs in sorted(by_site_cases.items())},
         settings={
-            **({"nsd_tolerance_mm": tols} if "nsd" in metrics else {}),
+            **(
+                {
+                    "nsd_tolerance_mm": tols,
+                    "nsd_variant": nsd_variant,
+                    "nsd_definition": NSD_DEFINITIONS[nsd_variant],
+                }
+                if "nsd" in metrics
+                else {}
+            ),
             **({"hd95_worst": "image diagonal (mm)"} if "hd95" in metrics else {}),
         },
     )

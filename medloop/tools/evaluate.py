@@ -57,6 +57,11 @@ class EvaluateInput(ToolModel):
         default=None,
         description="Per-class NSD tolerance in mm by label name (default: FLARE23 values, else 2)",
     )
+    nsd_variant: Literal["surface_area", "voxel_count"] = Field(
+        default="surface_area",
+        description="NSD definition: surface_area (DeepMind surface-distance, challenge evaluations) "
+        "or voxel_count (MONAI's default)",
+    )
     include_cases: bool = Field(default=False, description="Return per-case values too")
 
     @model_validator(mode="after")
@@ -83,7 +88,9 @@ class EvaluateOutput(ToolModel):
     )
     implementation: str = Field(description="Metric code and versions used")
     empty_rule: str
-    settings: dict[str, object] = Field(default_factory=dict, description="NSD tolerances, HD95 worst value")
+    settings: dict[str, object] = Field(
+        default_factory=dict, description="NSD tolerances and variant, HD95 worst value"
+    )
 
 
 def _trial_dataset(ctx: ToolContext, trial: Trial) -> Path:
@@ -175,6 +182,7 @@ def _evaluate(ctx: ToolContext, args: EvaluateInput, stack: contextlib.ExitStack
         metrics=tuple(dict.fromkeys(args.metrics)),
         empty_rule=args.empty_rule,
         tolerances=args.nsd_tolerance_mm,
+        nsd_variant=args.nsd_variant,
     )
     return EvaluateOutput(
         split=split,

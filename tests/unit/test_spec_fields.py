@@ -24,6 +24,7 @@ REQUIRED: dict[type[S.Spec], dict[str, Any]] = {
     S.FloatRange: {"type": "float", "low": 0.1, "high": 0.5},
     S.DatasetRef: {"path": "/data"},
     S.CampaignSpec: MINIMAL,
+    S.Constraint: {"metric": "gpu_hours"},
 }
 
 

@@ -40,7 +40,8 @@ class SegmentationFamily:
     def metrics(self, objective: Objective) -> tuple[str, ...]:
         """DSC, NSD and HD95 (mm), per case, class and site: what challenges report and
         what the objective may name."""
-        return tuple(dict.fromkeys(("dice", "nsd", "hd95", objective.metric)))
+        derived = ("cost_per_dice_point",)  # from Dice and the job's hours (engine/efficiency.py)
+        return tuple(m for m in dict.fromkeys(("dice", "nsd", "hd95", objective.metric)) if m not in derived)
 
     def score(
         self, ctx: ScoringContext, trial_id: str, spec: TrialSpec, outputs: OutputTree, split: str

@@ -1,12 +1,24 @@
-"""nnU-Net-style fingerprint and auto-configuration ("plans"), torch-free.
+"""nnU-Net v2's experiment planning ("plans"), torch-free.
 
-The fingerprint holds per-case geometry, per-channel foreground intensity statistics and
-class sizes. The plans apply nnU-Net's rules to it: target spacing = the median spacing,
-except that an axis more than 3x coarser than the finest (with few voxels along it) gets
-the 10th percentile of its spacings; a patch that starts from the median resampled shape
-and shrinks until a memory estimate fits the budget; batch size >= 2 and at most 5% of
-the dataset's voxels per batch; feature maps from 32, capped at 320 (3D) / 512 (2D); 2D
-for single-slice data or strongly anisotropic volumes, else 3D.
+The fingerprint (fingerprint.py: shapes after cropping to the non-zero region, spacings,
+foreground intensities) goes through the rules of nnU-Net v2's default `ExperimentPlanner`,
+re-implemented here from its published algorithm:
+- target spacing = the median spacing, except that an axis more than 3x coarser than the
+  others whose median size is under a third of theirs gets the 10th percentile of its
+  spacings (never finer than the other axes);
+- axes are planned in nnU-Net's order (its SimpleITK (z, y, x) order, the coarsest axis
+  moved first) and mapped back to medloop's (x, y, z);
+- the patch starts from a 256^3 (2D: 2048^2) box shaped like the voxel aspect ratio,
+  clipped to the median resampled shape; the pooling topology halves an axis while it
+  has >= 8 voxels and its spacing is within 2x of the finest; the patch is rounded *up*
+  to a multiple of 2^pools per axis (84.5 voxels with 4 pools -> 96);
+- memory is nnU-Net's feature-map count of its plain U-Net (2 convs per stage, features
+  32 doubling to 320 in 3D / 512 in 2D) against its reference (560e6 voxels = 8 GB at
+  batch 2 in 3D; 85e6 at batch 12 in 2D); while over budget the axis largest relative to
+  the median shape is cut by one divisor step;
+- batch = the reference headroom, at most 5% of the dataset's voxels, at least 2.
+2D plans use medloop's in-plane axes (x, y), which is nnU-Net's 2D plane when the
+through-plane axis is the coarsest one.
 
 `plan_baseline(path)` returns the SegConfig fields of the planned baseline; the plans are
 cached as `medloop_plans.json` next to the dataset (not part of its checksum).
@@ -18,168 +30,208 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from medloop.core.errors import DatasetError
-from medloop.experiments.dataset.imageio import read_header, read_volume
-from medloop.experiments.dataset.nnunet import dataset_checksum, read_dataset
+from medloop.experiments.dataset.fingerprint import compute_fingerprint
+from medloop.experiments.dataset.nnunet import dataset_checksum
+
+__all__ = ["compute_fingerprint"]
 
 PLANS_FILE = "medloop_plans.json"
-PLANS_VERSION = 1
+PLANS_VERSION = 2
 DEFAULT_MEMORY_MB = 8000.0  # nnU-Net plans for about 8 GB of GPU memory
-_MAX_INTENSITY_CASES = 60
-_VOXELS_PER_CASE = 10_000
-_BYTES_PER_ACTIVATION = 4 * 6  # fp32 activations, kept ~6x over (conv, norm, act, grads)
-
-
-def compute_fingerprint(path: Path) -> dict[str, Any]:
-    """Geometry of every training case (from headers), foreground intensity statistics
-    per channel and foreground voxel fractions per class (from up to 60 cases)."""
-    ds = read_dataset(path)
-    shapes, spacings = [], []
-    for case in ds.training:
-        shape, spacing, _ = read_header(case.images[0])
-        shapes.append([*shape, 1, 1, 1][:3])
-        spacings.append([round(float(s), 6) for s in [*spacing, 1.0, 1.0, 1.0][:3]])
-    step = max(1, math.ceil(len(ds.training) / _MAX_INTENSITY_CASES))
-    rng = np.random.default_rng(1234)
-    fg: dict[int, list[np.ndarray]] = {c: [] for c in range(ds.n_channels)}
-    class_fraction: dict[str, list[float]] = {name: [] for name in ds.foreground}
-    for case in ds.training[::step]:
-        assert case.label is not None
-        label = np.rint(read_volume(case.label).array).astype(np.int32)
-        mask = label > 0
-        for name, value in ds.foreground.items():
-            class_fraction[name].append(float((label == value).mean()))
-        for c, image_path in enumerate(case.images):
-            values = read_volume(image_path).array[mask] if mask.any() else np.zeros(0, np.float32)
-            if values.size > _VOXELS_PER_CASE:
-                values = rng.choice(values, _VOXELS_PER_CASE, replace=False)
-            fg[c].append(values)
-    intensity = {}
-    for c, chunks in fg.items():
-        values = np.concatenate(chunks) if chunks else np.zeros(0)
-        if values.size == 0:
-            values = np.zeros(1)
-        intensity[str(c)] = {
-            "name": ds.channel_names[str(c)],
-            "mean": float(values.mean()),
-            "median": float(np.median(values)),
-            "std": float(values.std()),
-            "min": float(values.min()),
-            "max": float(values.max()),
-            "percentile_00_5": float(np.percentile(values, 0.5)),
-            "percentile_99_5": float(np.percentile(values, 99.5)),
-        }
-    return {
-        "dataset": ds.name,
-        "checksum": dataset_checksum(ds.root),
-        "n_cases": len(ds.training),
-        "n_test_cases": len(ds.test),
-        "channels": ds.channel_names,
-        "labels": ds.labels,
-        "sites": sorted(set(ds.sites.values())),
-        "shapes": shapes,
-        "spacings": spacings,
-        "median_shape": [float(v) for v in np.median(np.asarray(shapes, float), axis=0)],
-        "median_spacing": [float(v) for v in np.median(np.asarray(spacings, float), axis=0)],
-        "intensity": intensity,
-        "class_fraction": {k: float(np.mean(v)) if v else 0.0 for k, v in class_fraction.items()},
-    }
+ANISO_THRESHOLD = 3.0
+_MIN_EDGE = 4  # smallest bottleneck feature-map edge
+_BASE_FEATURES = 32
+_MAX_FEATURES = {2: 512, 3: 320}
+_CONVS_PER_STAGE = 2
+_REF_VOXELS = {2: 85_000_000, 3: 560_000_000}  # feature-map voxels of the reference U-Net at 8 GB
+_REF_BATCH = {2: 12, 3: 2}
+_REF_MB = 8000.0
+_MIN_BATCH = 2
+_MAX_DATASET_COVERED = 0.05
+_INITIAL_EDGE = {2: 2048, 3: 256}
 
 
 def target_spacing(spacings: np.ndarray, shapes: np.ndarray) -> list[float]:
-    """Median spacing per axis; an axis > 3x coarser than the finest other axis, whose
-    median size is under a third of the smallest other, gets its 10th percentile spacing
-    instead (never finer than the other axes)."""
+    """Median spacing per axis; the coarsest axis, when > 3x coarser than every other and
+    its median size is under a third of the smallest other, gets its 10th percentile
+    spacing instead, raised to just above the other axes' if it would be finer."""
     spacings = np.asarray(spacings, dtype=float)
     shapes = np.asarray(shapes, dtype=float)
-    target = np.median(spacings, axis=0)
-    sizes = np.median(shapes, axis=0)
+    target = np.percentile(spacings, 50, axis=0)
+    sizes = np.percentile(shapes, 50, axis=0)
     worst = int(np.argmax(target))
     others = [a for a in range(len(target)) if a != worst]
     if not others:
         return [float(v) for v in target]
-    aniso_spacing = target[worst] > 3 * min(target[a] for a in others)
-    aniso_voxels = sizes[worst] * 3 < min(sizes[a] for a in others)
+    other_spacing = max(float(target[a]) for a in others)
+    aniso_spacing = target[worst] > ANISO_THRESHOLD * other_spacing
+    aniso_voxels = sizes[worst] * ANISO_THRESHOLD < min(sizes[a] for a in others)
     if aniso_spacing and aniso_voxels:
         tenth = float(np.percentile(spacings[:, worst], 10))
-        target[worst] = max(tenth, max(target[a] for a in others) + 1e-5)
+        target[worst] = tenth if tenth >= other_spacing else other_spacing + 1e-5
     return [float(v) for v in target]
 
 
-def estimate_memory_mb(patch: list[int], base_features: int, levels: int, batch: int, cap: int) -> float:
-    """Activation memory of a U-Net on `patch`: two convolutions per level and side, the
-    features doubling and the voxels halving (per axis > 4) at each level."""
-    total = 0.0
-    size = [float(p) for p in patch]
-    for level in range(levels):
-        feats = min(base_features * 2**level, cap)
-        total += 4 * feats * math.prod(size)  # 2 convs encoder + 2 decoder
-        size = [s / 2 if s >= 8 else s for s in size]
-    return batch * total * _BYTES_PER_ACTIVATION / 2**20
+def pool_topology(
+    spacing: Sequence[float], patch: Sequence[float]
+) -> tuple[list[int], list[list[int]], list[list[int]], list[int]]:
+    """nnU-Net's pooling rule for a patch at a spacing: per stage, halve every axis that
+    still has >= 8 voxels and whose spacing is within 2x of the finest such axis (a lone
+    axis needs >= 12); an axis gets 3-voxel kernels once its spacing is within 2x of the
+    finest. Returns (pools per axis, strides per stage, kernels per stage, the patch
+    rounded up to a multiple of 2^pools per axis)."""
+    dims = len(spacing)
+    cur_spacing = [float(s) for s in spacing]
+    cur_size = [float(p) for p in patch]
+    pools = [0] * dims
+    kernel = [1] * dims
+    strides: list[list[int]] = [[1] * dims]
+    kernels: list[list[int]] = []
+    while True:
+        axes = [a for a in range(dims) if cur_size[a] >= 2 * _MIN_EDGE]
+        if not axes:
+            break
+        finest = min(cur_spacing[a] for a in axes)
+        axes = [a for a in axes if cur_spacing[a] / finest < 2]
+        if len(axes) == 1 and cur_size[axes[0]] < 3 * _MIN_EDGE:
+            break
+        overall = min(cur_spacing)
+        kernel = [3 if k == 3 or cur_spacing[a] / overall < 2 else 1 for a, k in enumerate(kernel)]
+        stride = [2 if a in axes else 1 for a in range(dims)]
+        for a in axes:
+            pools[a] += 1
+            cur_spacing[a] *= 2
+            cur_size[a] = math.ceil(cur_size[a] / 2)
+        strides.append(stride)
+        kernels.append(list(kernel))
+    kernels.append([3] * dims)  # the bottleneck
+    rounded = []
+    for p, n in zip(patch, pools, strict=True):
+        div = 2**n
+        rounded.append(int(p if p % div == 0 else p + div - p % div))
+    return pools, strides, kernels, rounded
 
 
-def _levels(patch: list[int], max_levels: int) -> int:
-    """Resolution levels until every axis would fall below 4 voxels (nnU-Net's minimum)."""
-    per_axis = [max(1, math.floor(math.log2(max(p, 4) / 4)) + 1) for p in patch]
-    return min(max(per_axis), max_levels)
+def feature_map_voxels(
+    patch: list[int], strides: list[list[int]], features: list[int], n_classes: int
+) -> int:
+    """Output voxels x channels of every convolution of nnU-Net's plain U-Net on `patch`
+    (encoder: 2 convs per stage; decoder: a transposed conv and 2 convs per stage; one
+    segmentation head): nnU-Net's proxy for training memory."""
+    sizes = []
+    size = list(patch)
+    for stride in strides:
+        size = [s // st for s, st in zip(size, stride, strict=True)]
+        sizes.append(size)
+    total = sum(_CONVS_PER_STAGE * f * math.prod(sz) for f, sz in zip(features, sizes, strict=True))
+    for level in range(len(strides) - 1):
+        total += (_CONVS_PER_STAGE + 1) * features[level] * math.prod(sizes[level])
+    return int(total + n_classes * math.prod(sizes[0]))
 
 
-def _round_patch(patch: list[float], levels: int) -> list[int]:
-    out = []
-    for p in patch:
-        div = 2 ** max(0, min(levels - 1, math.floor(math.log2(max(p, 4) / 4))))
-        out.append(max(div, round(p / div) * div))
-    return out
+def _plan_axes(
+    spacing: list[float], median: list[float], n_voxels_dataset: float, n_classes: int, memory_mb: float
+) -> dict[str, Any]:
+    """nnU-Net's get_plans_for_configuration, in nnU-Net's axis order."""
+    dims = len(spacing)
+    inv = 1.0 / np.asarray(spacing, dtype=float)
+    scale = (_INITIAL_EDGE[dims] ** dims / float(np.prod(inv))) ** (1.0 / dims)
+    initial = [min(float(round(float(v) * scale)), float(m)) for v, m in zip(inv, median, strict=True)]
+    pools, strides, kernels, patch = pool_topology(spacing, initial)
+
+    def features(n_stages: int) -> list[int]:
+        return [min(_MAX_FEATURES[dims], _BASE_FEATURES * 2**i) for i in range(n_stages)]
+
+    estimate = feature_map_voxels(patch, strides, features(len(strides)), n_classes)
+    reference = _REF_VOXELS[dims] * memory_mb / _REF_MB
+    ref_batch = _REF_BATCH[dims]
+    while estimate / ref_batch * _MIN_BATCH > reference:
+        axis = int(np.argsort([p / m for p, m in zip(patch, median, strict=True)])[-1])
+        trial = list(patch)
+        trial[axis] -= 2 ** pools[axis]
+        step = 2 ** pool_topology(spacing, trial)[0][axis]
+        patch = list(patch)
+        patch[axis] -= step
+        pools, strides, kernels, patch = pool_topology(spacing, patch)
+        estimate = feature_map_voxels(patch, strides, features(len(strides)), n_classes)
+    batch = round(reference / estimate * ref_batch)
+    covered = round(n_voxels_dataset * _MAX_DATASET_COVERED / float(np.prod(patch, dtype=np.float64)))
+    batch = max(min(batch, covered), _MIN_BATCH)
+    return {
+        "patch": patch,
+        "batch": int(batch),
+        "strides": strides,
+        "kernels": kernels,
+        "features": features(len(strides)),
+        "memory_mb": estimate * batch / ref_batch * _REF_MB / _REF_VOXELS[dims],
+    }
+
+
+def nnunet_axis_order(spacing: list[float]) -> list[int]:
+    """medloop axes in nnU-Net's planning order: its SimpleITK (z, y, x) order with the
+    coarsest axis (the first of equals) moved to the front."""
+    sitk = list(range(len(spacing)))[::-1]
+    first = int(np.argmax([spacing[a] for a in sitk]))
+    return [sitk[first]] + [a for i, a in enumerate(sitk) if i != first]
 
 
 def plan_configuration(fp: dict[str, Any], dims: int, memory_mb: float) -> dict[str, Any]:
-    """Patch, batch, features and depth for a 2D or 3D configuration of this fingerprint."""
+    """Patch, batch, features and topology of a 2D or 3D configuration of this
+    fingerprint, in medloop's axis order."""
     shapes = np.asarray(fp["shapes"], dtype=float)
     spacings = np.asarray(fp["spacings"], dtype=float)
-    spacing = target_spacing(
-        spacings[:, :dims] if dims == 2 else spacings, shapes[:, :dims] if dims == 2 else shapes
-    )
-    resampled = np.median(shapes[:, :dims] * spacings[:, :dims] / np.asarray(spacing[:dims]), axis=0)
-    cap = 320 if dims == 3 else 512
-    base = 32
-    max_levels = 6 if dims == 3 else 7
-    patch = [float(min(s, 256 if dims == 3 else 512)) for s in resampled]
-    levels = _levels([int(p) for p in patch], max_levels)
-    rounded = _round_patch(patch, levels)
-    while estimate_memory_mb(rounded, base, levels, 2, cap) > memory_mb:
-        # shrink the axis that is largest relative to the median shape, by 10%
-        ratios = [p / max(r, 1.0) for p, r in zip(patch, resampled, strict=True)]
-        axis = int(np.argmax([r if p > 8 else -1 for r, p in zip(ratios, patch, strict=True)]))
-        if patch[axis] <= 8:
-            break
-        patch[axis] = max(8.0, patch[axis] * 0.9)
-        levels = _levels([int(p) for p in patch], max_levels)
-        rounded = _round_patch(patch, levels)
-    per_sample = estimate_memory_mb(rounded, base, levels, 1, cap)
-    batch = max(2, int(memory_mb // max(per_sample, 1e-6)))
-    dataset_voxels = float(
-        np.sum(np.prod(shapes[:, :dims] * spacings[:, :dims] / np.asarray(spacing[:dims]), axis=1))
-    )
-    if dims == 2:
-        dataset_voxels *= float(np.median(shapes[:, 2]))  # every slice is a sample
-    batch_cap = max(2, int(0.05 * dataset_voxels / math.prod(rounded)))
-    batch = max(2, min(batch, batch_cap, 64))
+    full = target_spacing(spacings, shapes)
+    new_shapes = [
+        [round(float(sp) / float(t) * float(sh)) for sp, t, sh in zip(sps, full, shp, strict=True)]
+        for sps, shp in zip(spacings, shapes, strict=True)
+    ]
+    median = [float(v) for v in np.median(np.asarray(new_shapes, dtype=float), axis=0)]
+    n_voxels = float(np.prod(median, dtype=np.float64)) * fp["n_cases"]
+    order = nnunet_axis_order(full) if dims == 3 else [1, 0]
+    n_classes = len(fp["labels"])
+    plan = _plan_axes([full[a] for a in order], [median[a] for a in order], n_voxels, n_classes, memory_mb)
+
+    def back(per_axis: list[Any]) -> list[Any]:
+        out = [0] * dims
+        for i, a in enumerate(order):
+            out[a] = per_axis[i]
+        return out
+
+    cap = _MAX_FEATURES[dims]
     return {
         "spatial_dims": dims,
-        "patch_size": rounded,
-        "batch_size": batch,
-        "base_features": base,
-        "depth": levels,
+        "patch_size": back(plan["patch"]),
+        "batch_size": plan["batch"],
+        "base_features": _BASE_FEATURES,
+        "depth": len(plan["strides"]),
         "feature_cap": cap,
-        "target_spacing": spacing[:dims] if dims == 2 else spacing,
-        "median_resampled_shape": [float(v) for v in resampled],
-        "estimated_memory_mb": round(estimate_memory_mb(rounded, base, levels, batch, cap), 1),
+        "features_per_stage": plan["features"],
+        "strides": [back(s) for s in plan["strides"]],
+        "kernel_sizes": [back(k) for k in plan["kernels"]],
+        "target_spacing": full[:dims],
+        "median_resampled_shape": median[:dims],
+        "nnunet_axis_order": order,
+        "estimated_memory_mb": round(plan["memory_mb"], 1),
     }
+
+
+def normalization_plan(fp: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per channel: "ct" (clip to the foreground 0.5/99.5 percentiles, z-score with the
+    dataset's foreground mean/std) for a channel named CT, else "zscore" per image; the
+    z-score uses the non-zero mask when cropping removed over a quarter of the volume."""
+    use_mask = fp.get("median_relative_size_after_cropping", 1.0) < 0.75
+    out = {}
+    for c, info in fp["intensity"].items():
+        ct = info["name"].strip().lower() == "ct"
+        out[c] = {"scheme": "ct" if ct else "zscore", "use_mask_for_norm": bool(use_mask and not ct)}
+    return out
 
 
 def choose_dims(fp: dict[str, Any]) -> int:
@@ -208,10 +260,8 @@ def make_plans(path: Path, *, memory_mb: float = DEFAULT_MEMORY_MB) -> dict[str,
         "fingerprint": fp,
         "configurations": configs,
         "default": chosen,
-        "normalization": {
-            c: ("ct" if info["name"].strip().lower() == "ct" else "zscore")
-            for c, info in fp["intensity"].items()
-        },
+        "normalization": {c: v["scheme"] for c, v in normalization_plan(fp).items()},
+        "use_mask_for_norm": {c: v["use_mask_for_norm"] for c, v in normalization_plan(fp).items()},
     }
 
 

@@ -125,7 +125,13 @@ def run_segmentation(spec: TrialSpec, in_dir: Path, out_dir: Path, emit: Emit) -
     from monai.data.meta_obj import set_track_meta
 
     from medloop.experiments.segmentation.data import make_loader
-    from medloop.experiments.segmentation.networks import build_network, min_patch, patch_divisor
+    from medloop.experiments.segmentation.networks import (
+        build_network,
+        count_flops,
+        min_patch,
+        patch_divisor,
+        sized,
+    )
     from medloop.experiments.segmentation.training import peak_memory_mb, train
     from medloop.experiments.segmentation.transfer import initialise
 
@@ -134,7 +140,7 @@ def run_segmentation(spec: TrialSpec, in_dir: Path, out_dir: Path, emit: Emit) -
     set_track_meta(False)
     t0 = time.perf_counter()
     trial = Trial(spec, in_dir, out_dir, emit)
-    config = spec.config_as(SegConfig)
+    config = sized(spec.config_as(SegConfig))
     # Code hypotheses: load and check every staged module before any training (core/code.py)
     extensions = extensions_for(config, in_dir)
     activate(extensions)
@@ -175,6 +181,7 @@ def run_segmentation(spec: TrialSpec, in_dir: Path, out_dir: Path, emit: Emit) -
         fmt = torch.channels_last if config.spatial_dims == 2 else torch.channels_last_3d
         model = model.to(memory_format=fmt)  # type: ignore[call-overload]  # documented; missing from the stubs
     n_params = sum(p.numel() for p in model.parameters())
+    flops = count_flops(model, n_channels, patch, device)
     setup: dict[str, Any] = {
         "device": _device_name(device),
         "patch": patch,
@@ -184,6 +191,9 @@ def run_segmentation(spec: TrialSpec, in_dir: Path, out_dir: Path, emit: Emit) -
         "internal_val_cases": val_ids,
         "train_items": len(items),
         "parameters": n_params,
+        "flops_per_patch": flops,
+        "model_size": config.model_size,
+        "base_features": config.base_features,
         "trainable_parameters": sum(p.numel() for p in params),
         "normalization": normalizer.describe(),
         "init": init_info,
@@ -226,6 +236,10 @@ def run_segmentation(spec: TrialSpec, in_dir: Path, out_dir: Path, emit: Emit) -
     pred_dirs: dict[str, str] = {}
     reported: dict[str, dict[str, float]] = {}
     n_pred, pred_seconds = 0, 0.0
+    case_seconds: dict[str, float] = {}  # "<split>/<case>" -> seconds, post-processing included
+    train_peak_mb = peak_memory_mb(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     for split, cases in splits.items():
         if not cases:
             continue
@@ -234,7 +248,9 @@ def run_segmentation(spec: TrialSpec, in_dir: Path, out_dir: Path, emit: Emit) -
             label_map = predict_on_grid(model, case, grid, patch, device, config)
             if "postprocess" in extensions:
                 label_map = postprocessed(extensions["postprocess"], label_map, case, trial.labels)
-            pred_seconds += time.perf_counter() - tic
+            seconds = time.perf_counter() - tic
+            case_seconds[f"{split}/{case.id}"] = round(seconds, 4)
+            pred_seconds += seconds
             n_pred += 1
             write_like(
                 label_map,
@@ -261,10 +277,19 @@ def run_segmentation(spec: TrialSpec, in_dir: Path, out_dir: Path, emit: Emit) -
         "s_per_iteration": result.train_seconds / max(result.iterations, 1),
         "s_per_epoch": float(np.mean([h["seconds"] for h in epochs])) if epochs else None,
         "inference_s_per_case": pred_seconds / max(n_pred, 1),
+        "inference_s_per_case_max": max(case_seconds.values(), default=0.0),
+        "inference_seconds": case_seconds,
         "setup_seconds": setup_seconds,
         "total_seconds": time.perf_counter() - t0,
-        "peak_memory_mb": peak_memory_mb(device),
+        "peak_memory_mb": max(train_peak_mb, peak_memory_mb(device)),
+        "peak_train_memory_mb": train_peak_mb,
+        # CUDA: torch's peak allocation during inference alone; CPU: the process's peak
+        # resident set so far (it cannot be reset, so it includes training)
+        "peak_inference_memory_mb": peak_memory_mb(device),
+        "memory_measure": "cuda max_memory_allocated" if device.type == "cuda" else "cpu max RSS",
         "parameters": n_params,
+        "flops_per_patch": flops,
+        "model_size": config.model_size,
         "patch": "x".join(str(p) for p in patch),
         "stopped_early": result.stopped_early,
         "best_epoch": result.best_epoch,

@@ -6,9 +6,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import torch
 from torch import nn
 
 from medloop.core.specs import SegConfig
+from medloop.core.trial_configs import MODEL_SIZES
 from medloop.experiments.extensions import active
 
 
@@ -35,6 +37,29 @@ def dynunet_topology(
         spacings = [sp * st for sp, st in zip(spacings, stride, strict=True)]
     kernels.append([3] * len(sizes))
     return kernels, strides
+
+
+def sized(config: SegConfig) -> SegConfig:
+    """The config with its model-size preset (if any) applied to width and blocks."""
+    if config.model_size == "none":
+        return config
+    return config.model_copy(update=MODEL_SIZES[config.model_size])
+
+
+def count_flops(model: nn.Module, in_channels: int, patch: Sequence[int], device: torch.device) -> int:
+    """Floating-point operations of one forward pass on one patch (torch's FLOP counter;
+    a multiply-add counts 2)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.zeros((1, in_channels, *patch), device=device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(x)
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops())
 
 
 SWIN_MIN_PATCH = 64  # SwinUNETR halves 5 times; its bottleneck needs more than one voxel
@@ -106,6 +131,7 @@ def build_network(
             norm_name=("INSTANCE", {"affine": True}),
             deep_supervision=levels > 2,
             deep_supr_num=max(1, min(levels - 2, 3)),
+            res_block=config.model_size in ("B", "L", "H"),
         )
     if config.model == "swinunetr":
         from monai.networks.nets.swin_unetr import SwinUNETR

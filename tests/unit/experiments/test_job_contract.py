@@ -168,3 +168,21 @@ def test_error_inside_the_trainer_is_a_failed_outcome(tmp_path: Path, staged, ca
     assert result.status == "failed" and "does not have 2 axes" in str(result.error)
     assert "torch" in result.versions
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["event"] == "failed"
+
+
+@pytest.mark.slow
+def test_job_records_size_flops_and_per_case_inference_cost(tmp_path: Path, staged) -> None:
+    _, manifest, parts = staged
+    config = SegConfig(
+        iterations=4, epoch_iterations=4, batch_size=2, internal_val_fraction=0.34, model_size="S"
+    )
+    spec_path = _job_dir(tmp_path / "s", parts, TrialSpec(dataset=manifest, config=config, seed=2))
+    proc = _run(spec_path, tmp_path / "s" / "out")
+    assert proc.returncode == 0, proc.stderr
+    eff = JobOutcome.model_validate_json((tmp_path / "s" / "out" / "result.json").read_text()).efficiency
+    assert eff["model_size"] == "S" and eff["flops_per_patch"] > 0 and eff["parameters"] > 0
+    timed = set(eff["inference_seconds"])
+    wanted = {f"eval/{c}" for c in manifest.eval_cases} | {f"test/{c}" for c in manifest.test_cases}
+    assert wanted <= timed  # every case the host scores was timed
+    assert eff["inference_s_per_case_max"] == max(eff["inference_seconds"].values())
+    assert eff["peak_inference_memory_mb"] > 0 and eff["memory_measure"] == "cpu max RSS"
