@@ -20,6 +20,7 @@ from pydantic import (
 
 from medloop.core.errors import SpecError
 from medloop.core.fields import GOAL_TEXT, Float, Int, NameText, UserPath
+from medloop.core.pretrain_config import PretrainConfig
 from medloop.core.spec_base import (
     Categorical,
     Direction,
@@ -61,6 +62,7 @@ __all__ = [
     "IntRange",
     "Objective",
     "PlannerSpec",
+    "PretrainConfig",
     "SandboxSpec",
     "Scalar",
     "Seconds",
@@ -128,6 +130,8 @@ AUDIO_BASE_METRICS = ("accuracy", "precision", "recall", "f1", "auroc")
 AUDIO_SNRS = ("clean", "20db", "10db", "5db", "0db")
 METRICS: dict[str, dict[str, Direction]] = {
     "segmentation": {"dice": "maximize", "nsd": "maximize", "hd95": "minimize"},
+    # pre-training is scored by the downstream segmentation of its short fine-tune
+    "pretrain": {"dice": "maximize", "nsd": "maximize", "hd95": "minimize"},
     "audio": {
         **{f"{m}@{snr}": "maximize" for m in AUDIO_BASE_METRICS for snr in AUDIO_SNRS},
         **{f"{m}_auc": "maximize" for m in AUDIO_BASE_METRICS},
