@@ -58,13 +58,13 @@ def test_example_and_spec_rules(tmp_path: Path) -> None:
         parse_campaign_spec(
             _spec(tmp_path, search_space={"method": ["mim", "simclr"]}), source="t", check_dataset=False
         )
-    with pytest.raises(SpecError, match="merge_thresholds"):
+    with pytest.raises(SpecError, match=r"merge_thresholds"):
         parse_campaign_spec(
             _spec(tmp_path, search_space={"merge_thresholds": ["0.9,0.8", "0.7,0.8"]}),
             source="t",
             check_dataset=False,
         )
-    with pytest.raises(SpecError, match="has no dataset.json"):
+    with pytest.raises(SpecError, match=r"has no dataset\.json"):
         parse_campaign_spec(_spec(tmp_path), source="t")
 
 
@@ -114,7 +114,7 @@ def test_lowlabel_campaign_and_init_from_the_pretrained_checkpoint(
         staging_dir=settings.workspace / "staging2",  # type: ignore[arg-type]
     )
     wrong = SegConfig(spatial_dims=3, base_features=8, depth=2, label_fraction=0.1, init=f"trial:{trial.id}")
-    with pytest.raises(DatasetError, match="pre-trained with base_features=4"):
+    with pytest.raises(DatasetError, match=r"pre-trained with base_features=4"):
         trials.spec_for(wrong, seed=1)
     good = wrong.model_copy(update={"base_features": 4})
     staged = trials.spec_for(good, seed=1)
@@ -127,5 +127,5 @@ def test_lowlabel_campaign_and_init_from_the_pretrained_checkpoint(
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF
     path.write_bytes(bytes(data))
-    with pytest.raises(DatasetError, match="tampered|changed after the host registered"):
+    with pytest.raises(DatasetError, match=r"tampered|changed after the host registered"):
         trials.spec_for(good, seed=2)
