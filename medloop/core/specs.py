@@ -20,6 +20,7 @@ from pydantic import (
 
 from medloop.core.errors import SpecError
 from medloop.core.fields import GOAL_TEXT, Float, Int, NameText, UserPath
+from medloop.core.pretrain_config import PretrainConfig
 from medloop.core.spec_base import (
     Categorical,
     Direction,
@@ -61,6 +62,7 @@ __all__ = [
     "IntRange",
     "Objective",
     "PlannerSpec",
+    "PretrainConfig",
     "SandboxSpec",
     "Scalar",
     "Seconds",
@@ -134,6 +136,8 @@ METRICS: dict[str, dict[str, Direction]] = {
         # the trial's accelerator-hours (CPU job-hours without a GPU) per Dice point, per case
         "cost_per_dice_point": "minimize",
     },
+    # pre-training is scored by the downstream segmentation of its short fine-tune
+    "pretrain": {"dice": "maximize", "nsd": "maximize", "hd95": "minimize"},
     "audio": {
         **{f"{m}@{snr}": "maximize" for m in AUDIO_BASE_METRICS for snr in AUDIO_SNRS},
         **{f"{m}_auc": "maximize" for m in AUDIO_BASE_METRICS},

@@ -14,6 +14,7 @@ from pydantic import (
 
 from medloop.core.errors import SpecError
 from medloop.core.fields import Float, Int
+from medloop.core.pretrain_config import PretrainConfig
 from medloop.core.spec_base import Spec
 
 # ---------------------------------------------------------------- trial configs
@@ -45,6 +46,7 @@ class SegConfig(Spec):
             "code_lr_schedule",
             "code_tta",
             "model_size",
+            "label_fraction",
         }
     )
     model: Literal["unet", "segresnet", "dynunet", "swinunetr"] = "unet"
@@ -106,6 +108,13 @@ class SegConfig(Spec):
     )
     init_mode: Literal["finetune", "freeze_encoder", "adapter"] = Field(
         default="finetune", description="How an initialised model is trained"
+    )
+    label_fraction: Float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="Share of the training cases whose labels are used (nested subsets per seed: "
+        "the 5% subset lies inside the 10% one); a low-label study is a factor of one campaign",
     )
     # Code hypotheses (core/code.py): the sha256 of a checked module run at that extension
     # point inside the sandbox, or "none". Staged by the host as /in/code/<sha256>.py.
@@ -224,10 +233,16 @@ def _task_of(value: Any) -> str:
 TrialConfig = Annotated[
     Annotated[SegConfig, Tag("segmentation")]
     | Annotated[VqaConfig, Tag("vqa")]
-    | Annotated[AudioConfig, Tag("audio")],
+    | Annotated[AudioConfig, Tag("audio")]
+    | Annotated[PretrainConfig, Tag("pretrain")],
     Discriminator(_task_of),
 ]
-CONFIG_MODELS: dict[str, type[Spec]] = {"segmentation": SegConfig, "vqa": VqaConfig, "audio": AudioConfig}
+CONFIG_MODELS: dict[str, type[Spec]] = {
+    "segmentation": SegConfig,
+    "vqa": VqaConfig,
+    "audio": AudioConfig,
+    "pretrain": PretrainConfig,
+}
 
 
 def config_model(task: str) -> type[Spec]:

@@ -43,6 +43,7 @@ from medloop.engine.code import CodeStore
 from medloop.engine.efficiency import COST_METRIC, HOST_FIGURES, host_figures, violations, with_cost_per_case
 from medloop.engine.outputs import OutputTree, UnsafeOutput
 from medloop.engine.tasks import ScoringContext, family
+from medloop.engine.tasks.pretrain import check_registered, verify_init
 from medloop.experiments.dataset.checkpoints import resolve_init, stage_checkpoint
 from medloop.sandbox.base import EventSink, Executor, job_key, limits_for
 
@@ -105,6 +106,8 @@ class SandboxTrials:
             with contextlib.ExitStack() as stack:
                 resolved = resolve_init(config.init, lambda tid: self._trial_checkpoint(tid, stack))
                 if resolved is not None:
+                    n_channels = len(self.dataset.manifest.channel_names)
+                    verify_init(resolved[0], config, in_channels=n_channels)  # provenance, network
                     staged = stage_checkpoint(resolved[0], resolved[1], self._staging_dir)
                     self._init_folders[staged.relative] = staged.folder
                     init = {"init_checkpoint": staged.relative, "provenance": dict(staged.provenance)}
@@ -135,9 +138,12 @@ class SandboxTrials:
         if job is None or trial.status != "succeeded":
             return None
         outputs = stack.enter_context(self._outputs(job.out_dir))
-        for name in ("best.safetensors", "last.safetensors"):
+        for name in ("pretrained.safetensors", "best.safetensors", "last.safetensors"):
             copy = outputs.file(f"checkpoints/{name}")
             if copy is not None:
+                check_registered(
+                    trial.result.evaluations.get("eval") if trial.result else None, copy, trial_id
+                )
                 return copy
         return None
 

@@ -30,6 +30,7 @@ JOB_RUNNERS: dict[str, str] = {
     "segmentation": "medloop.experiments.segmentation.job:run_segmentation",
     "vqa": "medloop.experiments.vlm.job:run_vqa",
     "audio": "medloop.experiments.audio.train:run_audio",
+    "pretrain": "medloop.experiments.pretrain.train:run_pretrain",
 }
 
 
@@ -78,7 +79,7 @@ def run_job(spec_path: Path, out_dir: Path) -> int:
         runner = JOB_RUNNERS.get(spec.task)
         if runner is None:
             raise ValueError(f"task {spec.task!r} has no trainer in this job image")
-        if spec.task == "segmentation":
+        if spec.task in ("segmentation", "pretrain"):
             check_inputs(spec, spec_path.parent)  # fail in a second, before torch is imported
         if spec.task == "vqa" and "transformers" in sys.modules and sys.modules["transformers"] is None:
             # The entry point hides `transformers` from MONAI for segmentation jobs; a VLM

@@ -21,6 +21,7 @@ from medloop.core.errors import DatasetError
 from medloop.core.records import JobOutcome, ReportedMetrics, TrialSpec
 from medloop.core.specs import SegConfig
 from medloop.experiments.dataset.imageio import write_like
+from medloop.experiments.dataset.label_fraction import labelled_subset
 from medloop.experiments.dataset.manifest import stratified_holdout
 from medloop.experiments.dataset.plans import target_spacing
 from medloop.experiments.extensions import activate, extensions_for
@@ -102,6 +103,8 @@ class Trial:
         train_ids = list(self.spec.dataset.train_cases)
         if not train_ids:
             raise DatasetError("the spec lists no training cases")
+        # Low-label studies: the labelled pool (nested per seed), before the internal holdout
+        train_ids = labelled_subset(train_ids, self.config.label_fraction, self.spec.seed)
         fraction = self.config.internal_val_fraction
         if fraction > 0 and len(train_ids) >= 2:
             return stratified_holdout(
@@ -188,6 +191,7 @@ def run_segmentation(spec: TrialSpec, in_dir: Path, out_dir: Path, emit: Emit) -
         "spacing": spacing,
         "resampled": grid is not None,
         "train_cases": len(fit_cases),
+        "label_fraction": config.label_fraction,
         "internal_val_cases": val_ids,
         "train_items": len(items),
         "parameters": n_params,

@@ -1,0 +1,1 @@
+"""Self-supervised pre-training jobs (`task: pretrain`), see docs/pretrain.md."""
