@@ -35,6 +35,7 @@ from medloop.core.trial_configs import (
     VQA_CATEGORY_FIELDS,
     VQA_METRIC,
     AudioConfig,
+    PromptableConfig,
     SegConfig,
     TrialConfig,
     VqaConfig,
@@ -61,6 +62,7 @@ __all__ = [
     "IntRange",
     "Objective",
     "PlannerSpec",
+    "PromptableConfig",
     "SandboxSpec",
     "Scalar",
     "Seconds",
@@ -131,6 +133,11 @@ METRICS: dict[str, dict[str, Direction]] = {
     "audio": {
         **{f"{m}@{snr}": "maximize" for m in AUDIO_BASE_METRICS for snr in AUDIO_SNRS},
         **{f"{m}_auc": "maximize" for m in AUDIO_BASE_METRICS},
+    },
+    # Interactive: Dice after k simulated clicks; clicks needed to reach a Dice (capped).
+    "promptable": {
+        **{f"dice@{k}": "maximize" for k in (1, 3, 5, 10)},
+        **{f"noc@{t}": "minimize" for t in (80, 85, 90)},
     },
 }
 

@@ -6,15 +6,16 @@ from __future__ import annotations
 import importlib
 
 from medloop.core.errors import SpecError
-from medloop.engine.tasks.base import ScoringContext, TaskFamily
+from medloop.engine.tasks.base import FollowUpJobs, ScoringContext, TaskFamily
 
-__all__ = ["ScoringContext", "TaskFamily", "family", "known_tasks"]
+__all__ = ["FollowUpJobs", "ScoringContext", "TaskFamily", "family", "known_tasks"]
 
 # task -> "module:attribute" of a TaskFamily instance, imported on first use
 _FAMILIES: dict[str, str] = {
     "segmentation": "medloop.engine.tasks.segmentation:FAMILY",
     "vqa": "medloop.engine.tasks.vqa:FAMILY",
     "audio": "medloop.engine.tasks.audio:FAMILY",
+    "promptable": "medloop.engine.tasks.promptable:FAMILY",
 }
 
 
