@@ -23,7 +23,7 @@ import torch
 from medloop.core.specs import PromptableConfig
 from medloop.experiments.dataset import read_dataset
 from medloop.experiments.dataset.phantom3d import synth_phantom3d
-from medloop.experiments.promptable.data import PromptSampler, loss_fn
+from medloop.experiments.promptable.data import PromptSampler, corrective_click, loss_fn
 from medloop.experiments.promptable.model import build_model
 from medloop.experiments.promptable.train import train_loop
 from medloop.experiments.segmentation.data import CaseData, Normalizer, load_cases
@@ -53,8 +53,10 @@ def plain(data: list[CaseData], config: PromptableConfig) -> float:
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     model.train()
     t0 = time.perf_counter()
-    for _ in range(config.iterations):
+    for it in range(1, config.iterations + 1):
         b = sampler.batch(config.batch_size)
+        if it % 2 == 0:  # the same corrective clicks as the job's loop
+            b = corrective_click(model, b, sampler.rng)
         loss = loss_fn(model(b.images, b.points, b.labels, b.boxes), b.masks)
         opt.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]

@@ -6,7 +6,8 @@ An ROI maps volume voxel indices v (reader axis order) to model-input coordinate
 Training prompts come from the training labels (inside the job, as for segmentation):
 a positive click inside the target, then up to `train_clicks - 1` more, positive inside
 it or negative in a 2-voxel shell around it (where corrective clicks land), and the
-target's bounding box (jittered by a voxel) when the config prompts with a box.
+target's bounding box (jittered by a voxel) when the config prompts with a box. Every
+second batch also gets a click on the model's own current error (`corrective_click`).
 """
 
 from __future__ import annotations
@@ -181,6 +182,26 @@ class PromptSampler:
             boxes,
             torch.stack([i[4] for i in items]),
         )
+
+
+def corrective_click(model: torch.nn.Module, batch: Batch, rng: np.random.Generator) -> Batch:
+    """The batch with one more click per sample where the model currently errs: a random
+    voxel of its error (false negative: positive click, false positive: negative), placed in
+    the first padding slot. SAM-style iterative training, so later clicks learn to correct."""
+    with torch.no_grad():
+        pred = model(batch.images, batch.points, batch.labels, batch.boxes)[:, 0] > 0
+    target = batch.masks[:, 0] > 0.5
+    points, labels = batch.points.clone(), batch.labels.clone()
+    for i in range(points.shape[0]):
+        free = (labels[i] == -1).nonzero()
+        errors = (pred[i] ^ target[i]).nonzero()
+        if len(free) == 0 or len(errors) == 0:
+            continue
+        voxel = errors[int(rng.integers(len(errors)))]
+        slot = int(free[0])
+        points[i, slot] = voxel.to(points.dtype)
+        labels[i, slot] = int(bool(target[i][tuple(voxel.tolist())]))
+    return Batch(batch.images, points, labels, batch.boxes, batch.masks)
 
 
 def loss_fn(logits: Tensor, target: Tensor) -> Tensor:

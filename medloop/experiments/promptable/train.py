@@ -19,7 +19,7 @@ from medloop.core.records import JobOutcome, TrialSpec
 from medloop.core.specs import PromptableConfig
 from medloop.experiments.job import versions
 from medloop.experiments.promptable.checkpoints import load_into, save
-from medloop.experiments.promptable.data import PromptSampler, loss_fn
+from medloop.experiments.promptable.data import PromptSampler, corrective_click, loss_fn
 from medloop.experiments.promptable.model import PromptableSAM3D, build_model
 from medloop.experiments.segmentation.data import CaseData, Normalizer, load_cases
 
@@ -60,6 +60,8 @@ def train_loop(
     t0 = tic = time.perf_counter()
     for it in range(1, config.iterations + 1):
         batch = sampler.batch(config.batch_size).to(device)
+        if it % 2 == 0:
+            batch = corrective_click(model, batch, sampler.rng)
         logits = model(batch.images, batch.points, batch.labels, batch.boxes)
         loss = loss_fn(logits, batch.masks)
         opt.zero_grad(set_to_none=True)
