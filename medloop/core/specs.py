@@ -36,6 +36,7 @@ from medloop.core.trial_configs import (
     VQA_CATEGORY_FIELDS,
     VQA_METRIC,
     AudioConfig,
+    PromptableConfig,
     SegConfig,
     TrialConfig,
     VqaConfig,
@@ -63,6 +64,7 @@ __all__ = [
     "Objective",
     "PlannerSpec",
     "PretrainConfig",
+    "PromptableConfig",
     "SandboxSpec",
     "Scalar",
     "Seconds",
@@ -141,6 +143,11 @@ METRICS: dict[str, dict[str, Direction]] = {
     "audio": {
         **{f"{m}@{snr}": "maximize" for m in AUDIO_BASE_METRICS for snr in AUDIO_SNRS},
         **{f"{m}_auc": "maximize" for m in AUDIO_BASE_METRICS},
+    },
+    # Interactive: Dice after k simulated clicks; clicks needed to reach a Dice (capped).
+    "promptable": {
+        **{f"dice@{k}": "maximize" for k in (1, 3, 5, 10)},
+        **{f"noc@{t}": "minimize" for t in (80, 85, 90)},
     },
 }
 

@@ -1,5 +1,5 @@
 """Trial configs: what one trial of each task kind is configured by (segmentation, VQA,
-audio); factors of a search space name their fields."""
+audio, promptable); factors of a search space name their fields."""
 
 from __future__ import annotations
 
@@ -221,6 +221,47 @@ class AudioConfig(Spec):
     num_threads: Int = Field(default=1, ge=1, le=256, description="CPU threads for torch")
 
 
+class PromptableConfig(Spec):
+    """A promptable 3D segmentation trial (SAM-style: image encoder, point/box prompt
+    encoder, mask decoder), trained on simulated clicks from the training labels and
+    scored by simulated interaction on the host (docs/promptable.md). Factors name these."""
+
+    task: Literal["promptable"] = "promptable"
+    model_size: Literal["tiny", "small", "base", "sam_med3d"] = Field(
+        default="tiny",
+        description="Architecture preset (experiments/promptable/model.py): tiny trains on a CPU in "
+        "the demo; sam_med3d is SAM-Med3D-turbo's ViT-B at 128^3 (loads its checkpoints)",
+    )
+    roi: Literal["volume", "crop"] = Field(
+        default="volume",
+        description="Model input: the whole volume resized to the preset's cube, or a cube of native "
+        "voxels centred on the first prompt (SAM-Med3D)",
+    )
+    prompt: Literal["points", "box"] = Field(
+        default="points", description="First prompt: a click, or a box around the target plus clicks"
+    )
+    train_clicks: Int = Field(default=4, ge=1, le=20, description="Most clicks simulated per training sample")
+    iterations: Int = Field(default=200, ge=1, le=1_000_000, description="Optimizer steps")
+    batch_size: Int = Field(default=2, ge=1, le=256)
+    lr: Float = Field(default=1e-3, gt=0, le=1)
+    weight_decay: Float = Field(default=1e-4, ge=0, le=10)
+    init: str = Field(
+        default="scratch",
+        max_length=4096,
+        pattern=r"^(scratch|trial:[A-Za-z0-9_.-]+|file:.+)$",
+        description="scratch, trial:<promptable trial id>, or file:<checkpoint> in medloop's or "
+        "SAM-Med3D's state-dict layout (.safetensors, .pt, .pth)",
+    )
+    freeze_encoder: bool = Field(default=False, description="Train only the prompt encoder and decoder")
+    eval_clicks: Int = Field(
+        default=20,
+        ge=10,
+        le=20,
+        description="Evaluation protocol, not a search factor: clicks simulated per target (NoC cap)",
+    )
+    num_threads: Int = Field(default=1, ge=1, le=256, description="CPU threads for torch")
+
+
 def _task_of(value: Any) -> str:
     # Configs stored before `task` was a discriminator are segmentation configs.
     if isinstance(value, dict):
@@ -235,6 +276,7 @@ TrialConfig = Annotated[
     | Annotated[VqaConfig, Tag("vqa")]
     | Annotated[AudioConfig, Tag("audio")]
     | Annotated[PretrainConfig, Tag("pretrain")],
+    | Annotated[PromptableConfig, Tag("promptable")],
     Discriminator(_task_of),
 ]
 CONFIG_MODELS: dict[str, type[Spec]] = {
@@ -242,6 +284,7 @@ CONFIG_MODELS: dict[str, type[Spec]] = {
     "vqa": VqaConfig,
     "audio": AudioConfig,
     "pretrain": PretrainConfig,
+    "promptable": PromptableConfig,
 }
 
 

@@ -28,7 +28,15 @@ from medloop.core.records import (
     TrialResult,
     TrialSpec,
 )
-from medloop.core.specs import CampaignSpec, DatasetRef, Objective, SandboxSpec, SegConfig, TrialConfig
+from medloop.core.specs import (
+    CampaignSpec,
+    DatasetRef,
+    Objective,
+    PromptableConfig,
+    SandboxSpec,
+    SegConfig,
+    TrialConfig,
+)
 from medloop.core.store import Store
 from medloop.engine.base import (
     FINAL_STATUSES,
@@ -100,7 +108,7 @@ class SandboxTrials:
 
     def spec_for(self, config: TrialConfig, seed: int, *, max_seconds: float | None = None) -> TrialSpec:
         init: dict[str, Any] = {}
-        if isinstance(config, SegConfig) and config.init != "scratch":
+        if isinstance(config, SegConfig | PromptableConfig) and config.init != "scratch":
             # Transfer: the parent checkpoint (an earlier trial's, or a file) is staged
             # content-addressed and mounted read-only as the job input `init`.
             with contextlib.ExitStack() as stack:
@@ -152,8 +160,11 @@ class SandboxTrials:
         """What the host recomputes for every scored split (the family decides)."""
         return family(self.task).metrics(self.objective)
 
-    def _scoring(self) -> ScoringContext:
-        return ScoringContext(dataset=self.dataset, objective=self.objective, workspace=self.workspace)
+    def _scoring(self, job: JobResult | None = None) -> ScoringContext:
+        jobs = _FollowUps(self, job) if job is not None else None
+        return ScoringContext(
+            dataset=self.dataset, objective=self.objective, workspace=self.workspace, jobs=jobs
+        )
 
     def _restage(self, spec: TrialSpec) -> Path:
         """The staged parent checkpoint of a spec made by an earlier process (a resume)."""
@@ -338,7 +349,7 @@ class SandboxTrials:
             if outcome.status != "completed":
                 return TrialResult(status="failed", error=outcome.error or "job reported failure", **base)
 
-            fam, ctx = family(spec.task), self._scoring()
+            fam, ctx = family(spec.task), self._scoring(job)
             try:
                 evaluation = fam.score(ctx, trial_id, spec, outputs, "eval")
                 gap = fam.tamper_gap(ctx, spec, outputs, outcome)
@@ -386,7 +397,7 @@ class SandboxTrials:
         try:
             with self._outputs(trial.result.job.out_dir) as outputs:
                 evaluation = family(trial.spec.task).score(
-                    self._scoring(), trial.id, trial.spec, outputs, "test"
+                    self._scoring(trial.result.job), trial.id, trial.spec, outputs, "test"
                 )
         except (DatasetError, UnsafeOutput) as exc:
             self._split_error(trial.id, trial.result, "test", exc.message)
@@ -404,6 +415,32 @@ class SandboxTrials:
     def _split_error(self, trial_id: str, result: TrialResult, split: str, why: str) -> None:
         errors = {**result.split_errors, split: why}
         self.store.trials.set_result(trial_id, result.model_copy(update={"split_errors": errors}))
+
+
+class _FollowUps:
+    """Follow-up jobs of one trial (engine.tasks.base.FollowUpJobs): the campaign's
+    executor, sandbox limits and image; keys extend the trial job's key."""
+
+    def __init__(self, trials: SandboxTrials, job: JobResult) -> None:
+        self._trials, self._key = trials, job.key
+        self.staging_dir = trials._staging_dir
+
+    def run(self, suffix: str, command: list[str], inputs: dict[str, Path], threads: int) -> JobResult:
+        sandbox = self._trials.sandbox
+        job = JobSpec(
+            key=f"{self._key}.{suffix}",
+            command=list(command),
+            inputs=inputs,
+            env={"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)},
+            limits=limits_for(sandbox),
+            image=sandbox.image,
+            labels={"medloop.followup": suffix},
+        )
+        (result,) = self._trials.executor.run([job])
+        return result
+
+    def outputs(self, result: JobResult) -> OutputTree:
+        return self._trials._outputs(result.out_dir)
 
 
 def _rerun_of(trial: Trial) -> int | None:

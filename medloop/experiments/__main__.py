@@ -1,4 +1,5 @@
-"""`python -m medloop.experiments run --spec SPEC --out OUT`: the job entry point."""
+"""`python -m medloop.experiments run --spec SPEC --out OUT`: the job entry point (and
+`interact --spec SPEC --prompts PROMPTS --out OUT`, one round of a promptable evaluation)."""
 
 from __future__ import annotations
 
@@ -16,13 +17,21 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="run one trial as described by a TrialSpec JSON file")
     run.add_argument("--spec", type=Path, required=True, help="TrialSpec JSON; data lies beside it")
     run.add_argument("--out", type=Path, required=True, help="output folder (result.json, predictions/)")
+    rounds = sub.add_parser("interact", help="one round of simulated interaction (promptable trials)")
+    rounds.add_argument("--spec", type=Path, required=True, help="TrialSpec JSON; data lies beside it")
+    rounds.add_argument("--prompts", type=Path, required=True, help="the host's prompts of this round")
+    rounds.add_argument("--out", type=Path, required=True, help="output folder (result.json, predictions/)")
     args = parser.parse_args(argv)
     # MONAI imports `transformers` when it is installed (for networks a segmentation job
     # never builds), about 4 s of every job's start-up. In a segmentation job's process
     # only, mark it unavailable: MONAI's optional imports then skip it. VLM jobs need it.
-    if _task(args.spec) in ("segmentation", "pretrain"):
+    if _task(args.spec) in ("segmentation", "pretrain", "promptable"):
         sys.modules.setdefault("transformers", None)  # type: ignore[arg-type]
     try:
+        if args.command == "interact":
+            from medloop.experiments.promptable.interact import run_interaction
+
+            return run_interaction(args.spec, args.prompts, args.out)
         return run_job(args.spec, args.out)
     except SpecError as exc:
         sys.stderr.write(f"error: {exc}\n")

@@ -31,6 +31,7 @@ JOB_RUNNERS: dict[str, str] = {
     "vqa": "medloop.experiments.vlm.job:run_vqa",
     "audio": "medloop.experiments.audio.train:run_audio",
     "pretrain": "medloop.experiments.pretrain.train:run_pretrain",
+    "promptable": "medloop.experiments.promptable.train:run_promptable",
 }
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import importlib
 
 from medloop.core.errors import SpecError
-from medloop.engine.tasks.base import ScoringContext, TaskFamily
+from medloop.engine.tasks.base import FollowUpJobs, ScoringContext, TaskFamily
 
-__all__ = ["ScoringContext", "TaskFamily", "family", "known_tasks"]
+__all__ = ["FollowUpJobs", "ScoringContext", "TaskFamily", "family", "known_tasks"]
 
 # task -> "module:attribute" of a TaskFamily instance, imported on first use
 _FAMILIES: dict[str, str] = {
@@ -16,6 +16,7 @@ _FAMILIES: dict[str, str] = {
     "vqa": "medloop.engine.tasks.vqa:FAMILY",
     "audio": "medloop.engine.tasks.audio:FAMILY",
     "pretrain": "medloop.engine.tasks.pretrain:FAMILY",
+    "promptable": "medloop.engine.tasks.promptable:FAMILY",
 }
 
 

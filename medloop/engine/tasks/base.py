@@ -15,20 +15,38 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from medloop.core.records import JobOutcome, SplitEvaluation, TrialSpec
+from medloop.core.records import JobOutcome, JobResult, SplitEvaluation, TrialSpec
 from medloop.core.specs import DatasetRef, Objective
 from medloop.engine.base import PreparedDataset
 from medloop.engine.outputs import OutputTree
 
 
+class FollowUpJobs(Protocol):
+    """Further sandboxed jobs of one trial that a family runs while it scores it (the
+    rounds of an interactive evaluation), under the campaign's sandbox and limits. Keys are
+    the trial job's key plus `suffix`, so a resumed scoring finds finished rounds again."""
+
+    staging_dir: Path
+
+    def run(self, suffix: str, command: list[str], inputs: dict[str, Path], threads: int) -> JobResult:
+        """Run one job to its end (a failed job is a JobResult, not an exception)."""
+        ...
+
+    def outputs(self, result: JobResult) -> OutputTree:
+        """The job's output, read safely (a context manager, as in SandboxTrials)."""
+        ...
+
+
 @dataclass(frozen=True)
 class ScoringContext:
     """What a family needs on the host to score a trial: the prepared dataset, the
-    campaign's objective, and a workspace folder for per-trial score reports."""
+    campaign's objective, a workspace folder for per-trial score reports, and (where the
+    engine runs sandboxed jobs) a runner for follow-up jobs of the trial."""
 
     dataset: PreparedDataset
     objective: Objective
     workspace: Path
+    jobs: FollowUpJobs | None = None
 
 
 class TaskFamily(Protocol):

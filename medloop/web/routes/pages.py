@@ -23,6 +23,7 @@ from medloop.web.accounts import AuthRequired, Principal, end_session, start_ses
 from medloop.web.audit_page import page_of as audit_page_of
 from medloop.web.errors import FieldError, InvalidInput, RateLimited, status_of
 from medloop.web.policy import authorize
+from medloop.web.promptable_view import click_curve
 from medloop.web.security import SESSION_COOKIE, Caller, Ctx, ctx_of
 
 router = APIRouter(include_in_schema=False)
@@ -342,6 +343,7 @@ def trial_page(trial_id: str, request: Request, ctx: Ctx, who: Caller) -> HTMLRe
         labels=trial.spec.dataset.labels,
         config=trial.spec.config.model_dump(mode="json"),
         audio=_audio_panel(ctx, trial),
+        clicks=click_curve(trial),
     )
 
 
