@@ -16,7 +16,7 @@ from pydantic import (
 from medloop.core.fields import Float, Int
 
 Scalar = str | int | float | bool
-TaskKind = Literal["segmentation", "vqa", "audio"]
+TaskKind = Literal["segmentation", "vqa", "audio", "classification"]
 Direction = Literal["maximize", "minimize"]
 
 

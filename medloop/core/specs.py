@@ -35,6 +35,7 @@ from medloop.core.trial_configs import (
     VQA_CATEGORY_FIELDS,
     VQA_METRIC,
     AudioConfig,
+    ClassifyConfig,
     SegConfig,
     TrialConfig,
     VqaConfig,
@@ -53,6 +54,7 @@ __all__ = [
     "Budget",
     "CampaignSpec",
     "Categorical",
+    "ClassifyConfig",
     "DatasetRef",
     "Direction",
     "ExecutorSpec",
@@ -132,6 +134,8 @@ METRICS: dict[str, dict[str, Direction]] = {
         **{f"{m}@{snr}": "maximize" for m in AUDIO_BASE_METRICS for snr in AUDIO_SNRS},
         **{f"{m}_auc": "maximize" for m in AUDIO_BASE_METRICS},
     },
+    # patient-level, from per-case probabilities (evaluation/classification.py)
+    "classification": {"auroc": "maximize", "accuracy": "maximize", "balanced_accuracy": "maximize"},
 }
 
 

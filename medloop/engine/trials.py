@@ -28,7 +28,15 @@ from medloop.core.records import (
     TrialResult,
     TrialSpec,
 )
-from medloop.core.specs import CampaignSpec, DatasetRef, Objective, SandboxSpec, SegConfig, TrialConfig
+from medloop.core.specs import (
+    CampaignSpec,
+    ClassifyConfig,
+    DatasetRef,
+    Objective,
+    SandboxSpec,
+    SegConfig,
+    TrialConfig,
+)
 from medloop.core.store import Store
 from medloop.engine.base import (
     FINAL_STATUSES,
@@ -98,7 +106,7 @@ class SandboxTrials:
 
     def spec_for(self, config: TrialConfig, seed: int, *, max_seconds: float | None = None) -> TrialSpec:
         init: dict[str, Any] = {}
-        if isinstance(config, SegConfig) and config.init != "scratch":
+        if isinstance(config, SegConfig | ClassifyConfig) and config.init != "scratch":
             # Transfer: the parent checkpoint (an earlier trial's, or a file) is staged
             # content-addressed and mounted read-only as the job input `init`.
             with contextlib.ExitStack() as stack:

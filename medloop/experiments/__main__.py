@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     # MONAI imports `transformers` when it is installed (for networks a segmentation job
     # never builds), about 4 s of every job's start-up. In a segmentation job's process
     # only, mark it unavailable: MONAI's optional imports then skip it. VLM jobs need it.
-    if _task(args.spec) == "segmentation":
+    if _task(args.spec) in ("segmentation", "classification"):
         sys.modules.setdefault("transformers", None)  # type: ignore[arg-type]
     try:
         return run_job(args.spec, args.out)

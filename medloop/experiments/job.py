@@ -30,6 +30,7 @@ JOB_RUNNERS: dict[str, str] = {
     "segmentation": "medloop.experiments.segmentation.job:run_segmentation",
     "vqa": "medloop.experiments.vlm.job:run_vqa",
     "audio": "medloop.experiments.audio.train:run_audio",
+    "classification": "medloop.experiments.classification.train:run_classification",
 }
 
 

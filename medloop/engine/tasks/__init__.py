@@ -15,6 +15,7 @@ _FAMILIES: dict[str, str] = {
     "segmentation": "medloop.engine.tasks.segmentation:FAMILY",
     "vqa": "medloop.engine.tasks.vqa:FAMILY",
     "audio": "medloop.engine.tasks.audio:FAMILY",
+    "classification": "medloop.engine.tasks.classification:FAMILY",
 }
 
 
