@@ -131,6 +131,7 @@ def evaluate_classification_split(
             "patient_scores": {p: round(float(v), 6) for p, v in zip(names, s, strict=True)},
             "patient_labels": {p: int(v) for p, v in zip(names, y, strict=True)},
             "case_probs": {c: round(float(v), 6) for c, v in sorted(case_probs.items()) if c in labels},
+            "case_patients": {c: patients.get(c, c) for c in sorted(labels)},
             "missing_cases": sorted(c for c in labels if c not in case_probs),
             "n_patients": len(names),
             "n_cases": len(labels),
