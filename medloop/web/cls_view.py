@@ -15,15 +15,18 @@ _COLOURS = {0: "#1f77b4", 1: "#d62728"}
 
 def metric_rows(ev: SplitEvaluation) -> list[dict[str, Any]]:
     cis: dict[str, list[float]] = ev.settings.get("ci95") or {}
-    return [
-        {
-            "metric": m,
-            "value": ev.summary.get(m),
-            "lo": (cis.get(m) or [None, None])[0],
-            "hi": (cis.get(m) or [None, None])[1],
-        }
-        for m in METRICS
-    ]
+    rows: list[dict[str, Any]] = []
+    for m in METRICS:
+        ci = cis.get(m)
+        rows.append(
+            {
+                "metric": m,
+                "value": ev.summary.get(m),
+                "lo": ci[0] if ci else None,
+                "hi": ci[1] if ci else None,
+            }
+        )
+    return rows
 
 
 def patient_rows(ev: SplitEvaluation, classes: dict[str, int]) -> list[dict[str, Any]]:
