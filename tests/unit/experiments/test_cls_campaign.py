@@ -56,8 +56,23 @@ def test_example_and_spec_rules(tmp_path: Path) -> None:
 def test_tiny_adapter_campaign_end_to_end(tmp_path: Path, settings: Settings) -> None:
     from medloop import bootstrap
 
+    from monai.networks.nets.unet import UNet
+    from safetensors.torch import save_file
+
     dataset = synth_brain_cls(tmp_path / "brain", patients=10, test_patients=4, size=12, seed=4)
-    spec = parse_campaign_spec(_spec(dataset), source="test")
+    # a "pre-trained" 3-channel segmentation UNet: the encoder every arm starts from
+    unet = UNet(3, 3, 2, channels=[4, 8], strides=[2], num_res_units=0, norm="instance")
+    ckpt = tmp_path / "seg.safetensors"
+    save_file({k: v.contiguous() for k, v in unet.state_dict().items()}, str(ckpt))
+    base = {
+        "adapter": "linear",
+        "size": 12,
+        "epochs": 2,
+        "base_features": 4,
+        "depth": 2,
+        "init": f"file:{ckpt}",
+    }
+    spec = parse_campaign_spec(_spec(dataset, baseline=base), source="test")
     runner = bootstrap.campaign_runner(settings)
     campaign = runner.run(runner.create(spec, owner="test").id)
     store = runner.s.store
@@ -73,6 +88,8 @@ def test_tiny_adapter_campaign_end_to_end(tmp_path: Path, settings: Settings) ->
         patients = set(ev.settings["patient_scores"])
         assert {c.case for c in ev.cases} == patients and len(patients) >= 2
         assert set(ev.settings["case_probs"]) == set(trial.spec.dataset.eval_cases)
+        assert trial.spec.init_checkpoint is not None  # staged for the job, read-only
+        assert trial.spec.provenance["init_parent"] == f"file:{ckpt.resolve()}"
         eff = trial.result.efficiency
         assert 0 < eff["trainable_parameters"] < eff["parameters"]  # both adapters freeze the encoder
         if ev.summary["auroc"] is not None and "auroc" in ev.settings["ci95"]:
