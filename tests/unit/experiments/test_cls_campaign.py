@@ -54,10 +54,10 @@ def test_example_and_spec_rules(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_tiny_adapter_campaign_end_to_end(tmp_path: Path, settings: Settings) -> None:
-    from medloop import bootstrap
-
     from monai.networks.nets.unet import UNet
     from safetensors.torch import save_file
+
+    from medloop import bootstrap
 
     dataset = synth_brain_cls(tmp_path / "brain", patients=10, test_patients=4, size=12, seed=4)
     # a "pre-trained" 3-channel segmentation UNet: the encoder every arm starts from
