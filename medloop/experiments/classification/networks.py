@@ -104,7 +104,9 @@ class VolumeClassifier(nn.Module):
                 patches=config.hyda_patches,
             )
             extra = config.hyda_hidden
-        self.head = nn.Linear(channels * n_modalities + extra, n_classes)
+        # mean and max pooling per modality: after instance normalisation a channel's mean
+        # over space is ~0, and a focal finding (a lesion) shows in the max
+        self.head = nn.Linear(2 * channels * n_modalities + extra, n_classes)
         self.frozen_encoder = False
 
     def train(self, mode: bool = True) -> VolumeClassifier:
@@ -126,6 +128,6 @@ class VolumeClassifier(nn.Module):
         if self.hyda is not None:
             f, z = self.hyda(f)
             parts.append(z)
-        pooled = f.mean(dim=(3, 4, 5)).flatten(1)  # (B, M*C)
+        pooled = torch.cat([f.mean(dim=(3, 4, 5)), f.amax(dim=(3, 4, 5))], dim=2).flatten(1)  # (B, M*2C)
         out: torch.Tensor = self.head(torch.cat([pooled, *parts], dim=1))
         return out

@@ -27,9 +27,9 @@ CLASSES = {"stable": 0, "active": 1}
 # tissue -> (T1, T2, FLAIR) intensity before the site's scaling
 _TISSUE = {"wm": (0.9, 0.45, 0.5), "gm": (0.6, 0.65, 0.6), "csf": (0.15, 1.0, 0.1)}
 _LESION_FLAIR = 0.45  # added to FLAIR inside a lesion (both classes)
-_LESION_T1 = {0: -0.06, 1: -0.35}  # added to T1 inside a lesion, by class
+_LESION_T1 = {0: -0.05, 1: -0.5}  # added to T1 inside a lesion, by class
 _SITES = ((1.0, 1.0, 0.03), (650.0, 1.2, 0.05), (1400.0, 0.85, 0.06))  # (scale, gamma, noise)
-_GENERATOR_VERSION = 1
+_GENERATOR_VERSION = 2
 
 
 def _grid(size: int) -> list[NDArray[np.float64]]:
@@ -58,7 +58,7 @@ def render_patient(
     volume = 0.0
     for _ in range(n_lesions):
         centre = rng.uniform(-0.35, 0.35, size=3)
-        radius = rng.uniform(0.14, 0.22)
+        radius = rng.uniform(0.2, 0.3)
         d = np.sqrt((x - centre[0]) ** 2 + (y - centre[1]) ** 2 + (z - centre[2]) ** 2)
         blob = np.clip(1.0 - d / radius, 0.0, 1.0) ** 0.5 * (tissue < 3)
         vol[2] += _LESION_FLAIR * blob
