@@ -11,7 +11,7 @@ from medloop.cli.common import console, print_json
 
 app = typer.Typer(help="Create, check and fingerprint datasets.", no_args_is_help=True)
 
-KINDS = ("phantom", "phantom3d", "mni", "speech")
+KINDS = ("phantom", "phantom3d", "mni", "speech", "brain-cls")
 
 
 @app.command()
@@ -21,7 +21,8 @@ def synth(
         str,
         typer.Option(
             help="phantom (2D abdominal CT), phantom3d (3D abdominal CT), mni (MNI152 brain), "
-            "speech (speech-like recordings with class-dependent prosody; cases = subjects)"
+            "speech (speech-like recordings with class-dependent prosody; cases = subjects), "
+            "brain-cls (3-channel brain-like volumes, lesion classification; cases = patients)"
         ),
     ] = "phantom",
     cases: Annotated[int, typer.Option(min=2, help="Training cases")] = 48,
@@ -38,6 +39,9 @@ def synth(
         raise SpecError(f"--kind {kind!r} is not known", hint=f"use one of {', '.join(KINDS)}")
     if kind == "speech":
         _synth_speech(dest, cases=cases, test_cases=test_cases, sites=sites, seed=seed, json_out=json_out)
+        return
+    if kind == "brain-cls":
+        _synth_brain_cls(dest, cases=cases, test_cases=test_cases, sites=sites, seed=seed, json_out=json_out)
         return
     if kind == "phantom":
         if sites is not None:
@@ -96,6 +100,32 @@ def _synth_speech(
     )
 
 
+def _synth_brain_cls(
+    dest: Path, *, cases: int, test_cases: int | None, sites: int | None, seed: int, json_out: bool
+) -> None:
+    from medloop.experiments.dataset.brain_cls import synth_brain_cls
+    from medloop.experiments.dataset.cls_manifest import read_cls_dataset
+
+    path = synth_brain_cls(dest, patients=cases, test_patients=test_cases, sites=sites or 2, seed=seed)
+    ds = read_cls_dataset(path)
+    summary = {
+        "path": str(path),
+        "kind": "brain-cls",
+        "patients": len({r.patient for r in ds.rows.values()}),
+        "training_cases": len(ds.training),
+        "test_cases": len(ds.test),
+        "channels": ds.channel_names,
+        "classes": ds.classes,
+    }
+    if json_out:
+        print_json(summary)
+        return
+    console.print(
+        f"[bold]{path}[/]: {summary['patients']} patients, {len(ds.training)} training + {len(ds.test)} "
+        f"test scans, channels {', '.join(ds.channel_names.values())}, classes {', '.join(ds.classes)}"
+    )
+
+
 @app.command()
 def check(
     path: Annotated[
@@ -112,6 +142,10 @@ def check(
         from medloop.experiments.dataset.audio_checks import check_audio_dataset
 
         report = check_audio_dataset(path)
+    elif (path / "labels.csv").is_file() and (path / "dataset.json").is_file():
+        from medloop.experiments.dataset.cls_checks import check_cls_dataset
+
+        report = check_cls_dataset(path)  # a classification dataset (images + labels.csv)
     else:
         report = check_dataset(path)
     failed = not report.ok or (strict and bool(report.warnings))

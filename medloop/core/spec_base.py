@@ -16,7 +16,7 @@ from pydantic import (
 from medloop.core.fields import Float, Int
 
 Scalar = str | int | float | bool
-TaskKind = Literal["segmentation", "vqa", "audio", "pretrain", "promptable"]
+TaskKind = Literal["segmentation", "vqa", "audio", "pretrain", "promptable", "classification"]
 Direction = Literal["maximize", "minimize"]
 
 

@@ -36,6 +36,7 @@ from medloop.core.trial_configs import (
     VQA_CATEGORY_FIELDS,
     VQA_METRIC,
     AudioConfig,
+    ClassifyConfig,
     PromptableConfig,
     SegConfig,
     TrialConfig,
@@ -55,6 +56,7 @@ __all__ = [
     "Budget",
     "CampaignSpec",
     "Categorical",
+    "ClassifyConfig",
     "DatasetRef",
     "Direction",
     "ExecutorSpec",
@@ -149,6 +151,8 @@ METRICS: dict[str, dict[str, Direction]] = {
         **{f"dice@{k}": "maximize" for k in (1, 3, 5, 10)},
         **{f"noc@{t}": "minimize" for t in (80, 85, 90)},
     },
+    # patient-level, from per-case probabilities (evaluation/classification.py)
+    "classification": {"auroc": "maximize", "accuracy": "maximize", "balanced_accuracy": "maximize"},
 }
 
 

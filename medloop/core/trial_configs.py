@@ -261,6 +261,47 @@ class PromptableConfig(Spec):
     )
     num_threads: Int = Field(default=1, ge=1, le=256, description="CPU threads for torch")
 
+class ClassifyConfig(Spec):
+    """A volume-level classification trial (3D, multi-channel MRI allowed): a shared 3D
+    encoder per channel (modality), adapted by `adapter`, then a linear head; per-case
+    probabilities are scored per patient on the host. Factors name these fields."""
+
+    task: Literal["classification"] = "classification"
+    model: Literal["unet_encoder", "resnet10"] = Field(
+        default="unet_encoder",
+        description="Encoder: the down path of MONAI's UNet (the segmentation trials' network, so "
+        "`init: trial:<id>` of a segmentation trial loads it) or MONAI's 3D ResNet-10",
+    )
+    base_features: Int = Field(default=8, ge=4, le=320, description="Channels of the first level")
+    depth: Int = Field(default=3, ge=2, le=7, description="Resolution levels of the encoder")
+    res_units: Int = Field(default=0, ge=0, le=4, description="UNet residual units per level")
+    adapter: Literal["full", "linear", "conv_adapter", "lora", "hyda"] = Field(
+        default="full",
+        description="How the encoder is adapted: full fine-tuning, linear probe (frozen encoder), "
+        "1x1 conv adapters, LoRA on every convolution, or HyDA (hypergraph fusion of the modalities "
+        "generating patient-specific kernels applied to the frozen encoder's features)",
+    )
+    adapter_rank: Int = Field(default=4, ge=1, le=256, description="Rank of LoRA / conv adapters")
+    hyda_hidden: Int = Field(default=32, ge=4, le=1024, description="HyDA node and hyperedge width")
+    hyda_edges: Int = Field(default=4, ge=1, le=64, description="HyDA learned hyperedges")
+    hyda_patches: Int = Field(
+        default=2, ge=1, le=8, description="HyDA spatial patch nodes per axis and modality (n^3 each)"
+    )
+    init: str = Field(
+        default="scratch",
+        max_length=4096,
+        pattern=r"^(scratch|trial:[A-Za-z0-9_.-]+|file:.+)$",
+        description="Encoder weights to start from: scratch, trial:<trial id> (e.g. a segmentation "
+        "or pre-training trial) or file:<checkpoint path>",
+    )
+    size: Int = Field(default=32, ge=8, le=512, description="Volumes are resized to size^3 voxels")
+    lr: Float = Field(default=1e-3, gt=0, le=10)
+    weight_decay: Float = Field(default=1e-4, ge=0, le=10)
+    epochs: Int = Field(default=10, ge=1, le=10_000)
+    batch_size: Int = Field(default=4, ge=1, le=1024)
+    augmentation: Literal["none", "flip"] = Field(default="flip", description="Random axis flips")
+    num_threads: Int = Field(default=1, ge=1, le=256, description="CPU threads for torch")
+
 
 def _task_of(value: Any) -> str:
     # Configs stored before `task` was a discriminator are segmentation configs.
@@ -277,6 +318,7 @@ TrialConfig = Annotated[
     | Annotated[AudioConfig, Tag("audio")]
     | Annotated[PretrainConfig, Tag("pretrain")],
     | Annotated[PromptableConfig, Tag("promptable")],
+    | Annotated[ClassifyConfig, Tag("classification")],
     Discriminator(_task_of),
 ]
 CONFIG_MODELS: dict[str, type[Spec]] = {
@@ -285,6 +327,7 @@ CONFIG_MODELS: dict[str, type[Spec]] = {
     "audio": AudioConfig,
     "pretrain": PretrainConfig,
     "promptable": PromptableConfig,
+    "classification": ClassifyConfig,
 }
 
 

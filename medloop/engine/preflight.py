@@ -25,6 +25,9 @@ def check_inputs(spec: CampaignSpec) -> None:
 
         read_manifest(root)  # recordings + manifest.csv: a broken manifest is one line
         return
+    if spec.task == "classification":
+        _check_classification(spec)
+        return
     _check_cases(spec)
     _check_split(spec)
 
@@ -45,6 +48,22 @@ def _check_cases(spec: CampaignSpec) -> None:
         f"{where}{case}: {first.message}{more}",
         hint=f"`medloop dataset check {root}` lists every problem",
     )
+
+
+def _check_classification(spec: CampaignSpec) -> None:
+    """labels.csv and every case's images; one line for the first problem."""
+    from medloop.experiments.dataset.cls_checks import check_cls_dataset
+
+    root = spec.dataset.path
+    errors = check_cls_dataset(root).errors
+    if errors:
+        first = errors[0]
+        where = f"{root}/{first.file}: " if first.file else ""
+        case = f" (case {first.case})" if first.case and first.case not in first.message else ""
+        more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise DatasetError(
+            f"{where}{first.message}{case}{more}", hint=f"`medloop dataset check {root}` lists every problem"
+        )
 
 
 def _check_split(spec: CampaignSpec) -> None:

@@ -30,6 +30,7 @@ from medloop.core.records import (
 )
 from medloop.core.specs import (
     CampaignSpec,
+    ClassifyConfig,
     DatasetRef,
     Objective,
     PromptableConfig,
@@ -108,7 +109,7 @@ class SandboxTrials:
 
     def spec_for(self, config: TrialConfig, seed: int, *, max_seconds: float | None = None) -> TrialSpec:
         init: dict[str, Any] = {}
-        if isinstance(config, SegConfig | PromptableConfig) and config.init != "scratch":
+        if isinstance(config, SegConfig | PromptableConfig | ClassifyConfig) and config.init != "scratch":
             # Transfer: the parent checkpoint (an earlier trial's, or a file) is staged
             # content-addressed and mounted read-only as the job input `init`.
             with contextlib.ExitStack() as stack:

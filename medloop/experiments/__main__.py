@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     # MONAI imports `transformers` when it is installed (for networks a segmentation job
     # never builds), about 4 s of every job's start-up. In a segmentation job's process
     # only, mark it unavailable: MONAI's optional imports then skip it. VLM jobs need it.
-    if _task(args.spec) in ("segmentation", "pretrain", "promptable"):
+    if _task(args.spec) in ("segmentation", "pretrain", "promptable", "classification"):
         sys.modules.setdefault("transformers", None)  # type: ignore[arg-type]
     try:
         if args.command == "interact":

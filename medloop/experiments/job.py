@@ -32,6 +32,7 @@ JOB_RUNNERS: dict[str, str] = {
     "audio": "medloop.experiments.audio.train:run_audio",
     "pretrain": "medloop.experiments.pretrain.train:run_pretrain",
     "promptable": "medloop.experiments.promptable.train:run_promptable",
+    "classification": "medloop.experiments.classification.train:run_classification",
 }
 
 

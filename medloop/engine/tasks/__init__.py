@@ -17,6 +17,7 @@ _FAMILIES: dict[str, str] = {
     "audio": "medloop.engine.tasks.audio:FAMILY",
     "pretrain": "medloop.engine.tasks.pretrain:FAMILY",
     "promptable": "medloop.engine.tasks.promptable:FAMILY",
+    "classification": "medloop.engine.tasks.classification:FAMILY",
 }
 
 

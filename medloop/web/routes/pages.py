@@ -344,7 +344,17 @@ def trial_page(trial_id: str, request: Request, ctx: Ctx, who: Caller) -> HTMLRe
         config=trial.spec.config.model_dump(mode="json"),
         audio=_audio_panel(ctx, trial),
         clicks=click_curve(trial),
+        cls=_cls_panel(trial),
     )
+
+
+def _cls_panel(trial: Any) -> dict[str, Any] | None:
+    """Patient-level metrics with CIs and per-patient probabilities (classification only)."""
+    if trial.spec.task != "classification":
+        return None
+    from medloop.web.cls_view import classification_panel
+
+    return classification_panel(trial)
 
 
 def _audio_panel(ctx: Any, trial: Any) -> dict[str, Any] | None:
