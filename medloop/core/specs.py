@@ -18,6 +18,7 @@ from pydantic import (
     model_validator,
 )
 
+from medloop.core.code import CODE_FIELD_PREFIX, CodePoint
 from medloop.core.errors import SpecError
 from medloop.core.fields import GOAL_TEXT, Float, Int, NameText, UserPath
 from medloop.core.spec_base import (
@@ -53,6 +54,7 @@ __all__ = [
     "Budget",
     "CampaignSpec",
     "Categorical",
+    "CodeSpec",
     "DatasetRef",
     "Direction",
     "ExecutorSpec",
@@ -226,6 +228,29 @@ class PlannerSpec(Spec):
     hypotheses_per_cycle: Int = Field(default=2, ge=1, le=20)
 
 
+class CodeSpec(Spec):
+    """Code hypotheses (core/code.py): which extension points the planners may change with
+    a code module, which shipped code moves the offline planner offers, and the smoke
+    trial every module must survive before its first real trial."""
+
+    points: list[CodePoint] = Field(
+        default_factory=list, max_length=6, description="Extension points open to code hypotheses"
+    )
+    moves: list[NameText] = Field(
+        default_factory=list,
+        max_length=50,
+        description="Shipped code moves to offer (library file names); empty: every move at the points",
+    )
+    smoke: bool = Field(default=True, description="Run a very short trial before a module's first trial")
+    smoke_timeout: Seconds = Field(default=300.0, le=86_400, description="Wall limit of a smoke trial")
+    write_attempts: Int = Field(
+        default=3, ge=1, le=10, description="LLM planner: tries per module (each failed check is fed back)"
+    )
+    modules_per_cycle: Int = Field(
+        default=1, ge=0, le=5, description="LLM planner: modules written per cycle"
+    )
+
+
 class CampaignSpec(Spec):
     """A goal-driven campaign, as written in YAML."""
 
@@ -246,6 +271,7 @@ class CampaignSpec(Spec):
     executor: ExecutorSpec = ExecutorSpec()
     sandbox: SandboxSpec = SandboxSpec()
     planner: PlannerSpec = PlannerSpec()
+    code: CodeSpec = CodeSpec()
 
     @model_validator(mode="before")
     @classmethod
@@ -310,6 +336,14 @@ class CampaignSpec(Spec):
                         raise ValueError(
                             f"search_space.{name}.when.{other}: {bad} not among {target.choices}"
                         )
+        if self.code.points and self.task != "segmentation":
+            raise ValueError(f"code.points: code hypotheses run in segmentation trials, not {self.task}")
+        for name in self.search_space:
+            if name.startswith(CODE_FIELD_PREFIX):
+                raise ValueError(
+                    f"search_space.{name}: code modules are not chosen by hash; "
+                    f"list the point under code.points instead"
+                )
         if self.task == "vqa" and not VQA_METRIC.match(self.objective.metric):
             raise ValueError(
                 f"objective.metric {self.objective.metric!r} is not a VQA metric; use accuracy or "
