@@ -18,7 +18,7 @@ from pydantic import (
     model_validator,
 )
 
-from medloop.core.code import CODE_FIELD_PREFIX, CodePoint
+from medloop.core.code import CodePoint
 from medloop.core.errors import SpecError
 from medloop.core.fields import GOAL_TEXT, Float, Int, NameText, UserPath
 from medloop.core.spec_base import (
@@ -338,12 +338,6 @@ class CampaignSpec(Spec):
                         )
         if self.code.points and self.task != "segmentation":
             raise ValueError(f"code.points: code hypotheses run in segmentation trials, not {self.task}")
-        for name in self.search_space:
-            if name.startswith(CODE_FIELD_PREFIX):
-                raise ValueError(
-                    f"search_space.{name}: code modules are not chosen by hash; "
-                    f"list the point under code.points instead"
-                )
         if self.task == "vqa" and not VQA_METRIC.match(self.objective.metric):
             raise ValueError(
                 f"objective.metric {self.objective.metric!r} is not a VQA metric; use accuracy or "
