@@ -249,6 +249,12 @@ class CodeSpec(Spec):
     modules_per_cycle: Int = Field(
         default=1, ge=0, le=5, description="LLM planner: modules written per cycle"
     )
+    write_tokens: Int | None = Field(
+        default=None,
+        ge=1,
+        le=1_000_000_000,
+        description="LLM planner: tokens the write-code step may spend (inside budget.max_llm_*)",
+    )
 
 
 class CampaignSpec(Spec):
