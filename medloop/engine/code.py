@@ -233,6 +233,48 @@ def register_library(store: Store, points: list[str], moves: list[str]) -> list[
     return out
 
 
+def add_code_hypothesis(
+    store: Store,
+    campaign_id: str,
+    source: str,
+    *,
+    point: str,
+    author: str,
+    rationale: str = "",
+    name: str | None = None,
+) -> CodeModule:
+    """A person's code hypothesis for a campaign (CLI `medloop hypotheses add --code`, the
+    API): checked, stored, audited, and queued for the campaign's next cycle. SpecError
+    (one line) for a module that fails the checks or a point the campaign does not open."""
+    campaign = store.campaigns.get(campaign_id)
+    if point not in INTERFACES:
+        raise SpecError(f"point {point!r} is not an extension point; use one of {', '.join(INTERFACES)}")
+    if point not in campaign.spec.code.points:
+        raise SpecError(
+            f"campaign {campaign_id} does not open extension point {point!r} to code hypotheses",
+            hint=f"its code.points: {list(campaign.spec.code.points) or 'none'}",
+        )
+    with store.transaction():
+        module = register(
+            store,
+            source,
+            name=name or f"{author}-{point}-{source_sha256(source)[:8]}",
+            author=author,
+            author_kind="human",
+            rationale=rationale,
+            point=point,
+            campaign_id=campaign_id,
+        )
+        store.audit.append(
+            author,
+            "code.add",
+            "campaign",
+            campaign_id,
+            {"sha256": module.sha256, "point": point, "name": module.name, "flags": module.flags},
+        )
+    return module
+
+
 class CodeStore:
     """Checked modules, content-addressed in a workspace folder: `<sha256>.py` (read-only)
     and `<sha256>.json` (the CodeModule record). Writes are atomic; a module is immutable."""

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.responses import Response
 
 from medloop.core.accounts import ReproductionRequest
+from medloop.core.code import CodePoint
 from medloop.core.records import AuditEntry, Claim, Hypothesis, Quarantine, Trial
 from medloop.core.store.base import ClaimListing, TrialListing
 from medloop.web.errors import FieldError, InvalidInput
@@ -161,6 +162,26 @@ class CampaignCreate(In):
     example: str | None = Field(default=None, max_length=100)
     overrides: dict[str, str] = Field(default_factory=dict)
     launch: bool = Field(default=False, description="Start it in the background at once")
+
+
+class CodeAdd(In):
+    """A person's code hypothesis for a campaign: one module implementing `point`, checked
+    on the host, queued for the next cycle, run only in the sandbox."""
+
+    source: str = Field(min_length=1, max_length=64 * 1024, description="Python source of the module")
+    point: CodePoint
+    rationale: str = Field(default="", max_length=4000, description="Why it should help (reviewers see it)")
+    name: str | None = Field(default=None, max_length=120, pattern=r"^[A-Za-z0-9_.-]+$")
+
+
+class CodeAdded(Out):
+    sha256: str
+    point: str
+    name: str
+    author: str
+    trusted: bool = Field(description="Shipped with medloop")
+    flags: list[str] = Field(description="What a reviewer should look at")
+    campaign_id: str | None
 
 
 class CampaignAction(Out):
