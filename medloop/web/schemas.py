@@ -294,6 +294,30 @@ class Relation(Out):
     statement: str | None
 
 
+class CodeView(Out):
+    """A code module as a reviewer sees it: who wrote it, whether it shipped with medloop,
+    how its smoke trial went, what is flagged, the source and the diff."""
+
+    sha256: str
+    point: str
+    name: str
+    author: str
+    author_kind: str
+    trusted: bool
+    rationale: str
+    flags: list[str]
+    smoke: str
+    smoke_reason: str
+    quarantined: bool
+    source: str
+    diff: str
+
+
+class HypothesisDetail(Out):
+    hypothesis: Hypothesis
+    code: list[CodeView]
+
+
 class ClaimDetail(Out):
     claim: Claim
     campaign_owner: str | None
@@ -304,6 +328,7 @@ class ClaimDetail(Out):
     reproduction_requests: list[ReproductionRequest]
     quarantined_by: list[str]
     actions: list[str] = Field(description="Review actions the caller may take now")
+    code: list[CodeView] = Field(default_factory=list, description="Code modules the claim is about")
 
 
 class GraphNode(Out):
