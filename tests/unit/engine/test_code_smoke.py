@@ -127,3 +127,42 @@ def test_a_quarantined_module_never_runs(workspace: Path) -> None:
     outcome, error = _run(trials, module.sha256)
     assert outcome == "failed" and "is quarantined" in error
     assert executor.jobs == []
+
+
+HANGS = """
+EXTENSION_POINT = "lr_schedule"
+
+
+def lr_factor(step, total_steps):
+    while True:
+        step += 1
+"""
+CRASHES = """
+EXTENSION_POINT = "lr_schedule"
+
+
+def lr_factor(step, total_steps):
+    return 1 / 0
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("source", "reason"), [(HANGS, "ran past the smoke limit"), (CRASHES, "ZeroDivisionError")]
+)
+def test_real_smoke_trials_reject_a_hang_and_a_crash(workspace: Path, source: str, reason: str) -> None:
+    """Real sandboxed jobs (local runtime): the hang is killed at the smoke limit, the
+    crash ends with its traceback in the reason; the real trial never starts."""
+    from medloop.core.settings import Settings
+    from medloop.sandbox.factory import make_executor
+
+    trials, _ = _service(workspace, "failed")
+    trials.gate.code = trials.gate.code.model_copy(update={"smoke_timeout": 20.0})
+    trials.executor = make_executor(Settings(), trials.sandbox, CampaignSpec.model_fields["executor"].default)
+    module = register(trials.store, source, name="bad", author="llm:test", author_kind="llm")
+    spec = trials.spec_for(SegConfig(iterations=50, code_lr_schedule=module.sha256), seed=0)
+    [trial] = trials.run("cmp_smoke", [TrialRequest(trial_id_for("cmp_smoke", spec), None, "control", spec)])
+    assert trial.status == "failed" and trial.result is not None and trial.result.error
+    assert "failed its smoke trial" in trial.result.error and reason in trial.result.error
+    assert trial.result.job is None  # no job of its own ran
+    assert trials.store.code.state(module.sha256).smoke == "failed"
