@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from medloop.core.errors import DatasetError, DiskFull
 from medloop.core.records import (
+    JobLimits,
     JobOutcome,
     JobResult,
     JobSpec,
@@ -253,6 +254,16 @@ class SandboxTrials:
             hint="free disk space, then `medloop campaign resume` re-runs them",
         ) from None
 
+    def _limits(self, smoke: bool) -> JobLimits:
+        """The campaign's job limits; a smoke trial is killed at the (shorter) smoke limit,
+        enforced by the host like every timeout."""
+        limits = limits_for(self.sandbox)
+        if smoke:
+            limits = limits.model_copy(
+                update={"timeout_s": min(limits.timeout_s, self.gate.code.smoke_timeout)}
+            )
+        return limits
+
     def _job_for(self, campaign_id: str, req: TrialRequest, *, smoke: bool = False) -> JobSpec:
         sandbox = self.sandbox
         spec_hash = req.spec.spec_hash()
@@ -278,7 +289,7 @@ class SandboxTrials:
             command=list(JOB_COMMAND),
             inputs=inputs,
             env={"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads},
-            limits=limits_for(sandbox),
+            limits=self._limits(smoke),
             image=sandbox.image,
             labels={
                 "medloop.campaign": campaign_id,

@@ -97,7 +97,7 @@ def test_a_module_that_crashes_or_hangs_in_its_smoke_trial_is_rejected(
     assert outcome == "failed" and "failed its smoke trial" in error and reason in error
     # one job ran: the smoke trial, short and under the smoke limit; the real trial never started
     [job] = executor.jobs
-    assert job.key.endswith(".smoke")
+    assert job.key.endswith(".smoke") and job.limits.timeout_s == 30.0  # the host kills it at the smoke limit
     smoke_spec = (job.inputs["spec.json"]).read_text()
     assert f'"iterations": {SMOKE_ITERATIONS}' in smoke_spec and '"max_seconds": 30.0' in smoke_spec
     state = trials.store.code.state(module.sha256)
