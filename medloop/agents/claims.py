@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from medloop.core.code import CODE_FIELD_PREFIX, SHA256
 from medloop.core.ids import content_id
 from medloop.core.records import Campaign, Claim, ClaimContext, Effect, Evidence, Hypothesis, Trial
 from medloop.core.specs import Scalar
+from medloop.engine.smoke import quarantine_target
 
 
 def claim_id_for(hypothesis: Hypothesis) -> str:
@@ -100,7 +102,28 @@ def build_claim(
         Evidence(claim_id=claim_id, kind="claim", ref_id=cid, role="derived_from")
         for cid in hypothesis.evidence_ids
     ]
+    evidence += code_evidence(claim_id, hypothesis)
     return claim, evidence
+
+
+def code_evidence(claim_id: str, hypothesis: Hypothesis) -> list[Evidence]:
+    """A claim about a code hypothesis names each module's hash as a source it derives
+    from (graph node `code:<sha256>`): quarantining the module quarantines the claim."""
+    return [
+        Evidence(
+            claim_id=claim_id,
+            kind="source",
+            ref_id=quarantine_target(str(c.to_value)),
+            role="code",
+            detail={
+                "name": f"code module {str(c.to_value)[:12]}",
+                "point": c.factor.removeprefix("code_"),
+                "sha256": str(c.to_value),
+            },
+        )
+        for c in hypothesis.changes
+        if c.factor.startswith(CODE_FIELD_PREFIX) and isinstance(c.to_value, str) and SHA256.match(c.to_value)
+    ]
 
 
 def reproduction_evidence(claim_id: str, hypothesis: Hypothesis, trials: list[Trial]) -> list[Evidence]:

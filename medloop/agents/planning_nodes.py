@@ -7,17 +7,24 @@ crash (LangGraph restarts the interrupted node) repeats no work.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
+from medloop.agents.base import Planner
+from medloop.agents.code_moves import campaign_modules, draft_for, planning_spec, queued, readable
+from medloop.agents.planners.code_writer import CodeDraft, CodeRequest
 from medloop.agents.screening_nodes import ScreeningNodes
 from medloop.agents.seeds import explore_seeds, reproduction_seeds
 from medloop.agents.space import apply_changes, validate_changes
 from medloop.agents.state import CampaignState
+from medloop.core.code import CodeModule, code_field
+from medloop.core.errors import MedloopError
 from medloop.core.ids import content_id
-from medloop.core.records import Hypothesis, Trial
+from medloop.core.records import Campaign, Hypothesis, Trial
 from medloop.core.specs import make_config
 from medloop.engine.analysis import arm_data
 from medloop.engine.base import TrialRequest, trial_id_for
+from medloop.engine.code import register
+from medloop.knowledge.base import RetrievedClaim
 from medloop.sandbox.base import JobEvent
 
 
@@ -63,13 +70,28 @@ class PlanningNodes(ScreeningNodes):
         if n <= 0:
             return {"hypothesis_ids": [], "stop_reason": "trial budget spent"}
         retrieved_ids = set(state.get("retrieved", []))
-        context = self.planning_context(campaign, state, n)
+        retrieved = [r for r in self.retrieval(campaign) if r.claim.id in retrieved_ids]
         planner = self.s.make_planner(spec)
         planner.load_state(campaign.summary.get("planner", {}))
-        drafts = planner.propose(context)
+        # Code hypotheses: the campaign's modules become `code_<point>` factors; modules a
+        # person or the LLM wrote for it are tested first (agents/code_moves.py).
+        modules = campaign_modules(self.s.store, spec, cid)
+        if spec.code.points and spec.code.modules_per_cycle:
+            modules += self._write_code(campaign, cycle, planner, retrieved, modules)
+        plan_spec = planning_spec(spec, modules)
+        verb = "raises" if spec.objective.direction == "maximize" else "lowers"
+        first = [
+            draft_for(m, campaign.incumbent, spec.objective.metric, verb)
+            for m in queued(modules, self.s.store.cycles.hypotheses(cid), cid)
+        ][:n]
+        context = self.planning_context(campaign, state, n - len(first)).model_copy(
+            update={"spec": plan_spec}
+        )
+        drafts = first + (planner.propose(context) if context.n > 0 else [])
+        authors = {m.sha256: m.author_kind for m in modules}
         hypotheses: dict[str, Hypothesis] = {}
         for draft in drafts:
-            problem = validate_changes(spec, campaign.incumbent, draft.changes)
+            problem = validate_changes(plan_spec, campaign.incumbent, draft.changes)
             if problem:
                 self.emit("planner_rejected", cycle=cycle, statement=draft.statement, why=problem)
                 continue
@@ -84,12 +106,12 @@ class PlanningNodes(ScreeningNodes):
                 id=content_id("hyp", cid, cycle, [c.model_dump(mode="json") for c in changes]),
                 campaign_id=cid,
                 cycle=cycle,
-                statement=draft.statement,
+                statement=readable(draft.statement, modules),
                 changes=changes,
                 expected_effect=draft.expected_effect,
                 rationale=draft.rationale,
                 evidence_ids=[e for e in draft.evidence_ids if e in retrieved_ids],
-                source="llm" if spec.planner.kind == "llm" else "offline",
+                source=_source(spec.planner.kind, [authors.get(str(c.to_value), "") for c in changes]),
             )
             if hyp.id in hypotheses:  # the same change twice would be tested (and counted) twice
                 self.emit("planner_rejected", cycle=cycle, statement=draft.statement, why="duplicate")
@@ -117,6 +139,69 @@ class PlanningNodes(ScreeningNodes):
         if not hyps:
             update["stop_reason"] = "no untested hypotheses left in the search space"
         return update
+
+    def _write_code(
+        self,
+        campaign: Campaign,
+        cycle: int,
+        planner: Planner,
+        retrieved: list[RetrievedClaim],
+        modules: list[CodeModule],
+    ) -> list[CodeModule]:
+        """The LLM planner's write-code step (planners/code_writer.py): new modules for
+        this campaign, checked and stored, queued for this cycle. [] for other planners."""
+        write = getattr(planner, "write_code", None)
+        if write is None:
+            return []
+        spec = campaign.spec
+        mine = [m for m in self.s.store.code.list(campaign_id=campaign.id) if m.campaign_id == campaign.id]
+        last_error = ""
+        for m in reversed(mine):
+            state = self.s.store.code.state(m.sha256)
+            if m.author_kind == "llm" and state.smoke == "failed":
+                last_error = f"module {m.name} ({m.sha256[:12]}) failed its smoke trial: {state.smoke_reason}"
+                break
+        written: list[CodeModule] = []
+        for i in range(spec.code.modules_per_cycle):
+            point = spec.code.points[(cycle + i) % len(spec.code.points)]
+            current_sha = str(campaign.incumbent.get(code_field(point), "none"))
+            current = self.s.store.code.get(current_sha)[1] if current_sha != "none" else ""
+            request = CodeRequest(
+                point=point,
+                current=current,
+                claims=[r.claim.statement for r in retrieved[:5]],
+                last_error=last_error,
+            )
+            draft: CodeDraft = write(spec, request)
+            self.emit(
+                "code_written",
+                cycle=cycle,
+                point=point,
+                ok=draft.source is not None,
+                attempts=draft.attempts,
+                errors=draft.errors,
+            )
+            if draft.source is None:
+                last_error = draft.errors[-1] if draft.errors else last_error
+                continue
+            try:
+                module = register(
+                    self.s.store,
+                    draft.source,
+                    name=f"llm-{point}-c{cycle}-{i}",
+                    author=f"llm:{draft.model or spec.planner.model or '?'}",
+                    author_kind="llm",
+                    rationale=draft.rationale,
+                    baseline=current if current else None,
+                    point=point,
+                    campaign_id=campaign.id,
+                )
+            except MedloopError as exc:  # the checks passed in the writer; a race is still data
+                self.emit("code_written", cycle=cycle, point=point, ok=False, errors=[exc.message])
+                continue
+            if module.sha256 not in {m.sha256 for m in modules + written}:
+                written.append(module)
+        return written
 
     def design(self, state: CampaignState) -> dict[str, Any]:
         campaign = self.campaign(state)
@@ -242,3 +327,12 @@ class PlanningNodes(ScreeningNodes):
                 )
         self.emit("evaluated", cycle=state["cycle"], phase=state.get("phase"), arms=rows)
         return {}
+
+
+def _source(planner: str, authors: list[str]) -> Literal["offline", "llm", "user"]:
+    """Who proposed a hypothesis: a person (a module they added), the LLM, or the offline planner."""
+    if "human" in authors:
+        return "user"
+    if "llm" in authors or planner == "llm":
+        return "llm"
+    return "offline"

@@ -16,6 +16,7 @@ from medloop.cli import (
     campaign,
     claims,
     dataset,
+    hypotheses,
     knowledge,
     mcp,
     report,  # noqa: F401  (registers `campaign report`)
@@ -36,6 +37,7 @@ app = typer.Typer(
 )
 app.add_typer(campaign.app, name="campaign")
 app.add_typer(claims.app, name="claims")
+app.add_typer(hypotheses.app, name="hypotheses")
 app.add_typer(dataset.app, name="dataset")
 app.add_typer(knowledge.app, name="knowledge")
 app.add_typer(sandbox.app, name="sandbox")

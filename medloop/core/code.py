@@ -17,6 +17,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 CodePoint = Literal["loss", "augmentation", "network", "postprocess", "lr_schedule", "tta"]
+# Who wrote a module: the offline planner (a shipped code move), an LLM planner's "write
+# code" step, or a person through the CLI or the API.
+AuthorKind = Literal["planner", "llm", "human"]
+# The short trial a module must survive before its first real trial (engine/smoke.py).
+SmokeStatus = Literal["pending", "passed", "failed"]
 
 # point -> (function name, parameter names). What each function returns:
 #   loss          build_loss(config, deep_supervision) -> torch.nn.Module mapping (logits,
@@ -82,7 +87,25 @@ class CodeModule(BaseModel):
     name: str = Field(min_length=1, max_length=120, description="Short human name, e.g. largest_component")
     rationale: str = Field(default="", max_length=4000)
     author: str = Field(description="medloop-library, a user name, or llm:<model>")
+    author_kind: AuthorKind = "human"
     trusted: bool = Field(description="Shipped with medloop (its sha256 matches a library file)")
     size: int
     imports: list[str] = Field(default_factory=list)
-    diff: str = Field(default="", description="Unified diff against the code it replaces, if any")
+    diff: str = Field(default="", description="Unified diff against the code it replaces (or empty)")
+    flags: list[str] = Field(
+        default_factory=list,
+        description="What a reviewer should look at (paths like result.json or labels named in the "
+        "source); not refused: the sandbox and host-side scoring make them harmless",
+    )
+    campaign_id: str | None = Field(default=None, description="The campaign it was written for; None: any")
+
+
+class CodeState(BaseModel):
+    """What the knowledge base knows about a module besides its record: the smoke trial's
+    outcome (and why it failed), kept beside the content-addressed row."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    smoke: SmokeStatus = "pending"
+    smoke_reason: str = ""
+    created_at: str = ""

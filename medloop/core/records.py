@@ -464,7 +464,7 @@ class ClaimFacts(Record):
 
 class Quarantine(Record):
     id: str
-    target_type: Literal["source", "trial", "claim", "campaign", "hypothesis"]
+    target_type: Literal["source", "trial", "claim", "campaign", "hypothesis", "code"]
     target_id: str
     why: str
     actor: str

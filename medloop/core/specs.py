@@ -18,6 +18,7 @@ from pydantic import (
     model_validator,
 )
 
+from medloop.core.code import CodePoint
 from medloop.core.errors import SpecError
 from medloop.core.fields import GOAL_TEXT, Float, Int, NameText, UserPath
 from medloop.core.pretrain_config import PretrainConfig
@@ -57,6 +58,7 @@ __all__ = [
     "CampaignSpec",
     "Categorical",
     "ClassifyConfig",
+    "CodeSpec",
     "DatasetRef",
     "Direction",
     "ExecutorSpec",
@@ -310,6 +312,35 @@ class PlannerSpec(Spec):
     )
 
 
+class CodeSpec(Spec):
+    """Code hypotheses (core/code.py): which extension points the planners may change with
+    a code module, which shipped code moves the offline planner offers, and the smoke
+    trial every module must survive before its first real trial."""
+
+    points: list[CodePoint] = Field(
+        default_factory=list, max_length=6, description="Extension points open to code hypotheses"
+    )
+    moves: list[NameText] = Field(
+        default_factory=list,
+        max_length=50,
+        description="Shipped code moves to offer (library file names); empty: every move at the points",
+    )
+    smoke: bool = Field(default=True, description="Run a very short trial before a module's first trial")
+    smoke_timeout: Seconds = Field(default=300.0, le=86_400, description="Wall limit of a smoke trial")
+    write_attempts: Int = Field(
+        default=3, ge=1, le=10, description="LLM planner: tries per module (each failed check is fed back)"
+    )
+    modules_per_cycle: Int = Field(
+        default=1, ge=0, le=5, description="LLM planner: modules written per cycle"
+    )
+    write_tokens: Int | None = Field(
+        default=None,
+        ge=1,
+        le=1_000_000_000,
+        description="LLM planner: tokens the write-code step may spend (inside budget.max_llm_*)",
+    )
+
+
 class CampaignSpec(Spec):
     """A goal-driven campaign, as written in YAML."""
 
@@ -330,6 +361,7 @@ class CampaignSpec(Spec):
     executor: ExecutorSpec = ExecutorSpec()
     sandbox: SandboxSpec = SandboxSpec()
     planner: PlannerSpec = PlannerSpec()
+    code: CodeSpec = CodeSpec()
 
     @model_validator(mode="before")
     @classmethod
@@ -400,6 +432,8 @@ class CampaignSpec(Spec):
                         raise ValueError(
                             f"search_space.{name}.when.{other}: {bad} not among {target.choices}"
                         )
+        if self.code.points and self.task != "segmentation":
+            raise ValueError(f"code.points: code hypotheses run in segmentation trials, not {self.task}")
         if self.task == "vqa" and not VQA_METRIC.match(self.objective.metric):
             raise ValueError(
                 f"objective.metric {self.objective.metric!r} is not a VQA metric; use accuracy or "

@@ -261,6 +261,7 @@ class PromptableConfig(Spec):
     )
     num_threads: Int = Field(default=1, ge=1, le=256, description="CPU threads for torch")
 
+
 class ClassifyConfig(Spec):
     """A volume-level classification trial (3D, multi-channel MRI allowed): a shared 3D
     encoder per channel (modality), adapted by `adapter`, then a linear head; per-case
@@ -316,8 +317,8 @@ TrialConfig = Annotated[
     Annotated[SegConfig, Tag("segmentation")]
     | Annotated[VqaConfig, Tag("vqa")]
     | Annotated[AudioConfig, Tag("audio")]
-    | Annotated[PretrainConfig, Tag("pretrain")],
-    | Annotated[PromptableConfig, Tag("promptable")],
+    | Annotated[PretrainConfig, Tag("pretrain")]
+    | Annotated[PromptableConfig, Tag("promptable")]
     | Annotated[ClassifyConfig, Tag("classification")],
     Discriminator(_task_of),
 ]

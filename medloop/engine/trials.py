@@ -18,8 +18,9 @@ from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
-from medloop.core.errors import DatasetError, DiskFull, MedloopError
+from medloop.core.errors import DatasetError, DiskFull
 from medloop.core.records import (
+    JobLimits,
     JobOutcome,
     JobResult,
     JobSpec,
@@ -51,6 +52,7 @@ from medloop.engine.causes import is_disk_full, job_failure
 from medloop.engine.code import CodeStore
 from medloop.engine.efficiency import COST_METRIC, HOST_FIGURES, host_figures, violations, with_cost_per_case
 from medloop.engine.outputs import OutputTree, UnsafeOutput
+from medloop.engine.smoke import CodeGate
 from medloop.engine.tasks import ScoringContext, family
 from medloop.engine.tasks.pretrain import check_registered, verify_init
 from medloop.experiments.dataset.checkpoints import resolve_init, stage_checkpoint
@@ -100,6 +102,7 @@ class SandboxTrials:
         self._dataset: PreparedDataset | None = None
         self._init_folders: dict[str, Path] = {}
         self.code = CodeStore(workspace / "code")
+        self.gate = CodeGate(store, self.code, spec.sandbox, spec.code)
 
     @property
     def dataset(self) -> PreparedDataset:
@@ -217,7 +220,7 @@ class SandboxTrials:
                 if on_trial:
                     on_trial(done)
                 continue
-            refused = self._code_refused(req.spec)
+            refused = self.gate.refused(req.spec)
             if refused is not None:
                 done = self.store.trials.set_result(
                     current.id,
@@ -229,6 +232,7 @@ class SandboxTrials:
                     on_trial(done)
                 continue
             to_run.append((req, self._job_for(campaign_id, req)))
+        to_run = self._smoke(campaign_id, to_run, on_event, on_trial)
         if to_run:
             for req, _ in to_run:
                 self.store.trials.set_status(req.trial_id, "running")
@@ -269,7 +273,17 @@ class SandboxTrials:
             hint="free disk space, then `medloop campaign resume` re-runs them",
         ) from None
 
-    def _job_for(self, campaign_id: str, req: TrialRequest) -> JobSpec:
+    def _limits(self, smoke: bool) -> JobLimits:
+        """The campaign's job limits; a smoke trial is killed at the (shorter) smoke limit,
+        enforced by the host like every timeout."""
+        limits = limits_for(self.sandbox)
+        if smoke:
+            limits = limits.model_copy(
+                update={"timeout_s": min(limits.timeout_s, self.gate.code.smoke_timeout)}
+            )
+        return limits
+
+    def _job_for(self, campaign_id: str, req: TrialRequest, *, smoke: bool = False) -> JobSpec:
         sandbox = self.sandbox
         spec_hash = req.spec.spec_hash()
         spec_path = self.workspace / "specs" / f"{spec_hash}.json"
@@ -280,19 +294,21 @@ class SandboxTrials:
         if req.spec.init_checkpoint:
             inputs["init"] = self._init_folders.get(req.spec.init_checkpoint) or self._restage(req.spec)
         inputs.update(family(req.spec.task).extra_inputs(req.spec))
-        code = _code_refs(req.spec.config)
+        code = self.gate.sources(req.spec)
         if code:  # code hypotheses, read-only at /in/code/<sha256>.py
-            inputs["code"] = self.code.stage(sorted(code.values()), self._staging_dir)
-        rerun = _rerun_of(self.store.trials.get(req.trial_id))
+            inputs["code"] = self.code.stage(sorted(code), self._staging_dir, code)
+        rerun = None if smoke else _rerun_of(self.store.trials.get(req.trial_id))
         return JobSpec(
             # Deterministic: after a crash the scheduler re-attaches to (or collects) the
             # job with this key instead of running it twice. A re-run after a full disk
             # gets its own key (the broken job keeps its record).
-            key=job_key(campaign_id, spec_hash) + (f".rerun{rerun}" if rerun else ""),
+            key=job_key(campaign_id, spec_hash)
+            + (f".rerun{rerun}" if rerun else "")
+            + (".smoke" if smoke else ""),
             command=list(JOB_COMMAND),
             inputs=inputs,
             env={"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads},
-            limits=limits_for(sandbox),
+            limits=self._limits(smoke),
             image=sandbox.image,
             labels={
                 "medloop.campaign": campaign_id,
@@ -301,28 +317,42 @@ class SandboxTrials:
             },
         )
 
-    def _code_refused(self, spec: TrialSpec) -> str | None:
-        """Why this trial may not run its code here, or None. Code that did not ship with
-        medloop runs in the Docker sandbox (no network, no host files); the local runtime
-        runs it only when the campaign says `sandbox: {allow_untrusted_code: true}`."""
-        refs = _code_refs(spec.config)
-        if not refs:
-            return None
-        for point, sha in sorted(refs.items()):
-            try:
-                module, _ = self.code.get(sha)
-            except MedloopError as exc:
-                return f"code hypothesis ({point}): {exc.message}"
-            if (
-                not module.trusted
-                and self.sandbox.runtime == "local"
-                and not self.sandbox.allow_untrusted_code
-            ):
-                return (
-                    f"code module {sha[:12]} ({module.name}, by {module.author}) is untrusted: run it in the "
-                    "docker sandbox, or set sandbox.allow_untrusted_code: true to let the local runtime run it"
-                )
-        return None
+    def _smoke(
+        self,
+        campaign_id: str,
+        to_run: list[tuple[TrialRequest, JobSpec]],
+        on_event: EventSink | None,
+        on_trial: TrialCallback | None,
+    ) -> list[tuple[TrialRequest, JobSpec]]:
+        """Smoke-test new code (engine/smoke.py); the trials whose code failed it fail
+        with the reason instead of running. Returns the trials left to run."""
+
+        def job_for(spec: TrialSpec) -> JobSpec:
+            return self._job_for(
+                campaign_id, TrialRequest(f"smoke-{spec.spec_hash()[:16]}", None, "control", spec), smoke=True
+            )
+
+        def run(jobs: list[JobSpec]) -> list[JobResult]:
+            return list(self.executor.run(jobs, on_event=on_event))
+
+        outcomes = self.gate.smoke([req.spec for req, _ in to_run], job_for, run)
+        if not any(not o.passed for o in outcomes):
+            return to_run
+        left = []
+        for req, job in to_run:
+            refused = self.gate.refused(req.spec)
+            if refused is None:
+                left.append((req, job))
+                continue
+            done = self.store.trials.set_result(
+                req.trial_id,
+                TrialResult(
+                    trial_id=req.trial_id, spec_hash=req.spec.spec_hash(), status="failed", error=refused
+                ),
+            )
+            if on_trial:
+                on_trial(done)
+        return left
 
     # ------------------------------------------------------------ evaluation
 
@@ -454,10 +484,6 @@ def _rerun_of(trial: Trial) -> int | None:
     _, _, tail = result.job.key.rpartition(".rerun")
     done = int(tail) if tail.isdigit() else 0
     return done + 1 if done < DISK_FULL_RERUNS else None
-
-
-def _code_refs(config: TrialConfig) -> dict[str, str]:
-    return config.code_refs() if isinstance(config, SegConfig) else {}
 
 
 def describe(trial: Trial) -> str:

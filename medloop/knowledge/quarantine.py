@@ -7,6 +7,7 @@ evidence cites X (evidence rows count even if written without the knowledge laye
 
 from __future__ import annotations
 
+from medloop.core.code import SHA256
 from medloop.core.errors import NotFoundError, TrustError
 from medloop.core.ids import new_id
 from medloop.core.records import Quarantine, Tier, utcnow
@@ -17,8 +18,18 @@ QUARANTINE_ROLES = ("agent", "reviewer", "admin")  # demoting is always safe
 LIFT_ROLES = ("reviewer", "admin")  # restoring trust is a human decision
 
 
+def code_target(target: str) -> str:
+    """A code module is quarantined by its hash (or `code:<hash>`): the graph node its
+    claims cite is `code:<sha256>`."""
+    bare = target.removeprefix("code:")
+    return f"code:{bare}" if SHA256.match(bare) else target
+
+
 def target_type(store: Store, target: str) -> str:
-    """What `target` names: claim, trial, campaign, hypothesis or source."""
+    """What `target` names: claim, trial, campaign, hypothesis, code module or source."""
+    if target.startswith("code:"):
+        store.code.get(target.removeprefix("code:"))  # NotFoundError names the hash
+        return "code"
     probes = (
         ("claim", store.claims.get),
         ("trial", store.trials.get),
@@ -64,6 +75,7 @@ def quarantine(store: Store, target: str, *, why: str, actor: str, role: str) ->
         raise TrustError(f"quarantine needs role {', '.join(QUARANTINE_ROLES)}; {actor} acts as {role}")
     if not why.strip():
         raise TrustError("a quarantine needs a reason", hint="pass --why")
+    target = code_target(target)
     kind = target_type(store, target)
     qid = new_id("qtn")
     with store.transaction():

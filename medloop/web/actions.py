@@ -7,10 +7,12 @@ from __future__ import annotations
 from typing import Literal
 
 from medloop.core.accounts import ReproductionRequest
+from medloop.core.code import CodeModule
 from medloop.core.errors import ConflictError, NotFoundError
 from medloop.core.ids import new_id
 from medloop.core.records import AuditEntry, Campaign, Claim, Quarantine, Tier
 from medloop.core.trust import move_refusal
+from medloop.engine.code import add_code_hypothesis
 from medloop.web import launcher as L
 from medloop.web.accounts import Principal
 from medloop.web.context import WebContext
@@ -202,3 +204,24 @@ def control(
             stopped = store.campaigns.update(campaign_id, status="stopped")
         return stopped, None
     raise NotFoundError(f"unknown campaign action {action!r}")
+
+
+@audits_refusals
+def add_code(
+    ctx: WebContext,
+    principal: Principal,
+    campaign_id: str,
+    *,
+    source: str,
+    point: str,
+    rationale: str,
+    name: str | None,
+) -> CodeModule:
+    """A person's code hypothesis (engine.code.add_code_hypothesis), for the campaign's
+    owner or an admin."""
+    campaign = ctx.store.campaigns.get(campaign_id)
+    authorize(principal, "campaign.code", campaign=campaign)
+    _rate(ctx, principal)
+    return add_code_hypothesis(
+        ctx.store, campaign_id, source, point=point, author=principal.name, rationale=rationale, name=name
+    )

@@ -33,6 +33,8 @@ RULES: dict[str, Rule] = {
     "campaign.control": Rule(
         frozenset({"reviewer", "admin", "agent"}), own_only=frozenset({"reviewer", "agent"})
     ),
+    # a person's code hypothesis for a campaign (queued for its next cycle)
+    "campaign.code": Rule(frozenset({"reviewer", "admin"}), own_only=frozenset({"reviewer"})),
     "claim.validate": Rule(frozenset({"reviewer"}), independent=True),
     "claim.reject": Rule(frozenset({"reviewer"}), independent=True),
     "claim.request_reproduction": Rule(frozenset({"reviewer", "admin"})),

@@ -54,12 +54,20 @@ def duration(seconds: Any) -> str:
     return f"{s / 3600:.1f} h"
 
 
+def _short(value: Any) -> Any:
+    """A code module's sha256 shortened to 12 characters (the pages link the full one)."""
+    return f"{value[:12]}…" if isinstance(value, str) and _SHA256.match(value) else value
+
+
 def changes(items: Any) -> str:
     out = []
     for c in items or []:
         data = c if isinstance(c, dict) else c.model_dump()
-        out.append(f"{data['factor']}: {data.get('from_value')} → {data['to_value']}")
+        out.append(f"{data['factor']}: {_short(data.get('from_value'))} → {_short(data['to_value'])}")
     return "; ".join(out)
+
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 # Claims written before titles followed the tier end in the verdict of their creation.

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.responses import Response
 
 from medloop.core.accounts import ReproductionRequest
+from medloop.core.code import CodePoint
 from medloop.core.records import AuditEntry, Claim, Hypothesis, Quarantine, Trial
 from medloop.core.store.base import ClaimListing, TrialListing
 from medloop.web.errors import FieldError, InvalidInput
@@ -163,6 +164,26 @@ class CampaignCreate(In):
     launch: bool = Field(default=False, description="Start it in the background at once")
 
 
+class CodeAdd(In):
+    """A person's code hypothesis for a campaign: one module implementing `point`, checked
+    on the host, queued for the next cycle, run only in the sandbox."""
+
+    source: str = Field(min_length=1, max_length=64 * 1024, description="Python source of the module")
+    point: CodePoint
+    rationale: str = Field(default="", max_length=4000, description="Why it should help (reviewers see it)")
+    name: str | None = Field(default=None, max_length=120, pattern=r"^[A-Za-z0-9_.-]+$")
+
+
+class CodeAdded(Out):
+    sha256: str
+    point: str
+    name: str
+    author: str
+    trusted: bool = Field(description="Shipped with medloop")
+    flags: list[str] = Field(description="What a reviewer should look at")
+    campaign_id: str | None
+
+
 class CampaignAction(Out):
     campaign: CampaignSummary
     pid: int | None = Field(default=None, description="Background process started, if any")
@@ -273,6 +294,30 @@ class Relation(Out):
     statement: str | None
 
 
+class CodeView(Out):
+    """A code module as a reviewer sees it: who wrote it, whether it shipped with medloop,
+    how its smoke trial went, what is flagged, the source and the diff."""
+
+    sha256: str
+    point: str
+    name: str
+    author: str
+    author_kind: str
+    trusted: bool
+    rationale: str
+    flags: list[str]
+    smoke: str
+    smoke_reason: str
+    quarantined: bool
+    source: str
+    diff: str
+
+
+class HypothesisDetail(Out):
+    hypothesis: Hypothesis
+    code: list[CodeView]
+
+
 class ClaimDetail(Out):
     claim: Claim
     campaign_owner: str | None
@@ -283,6 +328,7 @@ class ClaimDetail(Out):
     reproduction_requests: list[ReproductionRequest]
     quarantined_by: list[str]
     actions: list[str] = Field(description="Review actions the caller may take now")
+    code: list[CodeView] = Field(default_factory=list, description="Code modules the claim is about")
 
 
 class GraphNode(Out):

@@ -11,7 +11,7 @@ from typing import Any
 
 from medloop.core import safe_tree
 from medloop.core.errors import NotFoundError
-from medloop.core.records import AuditEntry, Campaign, Claim, SplitEvaluation, Trial
+from medloop.core.records import AuditEntry, Campaign, Claim, Hypothesis, SplitEvaluation, Trial
 from medloop.core.store import Store
 from medloop.core.store.base import TrialListing
 from medloop.engine.launcher import CampaignProcesses
@@ -362,6 +362,39 @@ def _relation(store: Store, kind: str, direction: str, other: str, claims: dict[
     )
 
 
+def code_views(store: Store, shas: list[str]) -> list[S.CodeView]:
+    """The modules these hashes name, as reviewers see them (unknown hashes left out)."""
+    out = []
+    for sha in dict.fromkeys(shas):
+        try:
+            module, source = store.code.get(sha)
+        except NotFoundError:
+            continue
+        state = store.code.state(sha)
+        out.append(
+            S.CodeView(
+                **module.model_dump(include={"sha256", "point", "name", "author", "author_kind", "trusted"}),
+                rationale=module.rationale,
+                flags=module.flags,
+                smoke=state.smoke,
+                smoke_reason=state.smoke_reason,
+                quarantined=bool(store.quarantines.list(active_only=True, target_id=f"code:{sha}")),
+                source=source,
+                diff=module.diff,
+            )
+        )
+    return out
+
+
+def code_of(changes: list[Any]) -> list[str]:
+    """Hashes of the code modules a list of factor changes switches to."""
+    return [str(c.to_value) for c in changes if c.factor.startswith("code_") and c.to_value != "none"]
+
+
+def hypothesis_detail(store: Store, hypothesis: Hypothesis) -> S.HypothesisDetail:
+    return S.HypothesisDetail(hypothesis=hypothesis, code=code_views(store, code_of(hypothesis.changes)))
+
+
 def claim_detail(store: Store, claim: Claim, actions: list[str]) -> S.ClaimDetail:
     evidence = []
     for ev in store.evidence.list(claim.id):
@@ -400,6 +433,7 @@ def claim_detail(store: Store, claim: Claim, actions: list[str]) -> S.ClaimDetai
         reproduction_requests=store.reviews.list(claim_id=claim.id),
         quarantined_by=holds,
         actions=actions,
+        code=code_views(store, code_of(claim.changes)),
     )
 
 

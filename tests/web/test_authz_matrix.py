@@ -43,6 +43,15 @@ EXPECTED: dict[tuple[str, str], Rule] = {
     ("POST", "/api/v1/campaigns/{campaign_id}/pause"): CONTROL,
     ("POST", "/api/v1/campaigns/{campaign_id}/resume"): CONTROL,
     ("POST", "/api/v1/campaigns/{campaign_id}/stop"): CONTROL,
+    # a person's code hypothesis: the owning reviewer or an admin; never the agent or a viewer
+    ("POST", "/api/v1/campaigns/{campaign_id}/code"): Rule(
+        {"reviewer", "admin"},
+        {"admin"},
+        {
+            "source": 'EXTENSION_POINT = "lr_schedule"\n\n\ndef lr_factor(step, total_steps):\n    return 1.0\n',
+            "point": "lr_schedule",
+        },
+    ),
     ("GET", "/api/v1/hypotheses/{hypothesis_id}"): READ,
     ("GET", "/api/v1/trials"): READ,
     ("GET", "/api/v1/trials/{trial_id}"): READ,

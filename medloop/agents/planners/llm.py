@@ -17,11 +17,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from medloop.agents.base import HypothesisDraft, Planner, PlanningContext
+from medloop.agents.planners.code_writer import CodeDraft, CodeRequest, write_module
 from medloop.agents.prompts import load_prompt, quote, truncate
 from medloop.agents.space import apply_changes, validate_changes
 from medloop.core.errors import LLMError
 from medloop.core.records import FactorChange
-from medloop.core.specs import Categorical, Scalar
+from medloop.core.specs import CampaignSpec, Categorical, Scalar
 from medloop.llm.base import Completion, LLMClient, Message
 
 log = logging.getLogger("medloop.planner.llm")
@@ -91,6 +92,7 @@ class LLMPlanner:
         self.tokens = 0
         self.unpriced = False  # the model has no price in litellm's map: USD budget is blind
         self.events: list[dict[str, Any]] = []
+        self.code_tokens = 0  # spent by the write-code step (also counted in `tokens`)
 
     def state(self) -> dict[str, Any]:
         return {
@@ -98,6 +100,7 @@ class LLMPlanner:
             "tokens": self.tokens,
             "unpriced": self.unpriced,
             "fallbacks": self.events[-20:],
+            "code_tokens": self.code_tokens,
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -105,6 +108,7 @@ class LLMPlanner:
         self.tokens = int(state.get("tokens", 0))
         self.unpriced = bool(state.get("unpriced", False))
         self.events = list(state.get("fallbacks", []))
+        self.code_tokens = int(state.get("code_tokens", 0))
 
     def budget_left(self) -> str | None:
         """Why no more LLM calls may be made, or None."""
@@ -211,11 +215,32 @@ class LLMPlanner:
 
     # ------------------------------------------------------------ planning
 
-    def _call(self, messages: list[Message]) -> Completion:
+    def write_code(self, spec: CampaignSpec, request: CodeRequest) -> CodeDraft:
+        """The write-code step (planners/code_writer.py), on this planner's budget and the
+        step's own token cap. Never raises for the model's faults: the draft says why."""
+
+        def call(messages: list[Message]) -> Completion:
+            cap = spec.code.write_tokens
+            if cap is not None and self.code_tokens >= cap:
+                raise LLMError(f"write-code token budget spent ({self.code_tokens} of {cap})")
+            before = self.tokens
+            try:
+                return self._call(messages, tools=None)
+            finally:
+                self.code_tokens += self.tokens - before
+
+        draft = write_module(call, spec, request)
+        self.events.append(
+            {"write_code": request.point, "attempts": draft.attempts, "ok": draft.source is not None}
+            | ({"errors": [truncate(e, 300) for e in draft.errors]} if draft.errors else {})
+        )
+        return draft
+
+    def _call(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> Completion:
         spent = self.budget_left()
         if spent:
             raise LLMError(spent)
-        reply = self.llm.complete(messages, tools=[PLAN_TOOL], temperature=0.2)
+        reply = self.llm.complete(messages, tools=tools, temperature=0.2)
         used = reply.usage.prompt_tokens + reply.usage.completion_tokens
         self.spent_usd += reply.usage.cost_usd
         self.tokens += used
@@ -252,7 +277,7 @@ class LLMPlanner:
             return self._fallback(context, spent)
         messages = self.messages(context)
         try:
-            reply = self._call(messages)
+            reply = self._call(messages, tools=[PLAN_TOOL])
             try:
                 return self.parse(reply, context)
             except ValueError as first:
@@ -266,7 +291,7 @@ class LLMPlanner:
                     ),
                 ]
                 try:
-                    return self.parse(self._call(repair), context)
+                    return self.parse(self._call(repair, tools=[PLAN_TOOL]), context)
                 except ValueError as second:
                     return self._fallback(context, f"invalid output after one repair: {second}")
         except LLMError as exc:

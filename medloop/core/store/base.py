@@ -26,6 +26,7 @@ from medloop.core.accounts import (
     User,
     WebSession,
 )
+from medloop.core.code import CodeModule, CodeState, SmokeStatus
 from medloop.core.records import (
     AuditEntry,
     Campaign,
@@ -270,6 +271,24 @@ class Quarantines(Protocol):
         """claim id -> ids of the active quarantines that hold it."""
 
 
+class CodeModules(Protocol):
+    """Checked code modules of code hypotheses, content-addressed (sha256 of the source)."""
+
+    def put(self, module: CodeModule, source: str) -> bool:
+        """Insert; False (nothing changed) if the hash exists. StoreError if the source
+        does not hash to `module.sha256`."""
+
+    def get(self, sha256: str) -> tuple[CodeModule, str]:
+        """The record and the source; NotFoundError if unknown."""
+
+    def list(self, *, point: Filter = None, campaign_id: Filter = None) -> builtins.list[CodeModule]:
+        """By point, then name; with `campaign_id`, that campaign's modules and those written
+        for any campaign (the shipped moves)."""
+
+    def state(self, sha256: str) -> CodeState: ...
+    def set_smoke(self, sha256: str, status: SmokeStatus, reason: str = "") -> None: ...
+
+
 class Audit(Protocol):
     """Append-only, hash-chained: hash = sha256(prev_hash + canonical entry)."""
 
@@ -359,6 +378,7 @@ class Store(Protocol):
     vectors: Vectors
     meta: Meta
     quarantines: Quarantines
+    code: CodeModules
     audit: Audit
     users: Users
     tokens: Tokens

@@ -19,7 +19,7 @@ from medloop.core.records import utcnow
 from medloop.core.store import schema
 from medloop.core.store.db import Database
 
-HEAD = "0003_session_tokens"
+HEAD = "0004_code_modules"
 LEGACY = {
     "0001_initial",
     "0200_knowledge_model",

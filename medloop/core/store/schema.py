@@ -152,6 +152,13 @@ quarantine_members = _table(
     _fk("claim_id", "claims.id"),
     index={"kb_quarantine_members_claim": "claim_id"},
 )
+# Code hypotheses (0004): one row per checked module, content-addressed by the sha256 of
+# its source; json is the CodeModule record, smoke the outcome of its smoke trial.
+code_modules = _table(
+    "kb_code_modules",
+    "sha256* point name author author_kind campaign_id? source json smoke smoke_reason created_at updated_at",
+    index={"kb_code_modules_point": "point name", "kb_code_modules_campaign": "campaign_id point"},
+)
 
 # ---------------------------------------------------------------- web and tools
 # Secrets are kept as sha256: a token's secret part, a session's cookie value.

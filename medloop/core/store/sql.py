@@ -11,6 +11,7 @@ from pathlib import Path
 from medloop.core.store import base as b
 from medloop.core.store.campaign_repos import SqlAudit, SqlCampaigns, SqlCycles, SqlListings, SqlTrials
 from medloop.core.store.claim_repos import SqlClaims, SqlEvidence
+from medloop.core.store.code_repos import SqlCodeModules
 from medloop.core.store.db import Database, store_url
 from medloop.core.store.knowledge_repos import SqlFacts, SqlGraph, SqlMeta, SqlQuarantines, SqlVectors
 from medloop.core.store.migrate import upgrade
@@ -37,6 +38,7 @@ class SqlStore:
         self.vectors: b.Vectors = SqlVectors(self.db)
         self.meta: b.Meta = SqlMeta(self.db)
         self.quarantines: b.Quarantines = SqlQuarantines(self.db)
+        self.code: b.CodeModules = SqlCodeModules(self.db)
         self.audit: b.Audit = SqlAudit(self.db)
         self.users: b.Users = SqlUsers(self.db)
         self.tokens: b.Tokens = SqlTokens(self.db)

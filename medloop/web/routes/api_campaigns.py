@@ -122,3 +122,16 @@ def resume(campaign_id: CampaignId, ctx: Ctx, who: Caller) -> S.CampaignAction:
 )
 def stop(campaign_id: CampaignId, ctx: Ctx, who: Caller) -> S.CampaignAction:
     return _control("stop", campaign_id, ctx, who)
+
+
+@router.post(
+    "/campaigns/{campaign_id}/code",
+    response_model=S.CodeAdded,
+    status_code=201,
+    summary="Add a code hypothesis (a module for one extension point) to a campaign",
+)
+def add_code(campaign_id: CampaignId, body: S.CodeAdd, ctx: Ctx, who: Caller) -> S.CodeAdded:
+    module = actions.add_code(
+        ctx, who, campaign_id, source=body.source, point=body.point, rationale=body.rationale, name=body.name
+    )
+    return S.CodeAdded(**module.model_dump(include=set(S.CodeAdded.model_fields)))

@@ -284,6 +284,14 @@ def campaign_page(campaign_id: str, request: Request, ctx: Ctx, who: Caller) -> 
     return page(request, who, template, **context)
 
 
+@router.get("/hypotheses/{hypothesis_id}")
+def hypothesis_page(hypothesis_id: str, request: Request, ctx: Ctx, who: Caller) -> HTMLResponse:
+    """A hypothesis with its code modules (source, diff, trust, smoke trial) for reviewers."""
+    authorize(who, "read")
+    detail = views.hypothesis_detail(ctx.store, ctx.store.cycles.get_hypothesis(hypothesis_id))
+    return page(request, who, "hypothesis.html", d=detail)
+
+
 @router.post("/campaigns/{campaign_id}/{action}")
 async def campaign_action(campaign_id: str, action: str, ctx: Ctx, who: Caller) -> Response:
     if action not in ("launch", "pause", "resume", "stop"):

@@ -9,6 +9,7 @@ from medloop.core.accounts import ApiToken, ReproductionRequest, TokenLogin, Too
 from medloop.core.errors import ConflictError, NotFoundError, StoreError
 from medloop.core.ids import canonical_json, sha256_hex
 from medloop.core.store import SqlStore
+from medloop.core.store.migrate import HEAD
 from tests.contract.store.conftest import StoreCase, claim
 
 DETAIL = {"ünï": "códe ✓", "f": 0.1, "tiny": 2.5e-300, "big": 2**70, "n": [1, None, True], "lone": "\ud800"}
@@ -183,11 +184,12 @@ def test_a_0002_store_gains_session_tokens(case: StoreCase) -> None:
         for index in ("web_sessions_user", "web_sessions_token"):
             store.db.write(sa.text(f"DROP INDEX {index}"))
         store.db.write(sa.text("ALTER TABLE web_sessions DROP COLUMN token_id"))
+        store.db.write(sa.text("DROP TABLE kb_code_modules"))  # 0004
         store.db.write(sa.text("UPDATE alembic_version SET version_num = '0002_repositories'"))
     store.close()
     upgraded = case.open()
     assert upgraded.sessions.get("a" * 64).token_id is None  # an old session survives
     assert upgraded.sessions.end(user="alice") == 1
     version = upgraded.db.all(sa.text("SELECT version_num FROM alembic_version"))
-    assert version[0][0] == "0003_session_tokens"
+    assert version[0][0] == HEAD
     upgraded.close()

@@ -62,7 +62,9 @@ class RecordingExecutor:
         return None
 
 
-def _service(ws: Path, *, allow: bool = False) -> tuple[SandboxTrials, RecordingExecutor]:
+def _service(
+    ws: Path, *, allow: bool = False, smoke: bool = False
+) -> tuple[SandboxTrials, RecordingExecutor]:
     ds = synth_phantom(ws / "data" / "Dataset990_Code", cases=6, seed=1, test_cases=2, size=32)
     spec = CampaignSpec.model_validate(
         {
@@ -71,6 +73,7 @@ def _service(ws: Path, *, allow: bool = False) -> tuple[SandboxTrials, Recording
             "dataset": {"path": ds},
             "search_space": {"lr": [1e-3, 1e-2]},
             "sandbox": {"runtime": "local", "allow_untrusted_code": allow},
+            "code": {"smoke": smoke},
         }
     )
     executor = RecordingExecutor()
