@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import sklearn.metrics as sklearn_metrics  # installed with the audio and data extras (librosa, nilearn)
 
 from medloop.evaluation.classification import evaluate_classification_split
-
-sklearn_metrics = pytest.importorskip("sklearn.metrics")
 
 
 def _one_case_per_patient(y: np.ndarray, s: np.ndarray):  # type: ignore[no-untyped-def]
