@@ -109,7 +109,11 @@ def folder_checksum(folder: Path, ending: str) -> str:
 def provenance(path: Path) -> dict[str, Any] | None:
     """The checkpoint's medloop provenance, checked for internal consistency; None when
     the file carries none (a plain checkpoint). A block whose weights digest no longer
-    matches the tensors (the weights were edited after the run) is a DatasetError."""
+    matches the tensors (the weights were edited after the run) is a DatasetError.
+    Provenance lives in safetensors metadata only: a torch file (e.g. a SAM-Med3D .pth)
+    is a plain checkpoint, checked when the job loads it."""
+    if path.suffix != ".safetensors":
+        return None
     meta = metadata(path)
     if meta.get("medloop.kind") != KIND:
         return None

@@ -9,6 +9,7 @@ from the job's own regular files.
 from __future__ import annotations
 
 import json
+import struct
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -167,8 +168,10 @@ def test_result_json_behind_a_symlink_is_not_read(workspace: Path, tmp_path: Pat
 
 def test_an_honest_checkpoint_is_staged_privately_for_a_child_trial(workspace: Path) -> None:
     # The reader that refuses links still stages a real checkpoint (a private 0600 copy).
+    # A real (empty) safetensors file: init: checks read its header for provenance.
+    weights = struct.pack("<Q", 8) + b"{}      "
     script = PRELUDE + (
-        "os.makedirs(out + '/checkpoints')\nopen(out + '/checkpoints/best.safetensors', 'wb').write(b'weights')\n"
+        f"os.makedirs(out + '/checkpoints')\nopen(out + '/checkpoints/best.safetensors', 'wb').write({weights!r})\n"
     )
     trials = _trials(workspace, script)
     spec = trials.spec_for(SegConfig(iterations=1), seed=0)
@@ -178,4 +181,4 @@ def test_an_honest_checkpoint_is_staged_privately_for_a_child_trial(workspace: P
     child = trials.spec_for(SegConfig(iterations=1, init=f"trial:{parent}"), seed=0)
     assert child.init_checkpoint and child.provenance["init_parent"] == f"trial:{parent}"
     staged = next((workspace / "staging").glob("init-*/*.safetensors"))
-    assert staged.read_bytes() == b"weights" and staged.stat().st_mode & 0o077 == 0
+    assert staged.read_bytes() == weights and staged.stat().st_mode & 0o077 == 0

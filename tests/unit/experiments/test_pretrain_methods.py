@@ -182,3 +182,12 @@ def test_label_fractions_are_nested_per_seed() -> None:
     assert labelled_subset(cases[:3], 0.05, 0) != []  # at least one labelled case
     with pytest.raises(ValueError, match="label_fraction"):
         labelled_subset(cases, 0.0, 0)
+
+
+def test_a_torch_checkpoint_for_init_is_a_plain_checkpoint(tmp_path: Path) -> None:
+    # A SAM-Med3D .pth (torch pickle) carries no safetensors header: init: must pass it on
+    # to the job as a plain checkpoint, not refuse it as "not a safetensors file".
+    path = tmp_path / "sam_med3d_turbo.pth"
+    torch.save({"model_state_dict": {"w": torch.zeros(2)}}, path)
+    assert provenance(path) is None
+    verify_init(path, PretrainConfig(), in_channels=1)  # no error
