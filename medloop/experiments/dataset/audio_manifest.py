@@ -29,7 +29,7 @@ import numpy as np
 from medloop.core.errors import DatasetError
 from medloop.core.records import DatasetManifest
 from medloop.experiments.dataset.manifest import publish_staging, staging_key
-from medloop.experiments.dataset.splits import make_splits
+from medloop.experiments.dataset.splits import make_splits, pick_fold
 
 MANIFEST = "manifest.csv"
 REQUIRED = ("path", "label", "subject")
@@ -195,17 +195,7 @@ def build_audio_manifest(
         seed=split_seed,
         fraction=eval_fraction,
     )
-    if method == "leave_site_out" and site is not None:
-        chosen = [f for f in folds if f.get("site") == site]
-        if not chosen:
-            raise DatasetError(
-                f"held_out_site {site!r} is not a site of {root}; have {sorted(set(sites.values()))}"
-            )
-        picked = chosen[0]
-    else:
-        if fold >= len(folds):
-            raise DatasetError(f"fold {fold} does not exist: the split has {len(folds)} fold(s)")
-        picked = folds[fold]
+    picked = pick_fold(folds, method, fold=fold, site=site, where=root)
     info: dict[str, object] = {"method": method, "seed": split_seed, "by": "subject"}
     if method == "holdout":
         info["fraction"] = eval_fraction

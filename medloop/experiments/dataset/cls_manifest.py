@@ -30,7 +30,7 @@ from medloop.core.errors import DatasetError
 from medloop.core.records import DatasetManifest
 from medloop.experiments.dataset.manifest import publish_staging, staging_key
 from medloop.experiments.dataset.nnunet import dataset_checksum, load_dataset_json, parse_meta, scan_images
-from medloop.experiments.dataset.splits import make_splits
+from medloop.experiments.dataset.splits import make_splits, pick_fold
 
 LABELS_CSV = "labels.csv"
 REQUIRED = ("case", "label")
@@ -246,17 +246,7 @@ def build_cls_manifest(
         seed=split_seed,
         fraction=eval_fraction,
     )
-    if method == "leave_site_out" and site is not None:
-        chosen = [f for f in folds if f.get("site") == site]
-        if not chosen:
-            raise DatasetError(
-                f"held_out_site {site!r} is not a site of {ds.root}; have {sorted(set(p_site.values()))}"
-            )
-        picked = chosen[0]
-    else:
-        if fold >= len(folds):
-            raise DatasetError(f"fold {fold} does not exist: the split has {len(folds)} fold(s)")
-        picked = folds[fold]
+    picked = pick_fold(folds, method, fold=fold, site=site, where=ds.root)
 
     def expand(group: list[str]) -> list[str]:
         return sorted(c for p in group for c in cases_of[p])

@@ -164,3 +164,17 @@ def load_or_save_splits(
     splits = make_splits(method, cases, sites, k=k, seed=seed, fraction=fraction)
     saved = write_json_atomic(path, splits)
     return splits, name if saved else None, sha256_hex(canonical_json(splits))
+
+
+def pick_fold(folds: list[Split], method: str, *, fold: int, site: str | None, where: object) -> Split:
+    """The split a trial uses: the held-out `site`'s fold for leave_site_out when one is
+    named, otherwise fold number `fold`; DatasetError naming `where` when neither exists."""
+    if method == "leave_site_out" and site is not None:
+        chosen = [f for f in folds if f.get("site") == site]
+        if not chosen:
+            have = sorted({str(f.get("site")) for f in folds})
+            raise DatasetError(f"held_out_site {site!r} is not a site of {where}; have {have}")
+        return chosen[0]
+    if fold >= len(folds):
+        raise DatasetError(f"fold {fold} does not exist: the split has {len(folds)} fold(s)")
+    return folds[fold]
