@@ -32,6 +32,7 @@ from medloop.core.spec_base import (
     Spec,
     TaskKind,
 )
+from medloop.core.task_metrics import AUDIO_BASE_METRICS, AUDIO_SNRS, EFFICIENCY_FIGURES, METRICS
 from medloop.core.trial_configs import (
     CONFIG_MODELS,
     VQA_CATEGORY_FIELDS,
@@ -50,6 +51,8 @@ __all__ = [
     "AUDIO_BASE_METRICS",
     "AUDIO_SNRS",
     "CONFIG_MODELS",
+    "EFFICIENCY_FIGURES",
+    "METRICS",
     "VQA_CATEGORY_FIELDS",
     "VQA_METRIC",
     "YEAR_S",
@@ -126,52 +129,6 @@ class DatasetRef(Spec):
     folds: Int = Field(default=5, ge=2, le=50, description="k for split: kfold")
     fold: Int = Field(default=0, ge=0, le=1000, description="Which fold (kfold), or which site by index")
     held_out_site: NameText | None = Field(default=None, description="The site for split: leave_site_out")
-
-
-# Metrics a campaign can optimise, per task, with the direction that is better. The host
-# recomputes exactly these from raw predictions (a typo must not become an empty campaign).
-# Audio: subject-level metrics at one noise level (`f1@5db`, pooled over the noise kinds)
-# or the normalised area under the robustness curve over all levels (`f1_auc`).
-AUDIO_BASE_METRICS = ("accuracy", "precision", "recall", "f1", "auroc")
-AUDIO_SNRS = ("clean", "20db", "10db", "5db", "0db")
-METRICS: dict[str, dict[str, Direction]] = {
-    "segmentation": {
-        "dice": "maximize",
-        "nsd": "maximize",
-        "hd95": "minimize",
-        # the trial's accelerator-hours (CPU job-hours without a GPU) per Dice point, per case
-        "cost_per_dice_point": "minimize",
-    },
-    # pre-training is scored by the downstream segmentation of its short fine-tune
-    "pretrain": {"dice": "maximize", "nsd": "maximize", "hd95": "minimize"},
-    "audio": {
-        **{f"{m}@{snr}": "maximize" for m in AUDIO_BASE_METRICS for snr in AUDIO_SNRS},
-        **{f"{m}_auc": "maximize" for m in AUDIO_BASE_METRICS},
-    },
-    # Interactive: Dice after k simulated clicks; clicks needed to reach a Dice (capped).
-    "promptable": {
-        **{f"dice@{k}": "maximize" for k in (1, 3, 5, 10)},
-        **{f"noc@{t}": "minimize" for t in (80, 85, 90)},
-    },
-    # patient-level, from per-case probabilities (evaluation/classification.py)
-    "classification": {"auroc": "maximize", "accuracy": "maximize", "balanced_accuracy": "maximize"},
-}
-
-
-# Figures every trial records in `TrialResult.efficiency` that a constraint may bound
-# (host-measured: gpu_hours, job_hours, cost_per_dice_point; the rest reported by the job).
-EFFICIENCY_FIGURES = (
-    "inference_s_per_case",
-    "inference_s_per_case_max",
-    "peak_memory_mb",
-    "peak_inference_memory_mb",
-    "train_seconds",
-    "parameters",
-    "flops_per_patch",
-    "gpu_hours",
-    "job_hours",
-    "cost_per_dice_point",
-)
 
 
 class Constraint(Spec):
