@@ -13,7 +13,7 @@ from medloop.agents.node_base import NodeBase
 from medloop.agents.seeds import explore_seeds
 from medloop.agents.space import apply_changes
 from medloop.agents.state import CampaignState
-from medloop.core.errors import TrustError
+from medloop.core.errors import NotFoundError, TrustError
 from medloop.core.records import Campaign, Hypothesis, Trial
 from medloop.core.specs import make_config
 from medloop.engine.analysis import (
@@ -319,10 +319,22 @@ class DecisionNodes(NodeBase):
             campaign.id,
             {"hypothesis": best.id, "config": new_config, "objective": value},
         )
-        self.emit(
-            "incumbent", hypothesis=best.id, changes=[c.model_dump() for c in best.changes], objective=value
-        )
+        self.emit("incumbent", hypothesis=best.id, changes=self._labelled(best), objective=value)
         return True
+
+    def _labelled(self, hyp: Hypothesis) -> list[dict[str, Any]]:
+        """The changes as dicts; a code module's hash also as `name (short hash)`."""
+        out = []
+        for c in hyp.changes:
+            row = c.model_dump()
+            if c.factor.startswith("code_") and isinstance(c.to_value, str) and c.to_value != "none":
+                try:
+                    module, _ = self.s.store.code.get(c.to_value)
+                    row["to_label"] = f"{module.name} ({c.to_value[:12]})"
+                except NotFoundError:
+                    row["to_label"] = c.to_value[:12]
+            out.append(row)
+        return out
 
     def _breaks_constraints(self, campaign: Campaign, hyp: Hypothesis) -> bool:
         """A change whose runs break an objective constraint (e.g. inference <= 60 s per

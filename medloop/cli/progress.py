@@ -104,7 +104,7 @@ class CampaignConsole:
             self.c.print(f"  claims recorded: {', '.join(ids)}")
 
     def on_incumbent(self, hypothesis: str, changes: list[dict[str, Any]], objective: float | None) -> None:
-        moved = ", ".join(f"{c['factor']}={c['to_value']}" for c in changes)
+        moved = ", ".join(f"{c['factor']}={c.get('to_label', c['to_value'])}" for c in changes)
         self.c.print(f"  [bold]new incumbent[/bold]: {moved} (objective {_fmt(objective, '.4f')})")
 
     def on_cycle_end(

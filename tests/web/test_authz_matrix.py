@@ -53,6 +53,7 @@ EXPECTED: dict[tuple[str, str], Rule] = {
         },
     ),
     ("GET", "/api/v1/hypotheses/{hypothesis_id}"): READ,
+    ("GET", "/api/v1/hypotheses/{hypothesis_id}/detail"): READ,
     ("GET", "/api/v1/trials"): READ,
     ("GET", "/api/v1/trials/{trial_id}"): READ,
     ("GET", "/api/v1/trials/{trial_id}/logs"): READ,

@@ -112,6 +112,12 @@ def test_hypothesis_and_claim_pages_show_the_code_and_diff_escaped(web: Web) -> 
         assert "untrusted" in html and "flagged: line" in html and "result.json" in html
     api = web.client.get(f"/api/v1/claims/{claim_id}", headers=web.auth("vic")).json()
     assert api["code"][0]["sha256"] == sha and api["code"][0]["source"] == HOSTILE_DOC
+    # the API gives the hypothesis with its code as well (before: the bare hypothesis only)
+    detail = web.client.get(f"/api/v1/hypotheses/{hyp_id}/detail", headers=web.auth("vic")).json()
+    assert detail["hypothesis"]["id"] == hyp_id
+    assert detail["code"][0]["sha256"] == sha and detail["code"][0]["source"] == HOSTILE_DOC
+    missing = web.client.get("/api/v1/hypotheses/hyp_nope/detail", headers=web.auth("vic"))
+    assert missing.status_code == 404 and set(missing.json()) == {"error"}
 
 
 def test_reviewers_validate_a_code_claim_and_quarantine_the_module(web: Web) -> None:

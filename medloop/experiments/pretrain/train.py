@@ -17,6 +17,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,72 @@ class CropSampler:
         return np.stack([self.crop(self.images[int(i)]) for i in picks]).astype(np.float32)
 
 
+def build_method(config: PretrainConfig, n_channels: int, patch: list[int], seed: int) -> tuple[Any, Any]:
+    """(the pre-training method around a fresh backbone, a probe network with one more
+    output channel: the tensors whose shapes differ are the head, left out of the checkpoint)."""
+    from medloop.experiments.pretrain.methods import MaskedImageModelling, S2UniSeg
+    from medloop.experiments.segmentation.networks import build_network
+
+    spacing = [1.0] * config.spatial_dims
+    net_config = seg_config(config, init="scratch")
+    out = config.embed_dim if config.method == "s2uniseg" else n_channels
+    backbone = build_network(net_config, n_channels, out, patch, spacing)
+    probe = build_network(net_config, n_channels, out + 1, patch, spacing)
+    if config.method == "s2uniseg":
+        method: S2UniSeg | MaskedImageModelling = S2UniSeg(
+            backbone,
+            config.embed_dim,
+            config.prototypes,
+            thresholds=config.thresholds(),
+            mask_stride=config.mask_stride,
+            max_queries=config.max_queries,
+            momentum=config.ema_momentum,
+            seed=seed,
+        )
+    else:
+        method = MaskedImageModelling(backbone, ratio=config.mim_ratio, block=config.mim_block, seed=seed)
+    return method, probe
+
+
+@dataclass
+class LoopStats:
+    losses: list[float] = field(default_factory=list)
+    mask_seconds: list[float] = field(default_factory=list)  # per sample, per iteration (S2-UniSeg)
+    masks_per_sample: list[int] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def train_loop(
+    method: Any, optimizer: Any, sampler: CropSampler, config: PretrainConfig, device: Any, emit: Emit
+) -> LoopStats:
+    """The self-supervised iterations: sample crops, the method's loss, a step, the
+    method's after-step (EMA teacher); the loss curve, pseudo-mask timings and progress
+    events recorded (bench/pretrain_overhead.py compares it with a bare loop)."""
+    import torch
+
+    stats = LoopStats()
+    every = max(1, config.iterations // 10)
+    s2 = config.method == "s2uniseg"
+    tic = time.perf_counter()
+    for it in range(config.iterations):
+        x = torch.from_numpy(sampler.batch(config.batch_size)).to(device)
+        loss, info = method.loss(x)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        method.after_step()
+        stats.losses.append(info.loss)
+        if s2:
+            stats.mask_seconds.append(info.mask_seconds)
+            stats.masks_per_sample.append(info.masks)
+        if not math.isfinite(info.loss):
+            raise FloatingPointError(f"pre-training loss is {info.loss} at iteration {it + 1}")
+        if (it + 1) % every == 0 or it + 1 == config.iterations:
+            emit({"event": "pretrain", "iteration": it + 1, "loss": info.loss})
+    stats.seconds = time.perf_counter() - tic
+    return stats
+
+
 def save_pretrained(path: Path, state: dict[str, Any], meta: dict[str, str]) -> str:
     """Write the weights, then again with the provenance block naming their digest."""
     from safetensors.torch import save_file
@@ -130,10 +197,9 @@ def pretrain(
     """Run the self-supervised stage; (setup info, efficiency info)."""
     import torch
 
-    from medloop.experiments.pretrain.methods import MaskedImageModelling, S2UniSeg, transferable_state
+    from medloop.experiments.pretrain.methods import transferable_state
     from medloop.experiments.segmentation.data import Normalizer, load_cases, parse_patch
     from medloop.experiments.segmentation.job import Trial as SegTrial
-    from medloop.experiments.segmentation.networks import build_network
 
     config = spec.config_as(PretrainConfig)
     ds = spec.dataset
@@ -162,53 +228,16 @@ def pretrain(
     patch = parse_patch(config.patch_size) or []
     if len(patch) != config.spatial_dims:
         raise ValueError(f"patch_size {config.patch_size!r} does not have {config.spatial_dims} axes")
-    spacing = [1.0] * config.spatial_dims
-    net_config = seg_config(config, init="scratch")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    method: S2UniSeg | MaskedImageModelling
-    if config.method == "s2uniseg":
-        backbone = build_network(net_config, n_channels, config.embed_dim, patch, spacing)
-        probe = build_network(net_config, n_channels, config.embed_dim + 1, patch, spacing)
-        method = S2UniSeg(
-            backbone,
-            config.embed_dim,
-            config.prototypes,
-            thresholds=config.thresholds(),
-            mask_stride=config.mask_stride,
-            max_queries=config.max_queries,
-            momentum=config.ema_momentum,
-            seed=spec.seed,
-        )
-    else:
-        backbone = build_network(net_config, n_channels, n_channels, patch, spacing)
-        probe = build_network(net_config, n_channels, n_channels + 1, patch, spacing)
-        method = MaskedImageModelling(
-            backbone, ratio=config.mim_ratio, block=config.mim_block, seed=spec.seed
-        )
+    method, probe = build_method(config, n_channels, patch, spec.seed)
     method = method.to(device)
     optimizer = torch.optim.AdamW(method.trainable(), lr=config.lr, weight_decay=config.weight_decay)
     sampler = CropSampler(images, patch, spec.seed)
-    losses: list[float] = []
-    mask_seconds: list[float] = []
-    masks_per_sample: list[int] = []
     setup_seconds = time.perf_counter() - t0
-    tic = time.perf_counter()
-    for it in range(config.iterations):
-        x = torch.from_numpy(sampler.batch(config.batch_size)).to(device)
-        loss, info = method.loss(x)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()  # type: ignore[no-untyped-call]
-        optimizer.step()
-        method.after_step()
-        losses.append(info.loss)
-        if config.method == "s2uniseg":
-            mask_seconds.append(info.mask_seconds)
-            masks_per_sample.append(info.masks)
-        if not math.isfinite(info.loss):
-            raise FloatingPointError(f"pre-training loss is {info.loss} at iteration {it + 1}")
-        if (it + 1) % max(1, config.iterations // 10) == 0 or it + 1 == config.iterations:
-            emit({"event": "pretrain", "iteration": it + 1, "loss": info.loss})
-    train_seconds = time.perf_counter() - tic
+    loop = train_loop(method, optimizer, sampler, config, device, emit)
+    losses, mask_seconds, masks_per_sample, train_seconds = (
+        loop.losses, loop.mask_seconds, loop.masks_per_sample, loop.seconds
+    )  # fmt: skip
 
     volume_timing = _time_volumes(method, images, config, device) if config.method == "s2uniseg" else {}
     state = transferable_state(method.backbone(), probe)

@@ -140,3 +140,15 @@ def trial_slice(
 def get_hypothesis(hypothesis_id: Annotated[str, Path(max_length=100)], ctx: Ctx, who: Caller) -> Hypothesis:
     authorize(who, "read")
     return ctx.store.cycles.get_hypothesis(hypothesis_id)
+
+
+@router.get(
+    "/hypotheses/{hypothesis_id}/detail",
+    response_model=S.HypothesisDetail,
+    summary="One hypothesis with the code modules it runs (source, diff, trust, smoke trial)",
+)
+def get_hypothesis_detail(
+    hypothesis_id: Annotated[str, Path(max_length=100)], ctx: Ctx, who: Caller
+) -> S.HypothesisDetail:
+    authorize(who, "read")
+    return views.hypothesis_detail(ctx.store, ctx.store.cycles.get_hypothesis(hypothesis_id))
