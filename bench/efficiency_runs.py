@@ -345,6 +345,14 @@ CAL_SPACE: dict[str, list[Any]] = {
     "augmentation": ["none", "light"],
     "optimizer": ["adamw", "sgd"],
 }
+# Campaigns that only their trial budget ends: a space too large to be measured on every
+# seed within the budget (144 configs), so a null campaign cannot end by convergence and
+# runs its whole budget (long campaigns are where false claims hide).
+CAL_SPACE_LONG: dict[str, list[Any]] = {
+    **CAL_SPACE,
+    "lr": [0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03],
+    "batch_size": [2, 4, 8],
+}
 CAL_MIN_EFFECT = 0.02
 
 
@@ -365,13 +373,13 @@ def calibration_run(
             return CAL_MIN_EFFECT if kind == "planted" and cfg["loss"] == "dicece" else 0.0
 
         path = ws / "table.json"
+        space = CAL_SPACE if budget is None else CAL_SPACE_LONG
         table = make_synthetic_table(
-            space=CAL_SPACE, effect=effect, n_cases=24, rng_seed=seed, seed_sd=0.005, noise_sd=0.01
+            space=space, effect=effect, n_cases=24, rng_seed=seed, seed_sd=0.005, noise_sd=0.01
         )
         save_table(table, path)
-        case = load_case(
-            kind, path, CAL_SPACE, {"loss": "dice", "augmentation": "none", "optimizer": "adamw"}
-        )
+        baseline = {"loss": "dice", "augmentation": "none", "optimizer": "adamw", "lr": 0.001, "batch_size": 4}
+        case = load_case(kind, path, space, {k: v for k, v in baseline.items() if k in space})
         spec = medloop_spec(case, budget or 1, "calibration", min_effect=CAL_MIN_EFFECT, screening=screening)
         if budget is None:
             historic = spec.budget.model_copy(update={"max_trials": None, "max_cycles": 2, "patience": 2})

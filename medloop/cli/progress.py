@@ -159,8 +159,22 @@ def final_table(campaign: Campaign, hypotheses: list[Hypothesis]) -> Table:
     return table
 
 
+def _short(value: Any) -> str:
+    """A config value for a table cell: a code module's sha256 as its first 12 characters."""
+    text = str(value)
+    return text[:12] if len(text) == 64 and all(ch in "0123456789abcdef" for ch in text) else text
+
+
 def incumbent_table(campaign: Campaign) -> Table:
-    space = campaign.spec.search_space
+    # the search space, plus each code point the incumbent or baseline sets (code_<point>:
+    # a module's hash; the factors are added for planning and are not in the spec's space)
+    code = sorted(
+        k
+        for k in {*campaign.incumbent, *campaign.baseline}
+        if k.startswith("code_")
+        and (campaign.incumbent.get(k) or "none") != (campaign.baseline.get(k) or "none")
+    )
+    space = [*campaign.spec.search_space, *code]
     table = Table(title="incumbent vs baseline")
     table.add_column("")
     for name in space:
@@ -174,7 +188,7 @@ def incumbent_table(campaign: Campaign) -> Table:
     ):
         table.add_row(
             label,
-            *[str(cfg.get(n)) for n in space],
+            *[_short(cfg.get(n, "none")) for n in space],
             _fmt(val, ".4f"),
             _fmt(test.get(label, {}).get("objective"), ".4f"),
         )
@@ -182,7 +196,7 @@ def incumbent_table(campaign: Campaign) -> Table:
     if screened:  # what the search believes (not certified), beside what the campaign claims
         table.add_row(
             "best screened",
-            *[str(screened["config"].get(n, "")) for n in space],
+            *[_short(screened["config"].get(n, "")) for n in space],
             _fmt(screened["objective"], ".4f"),
             "-",
         )
