@@ -186,6 +186,18 @@ def verdicts(report: dict[str, Any]) -> list[str]:
             r2 is not None and r2 <= TARGETS["ratio_2"],
         )
         line("campaigns that stopped with budget unused", f"{early}/{total}", "0", early == 0)
+        # The headline promise: at the end of the same budget, the certified incumbent is as
+        # good as the config TPE would hand over uncertified (median final regret per table).
+        not_worse = sum(
+            t["methods"]["medloop"]["final_regret"] <= t["methods"]["tpe"]["final_regret"]
+            for t in tables.values()
+        )
+        line(
+            "final regret at the budget: tables where medloop <= TPE",
+            f"{not_worse}/{len(tables)}",
+            "all",
+            not_worse == len(tables),
+        )
     for pair, w in report.get("warm", {}).items():
         line(
             f"warm ({pair}): medloop warm / TPE to 0.5%", w["ratio_05"], "<= 0.8", (w["ratio_05"] or 9) <= 0.8
