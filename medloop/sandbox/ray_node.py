@@ -173,6 +173,8 @@ def pack_output(result: JobResult, job: JobSpec) -> tuple[JobResult, bytes]:
         )
     except UnsafeOutput as exc:
         reason = f"unsafe job output: {exc.message}"
+        if result.status != "succeeded" and result.reason:  # keep why the job failed first
+            reason = f"{result.reason}; {reason}"
         failed = result.model_copy(
             update={"status": "failed" if result.status == "succeeded" else result.status, "reason": reason}
         )

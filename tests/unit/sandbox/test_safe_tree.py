@@ -143,3 +143,38 @@ def test_tar_of_a_tree_has_only_files_and_folders(out: Path, secret: Path) -> No
     (out / "abs").symlink_to(secret)
     with pytest.raises(UnsafeOutput, match="symbolic link"):
         safe_tree.tar_tree(out)
+
+
+def test_a_ray_node_keeps_the_first_failure_reason_when_the_output_is_also_unsafe(out: Path) -> None:
+    """A job stopped for its output quota that also left a symlink: the result names both,
+    the quota first (before, the quota reason was overwritten by "unsafe job output")."""
+    from medloop.core.records import JobLimits, JobResult, JobSpec, Provenance
+    from medloop.sandbox.ray_node import pack_output
+
+    (out / "link").symlink_to("/etc/passwd")
+    prov = Provenance(code_version="t", runtime="local", host="h", started_at="a", ended_at="b")
+    job = JobSpec(key="k", command=["true"], inputs={}, limits=JobLimits(timeout_s=60.0, memory_mb=512))
+    quota = "wrote more than the 1 MB output limit"
+    failed = JobResult(
+        key="k",
+        status="quota_exceeded",
+        exit_code=None,
+        wall_s=1.0,
+        out_dir=out,
+        reason=quota,
+        provenance=prov,
+    )
+    result, blob = pack_output(failed, job)
+    assert result.status == "quota_exceeded"
+    assert (
+        result.reason is not None and result.reason.startswith(quota) and "unsafe job output" in result.reason
+    )
+    with tarfile.open(fileobj=io.BytesIO(blob)) as shipped:
+        assert shipped.getnames() == []  # nothing shipped
+    ok = failed.model_copy(update={"status": "succeeded", "reason": None})
+    result, _ = pack_output(ok, job)
+    assert (
+        result.status == "failed"
+        and result.reason is not None
+        and result.reason.startswith("unsafe job output")
+    )
