@@ -378,7 +378,13 @@ def calibration_run(
             space=space, effect=effect, n_cases=24, rng_seed=seed, seed_sd=0.005, noise_sd=0.01
         )
         save_table(table, path)
-        baseline = {"loss": "dice", "augmentation": "none", "optimizer": "adamw", "lr": 0.001, "batch_size": 4}
+        baseline = {
+            "loss": "dice",
+            "augmentation": "none",
+            "optimizer": "adamw",
+            "lr": 0.001,
+            "batch_size": 4,
+        }
         case = load_case(kind, path, space, {k: v for k, v in baseline.items() if k in space})
         spec = medloop_spec(case, budget or 1, "calibration", min_effect=CAL_MIN_EFFECT, screening=screening)
         if budget is None:

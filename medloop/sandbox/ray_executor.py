@@ -34,7 +34,7 @@ from medloop.core.specs import Budget, ExecutorSpec, SandboxSpec
 from medloop.sandbox.base import EventSink, JobHandle, LogSink
 from medloop.sandbox.jobdir import JobDir, RunInfo, read_json, remove_tree, write_json_atomic
 from medloop.sandbox.provenance import package_root
-from medloop.sandbox.ray_node import LogHub, fingerprint, node_job, node_reap, pack_dir, unpack
+from medloop.sandbox.ray_node import LogHub, fingerprint, node_find, node_job, node_reap, pack_dir, unpack
 from medloop.sandbox.scheduler import BudgetUsage, Scheduler
 from medloop.sandbox.staging import resolve_inputs
 
@@ -100,7 +100,9 @@ class RayRuntime:
         self._hub = ray.remote(num_cpus=0)(LogHub).remote()
         self._task = ray.remote(node_job)
         self._reaper = ray.remote(node_reap)
+        self._finder = ray.remote(node_find)
         self._refs: dict[str, Any] = {}
+        self._cancelled: set[str] = set()  # keys this driver asked to cancel
         self._inputs: dict[str, Any] = {}
         self._lock = threading.Lock()
 
@@ -164,7 +166,11 @@ class RayRuntime:
                         ray.cancel(ref, force=True)
             try:
                 result_json, out_tar, _node = ray.get(ref)
-            except ray.exceptions.RayTaskError as exc:
+            except (ray.exceptions.TaskCancelledError, ray.exceptions.RayTaskError) as exc:
+                if handle.key in self._cancelled and _was_cancelled(exc):
+                    # This driver cancelled the task before it learnt the node: the node
+                    # stopped the job (ray_node.node_job) or it never started.
+                    return self._cancelled_result(jd, job, handle)
                 cause = exc.cause if isinstance(getattr(exc, "cause", None), MedloopError) else None
                 if cause is not None:
                     raise cause from None
@@ -196,6 +202,8 @@ class RayRuntime:
     def cancel(self, handle: JobHandle) -> None:
         ray = _ray()
         self._hub.cancel.remote(handle.key)
+        with self._lock:
+            self._cancelled.add(handle.key)
         jd = JobDir(self.jobs_dir, handle.key)
         with self._lock:
             ref = self._refs.get(handle.key)
@@ -232,6 +240,33 @@ class RayRuntime:
         except (ray.exceptions.RayError, TimeoutError) as exc:
             raise SandboxUnavailable(f"could not stop the lost job {jd.key} on its node: {exc}") from exc
 
+    def _locate(self, jd: JobDir, node_ids: list[str]) -> dict[str, str] | None:
+        """The node that has job `jd` (running or finished), recorded in node.json; None
+        when no node has it."""
+        ray = _ray()
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        job = JobSpec.model_validate_json((jd.path / "spec.json").read_text())
+        image = job.image or self.sandbox.image or self.docker_image
+        refs = [
+            self._finder.options(
+                num_cpus=0,
+                max_retries=2,
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node_id, soft=False),
+            ).remote(jd.key, self.sandbox.model_dump_json(), self.node_root, image)
+            for node_id in node_ids
+        ]
+        try:
+            answers = ray.get(refs, timeout=_GRACE_S + 60)
+        except (ray.exceptions.RayError, TimeoutError) as exc:
+            raise SandboxUnavailable(f"could not ask the nodes about job {jd.key}: {exc}") from exc
+        for node_id, state in answers:
+            if state != "absent":
+                node = {"node_id": node_id}
+                write_json_atomic(jd.path / "node.json", node)
+                return node
+        return None
+
     def logs(self, handle: JobHandle, *, tail: int = 200) -> str:
         return JobDir(self.jobs_dir, handle.key).log_tail(tail)
 
@@ -247,8 +282,12 @@ class RayRuntime:
             if done is not None:
                 found[key] = done
                 continue
-            node = read_json(jd.path / "node.json")
             info = jd.run_info()
+            node = read_json(jd.path / "node.json")
+            if not node and info is not None:
+                # Submitted, but the driver stopped before it learnt the node: ask every
+                # node, so a job already running is re-attached rather than started twice.
+                node = self._locate(jd, sorted(alive))
             if not node or info is None:
                 remove_tree(jd.path)  # never reached a node: the caller submits it again
                 continue
@@ -339,6 +378,29 @@ class RayRuntime:
         write_json_atomic(jd.path / "node.json", {"node_id": node_id})
         return True
 
+    def _cancelled_result(self, jd: JobDir, job: JobSpec, handle: JobHandle) -> JobResult:
+        from medloop.sandbox.provenance import make_provenance
+
+        result = JobResult(
+            key=job.key,
+            status="cancelled",
+            exit_code=None,
+            wall_s=max(0.0, time.monotonic() - handle.started_monotonic),
+            out_dir=jd.out_dir,
+            log_tail=jd.log_tail(50, 8192),
+            reason="cancelled",
+            provenance=make_provenance(
+                job,
+                runtime=self.name,
+                image=None,
+                started_at=handle.started_at,
+                ended_at=utcnow(),
+                exit_code=None,
+            ),
+        )
+        jd.write_result(result)
+        return result
+
     def _lost(self, jd: JobDir, job: JobSpec, info: RunInfo, reason: str) -> JobResult:
         from medloop.sandbox.provenance import make_provenance
 
@@ -358,6 +420,13 @@ class RayRuntime:
         )
         jd.write_result(result)
         return result
+
+
+def _was_cancelled(exc: BaseException) -> bool:
+    """Whether a Ray error is the cancellation of the task (directly or as its cause)."""
+    ray = _ray()
+    cancelled = ray.exceptions.TaskCancelledError
+    return isinstance(exc, cancelled) or isinstance(getattr(exc, "cause", None), cancelled)
 
 
 class RayExecutor:

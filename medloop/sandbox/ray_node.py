@@ -22,7 +22,7 @@ from typing import Any
 
 from medloop.core import safe_tree
 from medloop.core.errors import SandboxUnavailable
-from medloop.core.records import JobResult, JobSpec
+from medloop.core.records import JobResult, JobSpec, utcnow
 from medloop.core.safe_tree import UnsafeOutput
 from medloop.core.specs import SandboxSpec
 from medloop.sandbox.base import SandboxRuntime
@@ -132,6 +132,9 @@ def node_job(
     found = runtime.reconcile([job.key]).get(job.key)
     if isinstance(found, JobResult):
         result = found
+    elif found is None and ray.get(hub.push.remote(job.key, [])):
+        # The driver cancelled it while the task waited in Ray's queue: nothing runs.
+        result = _not_started(job, root, sandbox.runtime)
     else:
         handle = found if found is not None else runtime.submit(job)
         pending: list[str] = []
@@ -154,6 +157,10 @@ def node_job(
         flusher.start()
         try:
             result = runtime.wait(handle, on_log=on_log)
+        except KeyboardInterrupt:  # ray.cancel() of this task: stop the job, not only its watcher
+            runtime.cancel(handle)
+            runtime.wait(handle)
+            raise
         finally:
             finished.set()
             flusher.join(timeout=5)
@@ -161,6 +168,25 @@ def node_job(
                 ray.get(hub.push.remote(job.key, list(pending)))
     result, out_tar = pack_output(result, job)
     return result.model_dump_json(), out_tar, node_id
+
+
+def _not_started(job: JobSpec, root: Path, runtime: str) -> JobResult:
+    from medloop.sandbox.provenance import make_provenance
+
+    out = root / "not-started" / job.key
+    out.mkdir(parents=True, exist_ok=True)
+    now = utcnow()
+    return JobResult(
+        key=job.key,
+        status="cancelled",
+        exit_code=None,
+        wall_s=0.0,
+        out_dir=out,
+        reason="cancelled before it started",
+        provenance=make_provenance(
+            job, runtime=runtime, image=None, started_at=now, ended_at=now, exit_code=None
+        ),
+    )
 
 
 def pack_output(result: JobResult, job: JobSpec) -> tuple[JobResult, bytes]:
@@ -204,6 +230,19 @@ def node_reap(key: str, sandbox_json: str, node_root: str, docker_image: str) ->
         runtime.wait(found)
         return "stopped"
     return "absent" if found is None else "finished"
+
+
+def node_find(key: str, sandbox_json: str, node_root: str, docker_image: str) -> tuple[str, str]:
+    """Whether job `key` is on this node (a Ray task pinned here), touching nothing:
+    (node id, "running" | "finished" | "absent")."""
+    import ray
+
+    from medloop.sandbox.base import JobHandle
+
+    runtime = _node_runtime(Path(node_root), SandboxSpec.model_validate_json(sandbox_json), docker_image)
+    found = runtime.reconcile([key]).get(key)
+    state = "running" if isinstance(found, JobHandle) else "absent" if found is None else "finished"
+    return ray.get_runtime_context().get_node_id(), state
 
 
 def fingerprint(path: Path) -> str:

@@ -158,6 +158,45 @@ def test_a_restarted_driver_reattaches_to_a_docker_job_on_its_node(
     assert len(list(result.out_dir.glob("ran-*"))) == 1
 
 
+def test_a_driver_restarted_before_it_learnt_the_node_reattaches_not_reruns(
+    ray_head: None, settings: Settings
+) -> None:
+    # Issue 15 (Ray defect): the driver stopped after submitting but before it recorded
+    # which node runs the job; the restarted driver's reconcile() deleted the job's folder
+    # and the caller submitted it again while the first attempt still ran (a double run).
+    sandbox = SandboxSpec(runtime="local")
+    node_root = settings.workspace_dir / "ray-node-unrecorded"
+    code = (
+        "import os, time; open(os.environ['MEDLOOP_OUT'] + '/ran-' + os.urandom(4).hex(), 'w').close(); "
+        "time.sleep(4); print('done')"
+    )
+    first = RayRuntime(settings.jobs_dir, sandbox, docker_image=settings.docker_image, node_root=node_root)
+    first.submit(pyjob("unrecorded", code))  # nobody waits: the node is never recorded
+    node_out = node_root / "workspace" / "jobs" / "unrecorded" / "out"
+    deadline = time.monotonic() + 60
+    while not list(node_out.glob("ran-*")):
+        assert time.monotonic() < deadline, "the job never started"
+        time.sleep(0.1)
+    assert not (settings.jobs_dir / "unrecorded" / "node.json").exists()
+    # The restarted driver (a second runtime over the same jobs folder; the first one's
+    # task is left alone so the job is certainly still running when it asks).
+    second = RayRuntime(settings.jobs_dir, sandbox, docker_image=settings.docker_image, node_root=node_root)
+    found = second.reconcile(["unrecorded"]).get("unrecorded")
+    assert isinstance(found, JobHandle), "the running job was forgotten: the caller would run it again"
+    result = second.wait(found)
+    assert result.status == "succeeded" and "done" in result.log_tail, result
+    assert len(list(node_out.glob("ran-*"))) == 1  # one attempt ran, not two
+    # a job that never reached a node is still forgotten, so the caller submits it
+    from medloop.sandbox.jobdir import JobDir
+
+    never = JobDir(settings.jobs_dir, "never")
+    never.create()  # the folder of a submit that stopped before launching (no run.json)
+    (never.path / "spec.json").write_text(pyjob("never", "pass").model_dump_json())
+    assert second.reconcile(["never"]) == {} and not (settings.jobs_dir / "never").exists()
+    first.close()
+    second.close()
+
+
 def test_a_link_in_one_jobs_output_fails_that_job_only(ray_head: None, settings: Settings) -> None:
     # Item 3 of issue 14: an absolute symlink in /out used to raise AbsoluteLinkError while
     # the driver unpacked it, ending the whole run (and every resume).
