@@ -90,11 +90,22 @@ class KnowledgeService:
     def check_embedder(self) -> None:
         """The store remembers the embedder its vectors were made with; refuse another."""
         name, dim = self.store.meta.get("embedder"), self.store.meta.get("embedder_dim")
+        # an embedder whose vectors changed under the same name says so by its recipe
+        recipe, mine = self.store.meta.get("embedder_recipe") or "", getattr(self.embedder, "recipe", "")
         if name is None:
-            self.store.meta.set("embedder", self.embedder.name)
-            self.store.meta.set("embedder_dim", str(self.embedder.dim))
+            self._record_embedder()
         elif name != self.embedder.name or int(dim or 0) != self.embedder.dim:
             raise mismatch(self.where, name, int(dim or 0), self.embedder.name, self.embedder.dim)
+        elif recipe != mine:
+            raise mismatch(
+                self.where, f"{name} ({recipe or 'an earlier recipe'})", int(dim or 0),
+                f"{self.embedder.name} ({mine or 'no recipe'})", self.embedder.dim,
+            )  # fmt: skip
+
+    def _record_embedder(self) -> None:
+        self.store.meta.set("embedder", self.embedder.name)
+        self.store.meta.set("embedder_dim", str(self.embedder.dim))
+        self.store.meta.set("embedder_recipe", getattr(self.embedder, "recipe", ""))
 
     # ------------------------------------------------------------ writing claims
 
@@ -422,8 +433,7 @@ class KnowledgeService:
             if page.next_cursor is None:
                 break
             after = page.next_cursor
-        self.store.meta.set("embedder", self.embedder.name)
-        self.store.meta.set("embedder_dim", str(self.embedder.dim))
+        self._record_embedder()
 
     def save_graph(self) -> None:
         """Persist the graph cache if it changed (the vector index persists itself)."""

@@ -68,3 +68,28 @@ def test_switching_embedder_needs_a_rebuild(int8_cache: Path, tmp_path: Path) ->
     with pytest.raises(MedloopError) as err:
         make_knowledge_base(other, open_store(other.db_path))
     assert "minilm-int8" in err.value.message and "knowledge rebuild --reembed" in (err.value.hint or "")
+
+
+def test_vectors_of_an_earlier_int8_recipe_need_a_rebuild(int8_cache: Path, tmp_path: Path) -> None:
+    """A workspace indexed by `minilm-int8` before SmoothQuant (same name, other vectors) is
+    refused until `knowledge rebuild --reembed`, which records the recipe; before, it
+    opened and mixed the two kinds of vectors silently. The model cache is keyed by the
+    recipe too."""
+    from medloop.core.errors import MedloopError
+    from medloop.core.settings import Settings
+    from medloop.core.store import open_store
+    from medloop.knowledge.factory import make_knowledge_base
+    from medloop.knowledge.minilm_onnx import RECIPE, model_path
+
+    assert RECIPE in model_path().name
+    settings = Settings(workspace=tmp_path / "ws", embedder="minilm-int8", vector_index="memory")
+    store = open_store(settings.db_path)
+    store.meta.set("embedder", "minilm-int8")  # as the earlier recipe left it: no recipe
+    store.meta.set("embedder_dim", "384")
+    with pytest.raises(MedloopError) as err:
+        make_knowledge_base(settings, store)
+    assert "earlier recipe" in err.value.message and "knowledge rebuild --reembed" in (err.value.hint or "")
+    kb = make_knowledge_base(settings, store, reconcile=False, reembed=True)
+    kb.rebuild(reembed=True)
+    assert store.meta.get("embedder_recipe") == RECIPE
+    make_knowledge_base(settings, store)  # opens now
