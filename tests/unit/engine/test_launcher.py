@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +26,13 @@ def fake_campaign_process(settings: Settings) -> Iterator[tuple[str, subprocess.
     """A live process whose command line names the campaign, as `campaign resume` does."""
     cid = "cmp_shared1"
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "resume", cid])
+    # Until the child has exec'd, /proc shows the parent's command line (a loaded machine
+    # made the first check race with the exec): wait for the campaign's own.
+    cmdline = Path(f"/proc/{proc.pid}/cmdline")
+    deadline = time.monotonic() + 60
+    while cid.encode() not in cmdline.read_bytes():
+        assert time.monotonic() < deadline, "the fake campaign process never started"
+        time.sleep(0.01)
     runs = settings.workspace_dir / "runs"
     runs.mkdir(parents=True)
     (runs / f"{cid}.json").write_text(json.dumps({"pid": proc.pid}))
