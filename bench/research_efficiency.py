@@ -305,7 +305,10 @@ def calibration(null: int, planted: int, budget: int, procs: int) -> dict[str, A
     return {
         "budget": budget,
         "null_campaigns": len(nl),
-        "null_full_budget": sum(r["trials"] >= budget for r in nl),
+        # ended by the budget (the last few runs cannot pay one more certification and the
+        # final runs), not by convergence or the planner running out of ideas
+        "null_full_budget": sum("budget" in str(r["stop_reason"]) for r in nl),
+        "null_stop_reasons": sorted({str(r["stop_reason"])[:80] for r in nl})[:5],
         "null_median_trials": statistics.median(r["trials"] for r in nl) if nl else 0,
         "null_any_supported": share(nl, "any_supported"),
         "null_any_reproduced": share(nl, "any_reproduced"),
