@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from medloop.core.errors import ConflictError, MedloopError, SandboxUnavailable, SpecError
-from medloop.core.records import JobResult, JobSpec, utcnow
+from medloop.core.records import JobResult, JobSpec, JobStatus, utcnow
 from medloop.core.settings import Settings
 from medloop.core.specs import Budget, ExecutorSpec, SandboxSpec
 from medloop.sandbox.base import EventSink, JobHandle, LogSink
@@ -379,43 +379,38 @@ class RayRuntime:
         return True
 
     def _cancelled_result(self, jd: JobDir, job: JobSpec, handle: JobHandle) -> JobResult:
-        from medloop.sandbox.provenance import make_provenance
-
-        result = JobResult(
-            key=job.key,
-            status="cancelled",
-            exit_code=None,
-            wall_s=max(0.0, time.monotonic() - handle.started_monotonic),
-            out_dir=jd.out_dir,
-            log_tail=jd.log_tail(50, 8192),
-            reason="cancelled",
-            provenance=make_provenance(
-                job,
-                runtime=self.name,
-                image=None,
-                started_at=handle.started_at,
-                ended_at=utcnow(),
-                exit_code=None,
-            ),
-        )
-        jd.write_result(result)
-        return result
+        wall = max(0.0, time.monotonic() - handle.started_monotonic)
+        return self._ended(jd, job, "cancelled", "cancelled", handle.started_at, wall)
 
     def _lost(self, jd: JobDir, job: JobSpec, info: RunInfo, reason: str) -> JobResult:
+        wall = max(0.0, time.time() - info.started_unix)
+        return self._ended(jd, job, "failed", reason, info.started_at, wall, lost=True)
+
+    def _ended(
+        self,
+        jd: JobDir,
+        job: JobSpec,
+        status: JobStatus,
+        reason: str,
+        started_at: str,
+        wall_s: float,
+        *,
+        lost: bool = False,
+    ) -> JobResult:
+        """Record the outcome of a job whose node result never came back (no exit code)."""
         from medloop.sandbox.provenance import make_provenance
 
-        now = utcnow()
         result = JobResult(
             key=job.key,
-            status="failed",
+            status=status,
             exit_code=None,
-            wall_s=max(0.0, time.time() - info.started_unix),
+            wall_s=wall_s,
             out_dir=jd.out_dir,
             log_tail=jd.log_tail(50, 8192),
             reason=reason,
-            lost=True,
+            lost=lost,
             provenance=make_provenance(
-                job, runtime=self.name, image=None, started_at=info.started_at, ended_at=now, exit_code=None
+                job, runtime=self.name, image=None, started_at=started_at, ended_at=utcnow(), exit_code=None
             ),
         )
         jd.write_result(result)
