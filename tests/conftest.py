@@ -6,6 +6,7 @@ listed that backend in MEDLOOP_REQUIRE, in which case the skip becomes a failure
 
 from __future__ import annotations
 
+import faulthandler
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +31,22 @@ def require(backend: str, available: bool, why: str = "") -> None:
     if backend in REQUIRED:
         pytest.fail(f"MEDLOOP_REQUIRE lists {backend!r} but {message}", pytrace=False)
     pytest.skip(message)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Put Python's fault handler back before every test.
+
+    A Ray driver (`ray.init` in this process) installs its own handlers for SIGSEGV and
+    friends, which print nothing to the terminal: a crash in a later test then killed the
+    run without naming the test. `faulthandler.enable` is a no-op while enabled, hence the
+    disable first; the file is pytest's own duplicate of the real stderr.
+    """
+    from _pytest.faulthandler import fault_handler_stderr_fd_key
+
+    fd = item.config.stash.get(fault_handler_stderr_fd_key, None)
+    if fd is not None:
+        faulthandler.disable()
+        faulthandler.enable(file=fd, all_threads=True)
 
 
 @pytest.fixture

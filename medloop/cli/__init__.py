@@ -16,6 +16,7 @@ from medloop.cli import (
     campaign,
     claims,
     dataset,
+    flags,  # noqa: F401  (flags print no `<bool>` in --help)
     hypotheses,
     knowledge,
     mcp,

@@ -24,16 +24,12 @@ def build_image(
     wheelhouse: Path | None = typer.Option(
         None, "--wheelhouse", help="Install Python packages only from the wheels in this folder (offline)"
     ),
-    download: bool = typer.Option(
-        False, "--download", metavar="", help="First fill --wheelhouse with pip download"
-    ),
+    download: bool = typer.Option(False, "--download", help="First fill --wheelhouse with pip download"),
     mirror: str | None = typer.Option(None, "--mirror", help="Debian mirror for --base debootstrap"),
     suite: str = typer.Option("bookworm", "--suite", help="Debian suite for --base debootstrap"),
-    rebuild_base: bool = typer.Option(
-        False, "--rebuild-base", metavar="", help="Remake the debootstrap base"
-    ),
-    force: bool = typer.Option(False, "--force", metavar="", help="Build even if an identical image exists"),
-    as_json: bool = typer.Option(False, "--json", metavar="", help="Print the result as JSON"),
+    rebuild_base: bool = typer.Option(False, "--rebuild-base", help="Remake the debootstrap base"),
+    force: bool = typer.Option(False, "--force", help="Build even if an identical image exists"),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON"),
 ) -> None:
     """Build the job runtime image (works offline with --base debootstrap --wheelhouse DIR)."""
     from medloop.sandbox.image import build_image as build

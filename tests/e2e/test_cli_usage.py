@@ -82,3 +82,32 @@ def test_read_only_workspace_answers_reads_and_says_why_writes_fail(tmp_path: Pa
         and "is read-only for this user; this command needs to write" in said
     )
     assert sorted(p.name for p in (tmp_path / ".medloop").iterdir()) == ["medloop.db"]  # nothing written
+
+
+def _commands(group: object, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every command path under a click group, groups included."""
+    found = [path]
+    for name, sub in getattr(group, "commands", {}).items():
+        found += _commands(sub, (*path, name))
+    return found
+
+
+def test_no_help_page_shows_a_value_type_for_a_flag() -> None:
+    """A flag takes no value, so no help page may print `--json <bool>` (typer 0.2x did, on
+    every flag and on --help itself)."""
+    import typer
+    from typer.testing import CliRunner
+
+    from medloop.cli import app
+
+    runner = CliRunner()
+    paths = _commands(typer.main.get_command(app))
+    assert len(paths) > 40
+    for path in paths:
+        result = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "200"})
+        assert result.exit_code == 0, (path, result.output)
+        assert "--help" in result.output, path
+        assert "<bool>" not in result.output, (
+            path,
+            [line for line in result.output.splitlines() if "<bool>" in line],
+        )
