@@ -5,9 +5,10 @@ ask Ray for the job's CPUs and GPUs (`num_cpus`, `num_gpus`); on the node, the t
 the job in the configured sandbox runtime (local process or Docker) with the GPU ids
 Ray assigned. Inputs under a folder the campaign declares shared (`executor.shared`, a
 filesystem mounted at the same path on every node) go by path; others travel through
-Ray's object store (packed once per content fingerprint, unpacked once per node); the job's `/out` comes back as an archive and is
-unpacked into the host's workspace. `RayExecutor` is the `Scheduler` over a `RayRuntime`,
-so slots, budgets, cancel and infrastructure retries behave as with local execution.
+Ray's object store in pieces of `ray_node.CHUNK_BYTES` (packed once per content
+fingerprint through a spool file, fetched only by a node whose cache lacks that
+fingerprint); the job's `/out` comes back as an archive and is unpacked into the host's
+workspace. `RayExecutor` is the `Scheduler` over a `RayRuntime`, so slots, budgets, cancel and infrastructure retries behave as with local execution.
 
 Crash recovery: the driver records the node each job started on; `reconcile` sends a
 task pinned to that node, which re-attaches to the job by key through the node's runtime.
@@ -34,7 +35,7 @@ from medloop.core.specs import Budget, ExecutorSpec, SandboxSpec
 from medloop.sandbox.base import EventSink, JobHandle, LogSink
 from medloop.sandbox.jobdir import JobDir, RunInfo, read_json, remove_tree, write_json_atomic
 from medloop.sandbox.provenance import package_root
-from medloop.sandbox.ray_node import LogHub, fingerprint, node_find, node_job, node_reap, pack_dir, unpack
+from medloop.sandbox.ray_node import LogHub, fingerprint, node_find, node_job, node_reap, pack_chunks, unpack
 from medloop.sandbox.scheduler import BudgetUsage, Scheduler
 from medloop.sandbox.staging import resolve_inputs
 
@@ -352,7 +353,9 @@ class RayRuntime:
             with self._lock:
                 ref = self._inputs.get(digest)
             if ref is None:
-                ref = ray.put(pack_dir(path))
+                # Pieces, never one archive in memory; a node that has the fingerprint
+                # cached does not fetch them.
+                ref = pack_chunks(path, ray.put)
                 with self._lock:
                     self._inputs[digest] = ref
             shipped[rel.as_posix()] = (digest, path.is_dir(), path.name, ref)

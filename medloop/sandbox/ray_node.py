@@ -1,6 +1,7 @@
 """What runs on a Ray node for one job: the configured sandbox runtime, on the node.
 
-A Ray task (`node_job`) unpacks the job's inputs into a node-local cache, runs the job in
+A Ray task (`node_job`) fetches the job's inputs into a node-local cache (once per
+content fingerprint, piece by piece), runs the job in
 the node's own runtime (local process or Docker, with every limit that runtime enforces),
 streams log lines to the driver through the `LogHub` actor, obeys cancel requests posted
 there, and returns the JobResult with the job's `/out` folder as a tar archive, which
@@ -16,7 +17,9 @@ import io
 import os
 import shutil
 import tarfile
+import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,16 +57,40 @@ class LogHub:
         return self._nodes.get(key)
 
 
+# Inputs travel in pieces of this size: neither the driver nor a node ever holds more
+# than one piece of an input archive in memory (a 3D dataset can be tens of GB).
+CHUNK_BYTES = 32 << 20
+
+
+def _add_tree(tar: tarfile.TarFile, path: Path) -> None:
+    if path.is_dir():
+        for child in sorted(path.iterdir()):
+            tar.add(child, arcname=child.name)
+    else:
+        tar.add(path, arcname=path.name)
+
+
 def pack_dir(path: Path) -> bytes:
-    """A folder as an uncompressed tar archive (paths relative to it)."""
+    """A folder as an uncompressed tar archive (paths relative to it); for small trees
+    (a job's `/out`, bounded by its output quota)."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
-        if path.is_dir():
-            for child in sorted(path.iterdir()):
-                tar.add(child, arcname=child.name)
-        else:
-            tar.add(path, arcname=path.name)
+        _add_tree(tar, path)
     return buffer.getvalue()
+
+
+def pack_chunks(path: Path, put: Callable[[bytes], Any], chunk_bytes: int = CHUNK_BYTES) -> list[Any]:
+    """An input as a tar archive spooled to a temporary file, handed to `put` (e.g.
+    `ray.put`) one piece of at most `chunk_bytes` at a time; returns what `put` returned,
+    in order. Peak memory is one piece, whatever the size of the input."""
+    with tempfile.TemporaryFile(prefix="medloop-input-") as spool:
+        with tarfile.open(fileobj=spool, mode="w") as tar:
+            _add_tree(tar, path)
+        spool.seek(0)
+        pieces: list[Any] = []
+        while piece := spool.read(chunk_bytes):
+            pieces.append(put(piece))
+    return pieces
 
 
 def unpack(data: bytes, dest: Path) -> None:
@@ -73,15 +100,37 @@ def unpack(data: bytes, dest: Path) -> None:
         tar.extractall(dest, filter="data")
 
 
-def _materialize(cache: Path, fingerprint: str, filename: str, data: bytes, is_dir: bool) -> Path:
-    """Unpack an input once per node (by content fingerprint); returns its node path."""
+def materialize(
+    cache: Path,
+    fingerprint: str,
+    filename: str,
+    pieces: list[Any],
+    is_dir: bool,
+    fetch: Callable[[Any], bytes],
+) -> Path:
+    """An input in this node's cache, by content fingerprint; returns its node path.
+
+    Only a node that lacks the fingerprint fetches the pieces (with `fetch`, e.g.
+    `ray.get`), one at a time into a spool file on disk, and unpacks from there: every
+    later job on the node with the same input reads the cache and moves no bytes.
+    """
     target = cache / fingerprint
     if not target.exists():
+        cache.mkdir(parents=True, exist_ok=True)
         tmp = cache / f".{fingerprint}.{os.getpid()}.{threading.get_ident()}"
-        unpack(data, tmp)
         try:
+            with tempfile.TemporaryFile(dir=cache, prefix=".spool-") as spool:
+                for piece in pieces:
+                    spool.write(fetch(piece))
+                spool.seek(0)
+                tmp.mkdir(parents=True)
+                with tarfile.open(fileobj=spool, mode="r") as tar:
+                    tar.extractall(tmp, filter="data")
             tmp.rename(target)
-        except OSError:  # another task unpacked it first
+        except OSError:
+            if not target.exists():  # not "another task unpacked it first"
+                raise
+        finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return target if is_dir else target / filename
 
@@ -118,8 +167,7 @@ def node_job(
         if isinstance(ref, str):  # by reference, on a filesystem the driver says is shared
             node_inputs[name] = _shared_input(ref, is_dir, job.key)
             continue
-        data = ray.get(ref) if isinstance(ref, ray.ObjectRef) else ref
-        node_inputs[name] = _materialize(root / "inputs", digest, filename, data, is_dir)
+        node_inputs[name] = materialize(root / "inputs", digest, filename, ref, is_dir, ray.get)
     # Ray names GPUs by index, or by UUID / MIG id where the node was started that way.
     gpu_ids = [int(g) if str(g).isdigit() else str(g) for g in ray.get_gpu_ids()]
     job = job.model_copy(

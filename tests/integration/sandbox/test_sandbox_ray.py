@@ -301,3 +301,28 @@ def test_inputs_on_a_shared_filesystem_go_by_path_not_through_the_object_store(
     assert (result.out_dir / "answer.txt").read_text() == "42"
     cached = [p.name for p in (node_root / "inputs").rglob("*") if p.is_file()]
     assert cached == ["private.txt"]  # only the input outside the shared folder was shipped
+
+
+def test_a_node_with_the_input_cached_fetches_nothing(ray_head: None, settings: Settings, tmp_path: Path) -> None:
+    # Issue 15 item 5: a node's cache is filled once per content fingerprint; a later job
+    # with the same input moves no bytes. The driver's pieces for that input are replaced
+    # by garbage after the first job: a node that fetched them again could not unpack.
+    import ray
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "x.txt").write_text("21")
+    code = "open('/out/answer.txt', 'w').write(str(2 * int(open('/in/data/x.txt').read())))\n"
+    executor = make_executor(settings, SandboxSpec(), ExecutorSpec(kind="ray"))
+    assert isinstance(executor, RayExecutor)
+    try:
+        [first] = executor.run([pyjob("cached-1", code, {"data": data})])
+        assert first.status == "succeeded", first.log_tail
+        [(digest, pieces)] = executor.runtime._inputs.items()
+        assert isinstance(pieces, list) and pieces, "inputs travel as a list of pieces"
+        executor.runtime._inputs[digest] = [ray.put(b"not a tar archive")]
+        [second] = executor.run([pyjob("cached-2", code, {"data": data})])
+    finally:
+        executor.close()
+    assert second.status == "succeeded", second.log_tail
+    assert (second.out_dir / "answer.txt").read_text() == "42"
