@@ -36,9 +36,9 @@ def require(backend: str, available: bool, why: str = "") -> None:
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Put Python's fault handler back before every test.
 
-    A Ray driver (`ray.init` in this process) installs its own handlers for SIGSEGV and
-    friends, which print nothing to the terminal: a crash in a later test then killed the
-    run without naming the test. `faulthandler.enable` is a no-op while enabled, hence the
+    A Ray driver in this process (`ray.init` ... `ray.shutdown`) leaves signal handlers for
+    SIGSEGV and friends that print nothing to the terminal: a crash in a later test then
+    killed the run without naming the test. `faulthandler.enable` is a no-op while enabled, hence the
     disable first; the file is pytest's own duplicate of the real stderr.
     """
     from _pytest.faulthandler import fault_handler_stderr_fd_key

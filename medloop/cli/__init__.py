@@ -6,6 +6,7 @@ monai, chromadb, litellm, langgraph) are imported inside commands, never at star
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import sys
 from typing import Any
@@ -78,6 +79,9 @@ def main() -> None:
     usage errors the usage and exit 2, never a traceback."""
     for key, value in OFFLINE_ENV.items():
         os.environ.setdefault(key, value)
+    # A crash in native code (a driver, a library) leaves Python's traceback on stderr,
+    # which a launched campaign process writes to its log.
+    faulthandler.enable(all_threads=True)
     try:
         # With standalone_mode=False click returns (not raises) the code of typer.Exit(n).
         code = app(standalone_mode=False)

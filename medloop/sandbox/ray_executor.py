@@ -19,6 +19,7 @@ stopped with their worker by Ray's child-process cleanup.
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import os
 import tarfile
 import tempfile
@@ -76,6 +77,7 @@ class RayRuntime:
         self.node_root = str(node_root or Path(tempfile.gettempdir()) / f"medloop-ray-node-{os.getuid()}")
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
+            had_fault_handler = faulthandler.is_enabled()
             try:
                 ray.init(
                     address=address,
@@ -92,6 +94,8 @@ class RayRuntime:
                     f"cannot reach the Ray cluster at {address or 'a new local head'}: {exc}",
                     hint="start it with `ray start --head` and set executor.address",
                 ) from exc
+            if had_fault_handler:
+                _restore_fault_handler()
         gpus = float(ray.cluster_resources().get("GPU", 0))
         if sandbox.gpus > gpus:
             raise SpecError(
@@ -312,7 +316,10 @@ class RayRuntime:
         with contextlib.suppress(Exception):
             ray.kill(self._hub)
         if self._owns_ray and ray.is_initialized():
+            had_fault_handler = faulthandler.is_enabled()
             ray.shutdown()
+            if had_fault_handler:
+                _restore_fault_handler()
 
     # ---------------------------------------------------------------- internals
 
@@ -425,6 +432,14 @@ def _was_cancelled(exc: BaseException) -> bool:
     ray = _ray()
     cancelled = ray.exceptions.TaskCancelledError
     return isinstance(exc, cancelled) or isinstance(getattr(exc, "cause", None), cancelled)
+
+
+def _restore_fault_handler() -> None:
+    """Put Python's fault handler back after Ray took the signals: `ray.shutdown()` (and
+    `ray.init` on some versions) leaves handlers that print nothing where this process
+    logs, so a later native crash in a campaign process named no Python frame."""
+    faulthandler.disable()
+    faulthandler.enable(all_threads=True)
 
 
 class RayExecutor:

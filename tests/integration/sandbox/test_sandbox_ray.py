@@ -303,7 +303,9 @@ def test_inputs_on_a_shared_filesystem_go_by_path_not_through_the_object_store(
     assert cached == ["private.txt"]  # only the input outside the shared folder was shipped
 
 
-def test_a_node_with_the_input_cached_fetches_nothing(ray_head: None, settings: Settings, tmp_path: Path) -> None:
+def test_a_node_with_the_input_cached_fetches_nothing(
+    ray_head: None, settings: Settings, tmp_path: Path
+) -> None:
     # Issue 15 item 5: a node's cache is filled once per content fingerprint; a later job
     # with the same input moves no bytes. The driver's pieces for that input are replaced
     # by garbage after the first job: a node that fetched them again could not unpack.
