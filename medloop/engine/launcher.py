@@ -6,17 +6,22 @@ builds it.
 
 Each launch writes `<workspace>/runs/<campaign>.json` (pid, start time, command), so a
 second launch of a running campaign is refused even from another server process, and
-liveness is read from /proc (a recycled pid or a zombie is not the campaign).
+liveness is read from /proc (a recycled pid or a zombie is not the campaign). The check,
+the start and that write happen under an exclusive lock on `runs/<campaign>.lock`, so two
+server workers launching the same campaign at once start one process, not two.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from medloop.core.errors import ConflictError, NotFoundError, SandboxUnavailable
@@ -68,16 +73,28 @@ class CampaignProcesses:
         env["MEDLOOP_WORKSPACE"] = str(self.settings.workspace_dir)
         return env
 
+    @contextlib.contextmanager
+    def _launch_lock(self, campaign_id: str) -> Iterator[None]:
+        """This host's processes launch one campaign one at a time (threads of this process
+        too: the flock is per open file, so each launch opens its own)."""
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        path = self._pid_file(campaign_id).with_suffix(".lock")
+        with self._lock, path.open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
     def start(self, campaign_id: str) -> int:
         """Run (or continue) the campaign in a new process; returns its pid at once."""
-        with self._lock:
+        with self._launch_lock(campaign_id):
             pid = self.running_pid(campaign_id)
             if pid is not None:
                 raise ConflictError(
                     f"campaign {campaign_id} is already running (pid {pid})",
                     hint="pause or stop it first",
                 )
-            self.runs_dir.mkdir(parents=True, exist_ok=True)
             command = [sys.executable, "-m", "medloop", "campaign", "resume", campaign_id]
             try:
                 with self.log_path(campaign_id).open("ab") as log:
@@ -97,7 +114,7 @@ class CampaignProcesses:
                     f"could not start the process of campaign {campaign_id}: {exc}",
                     hint=f"run `medloop campaign resume {campaign_id}`",
                 ) from None
-            tmp = self._pid_file(campaign_id).with_suffix(".tmp")
+            tmp = self._pid_file(campaign_id).with_suffix(f".{os.getpid()}.tmp")
             tmp.write_text(json.dumps({"pid": proc.pid, "started_at": utcnow(), "command": command}))
             tmp.replace(self._pid_file(campaign_id))
             # Reap the child when it ends so it does not linger as a zombie.

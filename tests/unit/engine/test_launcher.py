@@ -3,12 +3,14 @@ campaign launched by one is seen running by the other and is not launched twice.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -82,3 +84,55 @@ def test_an_id_that_is_not_a_campaign_id_never_becomes_a_path(settings: Settings
     with pytest.raises(NotFoundError):
         CampaignProcesses(settings).log_path("../../etc/passwd")
     assert not Path(settings.workspace_dir / "runs").exists()
+
+
+def _launch_from_another_process(settings: Settings, cid: str, barrier: Any, results: Any) -> None:
+    """One server worker: launch `cid` once, with a slow process start (a loaded host)."""
+    import medloop.engine.launcher as launcher_module
+    from medloop.core.errors import ConflictError
+
+    real_popen = subprocess.Popen
+
+    def slow_popen(command: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+        # A stand-in for `campaign resume ID` that stays alive and names the campaign.
+        proc = real_popen([sys.executable, "-c", "import time; time.sleep(60)", "resume", cid], **kwargs)
+        time.sleep(1.0)  # the window between the liveness check and the pid file
+        return proc
+
+    launcher_module.subprocess.Popen = slow_popen  # type: ignore[assignment,misc]
+    barrier.wait()
+    try:
+        pid = CampaignProcesses(settings).start(cid)
+        results.put(("started", pid))
+    except ConflictError as exc:
+        results.put(("refused", str(exc)))
+
+
+def test_two_server_workers_launching_one_campaign_at_once_start_one_process(settings: Settings) -> None:
+    # `medloop serve --workers N`: the launch lock was a thread lock, so two workers could
+    # both find no live process and both start one (issue 15's lab test noticed it).
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    barrier, results = ctx.Barrier(2), ctx.Queue()
+    cid = "cmp_race1"
+    workers = [
+        ctx.Process(target=_launch_from_another_process, args=(settings, cid, barrier, results))
+        for _ in range(2)
+    ]
+    for worker in workers:
+        worker.start()
+    outcomes = [results.get(timeout=120) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=60)
+    started = [value for kind, value in outcomes if kind == "started"]
+    try:
+        assert sorted(kind for kind, _ in outcomes) == ["refused", "started"], outcomes
+        assert CampaignProcesses(settings).running_pid(cid) == started[0]
+    finally:
+        import os
+        import signal
+
+        for pid in started:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
