@@ -31,6 +31,15 @@ def final_runs(campaign: Campaign) -> int:
     return arms * campaign.spec.validation.seeds_per_arm
 
 
+def final_reserve_runs(campaign: Campaign) -> int:
+    """Trials the budget keeps for `finalize`: both arms x the validation seeds while the
+    incumbent has moved or still may, one arm when it cannot (reproduction off: only a
+    reproduced gain moves it, so the final runs test the baseline alone)."""
+    v = campaign.spec.validation
+    may_move = campaign.baseline != campaign.incumbent or v.reproduction_seeds > 0
+    return (2 if may_move else 1) * v.seeds_per_arm
+
+
 def final_reserve_s(campaign: Campaign, trials: Sequence[Trial]) -> float | None:
     """Seconds to keep for the final runs, from the median wall time of this campaign's
     finished jobs; None before any job finished (nothing measured yet)."""

@@ -7,7 +7,7 @@ from typing import Any
 
 from langgraph.types import interrupt
 
-from medloop.agents.budget import cancelled_by_budget
+from medloop.agents.budget import cancelled_by_budget, final_reserve_runs
 from medloop.agents.claims import build_claim, claim_id_for, reproduction_evidence
 from medloop.agents.node_base import NodeBase
 from medloop.agents.seeds import explore_seeds
@@ -158,7 +158,7 @@ class DecisionNodes(NodeBase):
             return 10**6
         used = len(self.s.store.trials.list(campaign_id=campaign.id, limit=100_000).items)
         policy = campaign.spec.validation
-        return budget - used - 2 * policy.reproduction_seeds - 2 * policy.seeds_per_arm
+        return budget - used - 2 * policy.reproduction_seeds - final_reserve_runs(campaign)
 
     def _add_seeds(self, campaign: Campaign, hyps: list[Hypothesis], seeds: list[int]) -> None:
         service = self.trials(campaign)

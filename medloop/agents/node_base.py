@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from medloop.agents.base import HistoryRow, PlanningContext
+from medloop.agents.budget import final_reserve_runs
 from medloop.agents.services import CampaignServices, EventCallback
 from medloop.agents.space import config_key
 from medloop.agents.state import CampaignState
@@ -144,5 +145,5 @@ class NodeBase:
         used = len(self.s.store.trials.list(campaign_id=campaign.id, limit=100_000).items)
         policy = campaign.spec.validation
         control = 0 if used else policy.seeds_per_arm
-        reserve = 2 * policy.reproduction_seeds + 2 * policy.seeds_per_arm
+        reserve = 2 * policy.reproduction_seeds + final_reserve_runs(campaign)
         return max(0, (budget - used - control - reserve) // policy.seeds_per_arm)

@@ -30,6 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from medloop.agents.budget import final_reserve_runs
 from medloop.agents.node_base import NodeBase
 from medloop.agents.planners.offline import OfflinePlanner
 from medloop.agents.seeds import explore_seeds
@@ -88,15 +89,10 @@ def certification_cost(spec: CampaignSpec) -> int:
     return (v.seeds_per_arm - 1) + 2 * v.seeds_per_arm * (v.stages - 1) + 2 * v.reproduction_seeds
 
 
-def final_cost(spec: CampaignSpec) -> int:
-    """The final test-split runs: baseline and incumbent, seeds_per_arm each."""
-    return 2 * spec.validation.seeds_per_arm
-
-
 class ScreeningNodes(NodeBase):
     def _budget_left(self, campaign: Campaign, used: int) -> int:
         budget = campaign.spec.budget.max_trials
-        return 10**9 if budget is None else budget - used - final_cost(campaign.spec)
+        return 10**9 if budget is None else budget - used - final_reserve_runs(campaign)
 
     def _run(self, campaign: Campaign, cycle: int, items: list[tuple[dict[str, Any], int, str]]) -> None:
         """Train (config, seed, arm) runs with no hypothesis; finished ones are reused."""

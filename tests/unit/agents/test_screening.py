@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from medloop.agents.budget import final_reserve_runs
 from medloop.agents.runner import CampaignRunner
-from medloop.agents.screening_nodes import certification_cost, final_cost, promotion_candidate
+from medloop.agents.screening_nodes import certification_cost, promotion_candidate
 from medloop.agents.seeds import SEED_STRIDE
 from medloop.agents.space import config_key
 from medloop.core.records import Campaign
@@ -74,7 +75,7 @@ def test_campaign_does_not_stop_with_budget_unused(tmp_path: Path, table: Path) 
     store, done = _run(tmp_path, spec)
     used = len(store.trials.list(campaign_id=done.id).items)
     assert "budget" in str(done.summary["stop_reason"]), done.summary["stop_reason"]
-    assert used >= 90 - final_cost(spec) - certification_cost(spec) - 1
+    assert used >= 90 - final_reserve_runs(done) - certification_cost(spec) - 1
     assert used <= 90
 
 
@@ -125,3 +126,21 @@ def test_same_seed_same_campaign(tmp_path: Path, table: Path) -> None:
     second = _fingerprint(*_run(tmp_path, spec, "two"))
     assert first == second
     assert any(arm == "screen" for arm, _, _ in first[0])
+
+
+def test_with_reproduction_off_the_budget_keeps_one_arm_of_final_runs(tmp_path: Path, table: Path) -> None:
+    """reproduction_seeds: 0 means the incumbent cannot move, so the final test-split runs
+    are the baseline's seeds only. The planner kept room for two arms anyway: with 2 seeds
+    and max_trials 6 a campaign ran its control and final runs and tested nothing."""
+    spec = make_spec(table, max_trials=6, max_cycles=1)
+    spec = spec.model_copy(
+        update={
+            "validation": spec.validation.model_copy(update={"seeds_per_arm": 2, "reproduction_seeds": 0}),
+            "planner": spec.planner.model_copy(update={"hypotheses_per_cycle": 1}),
+        }
+    )
+    store, done = _run(tmp_path, spec)
+    trials = store.trials.list(campaign_id=done.id).items
+    assert len(store.cycles.hypotheses(done.id)) == 1, done.summary.get("stop_reason")
+    assert len(trials) == 6  # 2 control + 2 treatment + 2 final (the baseline's)
+    assert done.incumbent == done.baseline
