@@ -66,12 +66,15 @@ def _json_error(kind: str, message: str, hint: str | None, exit_code: int) -> No
 
 
 def _is_usage_error(exc: Exception) -> bool:
-    """click's usage errors (typer vendors click, so check both spellings)."""
-    import click
-
-    return isinstance(exc, click.ClickException) or (
-        isinstance(exc, typer.TyperException) and callable(getattr(exc, "show", None))
-    )
+    """click's usage errors (typer vendors click, so check both spellings; click itself is
+    present only when another package brings it)."""
+    if isinstance(exc, typer.TyperException) and callable(getattr(exc, "show", None)):
+        return True
+    try:
+        import click
+    except ImportError:
+        return False
+    return isinstance(exc, click.ClickException)
 
 
 def main() -> None:

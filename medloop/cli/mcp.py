@@ -37,6 +37,9 @@ def serve(
     from medloop import bootstrap
     from medloop.cli.common import settings
     from medloop.core.errors import SpecError
+    from medloop.core.extras import require
+
+    require("mcp", "medloop mcp")
     from medloop.tools import mcp_server
     from medloop.tools.catalog import default_registry
     from medloop.tools.context import Caller

@@ -56,7 +56,10 @@ def serve(
 
     Session cookies get the Secure flag when the request came over HTTPS: with --ssl-*
     here, or through a proxy trusted with --proxy-headers --forwarded-allow-ips."""
-    import uvicorn
+    from medloop.core.extras import require
+
+    require("fastapi", "medloop serve")
+    uvicorn = require("uvicorn", "medloop serve")
 
     if (ssl_certfile is None) != (ssl_keyfile is None):
         from medloop.core.errors import SpecError

@@ -77,3 +77,10 @@ class LLMError(MedloopError):
 class DiskFull(MedloopError):
     """A disk (or quota) filled up: the host or a job could not write. Nothing is lost; free
     space, then resume: the work the full disk broke runs again."""
+
+
+class MissingExtra(MedloopError):
+    """A feature needs an optional dependency that is not installed; the message names the
+    extra (`pip install 'medloop[job]'`). Raised by `medloop.core.extras.require`."""
+
+    exit_code = 2

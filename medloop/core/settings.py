@@ -44,8 +44,15 @@ class Settings(BaseSettings):
         default=None,
         description="sqlite:///path or postgresql+psycopg://...; default: medloop.db in the workspace",
     )
-    embedder: str = Field(default="minilm", description="minilm | minilm-int8 | hash | litellm:<model>")
-    vector_index: str = Field(default="chroma", description="chroma | memory | http(s)://chroma")
+    embedder: str = Field(
+        default="auto",
+        description="auto | minilm | minilm-int8 | hash | hash:<dim> | litellm:<model>; auto: the "
+        "workspace's recorded embedder, else minilm with the knowledge extra, else hash:256",
+    )
+    vector_index: str = Field(
+        default="auto",
+        description="auto | chroma | memory | http(s)://chroma; auto: chroma with the knowledge extra, else memory",
+    )
     chroma_url: str | None = Field(
         default=None,
         description="http(s)://host:port of a Chroma server (`chroma run`); overrides vector_index",

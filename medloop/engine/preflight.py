@@ -9,6 +9,7 @@ before any record"). Reading every case header costs about 5 ms per case.
 from __future__ import annotations
 
 from medloop.core.errors import DatasetError, SpecError
+from medloop.core.extras import installed, missing
 from medloop.core.specs import CampaignSpec
 
 
@@ -17,6 +18,7 @@ def check_inputs(spec: CampaignSpec) -> None:
     Reads only: nothing is written (splits and plans are made later, by the run)."""
     if spec.executor.kind == "table":
         return  # replayed outcomes: no dataset is read
+    check_host_extras(spec)
     root = spec.dataset.path
     if spec.task == "vqa" and (root / "vqa.json").is_file():
         return  # a converted VQA dataset: its manifest is read when the campaign prepares it
@@ -30,6 +32,26 @@ def check_inputs(spec: CampaignSpec) -> None:
         return
     _check_cases(spec)
     _check_split(spec)
+
+
+def check_host_extras(spec: CampaignSpec) -> None:
+    """Raise MissingExtra (one line naming `medloop[job]`) when this host lacks what the
+    campaign runs here: the local runtime runs jobs in this Python (torch, MONAI), and the
+    host recomputes segmentation NSD/HD95 with MONAI's implementation (evaluation/metrics.py)
+    whatever the runtime. A Docker job brings its own torch in the image."""
+    if spec.sandbox.runtime == "local" and not installed("torch", "monai"):
+        raise missing(
+            "torch" if not installed("torch") else "monai",
+            "sandbox.runtime: local (jobs run in this Python environment)",
+            extra="job",
+            instead="sandbox.runtime: docker",
+        )
+    if spec.task in ("segmentation", "pretrain") and not installed("torch", "monai"):
+        raise missing(
+            "torch" if not installed("torch") else "monai",
+            f"task {spec.task} (the host recomputes NSD and HD95 with MONAI)",
+            extra="job",
+        )
 
 
 def _check_cases(spec: CampaignSpec) -> None:

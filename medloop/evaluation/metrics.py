@@ -38,6 +38,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from medloop.core.errors import DatasetError, SpecError
+from medloop.core.extras import require
 from medloop.core.records import CaseEvaluation, ReportedMetrics, SplitEvaluation
 from medloop.experiments.dataset.imageio import read_volume
 
@@ -94,7 +95,7 @@ def implementation(metrics: Sequence[str], nsd_variant: str = "surface_area") ->
     """The metric code and versions used, as recorded in results."""
     parts = [f"dice: medloop numpy {np.__version__}"]
     if any(m in ("nsd", "hd95") for m in metrics):
-        import monai
+        monai = require("monai", "NSD/HD95 on the host")
 
         parts.append(f"nsd/hd95: monai {monai.__version__} compute_surface_dice/compute_hausdorff_distance")
     if "nsd" in metrics:
@@ -120,7 +121,8 @@ def _surface_metrics(
     nsd_variant: str = "surface_area",
 ) -> dict[str, float]:
     """NSD and/or HD95 for one class with both masks non-empty (MONAI's implementation)."""
-    import torch
+    torch = require("torch", "NSD/HD95 on the host")
+    require("monai", "NSD/HD95 on the host")
     from monai.metrics.hausdorff_distance import compute_hausdorff_distance
     from monai.metrics.surface_dice import compute_surface_dice
 

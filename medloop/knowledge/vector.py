@@ -1,4 +1,6 @@
 """Vector indexes over claim statements: in-memory numpy, and Chroma (persistent or server).
+Chroma comes with the `knowledge` extra; without it the in-memory index serves (exact
+cosine search, refilled from SQL when a process opens the knowledge base).
 
 Both are indexes, never the truth: the statement vectors also live in SQL (`kb_vectors`),
 and `KnowledgeService.reconcile/rebuild` refill an index from there.
@@ -6,6 +8,7 @@ and `KnowledgeService.reconcile/rebuild` refill an index from there.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,6 +17,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from medloop.core.errors import MedloopError, StoreError
+from medloop.core.extras import require
 from medloop.knowledge.base import Vector
 
 COLLECTION = "medloop_claims"
@@ -180,7 +184,7 @@ class MemoryVectorIndex:
 
 def chroma_client(target: Path | str) -> Any:
     """A PersistentClient for a folder, or an HttpClient for `http(s)://host:port`."""
-    import chromadb
+    chromadb = require("chromadb", "the Chroma vector index", instead="MEDLOOP_VECTOR_INDEX=memory")
     from chromadb.config import Settings as ChromaSettings
 
     settings = ChromaSettings(anonymized_telemetry=False)
@@ -209,6 +213,8 @@ def chroma_client(target: Path | str) -> Any:
 def _forget_client(path: Path) -> None:
     """Drop chromadb's per-process cache entry for this folder: a client that failed to
     start stays cached, and would fail again even after the folder is replaced."""
+    if "chromadb" not in sys.modules:
+        return  # no client was ever made in this process
     from chromadb.api.shared_system_client import SharedSystemClient
 
     SharedSystemClient._identifier_to_system.pop(str(path), None)

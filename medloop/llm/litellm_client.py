@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from medloop.core.errors import LLMError
+from medloop.core.extras import require
 from medloop.llm.base import Completion, Message, ToolCall, Usage
 
 
@@ -36,8 +37,7 @@ class LiteLLMClient:
         temperature: float = 0.0,
         max_tokens: int | None = None,
     ) -> Completion:
-        import litellm
-
+        litellm = require("litellm", f"the LLM model {self.model!r}")
         # litellm prints provider help to stdout for models without a price entry; stdout
         # belongs to the caller (`--json` output).
         litellm.suppress_debug_info = True

@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 from medloop.core.errors import SpecError
+from medloop.core.extras import installed, missing
 from medloop.core.records import GpuId
 from medloop.core.settings import Settings
 from medloop.core.specs import Budget, ExecutorSpec, SandboxSpec
@@ -29,6 +30,11 @@ def runtime_in(jobs_dir: Path, sandbox: SandboxSpec, *, docker_image: str) -> Sa
     only: a Ray node runs the driver's choice and never reads settings of its own."""
     if sandbox.runtime == "local":
         from medloop.sandbox.local import LocalRuntime
+
+        if not installed("torch"):  # a job here would fail on its first import, every time
+            raise missing(
+                "torch", "sandbox.runtime: local (jobs run in this Python)", instead="sandbox.runtime: docker"
+            )
 
         return LocalRuntime(jobs_dir)
     if sandbox.runtime == "docker":
