@@ -5,6 +5,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.medloop-installed
+# Every version `make install` installs (extras all + dev), made by pip-compile from
+# pyproject.toml + constraints.txt: `make lock` keeps the pins that still fit,
+# `make lock UPGRADE=1` moves them all to the newest that fit.
+LOCK := requirements.lock
 DEMO_DATA ?= .medloop/data/Dataset901_Phantom
 
 # Offline and quiet third-party libraries; the code under test comes from this tree.
@@ -15,17 +19,28 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: install demo test check lint typecheck imports pytest bench clean
+.PHONY: install lock demo test check lint typecheck imports pytest bench clean
 
-$(STAMP): pyproject.toml constraints.txt
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+# The lock pins torch==2.13.0+cpu: the CPU wheel pip finds on disk (find-links), so nothing
+# resolves a multi-GB CUDA build. medloop itself goes in last, editable, without deps.
+$(STAMP): $(LOCK) pyproject.toml constraints.txt | $(VENV)/bin/python
 	$(BIN)/python -m pip install -q --upgrade pip
-	# torch first, pinned, so nothing resolves a multi-GB CUDA build
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -c constraints.txt -e '.[all,dev]'
+	$(BIN)/pip install -q -r $(LOCK)
+	$(BIN)/pip install -q --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)
+
+lock: | $(VENV)/bin/python
+	$(BIN)/pip install -q 'pip-tools>=7.4'
+	CUSTOM_COMPILE_COMMAND="make lock  (UPGRADE=1 moves every pin)" $(BIN)/pip-compile -q \
+	  --extra all --extra dev --constraint constraints.txt --strip-extras --allow-unsafe \
+	  --no-emit-index-url --no-emit-find-links $(if $(UPGRADE),--upgrade) \
+	  --output-file $(LOCK) pyproject.toml
+	sed -i '1i # `make install` runs pip install -r $(LOCK), then pip install --no-deps -e .\n# torch==2.13.0+cpu is the CPU wheel on disk that pip finds through its find-links\n# (/opt/wheels in pip.conf); on another machine, point --find-links at that wheel.' $(LOCK)
 
 demo: install
 	$(BIN)/medloop dataset synth $(DEMO_DATA) --cases 48 --seed 7
