@@ -65,19 +65,21 @@ class BuildResult(BaseModel):
 def job_requirements() -> list[str]:
     """The `job` extra of medloop, each pinned to the version installed on the host.
 
-    Pinning keeps what runs in the image equal to what the host tested against.
+    Pinning keeps what runs in the image equal to what the host tested against. A package
+    the host lacks (an orchestrator installed without the `job` extra) keeps the extra's
+    range, so torch still resolves inside `<2.14` (with pip's constraints, the CPU wheel).
     """
-    names = _job_extra_names()
     pinned = []
-    for name in names:
+    for name, spec in _job_extra().items():
         try:
             pinned.append(f"{name}=={metadata.version(name)}")
         except metadata.PackageNotFoundError:
-            pinned.append(name)
+            pinned.append(spec)
     return pinned
 
 
-def _job_extra_names() -> list[str]:
+def _job_extra() -> dict[str, str]:
+    """name -> requirement (without markers) of the `job` extra, by name."""
     pyproject = package_root() / "pyproject.toml"
     specs: list[str] = []
     if pyproject.is_file():
@@ -88,8 +90,14 @@ def _job_extra_names() -> list[str]:
             specs = [r.split(";")[0] for r in metadata.requires("medloop") or [] if 'extra == "job"' in r]
         except metadata.PackageNotFoundError:
             specs = []
-    names = [re.split(r"[<>=!~\[; ]", spec.strip(), maxsplit=1)[0] for spec in specs]
-    return sorted({n for n in names if n}) or FALLBACK_JOB_REQUIREMENTS
+    if not specs:
+        specs = FALLBACK_JOB_REQUIREMENTS
+    out = {}
+    for spec in specs:
+        name = re.split(r"[<>=!~\[; ]", spec.strip(), maxsplit=1)[0]
+        if name:
+            out[name] = spec.split(";")[0].strip()
+    return dict(sorted(out.items()))
 
 
 def _dist_name(wheel: Path) -> str:
