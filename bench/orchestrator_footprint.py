@@ -3,10 +3,10 @@
 1. `medloop --help` wall time against `python -c pass` and `python -c "import typer,
    pydantic"` in the same run (medians of --runs each), and whether torch or monai got
    imported on the way (they must not).
-2. Installed size of the distributions `pip install medloop` pulls (the `dependencies`
-   closure, read from this environment's installed metadata, so it follows the pyproject
-   this environment was installed from), with and without the heavy job-side ones (torch,
-   monai and what only they pull), against the 400 MB target.
+2. Installed size of the distributions `pip install medloop` pulls: the closure of this
+   tree's pyproject `dependencies` over the distributions installed in this environment
+   (a dependency that is not installed here is not counted), with and without the heavy
+   job-side ones (torch, monai and what only they pull), against the 400 MB target.
 3. `--bare`: the real thing. A fresh venv, `pip install <this tree>` (no extras), the bytes
    that install added to site-packages (the venv's own pip and setuptools are not counted),
    the largest distributions in it, that no extra-only package came along, and there
@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from pathlib import Path
 
 JOB_SIDE = {"torch", "monai"}  # what runs inside the sandbox (the `job` extra)
@@ -183,7 +184,8 @@ def main() -> None:
     print(f"import typer,pyd.  {libs:6.3f} s   ratio {cli / libs:5.1f}x")
     print(f"torch/monai loaded by --help: {heavy.splitlines()[-1] if heavy else '?'}")
 
-    roots = [_name(r)[0] for r in md.distribution("medloop").requires or [] if _applies(_name(r)[1])]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    roots = [_name(r)[0] for r in project["dependencies"] if _applies(_name(r)[1])]
     everything = closure(roots, set())
     without = closure(roots, JOB_SIDE)
     sizes = {n: installed_bytes(n) for n in everything}

@@ -29,7 +29,7 @@ from medloop.cli import (
 )
 from medloop.cli.common import console, err_console, json_written, print_json, wants_json
 from medloop.core.errors import MedloopError
-from medloop.core.settings import OFFLINE_ENV
+from medloop.core.offline import OFFLINE_ENV
 
 app = typer.Typer(
     help="medloop: closed-loop autonomous research for medical-imaging AI.",

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from medloop.core.settings import Settings
+if TYPE_CHECKING:
+    from medloop.core.settings import Settings
 
 
 def _console(stderr: bool = False) -> Console:
@@ -27,6 +28,7 @@ def settings() -> Settings:
     from pydantic import ValidationError
 
     from medloop.core.errors import SpecError
+    from medloop.core.settings import Settings
 
     try:
         return Settings()

@@ -11,16 +11,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# Environment that keeps third-party libraries offline and quiet. Applied by the CLI,
-# the demo and the tests before those libraries are imported.
-OFFLINE_ENV = {
-    "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-    "LITELLM_OFFLINE_MODE": "true",
-    "ANONYMIZED_TELEMETRY": "False",
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-}
+# Re-exported: the sandbox runtimes and the tests import it from here.
+from medloop.core.offline import OFFLINE_ENV as OFFLINE_ENV
 
 
 def os_user() -> str:
