@@ -34,6 +34,47 @@ def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
+def _outcome(medloop: list[str], env: dict[str, str]) -> dict[str, object]:
+    """What the demo's campaign did, from its own JSON (`campaign list/status --json`) and
+    the store: cycles, trainings, whether the incumbent moved, the test split once."""
+    listed = subprocess.run(
+        [*medloop, "campaign", "list", "--json"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    campaign_id = json.loads(listed.stdout)[0]["id"]
+    shown = subprocess.run(
+        [*medloop, "campaign", "status", campaign_id, "--json"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    view = json.loads(shown.stdout)
+    from medloop.core.settings import Settings
+    from medloop.core.store import open_store
+
+    store = open_store(Settings(workspace=Path(env["MEDLOOP_WORKSPACE"])).store_url)
+    campaign = store.campaigns.get(campaign_id)
+    metric = campaign.spec.objective.metric
+    report = campaign.summary.get("test_report") or {}
+    base = (report.get("baseline") or {}).get(metric, {}).get("overall")
+    inc = (report.get("incumbent") or {}).get(metric, {}).get("overall")
+    return {
+        "cycles": view["cycles_done"],
+        "trials": view["trials"],
+        "incumbent_moved": campaign.incumbent != campaign.baseline,
+        "metric": metric,
+        "test_baseline": None if base is None else round(float(base), 4),
+        "test_incumbent": None if inc is None else round(float(inc), 4),
+        "stop_reason": view["stop_reason"],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
@@ -51,6 +92,7 @@ def main() -> None:
         # The example names the Makefile's DEMO_DATA path relative to the repository.
         spec_file.write_text(spec.replace(".medloop/data/Dataset901_Phantom", str(data)))
         wall, cpu = timed([*medloop, "campaign", "run", str(spec_file)], env)
+        outcome = _outcome(medloop, env)
     figures = {
         "synth_wall_s": round(synth_wall, 1),
         "synth_cpu_s": round(synth_cpu, 1),
@@ -58,6 +100,7 @@ def main() -> None:
         "campaign_cpu_s": round(cpu, 1),
         "cores": os.cpu_count(),
         "load_at_start": round(load, 2),
+        **outcome,
     }
     if args.json:
         print(json.dumps(figures))
@@ -65,6 +108,11 @@ def main() -> None:
     print(
         f"make demo: dataset {synth_wall:.0f} s + campaign {wall:.0f} s wall "
         f"({cpu:.0f} CPU s) on {os.cpu_count()} cores, load {load:.2f} at start"
+    )
+    print(
+        f"campaign: {outcome['cycles']} cycle(s), {outcome['trials']} trainings, incumbent "
+        f"{'moved' if outcome['incumbent_moved'] else 'unchanged'}; test {outcome['metric']} "
+        f"{outcome['test_baseline']} -> {outcome['test_incumbent']}; stop: {outcome['stop_reason']}"
     )
 
 
