@@ -290,8 +290,10 @@ def warm_start(
     }
 
 
-def calibration(null: int, planted: int, budget: int, procs: int) -> dict[str, Any]:
-    jobs = [("null", i, budget) for i in range(null)] + [
+def calibration(null: int, planted: int, budget: int, procs: int, first: int = 0) -> dict[str, Any]:
+    """`first`: the seed index of the first null campaign, so a long calibration can run in
+    chunks (0-59, 60-109, ...) whose counts add up."""
+    jobs = [("null", i, budget) for i in range(first, first + null)] + [
         ("planted", 10_000 + i, budget) for i in range(planted)
     ]
     start = time.monotonic()
@@ -304,6 +306,7 @@ def calibration(null: int, planted: int, budget: int, procs: int) -> dict[str, A
 
     return {
         "budget": budget,
+        "null_seeds": [first, first + null - 1] if null else [],
         "null_campaigns": len(nl),
         # ended by the budget (the last few runs cannot pay one more certification and the
         # final runs), not by convergence or the planner running out of ideas
@@ -333,6 +336,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--null", type=int, help="null calibration campaigns (default 200)")
     ap.add_argument("--planted", type=int, help="planted calibration campaigns (default 100)")
     ap.add_argument("--cal-budget", type=int, help="runs per calibration campaign (default 120)")
+    ap.add_argument(
+        "--cal-first", type=int, default=0, help="seed index of the first null calibration campaign"
+    )
     ap.add_argument("--no-warm", action="store_true")
     ap.add_argument("--procs", type=int, default=2)
     ap.add_argument("--data", type=Path, default=DATA / "hpo", help="where converted tables are kept")
@@ -357,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
             args.planted if args.planted is not None else (10 if q else 100),
             args.cal_budget or (40 if q else 120),
             args.procs,
+            args.cal_first,
         )
         print("\ncalibration: " + json.dumps(report["calibration"]))
     print("\ntargets:")
