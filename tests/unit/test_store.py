@@ -269,3 +269,18 @@ def test_opening_while_another_process_holds_the_write_lock_waits_for_it(tmp_pat
         other.close()
     assert [r[0] for r in store.db.all(sa.text("PRAGMA journal_mode"))] == ["wal"]
     assert store.audit.append("p", "open", "store", "s", {}).seq == 1
+
+
+def test_a_postgres_url_without_its_driver_is_one_line_naming_the_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`pip install medloop` has no database driver for Postgres (the `postgres` extra)."""
+    import sys
+
+    from medloop.core.errors import StoreError
+
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as if not installed
+    with pytest.raises(StoreError) as err:
+        open_store("postgresql+psycopg://medloop@127.0.0.1:1/medloop")
+    assert "psycopg" in err.value.message and "\n" not in err.value.message
+    assert err.value.hint == "pip install 'medloop[postgres]'"

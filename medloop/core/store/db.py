@@ -140,7 +140,12 @@ class Database:
             if self.dialect == "sqlite":
                 sa.event.listen(engine, "connect", _sqlite_pragmas(busy_timeout_ms, self.read_only))
             self.conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-        except (sa.exc.SQLAlchemyError, ImportError) as exc:
+        except ImportError as exc:  # the database driver is an extra
+            raise StoreError(
+                f"cannot open the store at {self.url.render_as_string()}: {exc}",
+                hint="pip install 'medloop[postgres]'" if self.dialect == "postgresql" else None,
+            ) from None
+        except sa.exc.SQLAlchemyError as exc:
             raise StoreError(f"cannot open the store at {self.url.render_as_string()}: {exc}") from None
         self.lock = threading.RLock()
         self._depth = 0
