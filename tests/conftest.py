@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import faulthandler
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,6 +48,26 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if fd is not None:
         faulthandler.disable()
         faulthandler.enable(file=fd, all_threads=True)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """A test not marked `numba` must not bring numba (librosa's JIT) into this process.
+
+    CI's shared test process died of a segmentation fault twice, at the first librosa call
+    made in it, while the same code ran cleanly in job subprocesses and in fresh processes
+    here. Tests that run librosa in-process are marked `numba` and `make test` gives them a
+    pytest process of their own, as it does the Ray drivers; the product itself keeps numba
+    out of its long-lived processes (the orchestrator and the web server; jobs use it).
+    """
+    before = "numba" in sys.modules
+    yield
+    if not before and "numba" in sys.modules and item.get_closest_marker("numba") is None:
+        pytest.fail(
+            f"{item.nodeid} imported numba into the shared test process: mark it "
+            "@pytest.mark.numba (make test runs those in a process of their own)",
+            pytrace=False,
+        )
 
 
 @pytest.fixture

@@ -72,20 +72,43 @@ def spectrogram_png(campaign: Campaign, trial: Trial, cwd: Path, max_seconds: fl
     if not path.is_relative_to(root) or path.is_symlink() or not path.is_file():
         return None
     try:
-        import librosa
         import numpy as np
         import soundfile as sf
 
         data, rate = sf.read(str(path), dtype="float32", always_2d=True, frames=int(max_seconds * 48000))
         y = data.mean(axis=1)[: int(max_seconds * rate)]
-        mel = librosa.power_to_db(
-            librosa.feature.melspectrogram(y=y, sr=rate, n_mels=64, hop_length=rate // 100)
-        )
+        mel = log_mel(y, rate)
     except Exception:  # noqa: BLE001 - a figure that cannot be drawn is left out, never a page error
         return None
     lo, hi = float(np.percentile(mel, 5)), float(mel.max())
     img = np.clip((mel[::-1] - lo) / max(hi - lo, 1e-6), 0, 1)
     return "data:image/png;base64," + base64.b64encode(_png(img)).decode()
+
+
+def log_mel(y: Any, rate: int, n_mels: int = 64) -> Any:
+    """(n_mels, frames) log-mel power in dB (HTK mel scale, Hann window of >= 25 ms, hop 10 ms,
+    80 dB range), in NumPy. Not librosa: its import JIT-compiles numba kernels, and the web
+    server (like the orchestrator) never JIT-compiles in its own process (docs/design-notes.md)."""
+    import numpy as np
+
+    n_fft = 1 << int(np.ceil(np.log2(0.025 * rate)))
+    hop = max(1, rate // 100)
+    y = np.pad(np.asarray(y, dtype=np.float64), n_fft // 2, mode="reflect" if len(y) > n_fft // 2 else "constant")
+    if len(y) < n_fft:
+        y = np.pad(y, (0, n_fft - len(y)))
+    frames = np.lib.stride_tricks.sliding_window_view(y, n_fft)[::hop]
+    power = np.abs(np.fft.rfft(frames * np.hanning(n_fft + 1)[:-1], axis=1)) ** 2  # (frames, bins)
+
+    def to_mel(hz: Any) -> Any:
+        return 2595.0 * np.log10(1.0 + np.asarray(hz) / 700.0)
+
+    edges = 700.0 * (10 ** (np.linspace(0.0, to_mel(rate / 2), n_mels + 2) / 2595.0) - 1.0)
+    bins = np.fft.rfftfreq(n_fft, 1.0 / rate)
+    lower = (bins[None, :] - edges[:-2, None]) / np.maximum(edges[1:-1, None] - edges[:-2, None], 1e-9)
+    upper = (edges[2:, None] - bins[None, :]) / np.maximum(edges[2:, None] - edges[1:-1, None], 1e-9)
+    weights = np.maximum(0.0, np.minimum(lower, upper))  # (n_mels, bins) triangles
+    db = 10.0 * np.log10(np.maximum(weights @ power.T, 1e-10))
+    return np.maximum(db, db.max() - 80.0)
 
 
 def _png(img: Any) -> bytes:

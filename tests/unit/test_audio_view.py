@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
+import pytest
+
 from medloop.core.records import Campaign, Trial, TrialResult, TrialSpec
 from medloop.core.specs import AudioConfig, parse_campaign_spec
 from medloop.evaluation.audio import evaluate_audio_split
@@ -72,3 +74,21 @@ def test_spectrogram_refuses_paths_outside_the_dataset(tmp_path: Path) -> None:
     (ds / "manifest.csv").write_text(text)
     panel = audio_panel(trial, campaign, tmp_path)
     assert panel is not None and panel["spectrogram"] is None and panel["robustness"]
+
+
+def test_log_mel_puts_a_tone_in_its_band_without_numba() -> None:
+    """The dashboard's spectrogram is NumPy: a 1 kHz tone peaks in the mel band around 1 kHz,
+    silence sits 80 dB down (tests/conftest.py fails the test if it pulls in numba)."""
+    import numpy as np
+
+    from medloop.web.audio_view import log_mel
+
+    rate = 16000
+    t = np.arange(rate) / rate
+    tone = np.concatenate([np.sin(2 * np.pi * 1000 * t), np.zeros(rate)]).astype(np.float32)
+    mel = log_mel(tone, rate, n_mels=64)
+    assert mel.shape == (64, 2 * rate // 160 + 1)
+    edges = 700.0 * (10 ** (np.linspace(0, 2595 * np.log10(1 + 8000 / 700), 66) / 2595) - 1)
+    band = int(np.argmax(mel[:, 20:80].mean(axis=1)))
+    assert edges[band] < 1000 < edges[band + 2]
+    assert mel[:, -20:].max() == pytest.approx(mel.max() - 80.0)

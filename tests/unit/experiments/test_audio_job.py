@@ -20,6 +20,9 @@ from medloop.experiments.audio.spiking import SpikingSequence
 from medloop.experiments.audio.train import run_audio
 from medloop.experiments.dataset.audio_synth import synth_speech
 
+# Features and the in-process job call librosa, whose numba JIT runs in this process.
+pytestmark = pytest.mark.numba
+
 CONDS = ("clean", "white_20db", "pink_5db", "babble_0db")
 
 
