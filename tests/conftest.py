@@ -40,14 +40,16 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     A Ray driver in this process (`ray.init` ... `ray.shutdown`) leaves signal handlers for
     SIGSEGV and friends that print nothing to the terminal: a crash in a later test then
     killed the run without naming the test. `faulthandler.enable` is a no-op while enabled, hence the
-    disable first; the file is pytest's own duplicate of the real stderr.
+    disable first; the file is pytest's own duplicate of the real stderr. Only the crashing
+    thread is dumped: with every thread, CI's log kept the idle ones and cut the one that
+    crashed.
     """
     from _pytest.faulthandler import fault_handler_stderr_fd_key
 
     fd = item.config.stash.get(fault_handler_stderr_fd_key, None)
     if fd is not None:
         faulthandler.disable()
-        faulthandler.enable(file=fd, all_threads=True)
+        faulthandler.enable(file=fd, all_threads=False)
 
 
 @pytest.hookimpl(hookwrapper=True)
