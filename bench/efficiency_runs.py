@@ -321,9 +321,10 @@ def medloop_run(
     return MedloopRun(curve, curve[-1][0], reason, cid[0])
 
 
-def medloop_curve(case: Case, seed: int, budget: int) -> dict[str, Any]:
+def medloop_curve(case: Case, seed: int, budget: int, min_effect: float = MIN_EFFECT) -> dict[str, Any]:
+    spec = medloop_spec(case, budget, f"bench-{case.name}-{seed}", min_effect=min_effect)
     with tempfile.TemporaryDirectory() as tmp:
-        run = medloop_run(case, seed, budget, Path(tmp))
+        run = medloop_run(case, seed, budget, Path(tmp), spec=spec)
     return {"curve": run.curve, "trials": run.trials, "stop_reason": run.stop_reason}
 
 

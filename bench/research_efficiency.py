@@ -63,6 +63,8 @@ def _job(args: tuple[str, str, int, int]) -> dict[str, Any]:
     method, name, seed, budget = args
     if method == "medloop":
         return er.medloop_curve(_CASE[name], seed, budget)
+    if method.startswith("medloop@"):  # the same campaign with another pre-registered min_effect
+        return er.medloop_curve(_CASE[name], seed, budget, min_effect=float(method.split("@", 1)[1]))
     if method == "warm":
         source, target = name.split(">")
         return er.warm_curve(_CASE[source], _CASE[target], seed, budget)
@@ -140,7 +142,7 @@ def fmt_trials(s: dict[str, Any], label: str) -> str:
 
 def print_table(report: dict[str, Any], budget: int) -> None:
     cols = [b for b in REGRET_AT if b <= budget]
-    head = f"{'method':<9} {'to 0.5%':>12} {'to 2%':>12} " + " ".join(f"{'R@' + str(b):>7}" for b in cols)
+    head = f"{'method':<14} {'to 0.5%':>12} {'to 2%':>12} " + " ".join(f"{'R@' + str(b):>7}" for b in cols)
     for name, t in report["tables"].items():
         print(
             f"\n== {name}: {t['configs']} configs, best {t['best']:.4f}, baseline {t['start']:.4f}"
@@ -150,8 +152,11 @@ def print_table(report: dict[str, Any], budget: int) -> None:
         for method, s in t["methods"].items():
             regrets = " ".join(f"{s.get(f'regret_{b}', float('nan')):>7.4f}" for b in cols)
             used = f"{s['trials_used']:g}" + (f" ({s['stopped_early']} early)" if s["stopped_early"] else "")
-            print(f"{method:<9} {fmt_trials(s, '05'):>12} {fmt_trials(s, '2'):>12} {regrets} {used:>10}")
+            print(f"{method:<14} {fmt_trials(s, '05'):>12} {fmt_trials(s, '2'):>12} {regrets} {used:>10}")
         print(f"medloop / TPE: {t['ratio_05']} to 0.5%, {t['ratio_2']} to 2%")
+        for key in sorted(k for k in t if k.startswith("ratio_05@")):
+            m = key.split("@", 1)[1]
+            print(f"medloop@{m} / TPE: {t[key]} to 0.5%, {t[f'ratio_2@{m}']} to 2%")
     for pair, w in report.get("warm", {}).items():
         s, c = w["warm"], w["cold"]
         print(
@@ -238,13 +243,16 @@ def efficiency(
     out: Path,
     warm: bool,
     partial: Path | None = None,
+    min_effects: tuple[float, ...] = (),
 ) -> dict[str, Any]:
-    """Per table in turn; `partial`: a JSON file rewritten after each table (long runs)."""
+    """Per table in turn; `partial`: a JSON file rewritten after each table (long runs);
+    `min_effects`: more medloop methods, the same campaigns with another min_effect."""
     report: dict[str, Any] = {"tables": {}, "warm": {}}
     for name in names:
         _CASE.clear()
         case = _CASE[name] = build_case(name, out)
-        jobs = [(m, name, seed, budget) for seed in range(campaigns) for m in ("medloop", "tpe", "random")]
+        methods_run = ("medloop", *(f"medloop@{m:g}" for m in min_effects), "tpe", "random")
+        jobs = [(m, name, seed, budget) for seed in range(campaigns) for m in methods_run]
         start = time.monotonic()
         rows = pool_map(_job, jobs, procs)
         by_method: dict[str, list[dict[str, Any]]] = {}
@@ -259,6 +267,11 @@ def efficiency(
             "methods": methods,
             "ratio_05": ratio(methods["medloop"], methods["tpe"], "trials_05"),
             "ratio_2": ratio(methods["medloop"], methods["tpe"], "trials_2"),
+            **{
+                f"ratio_{k}@{m:g}": ratio(methods[f"medloop@{m:g}"], methods["tpe"], f"trials_{k}")
+                for m in min_effects
+                for k in ("05", "2")
+            },
             "wall_s": round(time.monotonic() - start, 1),
         }
         print(f"[{name}: {report['tables'][name]['wall_s']} s]", file=sys.stderr, flush=True)
@@ -340,6 +353,13 @@ def main(argv: list[str] | None = None) -> int:
         "--cal-first", type=int, default=0, help="seed index of the first null calibration campaign"
     )
     ap.add_argument("--no-warm", action="store_true")
+    ap.add_argument(
+        "--min-effect",
+        type=float,
+        nargs="*",
+        default=[],
+        help=f"also run medloop with these min_effect values (default {er.MIN_EFFECT}) side by side",
+    )
     ap.add_argument("--procs", type=int, default=2)
     ap.add_argument("--data", type=Path, default=DATA / "hpo", help="where converted tables are kept")
     ap.add_argument("--json", type=Path, help="also write the report here")
@@ -355,7 +375,18 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {"campaigns": campaigns, "budget": budget}
     if args.mode in ("all", "efficiency"):
         partial = args.json.with_suffix(".partial.json") if args.json else None
-        report.update(efficiency(names, campaigns, budget, args.procs, args.data, not args.no_warm, partial))
+        report.update(
+            efficiency(
+                names,
+                campaigns,
+                budget,
+                args.procs,
+                args.data,
+                not args.no_warm,
+                partial,
+                tuple(args.min_effect),
+            )
+        )
         print_table(report, budget)
     if args.mode in ("all", "calibration"):
         report["calibration"] = calibration(
