@@ -93,7 +93,9 @@ def log_mel(y: Any, rate: int, n_mels: int = 64) -> Any:
 
     n_fft = 1 << int(np.ceil(np.log2(0.025 * rate)))
     hop = max(1, rate // 100)
-    y = np.pad(np.asarray(y, dtype=np.float64), n_fft // 2, mode="reflect" if len(y) > n_fft // 2 else "constant")
+    y = np.pad(
+        np.asarray(y, dtype=np.float64), n_fft // 2, mode="reflect" if len(y) > n_fft // 2 else "constant"
+    )
     if len(y) < n_fft:
         y = np.pad(y, (0, n_fft - len(y)))
     frames = np.lib.stride_tricks.sliding_window_view(y, n_fft)[::hop]
