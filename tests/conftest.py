@@ -34,6 +34,9 @@ def require(backend: str, available: bool, why: str = "") -> None:
     pytest.skip(message)
 
 
+_NUMBA_BEFORE = pytest.StashKey[bool]()
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Put Python's fault handler back before every test.
 
@@ -50,11 +53,13 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if fd is not None:
         faulthandler.disable()
         faulthandler.enable(file=fd, all_threads=False)
+    item.stash[_NUMBA_BEFORE] = "numba" in sys.modules  # before the test's fixtures run
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
-    """A test not marked `numba` must not bring numba (librosa's JIT) into this process.
+    """A test not marked `numba` must not bring numba (librosa's JIT) into this process,
+    neither in its body nor in its fixtures.
 
     CI's shared test process died of a segmentation fault twice, at the first librosa call
     made in it, while the same code ran cleanly in job subprocesses and in fresh processes
@@ -62,9 +67,12 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     pytest process of their own, as it does the Ray drivers; the product itself keeps numba
     out of its long-lived processes (the orchestrator and the web server; jobs use it).
     """
-    before = "numba" in sys.modules
     yield
-    if not before and "numba" in sys.modules and item.get_closest_marker("numba") is None:
+    if (
+        not item.stash.get(_NUMBA_BEFORE, True)
+        and "numba" in sys.modules
+        and item.get_closest_marker("numba") is None
+    ):
         pytest.fail(
             f"{item.nodeid} imported numba into the shared test process: mark it "
             "@pytest.mark.numba (make test runs those in a process of their own)",

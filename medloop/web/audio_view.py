@@ -101,10 +101,8 @@ def log_mel(y: Any, rate: int, n_mels: int = 64) -> Any:
     frames = np.lib.stride_tricks.sliding_window_view(y, n_fft)[::hop]
     power = np.abs(np.fft.rfft(frames * np.hanning(n_fft + 1)[:-1], axis=1)) ** 2  # (frames, bins)
 
-    def to_mel(hz: Any) -> Any:
-        return 2595.0 * np.log10(1.0 + np.asarray(hz) / 700.0)
-
-    edges = 700.0 * (10 ** (np.linspace(0.0, to_mel(rate / 2), n_mels + 2) / 2595.0) - 1.0)
+    top = 2595.0 * np.log10(1.0 + rate / 2 / 700.0)  # the Nyquist frequency in mel
+    edges = 700.0 * (10 ** (np.linspace(0.0, top, n_mels + 2) / 2595.0) - 1.0)
     bins = np.fft.rfftfreq(n_fft, 1.0 / rate)
     lower = (bins[None, :] - edges[:-2, None]) / np.maximum(edges[1:-1, None] - edges[:-2, None], 1e-9)
     upper = (edges[2:, None] - bins[None, :]) / np.maximum(edges[2:, None] - edges[1:-1, None], 1e-9)
