@@ -40,6 +40,9 @@ lock: | $(VENV)/bin/python
 	  --extra all --extra dev --constraint constraints.txt --strip-extras --allow-unsafe \
 	  --no-emit-index-url --no-emit-find-links $(if $(UPGRADE),--upgrade) \
 	  --output-file $(LOCK) pyproject.toml
+	# The `all` extra's self-reference comes out as `medloop @ file:///<this folder>`: a path
+	# no other machine has. medloop goes in after the lock, editable (install above).
+	sed -i '/^medloop @ /,+1d' $(LOCK)
 	sed -i '1i # `make install` runs pip install -r $(LOCK), then pip install --no-deps -e .\n# torch==2.13.0+cpu is the CPU wheel on disk that pip finds through its find-links\n# (/opt/wheels in pip.conf); on another machine, point --find-links at that wheel.' $(LOCK)
 
 demo: install

@@ -63,3 +63,15 @@ def test_the_lock_takes_torch_from_the_cpu_wheel() -> None:
     """A CUDA build would be several GB and would not match the wheel on disk."""
     torch = _pins()["torch"]
     assert torch.local == "cpu" and torch.public == "2.13.0", torch
+
+
+def test_the_lock_names_no_local_path() -> None:
+    """pip-compile writes the project's own self-reference (`medloop[...]` in extra `all`) as
+    `medloop @ file:///<where the lock was made>`: on any other machine `pip install -r`
+    stops there ("No such file or directory"). medloop goes in afterwards, editable."""
+    local = [
+        line
+        for line in (ROOT / "requirements.lock").read_text().splitlines()
+        if not line.lstrip().startswith("#") and ("file:" in line or " @ " in line or line.startswith("-e"))
+    ]
+    assert not local, f"requirements.lock names a local path, re-run `make lock`: {local}"
