@@ -28,6 +28,10 @@ from medloop.engine.analysis import (
 from medloop.engine.base import TrialRequest, trial_id_for
 from medloop.engine.efficiency import arm_violations
 
+# Earlier comparisons whose seed differences join a cycle's variance pool (the latest ones:
+# about 2 degrees of freedom each for the explore pair and 2 for the reproduction).
+POOL_HISTORY = 12
+
 
 class DecisionNodes(NodeBase):
     def analyze(self, state: CampaignState) -> dict[str, Any]:
@@ -131,10 +135,22 @@ class DecisionNodes(NodeBase):
         policy = spec.validation
         levels = sequential_levels([(k + 1) / policy.stages for k in range(policy.stages)], policy.alpha)
         looks: dict[str, dict[str, Any]] = {}
+        # Earlier comparisons of this campaign: their seed differences join the variance pool.
+        history = sorted(
+            (
+                h
+                for h in self.s.store.cycles.hypotheses(campaign.id)
+                if h.cycle < cycle
+                and h.verdict in ("supported", "refuted", "inconclusive")
+                and h.control_trials
+                and h.treatment_trials
+            ),
+            key=lambda h: (h.cycle, h.id),
+        )[-POOL_HISTORY:]
         for k, level in enumerate(levels):
             staged = policy.model_copy(update={"alpha": level})
             analyses = analyze_hypotheses(
-                self.s.store, hyps, objective=spec.objective, policy=staged, seed=cycle
+                self.s.store, hyps, objective=spec.objective, policy=staged, seed=cycle, history=history
             )
             for h in hyps:
                 looks[h.id] = {"look": k + 1, "of": policy.stages, "nominal_alpha": level}
@@ -295,11 +311,13 @@ class DecisionNodes(NodeBase):
         return {"phase": "explore", "reproduce_ids": [], "incumbent_changed": changed}
 
     def _promote(self, campaign: Campaign, candidates: list[Hypothesis]) -> bool:
-        """The incumbent changes only on a supported, reproduced improvement whose estimate
-        reaches the pre-registered minimum effect: the best such one."""
+        """The incumbent changes only on a supported, reproduced improvement: the best such
+        one. No floor at min_effect on the estimate (design note 8): `supported` already
+        needs a CI above zero that still reaches min_effect, and the fresh seeds agreed, so
+        a smaller certified step is still a certified step; a floor kept the answer within
+        min_effect of the best forever."""
         sign = 1.0 if campaign.spec.objective.direction == "maximize" else -1.0
-        min_effect = campaign.spec.validation.min_effect
-        candidates = [h for h in candidates if sign * float(h.analysis.get("estimate", 0.0)) >= min_effect]
+        candidates = [h for h in candidates if sign * float(h.analysis.get("estimate", 0.0)) > 0]
         candidates = [h for h in candidates if not self._breaks_constraints(campaign, h)]
         if not candidates:
             return False

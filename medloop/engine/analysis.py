@@ -130,18 +130,31 @@ def analyze_hypotheses(
     objective: Objective,
     policy: ValidationPolicy,
     seed: int = 0,
+    history: Sequence[Hypothesis] = (),
 ) -> list[HypothesisAnalysis]:
-    """Test every hypothesis of one cycle; Holm across those that could be tested."""
-    arms = [
-        (
-            arm_data([store.trials.get(t) for t in h.control_trials], objective),
-            arm_data([store.trials.get(t) for t in h.treatment_trials], objective),
+    """Test every hypothesis of one cycle; Holm across those that could be tested.
+
+    `history`: earlier comparisons of the same campaign (explore and reproduction arms),
+    whose per-seed differences join the seed-variance pool. With one change per cycle and
+    3 seeds a comparison alone has 2 degrees of freedom (t = 4.30 for p < 0.05); the
+    campaign's earlier pairs, trained the same way, give the pool tens. A comparison
+    noisier than the pool still keeps its own variance (stats.run_level_test)."""
+
+    def arms_of(control: Sequence[str], treatment: Sequence[str]) -> tuple[ArmData, ArmData]:
+        return (
+            arm_data([store.trials.get(t) for t in control], objective),
+            arm_data([store.trials.get(t) for t in treatment], objective),
         )
-        for h in hypotheses
+
+    arms = [arms_of(h.control_trials, h.treatment_trials) for h in hypotheses]
+    earlier = [arms_of(h.control_trials, h.treatment_trials) for h in history] + [
+        arms_of(h.reproduction_control, h.reproduction_treatment)
+        for h in history
+        if h.reproduction_control and h.reproduction_treatment
     ]
-    # One seed-variance estimate for the whole cycle (paired arms only).
+    # One seed-variance estimate for the whole cycle and its history (paired arms only).
     pooled = stats.pooled_seed_variance(
-        [stats.run_differences(c.per_seed, t.per_seed) for c, t in arms if c.seeds == t.seeds]
+        [stats.run_differences(c.per_seed, t.per_seed) for c, t in [*arms, *earlier] if c.seeds == t.seeds]
     )
     drafts: list[HypothesisAnalysis] = []
     for hyp, (control, treatment) in zip(hypotheses, arms, strict=True):

@@ -144,3 +144,55 @@ def test_with_reproduction_off_the_budget_keeps_one_arm_of_final_runs(tmp_path: 
     assert len(store.cycles.hypotheses(done.id)) == 1, done.summary.get("stop_reason")
     assert len(trials) == 6  # 2 control + 2 treatment + 2 final (the baseline's)
     assert done.incumbent == done.baseline
+
+
+def _reproduced(campaign: Campaign, estimate: float, factor: str, value: Any) -> Any:
+    from medloop.core.records import FactorChange, Hypothesis
+
+    return Hypothesis(
+        id=f"hyp_{factor}_{value}",
+        campaign_id=campaign.id,
+        cycle=1,
+        statement=f"{factor} -> {value}",
+        changes=[FactorChange(factor=factor, from_value=campaign.incumbent.get(factor), to_value=value)],
+        verdict="supported",
+        reproduction="agreed",
+        analysis={"estimate": estimate, "ci_low": estimate / 2, "ci_high": 2 * estimate},
+    )
+
+
+def test_a_reproduced_gain_below_min_effect_still_moves_the_incumbent(tmp_path: Path, table: Path) -> None:
+    """`supported` needs a CI above zero that still reaches min_effect, and the fresh seeds
+    agreed: that is a certified step even when its estimate is below min_effect (a floor
+    there left the answer within min_effect of the best forever). A reproduced loss is not."""
+    from medloop.agents.nodes import CampaignNodes
+
+    store = open_store(tmp_path / "m.db")
+    svc = services(tmp_path, store)
+    spec = _screening_spec(table, max_trials=60, min_effect=0.005)
+    campaign = CampaignRunner(svc).create(spec, owner="a")
+    nodes = CampaignNodes(svc)
+    worse = _reproduced(campaign, -0.004, "augmentation", "light")
+    assert not nodes._promote(campaign, [worse])
+    small = _reproduced(campaign, 0.003, "loss", "dicece")
+    assert nodes._promote(campaign, [worse, small])
+    assert store.campaigns.get(campaign.id).incumbent["loss"] == "dicece"
+
+
+def test_earlier_comparisons_join_the_seed_variance_pool(tmp_path: Path, table: Path) -> None:
+    """One change per cycle with 3 seeds leaves a comparison 2 degrees of freedom of its own
+    (t = 4.3 at 5%); the campaign's earlier pairs, trained the same way, make the pool.
+    Same data, same estimate: a narrower interval and a smaller p-value."""
+    from medloop.engine.analysis import analyze_hypotheses
+
+    store, done = _run(tmp_path, _screening_spec(table, max_trials=90, min_effect=0.005))
+    tested = [h for h in store.cycles.hypotheses(done.id) if h.control_trials and h.treatment_trials]
+    assert len(tested) >= 3
+    last, history = tested[-1], tested[:-1]
+    kw = {"objective": done.spec.objective, "policy": done.spec.validation}
+    alone = analyze_hypotheses(store, [last], **kw)[0].comparison
+    pooled = analyze_hypotheses(store, [last], history=history, **kw)[0].comparison
+    assert alone is not None and pooled is not None
+    assert pooled.estimate == alone.estimate
+    assert pooled.ci_high - pooled.ci_low < alone.ci_high - alone.ci_low
+    assert pooled.p_run is not None and alone.p_run is not None and pooled.p_run < alone.p_run
