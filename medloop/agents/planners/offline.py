@@ -179,7 +179,45 @@ class OfflinePlanner:
             key = config_key(apply_changes(ctx.incumbent, changes))
             old = out.get(key)
             out[key] = (changes, weight + (old[1] if old else 0.0), [*(old[2] if old else []), item.claim.id])
+        for changes, weight, ids in OfflinePlanner._chains(ctx):
+            key = config_key(apply_changes(ctx.incumbent, changes))
+            old = out.get(key)
+            out[key] = (changes, weight + (old[1] if old else 0.0), [*(old[2] if old else []), *ids])
         return sorted(out.values(), key=lambda p: -p[1])[:MAX_PRIORS]
+
+    @staticmethod
+    def _chains(ctx: PlanningContext) -> list[tuple[list[FactorChange], float, list[str]]]:
+        """Where an earlier campaign moved its incumbent more than once, the config it ended
+        with: its reproduced (or validated) gains applied one after another, in the order
+        they were made, to this campaign's incumbent. One claim alone is one step of that
+        path; the path's end is the earlier campaign's certified answer, the config worth
+        trying first. Weight: the sum of the steps' weights, so it leads the priors."""
+        steps: dict[str, list[RetrievedClaim]] = {}
+        for item in ctx.retrieved:
+            gain = _gain(item, ctx.spec.objective.direction)
+            if item.claim.campaign_id and item.claim.tier in ("reproduced", "validated") and (gain or 0) > 0:
+                steps.setdefault(item.claim.campaign_id, []).append(item)
+        out = []
+        for items in steps.values():
+            if len(items) < 2:
+                continue
+            items.sort(key=lambda i: (i.claim.created_at, i.claim.id))
+            config = dict(ctx.incumbent)
+            for item in items:
+                for c in item.claim.changes:
+                    if c.factor in ctx.spec.search_space:
+                        config[c.factor] = c.to_value
+            changes = [
+                FactorChange(factor=f, from_value=ctx.incumbent.get(f), to_value=config[f])
+                for f in sorted(ctx.spec.search_space)
+                if f in config and not _same_value(ctx.incumbent.get(f), config[f])
+            ]
+            if changes:
+                weight = sum(
+                    TIER_WEIGHT[i.claim.tier] * (0.5 + 0.5 * max(0.0, min(1.0, i.score))) for i in items
+                )
+                out.append((changes, weight, [i.claim.id for i in items]))
+        return out
 
     def score(self, candidates: list[Candidate], ctx: PlanningContext) -> None:
         direction = ctx.spec.objective.direction

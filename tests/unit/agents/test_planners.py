@@ -198,3 +198,39 @@ def test_only_claims_that_showed_a_gain_become_a_few_priors(table: Path) -> None
     priors = OfflinePlanner.priors(_ctx(spec, retrieved=retrieved))
     ids = [i for _, _, claim_ids in priors for i in claim_ids]
     assert len(priors) == 3 and "clm_weak" not in ids and "clm_bad" not in ids
+
+
+def test_an_earlier_campaigns_path_of_gains_warm_starts_as_one_config(table: Path) -> None:  # noqa: F811
+    """A related campaign that moved its incumbent twice (augmentation, then loss, then a
+    later lr that replaced an earlier one) ends at a config no single claim names: that end
+    point is the prior to try first, not each step on its own."""
+    spec = make_spec(table)
+    steps = [
+        _claim("clm_a", "augmentation", "light", "reproduced", 0.03),
+        _claim("clm_b", "lr", LRS[2], "reproduced", 0.01),
+        _claim("clm_c", "loss", "dicece", "validated", 0.02),
+        _claim("clm_d", "lr", LRS[4], "reproduced", 0.01),
+    ]
+
+    def made_in(item: RetrievedClaim, campaign: str, day: int) -> RetrievedClaim:
+        claim = item.claim.model_copy(
+            update={"campaign_id": campaign, "created_at": f"2026-01-{day:02d}T00:00:00+00:00"}
+        )
+        return item.model_copy(update={"claim": claim})
+
+    steps = [made_in(item, "cmp_old", k + 1) for k, item in enumerate(steps)]
+    # Another campaign's single step, and a refuted step of the same campaign: not on the path.
+    lone = made_in(_claim("clm_lone", "augmentation", "light", "reproduced", 0.02), "cmp_other", 1)
+    refuted = made_in(_claim("clm_r", "loss", "dice", "refuted", 0.05), "cmp_old", 9)
+    ctx = _ctx(spec, retrieved=[steps[3], lone, steps[1], refuted, steps[0], steps[2]])
+    changes, weight, ids = OfflinePlanner.priors(ctx)[0]
+    assert {c.factor: c.to_value for c in changes} == {
+        "augmentation": "light",
+        "loss": "dicece",
+        "lr": LRS[4],
+    }
+    assert ids == ["clm_a", "clm_b", "clm_c", "clm_d"]
+    assert weight > max(w for _, w, i in OfflinePlanner.priors(ctx)[1:])
+    # The planner proposes it, citing the whole path.
+    drafts = OfflinePlanner().propose(_ctx(spec, retrieved=ctx.retrieved, n=3))
+    assert any(set(d.evidence_ids) >= {"clm_a", "clm_d"} for d in drafts)
