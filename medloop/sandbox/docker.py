@@ -324,6 +324,7 @@ class DockerRuntime:
             "TMPDIR": "/tmp",
             "PYTHONUNBUFFERED": "1",
             "PYTHONDONTWRITEBYTECODE": "1",
+            "NUMBA_CACHE_DIR": "/tmp/numba",  # as the local runtime: the job's own folder
             "OMP_NUM_THREADS": threads,
             "MKL_NUM_THREADS": threads,
             "OPENBLAS_NUM_THREADS": threads,
