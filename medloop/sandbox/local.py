@@ -220,9 +220,9 @@ class LocalRuntime:
             "PYTHONUNBUFFERED": "1",
             "PYTHONDONTWRITEBYTECODE": "1",
             # numba's cache=True kernels (librosa's) go into the job's own folder, not
-            # next to their source in the host's site-packages: concurrent jobs rewrote
-            # the same index there and a later process loaded the wrong machine code
-            # (CI's segfaults in librosa.piptrack).
+            # next to their source in the host's site-packages, where jobs' caches made a
+            # later process segfault in librosa.piptrack (most likely jobs side by side
+            # rewriting one index; removing the files cured it).
             "NUMBA_CACHE_DIR": str(jd.tmp_dir / "numba"),
             "OMP_NUM_THREADS": threads,
             "MKL_NUM_THREADS": threads,

@@ -68,6 +68,11 @@ def _show(value: Scalar | None) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+def _prior_weight(item: RetrievedClaim) -> float:
+    """A claim's weight as a prior: its tier, times how close its context is (0.5-1)."""
+    return TIER_WEIGHT.get(item.claim.tier, 0.0) * (0.5 + 0.5 * max(0.0, min(1.0, item.score)))
+
+
 def _same_value(a: Scalar | None, b: Scalar | None) -> bool:
     if isinstance(a, int | float) and isinstance(b, int | float) and not isinstance(a, bool):
         return abs(float(a) - float(b)) <= 1e-9 * max(1.0, abs(float(a)))
@@ -159,6 +164,7 @@ class OfflinePlanner:
         with a weight (tier x dataset similarity) and the claims behind it."""
         direction = ctx.spec.objective.direction
         out: dict[str, tuple[list[FactorChange], float, list[str]]] = {}
+        found: list[tuple[list[FactorChange], float, list[str]]] = []
         for item in ctx.retrieved:
             gain = _gain(item, direction)
             # Only claims that showed a gain (supported or better) become priors: weaker
@@ -175,11 +181,9 @@ class OfflinePlanner:
             ]
             if not changes:
                 continue
-            weight = TIER_WEIGHT.get(item.claim.tier, 0.0) * (0.5 + 0.5 * max(0.0, min(1.0, item.score)))
-            key = config_key(apply_changes(ctx.incumbent, changes))
-            old = out.get(key)
-            out[key] = (changes, weight + (old[1] if old else 0.0), [*(old[2] if old else []), item.claim.id])
-        for changes, weight, ids in OfflinePlanner._chains(ctx):
+            found.append((changes, _prior_weight(item), [item.claim.id]))
+        # Priors that lead to the same config add up.
+        for changes, weight, ids in [*found, *OfflinePlanner._chains(ctx)]:
             key = config_key(apply_changes(ctx.incumbent, changes))
             old = out.get(key)
             out[key] = (changes, weight + (old[1] if old else 0.0), [*(old[2] if old else []), *ids])
@@ -213,10 +217,7 @@ class OfflinePlanner:
                 if f in config and not _same_value(ctx.incumbent.get(f), config[f])
             ]
             if changes:
-                weight = sum(
-                    TIER_WEIGHT[i.claim.tier] * (0.5 + 0.5 * max(0.0, min(1.0, i.score))) for i in items
-                )
-                out.append((changes, weight, [i.claim.id for i in items]))
+                out.append((changes, sum(_prior_weight(i) for i in items), [i.claim.id for i in items]))
         return out
 
     def score(self, candidates: list[Candidate], ctx: PlanningContext) -> None:
