@@ -39,10 +39,11 @@ MIN_EFFECT = 0.005
 # Screening runs per cycle (planner.screening): the proposer's configs, one seed each;
 # only the best screened config that beats the incumbent by min_effect is certified.
 SCREENING = 3
-# Looks of the sequential test (validation.stages): an undecided certification gets 3 more
-# seeds per arm, up to twice, under O'Brien-Fleming-type alpha spending (issue 13 item 2).
-# With one look, a step the size of the seed noise stayed inconclusive at 3 seeds.
-STAGES = 3
+# Looks of the sequential test (validation.stages; research_efficiency.py --stages): 1 is
+# a fixed design. Measured (README, issue 13): 3 looks certified more steps on the noisy
+# tables but spent 6 runs per extra look on steps the size of the seed noise, which cost
+# more than it gained on three of four tables.
+STAGES = 1
 
 
 @dataclass
@@ -257,7 +258,7 @@ def medloop_spec(
             "validation": {
                 "seeds_per_arm": 3,
                 "reproduction_seeds": 3,
-                "stages": STAGES,
+                "stages": STAGES,  # read at call time: --stages sets it
                 "min_effect": min_effect,
                 "bootstrap_resamples": 2000,
             },

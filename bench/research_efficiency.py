@@ -360,6 +360,12 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help=f"also run medloop with these min_effect values (default {er.MIN_EFFECT}) side by side",
     )
+    ap.add_argument(
+        "--stages",
+        type=int,
+        default=er.STAGES,
+        help=f"looks of medloop's sequential test, validation.stages (default {er.STAGES})",
+    )
     ap.add_argument("--procs", type=int, default=2)
     ap.add_argument("--data", type=Path, default=DATA / "hpo", help="where converted tables are kept")
     ap.add_argument("--json", type=Path, help="also write the report here")
@@ -372,7 +378,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     campaigns = args.campaigns or (3 if q else 20)
     budget = args.budget or (60 if q else 300)
-    report: dict[str, Any] = {"campaigns": campaigns, "budget": budget}
+    er.STAGES = args.stages  # read by medloop_spec in the pool's forked workers
+    report: dict[str, Any] = {"campaigns": campaigns, "budget": budget, "stages": args.stages}
     if args.mode in ("all", "efficiency"):
         partial = args.json.with_suffix(".partial.json") if args.json else None
         report.update(

@@ -130,11 +130,13 @@ def race_candidate(
 
 
 def certification_cost(spec: CampaignSpec) -> int:
-    """Runs one certification may start at most beyond the screening seed: the treatment's
-    other explore seeds, every sequential look's extra seeds of both arms, the
-    reproduction's fresh seeds of both arms."""
+    """Runs one certification needs beyond the screening seed to decide at its first look
+    and be reproduced: the treatment's other explore seeds and the reproduction's fresh
+    seeds of both arms. A later sequential look is paid only while the budget lasts
+    (DecisionNodes._spare_trials); reserving every look for every certification left a
+    3-look campaign's last 20 runs unspent."""
     v = spec.validation
-    return (v.seeds_per_arm - 1) + 2 * v.seeds_per_arm * (v.stages - 1) + 2 * v.reproduction_seeds
+    return (v.seeds_per_arm - 1) + 2 * v.reproduction_seeds
 
 
 class ScreeningNodes(NodeBase):

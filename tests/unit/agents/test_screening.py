@@ -79,6 +79,19 @@ def test_campaign_does_not_stop_with_budget_unused(tmp_path: Path, table: Path) 
     assert used <= 90
 
 
+def test_a_sequential_campaign_spends_its_budget(tmp_path: Path, table: Path) -> None:
+    """With 3 looks a certification may take 2 x 3 x 2 more runs, but those looks are paid
+    only while the budget lasts: reserving them for every certification ended campaigns
+    with 20 runs unspent beside the final runs."""
+    spec = _screening_spec(table, max_trials=90)
+    spec = spec.model_copy(update={"validation": spec.validation.model_copy(update={"stages": 3})})
+    store, done = _run(tmp_path, spec)
+    used = len(store.trials.list(campaign_id=done.id).items)
+    assert "budget" in str(done.summary["stop_reason"]), done.summary["stop_reason"]
+    first_look = (spec.validation.seeds_per_arm - 1) + 2 * spec.validation.reproduction_seeds
+    assert used >= 90 - final_reserve_runs(done) - first_look - 1
+
+
 def test_promotion_requires_beating_the_incumbent() -> None:
     inc = {"loss": "dice", "lr": 0.001}
     a, b = {"loss": "dicece", "lr": 0.001}, {"loss": "dice", "lr": 0.003}
