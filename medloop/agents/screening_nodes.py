@@ -7,21 +7,12 @@ observation for the model and a line on the dashboard ("best screened"); it neve
 claim and never moves the incumbent.
 
 Then *promotion* (the `propose` node): the best config by the mean of its runs so far is
-certified against the certified incumbent when that mean beats the incumbent's by the
-pre-registered minimum effect, or, once it has been measured on every explore seed (the
-certification's whole treatment arm, so its first look costs no run), by anything at all;
-the pair (incumbent, candidate) must not have been certified before. Only the best is
-considered: it is the only one that could become the answer, and certification is the
-expensive part (fresh seeds of both arms to reproduce).
-
-*Racing* (the `screen` node): the best config that beats the incumbent on fewer seeds than
-that, but by less than the minimum effect, gets its next explore seed in one of the
-cycle's screening slots, as SMAC's intensification races a challenger against the
-incumbent. One seed is a noisy estimate, and the last steps to the best config are often
-smaller than the minimum effect: a one-seed margin of min_effect alone left them forever
-unpromoted (nasbench201_cifar100: the best config was screened by run 65 and never
-certified; 260 of 300 runs went to screening after the last incumbent change). Those
-seeds are the treatment arm a certification would run anyway (same trial ids).
+certified against the certified incumbent only when that mean beats the incumbent's by the
+pre-registered minimum effect (a change smaller than that could not move the incumbent
+even if certified, so a certification below the margin is spent in vain), and the pair
+(incumbent, candidate) was not certified before. Only the best is considered: it is the
+only one that could become the answer, and certification is the expensive part (a few
+seeds per arm, then fresh seeds of both arms to reproduce).
 
 Certification is the existing paired, sequential test. The candidate's screening run is
 its first explore seed, so it is pooled as the treatment arm's first seed (same spec, same
@@ -67,66 +58,27 @@ def promotion_candidate(
     maximize: bool,
     margin: float,
     certified: set[tuple[str, str]],
-    seeds: dict[str, int] | None = None,
-    full: int = 0,
 ) -> Promotion | None:
     """The config to certify next, or None: the best measured config (ties by content)
-    other than the incumbent and not yet certified against it whose mean beats the
-    incumbent's objective by more than nothing and either by at least `margin` or on at
-    least `full` seeds (`seeds`: explore seeds measured per config key; full 0: never)."""
+    other than the incumbent and not yet certified against it, if its mean beats the
+    incumbent's objective by at least `margin` (and by more than nothing)."""
     if incumbent_objective is None:
         return None
     sign = 1.0 if maximize else -1.0
     inc = config_key(incumbent)
-    counts = seeds or {}
-
-    def gain(v: float) -> float:
-        return sign * (v - incumbent_objective)
-
     pool = [
-        (cfg, float(v))
+        (cfg, v)
         for cfg, v in measured
-        if v is not None
-        and config_key(cfg) != inc
-        and (inc, config_key(cfg)) not in certified
-        and gain(float(v)) > 0
-        and (gain(float(v)) >= margin or (full > 0 and counts.get(config_key(cfg), 0) >= full))
+        if v is not None and config_key(cfg) != inc and (inc, config_key(cfg)) not in certified
     ]
     if not pool:
         return None
-    cfg, value = max(pool, key=lambda cv: (sign * cv[1], config_key(cv[0])))
-    return Promotion(config=cfg, screened=value, gain=gain(value))
-
-
-def race_candidate(
-    measured: list[tuple[dict[str, Any], float | None]],
-    *,
-    incumbent: dict[str, Any],
-    incumbent_objective: float | None,
-    maximize: bool,
-    certified: set[tuple[str, str]],
-    seeds: dict[str, int],
-    full: int,
-) -> dict[str, Any] | None:
-    """The config that earns its next explore seed this cycle, or None: the best by mean
-    (ties by content) that beats the incumbent's objective, is measured on fewer than
-    `full` seeds and was not certified against the incumbent."""
-    if incumbent_objective is None or full <= 1:
+    cfg, value = max(pool, key=lambda cv: (sign * float(cv[1] or 0.0), config_key(cv[0])))
+    assert value is not None
+    gain = sign * (value - incumbent_objective)
+    if gain <= 0 or gain < margin:
         return None
-    sign = 1.0 if maximize else -1.0
-    inc = config_key(incumbent)
-    pool = [
-        (cfg, float(v))
-        for cfg, v in measured
-        if v is not None
-        and config_key(cfg) != inc
-        and (inc, config_key(cfg)) not in certified
-        and sign * (float(v) - incumbent_objective) > 0
-        and seeds.get(config_key(cfg), 0) < full
-    ]
-    if not pool:
-        return None
-    return max(pool, key=lambda cv: (sign * cv[1], config_key(cv[0])))[0]
+    return Promotion(config=cfg, screened=value, gain=gain)
 
 
 def certification_cost(spec: CampaignSpec) -> int:
@@ -211,8 +163,7 @@ class ScreeningNodes(NodeBase):
         context = self.planning_context(campaign, state, k)
         planner = self.s.make_planner(spec)
         screener = planner if isinstance(planner, OfflinePlanner) else OfflinePlanner()
-        runs = self._race(campaign, seeds)[:k]
-        runs += [(c, seeds[0]) for c in screener.screen(context, k - len(runs))]
+        runs = [(c, seeds[0]) for c in screener.screen(context, k)]
         if len(runs) < k:  # every config was screened once: more seeds for the best ones
             runs += self._rescreen(campaign, seeds, k - len(runs))
         self._run(campaign, cycle, [(c, seed, "screen") for c, seed in runs])
@@ -232,35 +183,6 @@ class ScreeningNodes(NodeBase):
             incumbent_objective=campaign.incumbent_objective,
         )
         return {"screened": [config_key(c) for c in configs]}
-
-    def _explore_runs(self, campaign: Campaign, trials: list[Trial], seeds: list[int]) -> dict[str, set[int]]:
-        """Per config key: the explore seeds it has a run at (finished or not)."""
-        wanted = set(seeds)
-        have: dict[str, set[int]] = {}
-        for t in trials:
-            if t.spec.seed in wanted:
-                have.setdefault(config_key(t.spec.config.model_dump(mode="json")), set()).add(t.spec.seed)
-        return have
-
-    def _race(self, campaign: Campaign, seeds: list[int]) -> list[tuple[dict[str, Any], int]]:
-        """The racing run of this cycle: the next explore seed of the best config that beats
-        the incumbent on fewer than every explore seed (none when there is no such config)."""
-        spec = campaign.spec
-        trials = self.campaign_trials(campaign.id)
-        have = self._explore_runs(campaign, trials, seeds)
-        cfg = race_candidate(
-            self.measured(trials),
-            incumbent=make_config(spec.task, campaign.incumbent).model_dump(mode="json"),
-            incumbent_objective=campaign.incumbent_objective,
-            maximize=spec.objective.direction == "maximize",
-            certified=self._certified_pairs(campaign),
-            seeds={key: len(v) for key, v in have.items()},
-            full=len(seeds),
-        )
-        if cfg is None:
-            return []
-        missing = [s for s in seeds if s not in have.get(config_key(cfg), set())]
-        return [(cfg, missing[0])] if missing else []
 
     def _rescreen(self, campaign: Campaign, seeds: list[int], n: int) -> list[tuple[dict[str, Any], int]]:
         """When the space has no untested config left: the next explore seed of the best
@@ -305,7 +227,6 @@ class ScreeningNodes(NodeBase):
         spec = campaign.spec
         cycle = state["cycle"]
         trials = self.campaign_trials(campaign.id)
-        seeds = explore_seeds(campaign.id, spec.validation.seeds_per_arm)
         incumbent = make_config(spec.task, campaign.incumbent).model_dump(mode="json")
         best = promotion_candidate(
             self.measured(trials),
@@ -314,8 +235,6 @@ class ScreeningNodes(NodeBase):
             maximize=spec.objective.direction == "maximize",
             margin=spec.validation.min_effect,
             certified=self._certified_pairs(campaign),
-            seeds={k: len(v) for k, v in self._explore_runs(campaign, trials, seeds).items()},
-            full=len(seeds),
         )
         left = self._budget_left(campaign, len(trials))
         affordable = left >= certification_cost(spec) + 1
@@ -347,11 +266,7 @@ class ScreeningNodes(NodeBase):
             rationale=(
                 f"promoted from screening: mean {best.screened:.4g} over its runs beats the certified "
                 f"incumbent {campaign.incumbent_objective:.4g} by {best.gain:.4g} "
-                + (
-                    f"(>= min_effect {spec.validation.min_effect:g})"
-                    if best.gain >= spec.validation.min_effect
-                    else f"(below min_effect {spec.validation.min_effect:g}, on all {len(seeds)} explore seeds)"
-                )
+                f"(>= min_effect {spec.validation.min_effect:g})"
             ),
             source="offline",
         )

@@ -263,10 +263,9 @@ class PlannerSpec(Spec):
         le=1000,
         description="Screening runs per cycle: configs the model-based proposer (Optuna TPE, "
         "fitted to every run) suggests, each trained once with one seed; they never make claims. "
-        "The best screened config is certified (paired, sequential, reproduced) when its mean "
-        "beats the certified incumbent by validation.min_effect, or by less once it has run on "
-        "every explore seed (a smaller lead earns those seeds one racing run per cycle). 0 = off: "
-        "every hypothesis is certified directly",
+        "The best screened config is certified (paired, sequential, reproduced) only when its "
+        "screened value beats the certified incumbent by validation.min_effect. 0 = off: every "
+        "hypothesis is certified directly",
     )
 
 
