@@ -40,9 +40,9 @@ MIN_EFFECT = 0.005
 # only the best screened config that beats the incumbent by min_effect is certified.
 SCREENING = 3
 # Looks of the sequential test (validation.stages; research_efficiency.py --stages): 1 is
-# a fixed design. Measured (README, issue 13): 3 looks certified more steps on the noisy
-# tables but spent 6 runs per extra look on steps the size of the seed noise, which cost
-# more than it gained on three of four tables.
+# a fixed design. Measured (README, design note 11): 3 looks helped surface1080 and were
+# worse on the three scalar tables: more seeds certified small steps early, and the last
+# step to the best was then too small for the seeds to resolve.
 STAGES = 1
 
 
