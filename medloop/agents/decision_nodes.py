@@ -136,7 +136,7 @@ class DecisionNodes(NodeBase):
         levels = sequential_levels([(k + 1) / policy.stages for k in range(policy.stages)], policy.alpha)
         looks: dict[str, dict[str, Any]] = {}
         # Earlier comparisons of this campaign: their seed differences join the variance pool.
-        history = sorted(
+        earlier = sorted(
             (
                 h
                 for h in self.s.store.cycles.hypotheses(campaign.id)
@@ -146,7 +146,8 @@ class DecisionNodes(NodeBase):
                 and h.treatment_trials
             ),
             key=lambda h: (h.cycle, h.id),
-        )[-POOL_HISTORY:]
+        )
+        history = earlier[len(earlier) - POOL_HISTORY :] if POOL_HISTORY > 0 else []
         for k, level in enumerate(levels):
             staged = policy.model_copy(update={"alpha": level})
             analyses = analyze_hypotheses(

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from medloop.core.records import Hypothesis, Trial
@@ -152,12 +153,15 @@ def analyze_hypotheses(
         for h in history
         if h.reproduction_control and h.reproduction_treatment
     ]
-    # One seed-variance estimate for the whole cycle and its history (paired arms only).
-    pooled = stats.pooled_seed_variance(
-        [stats.run_differences(c.per_seed, t.per_seed) for c, t in [*arms, *earlier] if c.seeds == t.seeds]
-    )
+    # The seed-variance pool of each comparison: the cycle's other comparisons and the
+    # history (paired arms only), less the unstable ones (stats.stable_pool).
+    diffs = [
+        stats.run_differences(c.per_seed, t.per_seed) if c.seeds == t.seeds else np.zeros(0)
+        for c, t in [*arms, *earlier]
+    ]
     drafts: list[HypothesisAnalysis] = []
-    for hyp, (control, treatment) in zip(hypotheses, arms, strict=True):
+    for i, (hyp, (control, treatment)) in enumerate(zip(hypotheses, arms, strict=True)):
+        pooled = stats.stable_pool(diffs[i], diffs[:i] + diffs[i + 1 :])
         comparison = compare_arms(control, treatment, policy, seed=seed, pooled=pooled)
         by_group = (
             subgroup_effects(
