@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from medloop.agents.budget import final_reserve_runs
 from medloop.agents.runner import CampaignRunner
 from medloop.agents.screening_nodes import certification_cost, promotion_candidate
@@ -218,3 +220,27 @@ def test_earlier_comparisons_join_the_seed_variance_pool(tmp_path: Path, table: 
     assert pooled.estimate == alone.estimate
     assert pooled.ci_high - pooled.ci_low < alone.ci_high - alone.ci_low
     assert pooled.p_run is not None and alone.p_run is not None and pooled.p_run < alone.p_run
+
+
+def test_pool_history_zero_means_no_earlier_comparisons(
+    tmp_path: Path, table: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`[-0:]` keeps a whole list: POOL_HISTORY = 0 once pooled every earlier comparison
+    instead of none. The cycle's own comparisons still pool (the history is what it sets)."""
+    import medloop.agents.decision_nodes as dn
+
+    seen: list[int] = []
+    real = dn.analyze_hypotheses
+
+    def spy(*a: Any, history: Any = (), **k: Any) -> Any:
+        seen.append(len(history))
+        return real(*a, history=history, **k)
+
+    monkeypatch.setattr(dn, "analyze_hypotheses", spy)
+    monkeypatch.setattr(dn, "POOL_HISTORY", 0)
+    _run(tmp_path, _screening_spec(table, max_trials=60), "none")
+    assert len(seen) >= 2 and set(seen) == {0}
+    seen.clear()
+    monkeypatch.setattr(dn, "POOL_HISTORY", 1)
+    _run(tmp_path, _screening_spec(table, max_trials=60), "one")
+    assert max(seen) == 1
