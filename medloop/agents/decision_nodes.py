@@ -147,7 +147,7 @@ class DecisionNodes(NodeBase):
             ),
             key=lambda h: (h.cycle, h.id),
         )
-        history = earlier[len(earlier) - POOL_HISTORY :] if POOL_HISTORY > 0 else []
+        history = earlier[-POOL_HISTORY:] if POOL_HISTORY > 0 else []  # [-0:] would keep all
         for k, level in enumerate(levels):
             staged = policy.model_copy(update={"alpha": level})
             analyses = analyze_hypotheses(
