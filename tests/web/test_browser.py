@@ -133,7 +133,7 @@ def test_review_flow_in_chromium(site: dict[str, Any]) -> None:
         expect(page.locator("#curve-val_dice-i .uplot")).to_have_count(1)
         loss_points = page.evaluate("document.getElementById('curve-loss-i').uplot.data[1].length")
         assert loss_points == 20, loss_points  # the tiny campaign's trials run 20 iterations
-        page.wait_for_function("document.getElementById('viewer').dataset.drawn !== undefined")
+        page.wait_for_function("() => document.getElementById('viewer').dataset.drawn !== undefined")
         colours = page.evaluate(
             """() => {
               const c = document.getElementById('slice-canvas');
@@ -297,7 +297,7 @@ def test_charts_compare_and_slice_viewer_in_chromium(site: dict[str, Any], tmp_p
 
         # the slice viewer on a 3D CT volume
         page.goto(base + f"/trials/{volume}")
-        page.wait_for_function("document.getElementById('viewer').dataset.drawn !== undefined")
+        page.wait_for_function("() => document.getElementById('viewer').dataset.drawn !== undefined")
         depth = int(page.locator("#v-z").get_attribute("max") or "0") + 1
         assert depth > 1
         expect(page.locator("#v-preset")).to_have_value("ct-abdomen")  # CT: the abdomen window first
