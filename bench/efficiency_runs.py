@@ -44,6 +44,9 @@ SCREENING = 3
 # worse on the three scalar tables: more seeds certified small steps early, and the last
 # step to the best was then too small for the seeds to resolve.
 STAGES = 1
+# Deferred looks (validation.deferred_looks; --deferred): an undecided certification is
+# parked and takes its next planned look only when its candidate is again the best.
+DEFERRED = 0
 
 
 @dataclass
@@ -259,6 +262,7 @@ def medloop_spec(
                 "seeds_per_arm": 3,
                 "reproduction_seeds": 3,
                 "stages": STAGES,  # read at call time: --stages sets it
+                "deferred_looks": DEFERRED,  # and --deferred this one
                 "min_effect": min_effect,
                 "bootstrap_resamples": 2000,
             },

@@ -366,6 +366,12 @@ def main(argv: list[str] | None = None) -> int:
         default=er.STAGES,
         help=f"looks of medloop's sequential test, validation.stages (default {er.STAGES})",
     )
+    ap.add_argument(
+        "--deferred",
+        type=int,
+        default=er.DEFERRED,
+        help=f"deferred looks of medloop's sequential test, validation.deferred_looks (default {er.DEFERRED})",
+    )
     ap.add_argument("--procs", type=int, default=2)
     ap.add_argument("--data", type=Path, default=DATA / "hpo", help="where converted tables are kept")
     ap.add_argument("--json", type=Path, help="also write the report here")
@@ -379,7 +385,13 @@ def main(argv: list[str] | None = None) -> int:
     campaigns = args.campaigns or (3 if q else 20)
     budget = args.budget or (60 if q else 300)
     er.STAGES = args.stages  # read by medloop_spec in the pool's forked workers
-    report: dict[str, Any] = {"campaigns": campaigns, "budget": budget, "stages": args.stages}
+    er.DEFERRED = args.deferred
+    report: dict[str, Any] = {
+        "campaigns": campaigns,
+        "budget": budget,
+        "stages": args.stages,
+        "deferred_looks": args.deferred,
+    }
     if args.mode in ("all", "efficiency"):
         partial = args.json.with_suffix(".partial.json") if args.json else None
         report.update(

@@ -10,6 +10,7 @@ from langgraph.types import interrupt
 from medloop.agents.budget import cancelled_by_budget, final_reserve_runs
 from medloop.agents.claims import build_claim, claim_id_for, reproduction_evidence
 from medloop.agents.node_base import NodeBase
+from medloop.agents.screening_nodes import planned_looks, resume_look
 from medloop.agents.seeds import explore_seeds
 from medloop.agents.space import apply_changes
 from medloop.agents.state import CampaignState
@@ -94,6 +95,8 @@ class DecisionNodes(NodeBase):
                     p_adjusted=a.p_adjusted, n_seeds=min(len(a.control.seeds), len(a.treatment.seeds))
                 )
             analysis["looks"] = looks.get(hyp.id, {})
+            if "resume" in hyp.analysis:  # provenance: the certification it continues
+                analysis["resume"] = hyp.analysis["resume"]
             if a.by_group:  # per-category effects (VQA), kept as the claim's evidence
                 analysis["by_category"] = a.by_group
             verdict = a.verdict
@@ -127,13 +130,31 @@ class DecisionNodes(NodeBase):
     def _sequential(
         self, campaign: Campaign, hyps: list[Hypothesis], cycle: int
     ) -> tuple[list[HypothesisAnalysis], dict[str, dict[str, Any]]]:
-        """The paired test as a group-sequential one: at look k of K (validation.stages)
-        a change is decided at the nominal level that O'Brien-Fleming-type spending allows;
-        an undecided one gets seeds_per_arm more seeds per arm, while the trial budget
-        pays for them. Seeds already run are reused (trial ids are content ids)."""
+        """The paired test as a group-sequential one: at look k of K (validation.stages
+        + deferred_looks) a change is decided at the nominal level that O'Brien-Fleming-type
+        spending allows; an undecided one gets seeds_per_arm more seeds per arm, while the
+        trial budget pays for them, up to the last in-cycle look. A resumed certification
+        (screening_nodes: a parked pair promoted again) first gets the seeds of the look it
+        resumes at and takes that one look. Seeds already run are reused (trial ids are
+        content ids). Hypotheses of one cycle that start at different looks are all
+        judged at the earliest one's level, which is the strictest (OBF levels rise)."""
         spec = campaign.spec
         policy = spec.validation
-        levels = sequential_levels([(k + 1) / policy.stages for k in range(policy.stages)], policy.alpha)
+        total = planned_looks(spec)
+        levels = sequential_levels([(k + 1) / total for k in range(total)], policy.alpha)
+        per_arm = policy.seeds_per_arm
+        start = {h.id: min(resume_look(h), total) - 1 for h in hyps}
+        for h in hyps:
+            if start[h.id] > 0:
+                self.emit(
+                    "certification_look", cycle=cycle, look=start[h.id] + 1, hypotheses=[h.id], deferred=True
+                )
+                self._add_seeds(
+                    campaign, [h], explore_seeds(campaign.id, per_arm * (start[h.id] + 1))[per_arm:]
+                )
+        hyps = self.hypotheses([h.id for h in hyps])
+        first = min(start.values(), default=0)
+        last = max(first, policy.stages - 1)  # the in-cycle looks; a resumed one takes one
         looks: dict[str, dict[str, Any]] = {}
         # Earlier comparisons of this campaign: their seed differences join the variance pool.
         earlier = sorted(
@@ -147,19 +168,37 @@ class DecisionNodes(NodeBase):
             ),
             key=lambda h: (h.cycle, h.id),
         )
+
+        # A resumed certification's earlier looks share its trials: they are the same
+        # comparison, not another one, so they stay out of its pool.
+        def same_comparison(e: Hypothesis) -> bool:
+            return any(
+                set(h.control_trials) & set(e.control_trials)
+                and set(h.treatment_trials) & set(e.treatment_trials)
+                for h in hyps
+            )
+
+        earlier = [e for e in earlier if not same_comparison(e)]
         history = earlier[-POOL_HISTORY:] if POOL_HISTORY > 0 else []  # [-0:] would keep all
-        for k, level in enumerate(levels):
+        analyses: list[HypothesisAnalysis] = []
+        for k in range(first, last + 1):
+            level = levels[k]
             staged = policy.model_copy(update={"alpha": level})
             analyses = analyze_hypotheses(
                 self.s.store, hyps, objective=spec.objective, policy=staged, seed=cycle, history=history
             )
             for h in hyps:
-                looks[h.id] = {"look": k + 1, "of": policy.stages, "nominal_alpha": level}
+                look = k + 1 + start[h.id] - first
+                looks[h.id] = {
+                    "look": look,
+                    "of": total,
+                    "nominal_alpha": level,
+                    "deferred": look > policy.stages,
+                }
             undecided = [h for h, a in zip(hyps, analyses, strict=True) if a.verdict == "inconclusive"]
             undecided = [h for h in undecided if h.treatment_trials and h.control_trials]
-            if k == len(levels) - 1 or not undecided:
+            if k == last or not undecided:
                 return analyses, looks
-            per_arm = policy.seeds_per_arm
             if len(undecided) * 2 * per_arm > self._spare_trials(campaign):
                 return analyses, looks  # the budget ends the test here: it stays inconclusive
             seeds = explore_seeds(campaign.id, per_arm * (k + 2))[per_arm * (k + 1) :]

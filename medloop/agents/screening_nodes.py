@@ -21,6 +21,14 @@ trial id: reused, not re-run). That seed selected the candidate, so it is optimi
 selection has seen (bench/research_efficiency.py measures the family-wise false
 `reproduced` rate on null tables with screening on).
 
+A certification still undecided after its in-cycle looks is *parked*, not closed, when
+the policy plans deferred looks (`validation.deferred_looks`): when the same candidate is
+again the best against the same incumbent (its mean over all its runs still beats the
+incumbent by the margin), it resumes at its next planned look with seeds_per_arm more
+seeds per arm. The levels of all stages + deferred_looks looks are fixed by the alpha
+spending before the first look, so resuming later spends no alpha the plan did not
+reserve; the search decides *when* a look is worth its seeds, not whether a look counts.
+
 Budget: screening never eats the runs one more certification and the final test-split
 runs need; when the budget left cannot pay a certification, the campaign ends, saying so.
 """
@@ -81,6 +89,40 @@ def promotion_candidate(
     return Promotion(config=cfg, screened=value, gain=gain)
 
 
+def planned_looks(spec: CampaignSpec) -> int:
+    """Looks of the sequential test the alpha spending plans for: in-cycle and deferred."""
+    return spec.validation.stages + spec.validation.deferred_looks
+
+
+def resume_look(hyp: Hypothesis) -> int:
+    """The 1-based look a resumed certification takes first; 1 for a fresh one."""
+    resume = hyp.analysis.get("resume") if isinstance(hyp.analysis, dict) else None
+    look = resume.get("look") if isinstance(resume, dict) else None
+    return look if isinstance(look, int) and look >= 1 else 1
+
+
+def certification_state(
+    hyps: list[tuple[Hypothesis, tuple[str, str]]], looks: int
+) -> tuple[set[tuple[str, str]], dict[tuple[str, str], tuple[str, int]]]:
+    """(closed pairs, parked pairs) from a campaign's certifications, each given with its
+    (incumbent config key, candidate config key) pair, in the order they ran. A pair is
+    parked, as (latest hypothesis id, looks it has taken), while every certification of
+    it ended inconclusive and the last took fewer than `looks` looks; anything else
+    (supported, refuted, failed, cancelled, interrupted, or every look spent) closes it."""
+    closed: set[tuple[str, str]] = set()
+    parked: dict[tuple[str, str], tuple[str, int]] = {}
+    for hyp, pair in hyps:
+        if pair in closed:
+            continue
+        taken = hyp.analysis.get("looks", {}).get("look") if isinstance(hyp.analysis, dict) else None
+        if hyp.verdict == "inconclusive" and isinstance(taken, int) and 1 <= taken < looks:
+            parked[pair] = (hyp.id, taken)
+        else:
+            closed.add(pair)
+            parked.pop(pair, None)
+    return closed, parked
+
+
 def certification_cost(spec: CampaignSpec) -> int:
     """Runs one certification needs beyond the screening seed to decide at its first look
     and be reproduced: the treatment's other explore seeds and the reproduction's fresh
@@ -89,6 +131,13 @@ def certification_cost(spec: CampaignSpec) -> int:
     3-look campaign's last 20 runs unspent."""
     v = spec.validation
     return (v.seeds_per_arm - 1) + 2 * v.reproduction_seeds
+
+
+def resumption_cost(spec: CampaignSpec) -> int:
+    """Runs a parked certification needs to take its next look and be reproduced:
+    seeds_per_arm new seeds of both arms and the reproduction's fresh seeds."""
+    v = spec.validation
+    return 2 * v.seeds_per_arm + 2 * v.reproduction_seeds
 
 
 class ScreeningNodes(NodeBase):
@@ -212,15 +261,19 @@ class ScreeningNodes(NodeBase):
             make_config(campaign.spec.task, config), seed, max_seconds=campaign.spec.sandbox.timeout
         )
 
-    def _certified_pairs(self, campaign: Campaign) -> set[tuple[str, str]]:
-        """(incumbent config, candidate config) pairs this campaign already certified."""
-        pairs = set()
-        for h in self.s.store.cycles.hypotheses(campaign.id):
+    def _certifications(
+        self, campaign: Campaign
+    ) -> tuple[set[tuple[str, str]], dict[tuple[str, str], tuple[str, int]]]:
+        """(incumbent config, candidate config) pairs this campaign certified: closed ones,
+        and parked ones (undecided, with deferred looks left) as (hypothesis id, looks)."""
+        done = []
+        hyps = sorted(self.s.store.cycles.hypotheses(campaign.id), key=lambda h: (h.cycle, h.id))
+        for h in hyps:
             if h.control_trials and h.treatment_trials:
                 control = self.s.store.trials.get(h.control_trials[0]).spec.config.model_dump(mode="json")
                 treat = self.s.store.trials.get(h.treatment_trials[0]).spec.config.model_dump(mode="json")
-                pairs.add((config_key(control), config_key(treat)))
-        return pairs
+                done.append((h, (config_key(control), config_key(treat))))
+        return certification_state(done, planned_looks(campaign.spec))
 
     def promote_screened(self, campaign: Campaign, state: CampaignState) -> dict[str, Any]:
         """The `propose` step with screening on: at most one hypothesis, the promoted config."""
@@ -228,23 +281,26 @@ class ScreeningNodes(NodeBase):
         cycle = state["cycle"]
         trials = self.campaign_trials(campaign.id)
         incumbent = make_config(spec.task, campaign.incumbent).model_dump(mode="json")
+        closed, parked = self._certifications(campaign)
         best = promotion_candidate(
             self.measured(trials),
             incumbent=incumbent,
             incumbent_objective=campaign.incumbent_objective,
             maximize=spec.objective.direction == "maximize",
             margin=spec.validation.min_effect,
-            certified=self._certified_pairs(campaign),
+            certified=closed,
         )
+        resumed = parked.get((config_key(incumbent), config_key(best.config))) if best else None
+        cost = certification_cost(spec) if resumed is None else resumption_cost(spec)
         left = self._budget_left(campaign, len(trials))
-        affordable = left >= certification_cost(spec) + 1
+        affordable = left >= cost + 1
         if best is None or not affordable:
             if state.get("screened"):
                 return {"hypothesis_ids": []}  # a screening cycle: the search goes on
             if not affordable:
                 why = (
                     f"trial budget spent: {max(0, left)} runs left beside the final runs, fewer than "
-                    f"one more screening run and a certification need ({certification_cost(spec) + 1})"
+                    f"one more screening run and a certification need ({cost + 1})"
                 )
             else:
                 why = "search space exhausted: every config was screened and none beats the incumbent"
@@ -256,6 +312,19 @@ class ScreeningNodes(NodeBase):
         ]
         moved = ", ".join(f"{c.factor} from {c.from_value} to {c.to_value}" for c in changes)
         verb = "raises" if spec.objective.direction == "maximize" else "lowers"
+        rationale = (
+            f"promoted from screening: mean {best.screened:.4g} over its runs beats the certified "
+            f"incumbent {campaign.incumbent_objective:.4g} by {best.gain:.4g} "
+            f"(>= min_effect {spec.validation.min_effect:g})"
+        )
+        analysis: dict[str, Any] = {}
+        if resumed is not None:
+            earlier, taken = resumed
+            analysis["resume"] = {"from": earlier, "look": taken + 1}
+            rationale += (
+                f"; resumes the undecided certification {earlier} at look {taken + 1} of "
+                f"{planned_looks(spec)} (deferred)"
+            )
         hyp = Hypothesis(
             id=content_id("hyp", campaign.id, cycle, [c.model_dump(mode="json") for c in changes]),
             campaign_id=campaign.id,
@@ -263,12 +332,9 @@ class ScreeningNodes(NodeBase):
             statement=f"Changing {moved} {verb} mean {spec.objective.metric} on {spec.dataset.path.name}",
             changes=changes,
             expected_effect=(1.0 if spec.objective.direction == "maximize" else -1.0) * best.gain,
-            rationale=(
-                f"promoted from screening: mean {best.screened:.4g} over its runs beats the certified "
-                f"incumbent {campaign.incumbent_objective:.4g} by {best.gain:.4g} "
-                f"(>= min_effect {spec.validation.min_effect:g})"
-            ),
+            rationale=rationale,
             source="offline",
+            analysis=analysis,
         )
         self.s.store.cycles.put_hypothesis(hyp)
         self.emit(

@@ -42,11 +42,24 @@ _LOCATION_FIELDS: dict[str, Any] = {
 }
 
 
+# Spec fields added after campaigns were already run, with the default that keeps the
+# earlier behaviour: at that default they stay out of the planning seed, so the same spec
+# plans the same way on this version as on the one before the field existed.
+_LATER_FIELDS: dict[str, dict[str, Any]] = {
+    "validation": {"deferred_looks": 0},
+}
+
+
 def planning_seed(spec: Any, seed: int, *salt: object) -> int:
     """The planner's random seed for one decision: from the planner's seed and what the
     campaign asks for (goal, space, baseline, policy), never from file paths, hosts or
     dict order (canonical JSON sorts keys). `spec` is a CampaignSpec."""
     body = spec.model_dump(mode="json", exclude=_LOCATION_FIELDS)
+    for section, fields in _LATER_FIELDS.items():
+        part = body.get(section)
+        for name, default in fields.items():
+            if isinstance(part, dict) and part.get(name) == default:
+                del part[name]
     return int(sha256_hex(canonical_json([seed, body, list(salt)]))[:8], 16)
 
 

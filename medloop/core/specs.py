@@ -195,6 +195,15 @@ class ValidationPolicy(Spec):
         "seeds per arm gets seeds_per_arm more, up to this many times, under O'Brien-Fleming-type "
         "alpha spending (adding seeds does not inflate the error); 1 = a fixed design",
     )
+    deferred_looks: Int = Field(
+        default=0,
+        ge=0,
+        le=4,
+        description="Planned looks after the in-cycle ones (`stages`), each taken only when a change "
+        "that ended undecided is again the best screened candidate against the same incumbent: it "
+        "resumes with seeds_per_arm more seeds per arm. The alpha spending plans all stages + "
+        "deferred_looks looks from the start, so the in-cycle looks are stricter (screening mode)",
+    )
     reproduce: Literal["all", "best"] = Field(
         default="all",
         description="Which supported changes of a cycle are reproduced: all of them, or only the "

@@ -244,3 +244,143 @@ def test_pool_history_zero_means_no_earlier_comparisons(
     monkeypatch.setattr(dn, "POOL_HISTORY", 1)
     _run(tmp_path, _screening_spec(table, max_trials=60), "one")
     assert max(seen) == 1
+
+
+def _deferred_table(tmp_path: Path) -> Path:
+    """dicece better by 0.008 (above min_effect 0.005, near the seed noise of 3 seeds):
+    its first certification is undecided and it stays the best screened candidate."""
+    path = tmp_path / "deferred.json"
+    table = synthetic_table(
+        space={**SPACE, "lr": LRS}, effect=lambda c: 0.008 * (c["loss"] == "dicece"), n_cases=24, rng_seed=2
+    )
+    save_table(table, path)
+    return path
+
+
+def test_an_undecided_certification_resumes_at_its_deferred_look(tmp_path: Path) -> None:
+    """Before, a pair certified once was never certified again: an undecided last step to
+    the best config left the incumbent where it was for the rest of the budget (surface1080,
+    design note 11). With a deferred look the pair resumes, when it is again the best
+    candidate, with all its seeds plus seeds_per_arm more per arm, at the level the alpha
+    spending planned for look 2 of 2 (the first look, planned with it, is stricter)."""
+    from medloop.evaluation.stats import sequential_levels
+
+    spec = _screening_spec(_deferred_table(tmp_path), max_trials=60)
+    spec = spec.model_copy(update={"validation": spec.validation.model_copy(update={"deferred_looks": 1})})
+    store, done = _run(tmp_path, spec)
+    hyps = {h.id: h for h in store.cycles.hypotheses(done.id)}
+    resumed = [h for h in hyps.values() if "resume" in h.analysis]
+    assert resumed, "no undecided certification resumed"
+    levels = sequential_levels([0.5, 1.0], spec.validation.alpha)
+    per_arm = spec.validation.seeds_per_arm
+    for h in resumed:
+        earlier = hyps[h.analysis["resume"]["from"]]
+        assert earlier.verdict == "inconclusive" and earlier.cycle < h.cycle
+        assert earlier.analysis["looks"] == {
+            "look": 1,
+            "of": 2,
+            "nominal_alpha": levels[0],
+            "deferred": False,
+        }
+        assert h.analysis["looks"] == {"look": 2, "of": 2, "nominal_alpha": levels[1], "deferred": True}
+        assert [c.model_dump() for c in h.changes] == [c.model_dump() for c in earlier.changes]
+        # the same seeds (the same trials), then seeds_per_arm new ones per arm
+        assert h.treatment_trials[:per_arm] == earlier.treatment_trials
+        assert h.control_trials[:per_arm] == earlier.control_trials
+        assert len(set(h.treatment_trials)) == len(set(h.control_trials)) == 2 * per_arm
+        assert h.analysis["n_seeds"] == 2 * per_arm
+    decided = [h for h in resumed if h.verdict == "supported"]
+    assert decided and all(h.reproduction != "none" for h in decided)  # then reproduced, as any
+    # Look 2 is the plan's last: a pair undecided there is closed, never resumed again.
+    pairs = [tuple(c.to_value for c in h.changes) for h in resumed]
+    assert len(pairs) == len(set(pairs))
+
+
+def test_without_deferred_looks_a_pair_is_certified_once(tmp_path: Path) -> None:
+    """The default plan (deferred_looks: 0) keeps the fixed design: one look at alpha."""
+    spec = _screening_spec(_deferred_table(tmp_path), max_trials=60)
+    store, done = _run(tmp_path, spec)
+    hyps = store.cycles.hypotheses(done.id)
+    assert hyps and all("resume" not in h.analysis for h in hyps)
+    assert all(h.analysis["looks"]["of"] == 1 and h.analysis["looks"]["look"] == 1 for h in hyps)
+    assert all(h.analysis["looks"]["nominal_alpha"] == pytest.approx(spec.validation.alpha) for h in hyps)
+
+
+def test_a_resumed_certification_does_not_pool_its_own_earlier_look(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The earlier look of a resumed certification shares its trials: counted in the pool
+    it would be the same seed differences twice, with degrees of freedom they do not have."""
+    import medloop.agents.decision_nodes as dn
+
+    overlaps: list[int] = []
+    real = dn.analyze_hypotheses
+
+    def spy(store: Any, hyps: Any, *a: Any, history: Any = (), **k: Any) -> Any:
+        overlaps.append(
+            sum(
+                1
+                for e in history
+                for h in hyps
+                if set(h.control_trials) & set(e.control_trials)
+                and set(h.treatment_trials) & set(e.treatment_trials)
+            )
+        )
+        return real(store, hyps, *a, history=history, **k)
+
+    monkeypatch.setattr(dn, "analyze_hypotheses", spy)
+    spec = _screening_spec(_deferred_table(tmp_path), max_trials=60)
+    spec = spec.model_copy(update={"validation": spec.validation.model_copy(update={"deferred_looks": 1})})
+    store, done = _run(tmp_path, spec)
+    assert any("resume" in h.analysis for h in store.cycles.hypotheses(done.id))
+    assert overlaps and set(overlaps) == {0}
+
+
+def test_certification_state_parks_only_undecided_pairs_with_looks_left() -> None:
+    from medloop.agents.screening_nodes import certification_state
+    from medloop.core.records import FactorChange, Hypothesis
+
+    def hyp(i: int, verdict: str, look: int | None) -> Hypothesis:
+        return Hypothesis(
+            id=f"h{i}",
+            campaign_id="c",
+            cycle=i,
+            statement="s",
+            changes=[FactorChange(factor="loss", from_value="dice", to_value="dicece")],
+            verdict=verdict,  # type: ignore[arg-type]
+            analysis={} if look is None else {"looks": {"look": look}},
+        )
+
+    a, b, c, d = ("i", "a"), ("i", "b"), ("i", "c"), ("i", "d")
+    closed, parked = certification_state(
+        [
+            (hyp(1, "inconclusive", 1), a),  # parked
+            (hyp(2, "inconclusive", 2), b),  # every look spent: closed
+            (hyp(3, "supported", 1), c),
+            (hyp(4, "inconclusive", 1), d),
+            (hyp(5, "refuted", 2), d),  # the resumed look decided: closed
+            (hyp(6, "pending", None), ("i", "e")),  # interrupted: closed, as before
+        ],
+        looks=2,
+    )
+    assert parked == {a: ("h1", 1)}
+    assert closed == {b, c, d, ("i", "e")}
+    closed, parked = certification_state([(hyp(1, "inconclusive", 1), a)], looks=1)
+    assert parked == {} and closed == {a}  # no deferred look planned: certified once
+
+
+def test_a_later_field_at_its_default_leaves_the_planning_seed_as_it_was(table: Path) -> None:
+    """deferred_looks came after campaigns were run: at its default (0) a spec plans as it
+    did before the field existed; set, it is part of what the campaign asks for."""
+    from medloop.agents.seeds import _LOCATION_FIELDS, planning_seed
+    from medloop.core.ids import canonical_json, sha256_hex
+
+    spec = make_spec(table)
+    body = spec.model_dump(mode="json", exclude=_LOCATION_FIELDS)
+    del body["validation"]["deferred_looks"]
+    before = int(sha256_hex(canonical_json([7, body, ["x"]]))[:8], 16)
+    assert planning_seed(spec, 7, "x") == before
+    deferred = spec.model_copy(
+        update={"validation": spec.validation.model_copy(update={"deferred_looks": 1})}
+    )
+    assert planning_seed(deferred, 7, "x") != before
