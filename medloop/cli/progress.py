@@ -130,9 +130,14 @@ class CampaignConsole:
             f" (certified incumbent {_fmt(incumbent_objective, '.4f')})"
         )
 
-    def on_certification_look(self, cycle: int, look: int, hypotheses: list[str]) -> None:
+    def on_certification_look(
+        self, cycle: int, look: int, hypotheses: list[str], deferred: bool = False
+    ) -> None:
         self._stop_progress()
-        self.c.print(f"  undecided: look {look} adds seeds for {len(hypotheses)} change(s)")
+        if deferred:
+            self.c.print(f"  undecided earlier, again the best: resumed at look {look} with more seeds")
+        else:
+            self.c.print(f"  undecided: look {look} adds seeds for {len(hypotheses)} change(s)")
 
     def on_final(self, summary: dict[str, Any]) -> None:
         self._stop_progress()

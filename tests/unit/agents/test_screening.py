@@ -384,3 +384,23 @@ def test_a_later_field_at_its_default_leaves_the_planning_seed_as_it_was(table: 
         update={"validation": spec.validation.model_copy(update={"deferred_looks": 1})}
     )
     assert planning_seed(deferred, 7, "x") != before
+
+
+def test_the_console_renders_a_resumed_certification(tmp_path: Path) -> None:
+    """`medloop campaign run` prints every event: the resumed look's event carries a flag
+    the printer must take (it raised TypeError on its first version)."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from medloop.cli.progress import CampaignConsole
+
+    out = StringIO()
+    spec = _screening_spec(_deferred_table(tmp_path), max_trials=60)
+    spec = spec.model_copy(update={"validation": spec.validation.model_copy(update={"deferred_looks": 1})})
+    ws = tmp_path / "console"
+    ws.mkdir()
+    store = open_store(ws / "m.db")
+    runner = CampaignRunner(services(ws, store), on_event=CampaignConsole(Console(file=out, width=200)))
+    runner.run(runner.create(spec, owner="a").id)
+    assert "resumed at look 2" in out.getvalue()
