@@ -402,5 +402,11 @@ def test_the_console_renders_a_resumed_certification(tmp_path: Path) -> None:
     ws.mkdir()
     store = open_store(ws / "m.db")
     runner = CampaignRunner(services(ws, store), on_event=CampaignConsole(Console(file=out, width=200)))
-    runner.run(runner.create(spec, owner="a").id)
+    done = runner.run(runner.create(spec, owner="a").id)
     assert "resumed at look 2" in out.getvalue()
+    # the final table says which look of the plan decided each change
+    from medloop.cli.progress import final_table
+
+    table = StringIO()
+    Console(file=table, width=300).print(final_table(done, store.cycles.hypotheses(done.id)))
+    assert "(look 2/2, deferred)" in table.getvalue() and "(look 1/2)" in table.getvalue()
