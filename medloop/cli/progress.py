@@ -152,8 +152,9 @@ def final_table(campaign: Campaign, hypotheses: list[Hypothesis]) -> Table:
         effect = f"{a['estimate']:+.4f} [{a['ci_low']:+.4f}, {a['ci_high']:+.4f}]" if "ci_low" in a else "-"
         change = ", ".join(f"{c.factor}: {c.from_value} -> {c.to_value}" for c in h.changes)
         colour = {"supported": "green", "refuted": "red"}.get(h.verdict, "yellow")
-        verdict = "cancelled (budget)" if h.verdict == "cancelled" else h.verdict
-        looks = a.get("looks") if isinstance(a.get("looks"), dict) else {}
+        verdict: str = "cancelled (budget)" if h.verdict == "cancelled" else h.verdict
+        raw = a.get("looks")
+        looks: dict[str, Any] = raw if isinstance(raw, dict) else {}
         if isinstance(looks.get("of"), int) and looks["of"] > 1 and "look" in looks:
             # which look of the plan decided it (a deferred one resumed an earlier test)
             verdict += f" (look {looks['look']}/{looks['of']}{', deferred' if looks.get('deferred') else ''})"
