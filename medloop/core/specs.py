@@ -368,6 +368,13 @@ class CampaignSpec(Spec):
             raise ValueError(
                 "validation.reproduction_seeds: use 0 (no reproduction) or at least 3 fresh seeds"
             )
+        if self.validation.deferred_looks and not self.planner.screening:
+            # Only promotion from screening resumes a parked pair: without it the deferred
+            # looks would only make the in-cycle looks stricter.
+            raise ValueError(
+                "validation.deferred_looks: needs planner.screening > 0 (a deferred look resumes "
+                "when screening promotes the same candidate again)"
+            )
         return self
 
     @model_validator(mode="after")

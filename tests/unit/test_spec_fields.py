@@ -70,6 +70,9 @@ def _check(patch: dict[str, Any]) -> str:
         ({"goal": "x" * 50_000_000}, "goal: String should have at most 4000 characters"),
         ({"dataset": {"path": "/" + "d" * 10_000}}, "dataset.path: a path of 10,001 characters"),
         ({"planner": {"model": "m" * 10_000}}, "planner.model"),
+        ({"validation": {"deferred_looks": 9}}, "validation.deferred_looks"),
+        # a deferred look resumes only through screening's promotion
+        ({"validation": {"deferred_looks": 1}}, "validation.deferred_looks: needs planner.screening > 0"),
     ],
 )
 def test_out_of_range_values_are_refused_naming_the_key(patch: dict[str, Any], needle: str) -> None:
@@ -81,3 +84,12 @@ def test_a_long_duration_string_is_refused_in_linear_time() -> None:
     start = time.process_time()
     assert "is not a duration" in _check({"budget": {"max_wall": "1" + " " * 200_000 + "x"}})
     assert time.process_time() - start < 5
+
+
+def test_deferred_looks_with_screening_are_accepted() -> None:
+    spec = parse_campaign_spec(
+        {**MINIMAL, "validation": {"deferred_looks": 1}, "planner": {"screening": 3}},
+        source="c.yaml",
+        check_dataset=False,
+    )
+    assert spec.validation.deferred_looks == 1
