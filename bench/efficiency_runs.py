@@ -262,7 +262,7 @@ def medloop_spec(
                 "seeds_per_arm": 3,
                 "reproduction_seeds": 3,
                 "stages": STAGES,  # read at call time: --stages sets it
-                "deferred_looks": DEFERRED,  # and --deferred this one
+                "deferred_looks": DEFERRED if screening else 0,  # and --deferred this one
                 "min_effect": min_effect,
                 "bootstrap_resamples": 2000,
             },
