@@ -50,6 +50,13 @@ STAGES = 1
 # 0.5% and the median to 0.5% from 2.66x to 1.85x TPE, at a stricter first look (2%:
 # 1.96x -> 2.76x); null calibration 0/200, power 1.0.
 DEFERRED = 1
+# Alpha spending over the looks (validation.spending; --spending). Measured (README, design
+# note 12) with one deferred look: pocock (levels 0.031, 0.028) against obrien_fleming
+# (0.0056, 0.048) took the median to 0.5% from 1.85x to 1.96x TPE but to 2% from 2.76x to
+# 2.56x, 33 instead of 31 of 40 campaigns into the 0.5% band, mean final regret 0.00095
+# instead of 0.00183, and the warm start's final regret to the cold one's; null
+# calibration 0/200, power 1.0.
+SPENDING = "pocock"
 
 
 @dataclass
@@ -266,6 +273,7 @@ def medloop_spec(
                 "reproduction_seeds": 3,
                 "stages": STAGES,  # read at call time: --stages sets it
                 "deferred_looks": DEFERRED if screening else 0,  # and --deferred this one
+                "spending": SPENDING,  # and --spending
                 "min_effect": min_effect,
                 "bootstrap_resamples": 2000,
             },

@@ -372,6 +372,12 @@ def main(argv: list[str] | None = None) -> int:
         default=er.DEFERRED,
         help=f"deferred looks of medloop's sequential test, validation.deferred_looks (default {er.DEFERRED})",
     )
+    ap.add_argument(
+        "--spending",
+        choices=["obrien_fleming", "pocock"],
+        default=er.SPENDING,
+        help=f"alpha spending of medloop's sequential test, validation.spending (default {er.SPENDING})",
+    )
     ap.add_argument("--procs", type=int, default=2)
     ap.add_argument("--data", type=Path, default=DATA / "hpo", help="where converted tables are kept")
     ap.add_argument("--json", type=Path, help="also write the report here")
@@ -386,11 +392,13 @@ def main(argv: list[str] | None = None) -> int:
     budget = args.budget or (60 if q else 300)
     er.STAGES = args.stages  # read by medloop_spec in the pool's forked workers
     er.DEFERRED = args.deferred
+    er.SPENDING = args.spending
     report: dict[str, Any] = {
         "campaigns": campaigns,
         "budget": budget,
         "stages": args.stages,
         "deferred_looks": args.deferred,
+        "spending": args.spending,
     }
     if args.mode in ("all", "efficiency"):
         partial = args.json.with_suffix(".partial.json") if args.json else None

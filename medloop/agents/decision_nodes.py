@@ -131,17 +131,18 @@ class DecisionNodes(NodeBase):
         self, campaign: Campaign, hyps: list[Hypothesis], cycle: int
     ) -> tuple[list[HypothesisAnalysis], dict[str, dict[str, Any]]]:
         """The paired test as a group-sequential one: at look k of K (validation.stages
-        + deferred_looks) a change is decided at the nominal level that O'Brien-Fleming-type
-        spending allows; an undecided one gets seeds_per_arm more seeds per arm, while the
-        trial budget pays for them, up to the last in-cycle look. A resumed certification
-        (screening_nodes: a parked pair promoted again) first gets the seeds of the look it
-        resumes at and takes that one look. Seeds already run are reused (trial ids are
-        content ids). Hypotheses of one cycle that start at different looks are all
-        judged at the earliest one's level, which is the strictest (OBF levels rise)."""
+        + deferred_looks) a change is decided at the nominal level that the alpha spending
+        (validation.spending) allows; an undecided one gets seeds_per_arm more seeds per
+        arm, while the trial budget pays for them, up to the last in-cycle look. A resumed
+        certification (screening_nodes: a parked pair promoted again) first gets the seeds
+        of the look it resumes at and takes that one look. Seeds already run are reused
+        (trial ids are content ids). Hypotheses of one cycle that are at different looks
+        are all judged at the strictest of their levels (O'Brien-Fleming's rise over the
+        looks, Pocock's fall), so none is judged more leniently than its own look allows."""
         spec = campaign.spec
         policy = spec.validation
         total = planned_looks(spec)
-        levels = sequential_levels([(k + 1) / total for k in range(total)], policy.alpha)
+        levels = sequential_levels([(k + 1) / total for k in range(total)], policy.alpha, policy.spending)
         per_arm = policy.seeds_per_arm
         start = {h.id: min(resume_look(h), total) - 1 for h in hyps}
         for h in hyps:
@@ -182,13 +183,14 @@ class DecisionNodes(NodeBase):
         history = earlier[-POOL_HISTORY:] if POOL_HISTORY > 0 else []  # [-0:] would keep all
         analyses: list[HypothesisAnalysis] = []
         for k in range(first, last + 1):
-            level = levels[k]
+            at = {h.id: min(k + 1 + start[h.id] - first, total) for h in hyps}  # each one's look
+            level = min(levels[look - 1] for look in at.values())
             staged = policy.model_copy(update={"alpha": level})
             analyses = analyze_hypotheses(
                 self.s.store, hyps, objective=spec.objective, policy=staged, seed=cycle, history=history
             )
             for h in hyps:
-                look = k + 1 + start[h.id] - first
+                look = at[h.id]
                 looks[h.id] = {
                     "look": look,
                     "of": total,

@@ -46,7 +46,7 @@ _LOCATION_FIELDS: dict[str, Any] = {
 # earlier behaviour: at that default they stay out of the planning seed, so the same spec
 # plans the same way on this version as on the one before the field existed.
 _LATER_FIELDS: dict[str, dict[str, Any]] = {
-    "validation": {"deferred_looks": 0},
+    "validation": {"deferred_looks": 0, "spending": "obrien_fleming"},
 }
 
 

@@ -192,8 +192,15 @@ class ValidationPolicy(Spec):
         ge=1,
         le=5,
         description="Looks of the sequential test: a change still undecided after seeds_per_arm "
-        "seeds per arm gets seeds_per_arm more, up to this many times, under O'Brien-Fleming-type "
-        "alpha spending (adding seeds does not inflate the error); 1 = a fixed design",
+        "seeds per arm gets seeds_per_arm more, up to this many times, under the alpha spending "
+        "of `spending` (adding seeds does not inflate the error); 1 = a fixed design",
+    )
+    spending: Literal["obrien_fleming", "pocock"] = Field(
+        default="obrien_fleming",
+        description="How the sequential test spends alpha over its looks (Lan-DeMets): "
+        "obrien_fleming keeps nearly all of it for the last look (two looks at 0.05: 0.0056, "
+        "0.0478); pocock spreads it evenly (0.0310, 0.0277), so a clear gain is certified at "
+        "the first look and one that needs every seed pays a little at the last",
     )
     deferred_looks: Int = Field(
         default=0,

@@ -271,6 +271,8 @@ def split_breakdown(trials: Sequence[Trial], split: str = "test") -> dict[str, A
     return out
 
 
-def sequential_levels(fractions: Sequence[float], alpha: float) -> list[float]:
+def sequential_levels(
+    fractions: Sequence[float], alpha: float, spending: str = "obrien_fleming"
+) -> list[float]:
     """Nominal levels of a group-sequential test's looks (see evaluation.stats)."""
-    return stats.sequential_levels(fractions, alpha)
+    return stats.sequential_levels(fractions, alpha, spending)

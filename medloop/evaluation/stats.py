@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
 import numpy as np
@@ -430,22 +430,45 @@ def obrien_fleming_spent(fraction: float, alpha: float) -> float:
     return float(2.0 - 2.0 * norm.cdf(norm.ppf(1.0 - alpha / 2.0) / math.sqrt(t)))
 
 
-def sequential_levels(fractions: Sequence[float], alpha: float) -> list[float]:
+def pocock_spent(fraction: float, alpha: float) -> float:
+    """Lan-DeMets Pocock-type alpha spending, alpha(t) = alpha ln(1 + (e - 1) t): spends
+    alpha nearly evenly over the looks, so an early look has a level close to the last
+    one's (two equally spaced looks at 0.05: 0.0310 and 0.0277), against O'Brien-Fleming's
+    0.0056 and 0.0478. A large effect is decided sooner; one that needs every seed pays a
+    little at the last look."""
+    if fraction <= 0:
+        return 0.0
+    return alpha * math.log(1.0 + (math.e - 1.0) * min(1.0, fraction))
+
+
+SPENDING: dict[str, Callable[[float, float], float]] = {
+    "obrien_fleming": obrien_fleming_spent,
+    "pocock": pocock_spent,
+}
+
+
+def sequential_levels(
+    fractions: Sequence[float], alpha: float, spending: str = "obrien_fleming"
+) -> list[float]:
     """Nominal two-sided p-value thresholds of a group-sequential test at looks with the
     given information fractions (increasing, last = 1), so that the chance of rejecting a
-    true null at *any* look is alpha (O'Brien-Fleming-type spending). Exact for the
-    canonical joint distribution of the looks' z statistics (corr(Z_i, Z_j) =
-    sqrt(t_i / t_j)); a t statistic with few seeds is treated through its p-value."""
+    true null at *any* look is alpha, spent over the looks by the named Lan-DeMets
+    function (SPENDING). Exact for the canonical joint distribution of the looks' z
+    statistics (corr(Z_i, Z_j) = sqrt(t_i / t_j)); a t statistic with few seeds is
+    treated through its p-value."""
     from scipy.optimize import brentq
     from scipy.stats import multivariate_normal, norm
 
     t = [float(f) for f in fractions]
     if not t or any(b <= a for a, b in itertools.pairwise(t)) or not 0 < t[0] <= t[-1] <= 1:
         raise ValueError(f"information fractions must increase within (0, 1]: {fractions}")
+    if spending not in SPENDING:
+        raise ValueError(f"unknown alpha spending {spending!r}: one of {sorted(SPENDING)}")
+    spent = SPENDING[spending]
     bounds: list[float] = []
     levels: list[float] = []
     for k in range(len(t)):
-        target = 1.0 - obrien_fleming_spent(t[k], alpha)  # P(no rejection through look k)
+        target = 1.0 - spent(t[k], alpha)  # P(no rejection through look k)
         if k == 0:
             c = float(norm.ppf(1.0 - (1.0 - target) / 2.0))
         else:

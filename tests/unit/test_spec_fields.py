@@ -73,6 +73,7 @@ def _check(patch: dict[str, Any]) -> str:
         ({"validation": {"deferred_looks": 9}}, "validation.deferred_looks"),
         # a deferred look resumes only through screening's promotion
         ({"validation": {"deferred_looks": 1}}, "validation.deferred_looks: needs planner.screening > 0"),
+        ({"validation": {"spending": "haybittle"}}, "validation.spending"),
     ],
 )
 def test_out_of_range_values_are_refused_naming_the_key(patch: dict[str, Any], needle: str) -> None:
@@ -93,3 +94,12 @@ def test_deferred_looks_with_screening_are_accepted() -> None:
         check_dataset=False,
     )
     assert spec.validation.deferred_looks == 1
+
+
+def test_pocock_spending_is_accepted_and_obrien_fleming_is_the_default() -> None:
+    spec = parse_campaign_spec(
+        {**MINIMAL, "validation": {"spending": "pocock"}}, source="c.yaml", check_dataset=False
+    )
+    assert spec.validation.spending == "pocock"
+    default = parse_campaign_spec(MINIMAL, source="c.yaml", check_dataset=False)
+    assert default.validation.spending == "obrien_fleming"

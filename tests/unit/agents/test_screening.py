@@ -296,6 +296,28 @@ def test_an_undecided_certification_resumes_at_its_deferred_look(tmp_path: Path)
     assert len(pairs) == len(set(pairs))
 
 
+def test_pocock_spending_decides_each_look_at_its_own_level(tmp_path: Path) -> None:
+    """validation.spending: pocock plans the same two looks with alpha spread evenly
+    (0.031, 0.028) instead of O'Brien-Fleming's (0.0056, 0.048): every look a campaign
+    takes is decided, and recorded, at the Pocock level of its index."""
+    from medloop.evaluation.stats import sequential_levels
+
+    spec = _screening_spec(_deferred_table(tmp_path), max_trials=60)
+    spec = spec.model_copy(
+        update={"validation": spec.validation.model_copy(update={"deferred_looks": 1, "spending": "pocock"})}
+    )
+    store, done = _run(tmp_path, spec)
+    pocock = sequential_levels([0.5, 1.0], spec.validation.alpha, "pocock")
+    obf = sequential_levels([0.5, 1.0], spec.validation.alpha)
+    hyps = [h for h in store.cycles.hypotheses(done.id) if "looks" in h.analysis]
+    assert hyps
+    for h in hyps:
+        look = h.analysis["looks"]
+        assert look["of"] == 2 and look["nominal_alpha"] == pocock[look["look"] - 1]
+    assert {h.analysis["looks"]["look"] for h in hyps} == {1, 2}  # a look 2 was taken too
+    assert pocock[0] > 5 * obf[0]
+
+
 def test_without_deferred_looks_a_pair_is_certified_once(tmp_path: Path) -> None:
     """The default plan (deferred_looks: 0) keeps the fixed design: one look at alpha."""
     spec = _screening_spec(_deferred_table(tmp_path), max_trials=60)
@@ -370,20 +392,21 @@ def test_certification_state_parks_only_undecided_pairs_with_looks_left() -> Non
 
 
 def test_a_later_field_at_its_default_leaves_the_planning_seed_as_it_was(table: Path) -> None:
-    """deferred_looks came after campaigns were run: at its default (0) a spec plans as it
-    did before the field existed; set, it is part of what the campaign asks for."""
+    """deferred_looks and spending came after campaigns were run: at their defaults (0,
+    obrien_fleming) a spec plans as it did before the fields existed; set, each is part of
+    what the campaign asks for."""
     from medloop.agents.seeds import _LOCATION_FIELDS, planning_seed
     from medloop.core.ids import canonical_json, sha256_hex
 
     spec = make_spec(table)
     body = spec.model_dump(mode="json", exclude=_LOCATION_FIELDS)
     del body["validation"]["deferred_looks"]
+    del body["validation"]["spending"]
     before = int(sha256_hex(canonical_json([7, body, ["x"]]))[:8], 16)
     assert planning_seed(spec, 7, "x") == before
-    deferred = spec.model_copy(
-        update={"validation": spec.validation.model_copy(update={"deferred_looks": 1})}
-    )
-    assert planning_seed(deferred, 7, "x") != before
+    for update in ({"deferred_looks": 1}, {"spending": "pocock"}):
+        changed = spec.model_copy(update={"validation": spec.validation.model_copy(update=update)})
+        assert planning_seed(changed, 7, "x") != before, update
 
 
 def test_the_console_renders_a_resumed_certification(tmp_path: Path) -> None:

@@ -28,14 +28,30 @@ def test_spending_levels_match_lan_demets_obrien_fleming() -> None:
     assert three[0] < 0.001 < three[1] < three[2] < 0.05
 
 
-def test_looking_again_at_the_spent_levels_keeps_the_error_at_alpha() -> None:
+def test_pocock_levels_match_lan_demets_pocock() -> None:
+    """alpha ln(1 + (e - 1) t): nearly even levels, the first look the loosest."""
+    assert stats.sequential_levels([1.0], 0.05, "pocock") == pytest.approx([0.05])
+    two = stats.sequential_levels([0.5, 1.0], 0.05, "pocock")
+    assert two == pytest.approx([0.0310, 0.0277], abs=3e-4)  # published LD-Pocock boundaries
+    three = stats.sequential_levels([1 / 3, 2 / 3, 1.0], 0.05, "pocock")
+    assert three[0] > three[1] > three[2] > 0.015
+    assert stats.sequential_levels([0.5, 1.0], 0.05) != pytest.approx(two, abs=1e-3)
+
+
+def test_an_unknown_spending_function_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="unknown alpha spending 'haybittle'"):
+        stats.sequential_levels([0.5, 1.0], 0.05, "haybittle")
+
+
+@pytest.mark.parametrize("spending", ["obrien_fleming", "pocock"])
+def test_looking_again_at_the_spent_levels_keeps_the_error_at_alpha(spending: str) -> None:
     """Null z statistics of three looks (a Brownian motion at t = 1/3, 2/3, 1): rejecting at
     any look at the spent levels stays near 5%; at 0.05 every time it does not."""
     rng = np.random.default_rng(0)
     increments = rng.normal(size=(200_000, 3)) * np.sqrt(1 / 3)
     z = np.cumsum(increments, axis=1) / np.sqrt([1 / 3, 2 / 3, 1.0])
     p = 2 * norm.sf(np.abs(z))
-    levels = np.array(stats.sequential_levels([1 / 3, 2 / 3, 1.0], 0.05))
+    levels = np.array(stats.sequential_levels([1 / 3, 2 / 3, 1.0], 0.05, spending))
     spent = float(np.mean((p < levels).any(axis=1)))
     naive = float(np.mean((p < 0.05).any(axis=1)))
     assert 0.045 < spent < 0.055
