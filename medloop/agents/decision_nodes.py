@@ -15,7 +15,7 @@ from medloop.agents.seeds import explore_seeds
 from medloop.agents.space import apply_changes
 from medloop.agents.state import CampaignState
 from medloop.core.errors import NotFoundError, TrustError
-from medloop.core.records import Campaign, Hypothesis, Trial
+from medloop.core.records import Campaign, Claim, Evidence, Hypothesis, Trial
 from medloop.core.specs import make_config
 from medloop.engine.analysis import (
     HypothesisAnalysis,
@@ -266,6 +266,17 @@ class DecisionNodes(NodeBase):
                 continue
             trials = [self.s.store.trials.get(t) for t in hyp.control_trials + hyp.treatment_trials]
             claim, evidence = build_claim(campaign, hyp, trials, fingerprint=fingerprint, verdict=hyp.verdict)
+            earlier = self._earlier_look_claim(hyp)
+            if earlier is not None:
+                evidence.append(
+                    Evidence(
+                        claim_id=claim.id,
+                        kind="claim",
+                        ref_id=earlier.id,
+                        role="continues",
+                        detail={"look": hyp.analysis.get("looks", {}).get("look")},
+                    )
+                )
             kb.add_claim(claim, evidence, actor=actor)
             current = self.s.store.claims.get(claim.id)
             if current.tier == "proposed":
@@ -275,6 +286,17 @@ class DecisionNodes(NodeBase):
                     actor=actor,
                     role="agent",  # type: ignore[arg-type]
                     reason=f"paired test on cycle {hyp.cycle}",
+                )
+            if earlier is not None and earlier.tier == "inconclusive":
+                # After the new claim is in: a crash between the two steps re-runs this
+                # node, which finds the earlier claim still inconclusive and retires it.
+                kb.transition(
+                    earlier.id,
+                    "superseded",
+                    actor=actor,
+                    role="agent",
+                    reason=f"its certification continued at a deferred look in claim {claim.id}, "
+                    "on the same seeds and more",
                 )
             self.s.store.cycles.put_hypothesis(hyp.model_copy(update={"claim_id": claim.id}))
             new_claims.append(claim.id)
@@ -299,6 +321,22 @@ class DecisionNodes(NodeBase):
         # Reproduction is off (reproduction_seeds: 0): claims stay `supported` and, since the
         # incumbent changes only on a reproduced improvement, it stays where it is.
         return {"new_claim_ids": new_claims, "reproduce_ids": [], "incumbent_changed": False}
+
+    def _earlier_look_claim(self, hyp: Hypothesis) -> Claim | None:
+        """The claim of the look a resumed certification continues (screening_nodes). Its
+        seeds are all in the resumed comparison, so the two are one comparison: the newer
+        claim carries the evidence and the earlier one is `superseded`, instead of a
+        reviewer finding two claims, one inconclusive, about the same change."""
+        resume = hyp.analysis.get("resume")
+        if not isinstance(resume, dict):
+            return None
+        try:
+            earlier = self.s.store.cycles.get_hypothesis(str(resume.get("from")))
+            if earlier.campaign_id != hyp.campaign_id or not earlier.claim_id:
+                return None  # only this campaign's own earlier look is continued
+            return self.s.store.claims.get(earlier.claim_id)
+        except NotFoundError:
+            return None
 
     def _record_reproduction(self, state: CampaignState, campaign: Campaign) -> dict[str, Any]:
         kb, actor = self.s.knowledge, self.s.actor

@@ -296,6 +296,70 @@ def test_an_undecided_certification_resumes_at_its_deferred_look(tmp_path: Path)
     assert len(pairs) == len(set(pairs))
 
 
+def test_a_resumed_certification_supersedes_the_claim_of_its_earlier_look(tmp_path: Path) -> None:
+    """Before, the earlier look's inconclusive claim stayed live beside the resumed one's,
+    so a reviewer (and the next campaign's retrieval) saw two claims about one comparison.
+    The resumed claim names the earlier one as evidence (role `continues`, a provenance
+    edge) and the earlier one is `superseded`; inconclusive claims nobody resumed stay."""
+    spec = _screening_spec(_deferred_table(tmp_path), max_trials=60)
+    spec = spec.model_copy(update={"validation": spec.validation.model_copy(update={"deferred_looks": 1})})
+    store, done = _run(tmp_path, spec)
+    hyps = {h.id: h for h in store.cycles.hypotheses(done.id)}
+    resumed = [h for h in hyps.values() if "resume" in h.analysis]
+    assert resumed
+    retired = set()
+    for h in resumed:
+        earlier = hyps[h.analysis["resume"]["from"]]
+        assert earlier.claim_id and h.claim_id
+        assert store.claims.get(earlier.claim_id).tier == "superseded"
+        links = [e for e in store.evidence.list(h.claim_id) if e.kind == "claim"]
+        assert [(e.ref_id, e.role) for e in links] == [(earlier.claim_id, "continues")]
+        assert store.claims.get(h.claim_id).tier != "superseded"
+        retired.add(earlier.claim_id)
+    others = [
+        h for h in hyps.values() if h.claim_id and h.claim_id not in retired and h.verdict == "inconclusive"
+    ]
+    assert all(store.claims.get(h.claim_id).tier == "inconclusive" for h in others)
+
+
+def test_a_crash_between_the_resumed_claim_and_the_retirement_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The record node writes the resumed claim, then retires the earlier one: interrupted
+    between the two, the re-run node retires it and the campaign ends as one never
+    interrupted (same claims, same tiers)."""
+    from tests.fakes import FakeKnowledge
+
+    spec = _screening_spec(_deferred_table(tmp_path), max_trials=60)
+    spec = spec.model_copy(update={"validation": spec.validation.model_copy(update={"deferred_looks": 1})})
+    ref_store, ref = _run(tmp_path, spec, "ref")
+    reference = sorted((c.statement, c.tier) for c in ref_store.claims.list(campaign_id=ref.id).items)
+    assert any(tier == "superseded" for _, tier in reference)
+
+    real = FakeKnowledge.transition
+    crashed: list[str] = []
+
+    def crash_once(self: Any, claim_id: str, tier: str, **kw: Any) -> Any:
+        if tier == "superseded" and not crashed:
+            crashed.append(claim_id)
+            raise KeyboardInterrupt  # the process dies here: the checkpoint is the node's start
+        return real(self, claim_id, tier, **kw)
+
+    monkeypatch.setattr(FakeKnowledge, "transition", crash_once)
+    ws = tmp_path / "crash"
+    ws.mkdir()
+    store = open_store(ws / "m.db")
+    runner = CampaignRunner(services(ws, store))
+    campaign = runner.create(spec, owner="a")
+    with pytest.raises(KeyboardInterrupt):
+        runner.run(campaign.id)
+    assert crashed and store.claims.get(crashed[0]).tier == "inconclusive"
+    done = runner.resume(campaign.id)
+    assert done.status == "completed"
+    assert store.claims.get(crashed[0]).tier == "superseded"
+    assert sorted((c.statement, c.tier) for c in store.claims.list(campaign_id=done.id).items) == reference
+
+
 def test_pocock_spending_decides_each_look_at_its_own_level(tmp_path: Path) -> None:
     """validation.spending: pocock plans the same two looks with alpha spread evenly
     (0.031, 0.028) instead of O'Brien-Fleming's (0.0056, 0.048): every look a campaign
