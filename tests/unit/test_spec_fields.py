@@ -103,3 +103,15 @@ def test_pocock_spending_is_accepted_and_obrien_fleming_is_the_default() -> None
     assert spec.validation.spending == "pocock"
     default = parse_campaign_spec(MINIMAL, source="c.yaml", check_dataset=False)
     assert default.validation.spending == "obrien_fleming"
+
+
+def test_every_spending_the_spec_accepts_has_a_spending_function() -> None:
+    """The spec's Literal and stats.SPENDING name the same functions: a name added to one
+    only would be accepted by the spec and refused by the analysis mid-campaign."""
+    from typing import get_args
+
+    from medloop.core.specs import ValidationPolicy
+    from medloop.evaluation.stats import SPENDING
+
+    accepted = set(get_args(ValidationPolicy.model_fields["spending"].annotation))
+    assert accepted == set(SPENDING)
