@@ -13,8 +13,8 @@ from medloop.agents.base import Planner
 from medloop.agents.code_moves import campaign_modules, draft_for, planning_spec, queued, readable
 from medloop.agents.planners.code_writer import CodeDraft, CodeRequest
 from medloop.agents.screening_nodes import ScreeningNodes
-from medloop.agents.seeds import explore_seeds, reproduction_seeds
-from medloop.agents.space import apply_changes, validate_changes
+from medloop.agents.seeds import explore_seeds, fresh_reproduction_seeds
+from medloop.agents.space import apply_changes, config_key, validate_changes
 from medloop.agents.state import CampaignState
 from medloop.core.code import CodeModule, code_field
 from medloop.core.errors import MedloopError
@@ -208,16 +208,17 @@ class PlanningNodes(ScreeningNodes):
         policy = campaign.spec.validation
         reproducing = state.get("phase") == "reproduce"
         ids = state.get("reproduce_ids", []) if reproducing else state.get("hypothesis_ids", [])
-        if reproducing:
-            seeds = reproduction_seeds(campaign.id, policy.reproduction_seeds)
-        else:
-            seeds = explore_seeds(campaign.id, policy.seeds_per_arm)
+        seeds = explore_seeds(campaign.id, policy.seeds_per_arm)
+        used = self._runs_before(campaign.id, ids) if reproducing else set()
         for hyp in self.hypotheses(ids):
             task = campaign.spec.task
             control_cfg = make_config(
                 task, campaign.incumbent if not reproducing else self._config_of(hyp.control_trials[0])
             )
             treat_cfg = make_config(task, apply_changes(control_cfg.model_dump(), hyp.changes))
+            if reproducing:
+                arms = [config_key(c.model_dump(mode="json")) for c in (control_cfg, treat_cfg)]
+                seeds = fresh_reproduction_seeds(campaign.id, policy.reproduction_seeds, arms, used)
             control: list[str] = []
             treatment: list[str] = []
             for seed in seeds:
@@ -252,6 +253,17 @@ class PlanningNodes(ScreeningNodes):
                 hyp = hyp.model_copy(update={"control_trials": control, "treatment_trials": treatment})
             self.s.store.cycles.put_hypothesis(hyp)
         return {}
+
+    def _runs_before(self, campaign_id: str, reproducing: list[str]) -> set[tuple[str, int]]:
+        """(config key, seed) of every run of the campaign but the reproduction runs of the
+        hypotheses reproduced now: a node that re-runs after a crash chooses the same seeds,
+        and hypotheses of one phase with the same control share its reproduction runs."""
+        now = set(reproducing)
+        return {
+            (config_key(t.spec.config.model_dump(mode="json")), t.spec.seed)
+            for t in self.campaign_trials(campaign_id)
+            if not (t.arm == "reproduction" and t.hypothesis_id in now)
+        }
 
     def _config_of(self, trial_id: str) -> dict[str, Any]:
         return self.s.store.trials.get(trial_id).spec.config.model_dump()

@@ -6,9 +6,15 @@ Within a campaign, seeds are shared by design: control and treatment arms run th
 seeds (paired), and an incumbent's earlier runs serve as the next cycle's control.
 
     explore        base + 0 .. base + seeds_per_arm - 1
-    reproduction   base + 1000 ..           (fresh for the explore runs)
+    reproduction   base + 1000 + n b ..     (block b: fresh for both arms' configs)
     final          base + 2000 ..           (fresh for everything that selected the incumbent)
     requested      base + 3000 + 20 k ..    (the k-th reproduction a reviewer asked for)
+
+A reproduction takes the first block of n seeds at which neither of its configs has run
+in the campaign. A fixed block would hand the next reproduction the incumbent's own
+reproduction runs as its control: runs that *selected* the incumbent (it moved because
+they agreed), so they lean its way and the new treatment's fresh seeds are compared with
+lucky ones (design note 13).
 
 `base` is a multiple of SEED_STRIDE, so `seed % SEED_STRIDE` is the role-and-index that
 replay tables are keyed by.
@@ -67,8 +73,25 @@ def explore_seeds(campaign_id: str, n: int) -> list[int]:
     return [seed_base(campaign_id) + i for i in range(n)]
 
 
-def reproduction_seeds(campaign_id: str, n: int) -> list[int]:
-    return [seed_base(campaign_id) + REPRODUCTION_OFFSET + i for i in range(n)]
+def reproduction_seeds(campaign_id: str, n: int, block: int = 0) -> list[int]:
+    """The `block`-th set of n reproduction seeds (0-based)."""
+    if not 0 <= block < (FINAL_OFFSET - REPRODUCTION_OFFSET) // max(1, n):
+        raise ValueError(f"reproduction seed block {block} of {n} seeds is outside the seed plan")
+    start = seed_base(campaign_id) + REPRODUCTION_OFFSET + n * block
+    return [start + i for i in range(n)]
+
+
+def fresh_reproduction_seeds(
+    campaign_id: str, n: int, configs: list[str], used: set[tuple[str, int]]
+) -> list[int]:
+    """The first block of reproduction seeds at which none of `configs` (config keys) has a
+    run in `used` ((config key, seed) pairs): fresh for both arms of the reproduction."""
+    block = 0
+    while True:  # ends: a config has runs in finitely many blocks; the last raises
+        seeds = reproduction_seeds(campaign_id, n, block)
+        if not any((c, s) in used for c in configs for s in seeds):
+            return seeds
+        block += 1
 
 
 def final_seeds(campaign_id: str, n: int) -> list[int]:

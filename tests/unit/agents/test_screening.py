@@ -10,7 +10,7 @@ import pytest
 from medloop.agents.budget import final_reserve_runs
 from medloop.agents.runner import CampaignRunner
 from medloop.agents.screening_nodes import certification_cost, promotion_candidate
-from medloop.agents.seeds import SEED_STRIDE
+from medloop.agents.seeds import SEED_STRIDE, fresh_reproduction_seeds, reproduction_seeds
 from medloop.agents.space import config_key
 from medloop.core.records import Campaign
 from medloop.core.store import SqlStore, open_store
@@ -497,3 +497,49 @@ def test_the_console_renders_a_resumed_certification(tmp_path: Path) -> None:
     table = StringIO()
     Console(file=table, width=300).print(final_table(done, store.cycles.hypotheses(done.id)))
     assert "(look 2/2, deferred)" in table.getvalue() and "(look 1/2)" in table.getvalue()
+
+
+def test_every_reproduction_runs_both_arms_on_seeds_they_never_ran(tmp_path: Path, table: Path) -> None:
+    """The incumbent moves more than once. Each reproduction's control is the incumbent of
+    its day, which reached that place through its own reproduction: with one fixed block
+    of reproduction seeds, the next reproduction reused those runs as its control (runs
+    that selected the incumbent, so they lean its way). Every reproduction run must be the
+    first run of its config at its seed, and hypotheses reproduced together share one."""
+    spec = _screening_spec(table, max_trials=120)
+    store, done = _run(tmp_path, spec)
+    trials = {t.id: t for t in store.trials.list(campaign_id=done.id, limit=10_000).items}
+    reproduced = [h for h in store.cycles.hypotheses(done.id) if h.reproduction_control]
+    assert len({trials[h.reproduction_control[0]].spec.config.model_dump_json() for h in reproduced}) >= 2, (
+        "the incumbent moved fewer than twice: the attack needs a second reproduction"
+    )
+    owner: dict[str, set[str]] = {}
+    for h in reproduced:
+        for tid in h.reproduction_control + h.reproduction_treatment:
+            owner.setdefault(tid, set()).add(h.id)
+    for h in reproduced:
+        for tid in h.reproduction_control + h.reproduction_treatment:
+            t = trials[tid]
+            key = config_key(t.spec.config.model_dump(mode="json"))
+            same = [
+                o
+                for o in trials.values()
+                if o.id != tid
+                and o.spec.seed == t.spec.seed
+                and config_key(o.spec.config.model_dump(mode="json")) == key
+            ]
+            assert same == [], f"{h.id}: {t.arm} run at seed {t.spec.seed} repeats an earlier run"
+            cycles = {store.cycles.get_hypothesis(o).cycle for o in owner[tid]}
+            assert cycles == {h.cycle}, f"{tid} is shared by reproductions of cycles {sorted(cycles)}"
+
+
+def test_fresh_reproduction_seeds_take_the_first_block_neither_arm_ran() -> None:
+    first = reproduction_seeds("cmp_x", 3, 0)
+    second = reproduction_seeds("cmp_x", 3, 1)
+    assert set(first).isdisjoint(second)
+    assert fresh_reproduction_seeds("cmp_x", 3, ["a", "b"], set()) == first
+    # the control ran at block 0 (it was reproduced as a treatment): block 1
+    assert fresh_reproduction_seeds("cmp_x", 3, ["a", "b"], {("a", first[2])}) == second
+    # another config's runs at block 0 do not make it stale for these two
+    assert fresh_reproduction_seeds("cmp_x", 3, ["a", "b"], {("c", first[0])}) == first
+    with pytest.raises(ValueError, match="outside the seed plan"):
+        reproduction_seeds("cmp_x", 3, 1000 // 3)
