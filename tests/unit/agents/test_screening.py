@@ -519,15 +519,12 @@ def test_every_reproduction_runs_both_arms_on_seeds_they_never_ran(tmp_path: Pat
     for h in reproduced:
         for tid in h.reproduction_control + h.reproduction_treatment:
             t = trials[tid]
-            key = config_key(t.spec.config.model_dump(mode="json"))
-            same = [
-                o
-                for o in trials.values()
-                if o.id != tid
-                and o.spec.seed == t.spec.seed
-                and config_key(o.spec.config.model_dump(mode="json")) == key
-            ]
-            assert same == [], f"{h.id}: {t.arm} run at seed {t.spec.seed} repeats an earlier run"
+            # the run was made by a reproduction of this cycle, not reused from an earlier one
+            # (a trial's id is its config and seed, so a reused run keeps its first owner)
+            made_by = store.cycles.get_hypothesis(t.hypothesis_id) if t.hypothesis_id else None
+            assert made_by is not None and made_by.cycle == h.cycle, (
+                f"{h.id}: {t.arm} run at seed {t.spec.seed} was made by an earlier hypothesis"
+            )
             cycles = {store.cycles.get_hypothesis(o).cycle for o in owner[tid]}
             assert cycles == {h.cycle}, f"{tid} is shared by reproductions of cycles {sorted(cycles)}"
 
